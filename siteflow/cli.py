@@ -1,0 +1,89 @@
+"""Command lines: ``train.py`` / ``siteflow-train`` and ``predict_test.py`` / ``siteflow-predict``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from siteflow.config import ConfigError, ExperimentConfig, load_config
+
+
+def _common_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("-c", "--config", required=True, help="a config under configs/ without .yaml (demo/sequential), or a .yaml path")
+    parser.add_argument("-n", "--note", default="default", help="name of this run; outputs go to <exps-root>/<config>/<note>/")
+    parser.add_argument("-g", "--gpus", default=None, help='GPU indices, e.g. "0" or "0,1" (several: DDP); absent: CPU')
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--exps-root", default="exps", type=Path, help="root of all run folders (default: ./exps)")
+    return parser
+
+
+def _gpus(value: str | None, parser: argparse.ArgumentParser) -> list[int] | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        parser.error(f"-g/--gpus: expected GPU indices like 0 or 0,1, got {value!r}")
+
+
+def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: str) -> tuple[ExperimentConfig, Path]:
+    """Load the config (exiting with its error message) and set up logging into the run folder."""
+    try:
+        config = load_config(args.config)
+    except (ConfigError, FileNotFoundError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    run_dir = args.exps_root / config.name / args.note
+    log_file = run_dir / "logs" / f"{program}_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(log_file)],
+        force=True,
+    )
+    return config, run_dir
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Train every current site of a config with its strategy; see README.md."""
+    from siteflow.runner import ExperimentRun
+
+    parser = _common_parser("Train a multi-site experiment.")
+    args = parser.parse_args(argv)
+    gpus = _gpus(args.gpus, parser)
+    config, run_dir = _setup(args, parser, "train")
+    started = time.perf_counter()
+    summary = ExperimentRun(config, run_dir, gpus=gpus).execute()
+    if summary:
+        for metric in ("dice", "dice_sample"):
+            values = summary[metric]
+            transfer = values["backward_transfer"]
+            print(
+                f"{metric}: final mean {values['final_mean']:.4f}"
+                + (f", backward transfer {transfer:+.4f}" if transfer is not None else "")
+            )
+        print(f"results in {run_dir / 'results'} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """Test trained weights on every site's test split, sample by sample; see README.md."""
+    from siteflow.predict import predict_run
+
+    parser = _common_parser("Sample-wise evaluation of trained weights on every test site.")
+    parser.add_argument("-s", "--save-results", action="store_true", help="also write input, prediction and truth as NIfTI")
+    parser.add_argument("--weights", type=Path, default=None, help="evaluate this safetensors weights file instead")
+    parser.add_argument("--stage", action="append", default=None, help="evaluate only this stage (repeatable)")
+    args = parser.parse_args(argv)
+    gpus = _gpus(args.gpus, parser)
+    config, run_dir = _setup(args, parser, "predict")
+    output = predict_run(
+        config, run_dir, gpu=gpus[0] if gpus else None, save_nifti=args.save_results, weights=args.weights, stages=args.stage
+    )
+    print(f"test results in {output}")
+    return 0

@@ -1,0 +1,57 @@
+"""Datasets and dataloaders of the sites of an experiment."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from siteflow.config import SiteConfig
+from siteflow.registry import DATASETS
+
+Split = Literal["train", "val", "test"]
+
+
+def build_dataset(site: SiteConfig, split: Split) -> Dataset:
+    """The ``split`` of ``site``'s dataset, built from its merged config entry."""
+    return DATASETS.get(site.dataset.name)(split, **site.dataset.kwargs)
+
+
+def pooled_dataset(sites: Sequence[SiteConfig], split: Split) -> Dataset:
+    """One site's split, or the concatenation of several sites' splits (joint training).
+
+    Raises:
+        ValueError: the sites disagree on classes or input channels, so they cannot be pooled.
+    """
+    parts = [build_dataset(site, split) for site in sites]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for site, part in zip(sites[1:], parts[1:]):
+        if (part.class_names, part.in_channels) != (first.class_names, first.in_channels):
+            raise ValueError(
+                f"site {site.task_name!r} has classes {part.class_names} and {part.in_channels} input "
+                f"channels, site {sites[0].task_name!r} has {first.class_names} and {first.in_channels}: "
+                "they cannot be pooled"
+            )
+    return ConcatDataset(parts)
+
+
+def loader(dataset: Dataset, *, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """A DataLoader over ``dataset``; shuffling is seeded so that runs repeat."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=generator,
+        drop_last=False,
+    )
+
+
+def dataset_info(dataset: Dataset) -> Dataset:
+    """The site dataset that carries ``class_names``/``in_channels`` (the first part of a pool)."""
+    return dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset

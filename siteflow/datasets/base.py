@@ -1,0 +1,146 @@
+"""The base class of every segmentation dataset of siteflow."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from siteflow.datasets.files import (
+    SampleFiles,
+    grey_to_class_ids,
+    read_grey,
+    read_rgb_or_grey,
+    resize_nearest,
+)
+from siteflow.datasets.splits import carve_val
+
+Split = Literal["train", "val", "test"]
+SPLITS = ("train", "val", "test")
+
+
+class SegmentationDataset(Dataset):
+    """One site's split of a 2D segmentation release, read lazily from its files.
+
+    A subclass declares its classes and mask convention (``class_names``, background first,
+    and ``mask_levels``: the grey value of each class in the mask files, decoded to the
+    nearest level) and lists its release's samples in :meth:`_release_samples`. The base class
+    then selects the split: ``test`` is the release's test part; ``val`` is ``val_fraction`` of
+    the release's training part, drawn by a permutation seeded by ``split_seed``; ``train`` is
+    the rest of the training part. The selection is deterministic and val and train are
+    disjoint.
+
+    Item ``i`` is ``{"image": float32 (C, H, W) scaled from [0, 255] to out_range,
+    "label": int64 (H, W) class ids, "id": str}``, (H, W) being ``img_size`` or the native size
+    (image resized bilinearly, label by nearest neighbour). The train split repeats its
+    samples ``num_replica`` times to lengthen an epoch; val and test never repeat.
+
+    A subclass's ``__init__`` stores its own options, then calls this one (which calls
+    :meth:`_release_samples`); its signature lists every option with a type hint, as the
+    config layer validates YAML kwargs against it.
+    """
+
+    class_names: ClassVar[tuple[str, ...]]
+    mask_levels: ClassVar[tuple[int, ...]]
+    in_channels: ClassVar[int]
+    num_classes: ClassVar[int]  # set from class_names
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "class_names" in cls.__dict__:
+            cls.num_classes = len(cls.class_names)
+            if len(cls.mask_levels) != cls.num_classes:
+                raise TypeError(f"{cls.__name__}: one mask level per class is needed")
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        img_size: list[int] | None = None,
+        out_range: tuple[float, ...] = (-1.0, 1.0),
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        num_replica: int = 1,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        if img_size is not None and (len(img_size) != 2 or min(img_size) < 1):
+            raise ValueError(f"img_size must be [height, width] > 0, not {img_size!r}")
+        if len(out_range) != 2 or not out_range[0] < out_range[1]:
+            raise ValueError(f"out_range must be [low, high] with low < high, not {out_range!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
+        if num_replica < 1:
+            raise ValueError(f"num_replica must be >= 1, not {num_replica!r}")
+        super().__init__()
+        self.split = split
+        self.img_size = None if img_size is None else (int(img_size[0]), int(img_size[1]))
+        self.out_range = (float(out_range[0]), float(out_range[1]))
+        self.num_replica = num_replica if split == "train" else 1
+
+        release = self._release_samples("test" if split == "test" else "train")
+        ids = [sample.id for sample in release]
+        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"{type(self).__name__}: several files share the ids {duplicates}")
+        if split != "test":
+            release = carve_val(release, split, val_fraction, split_seed)
+        if not release:
+            raise ValueError(
+                f"{type(self).__name__}: the {split} split is empty "
+                f"({len(ids)} training samples, val_fraction={val_fraction})"
+            )
+        self.samples: list[SampleFiles] = release
+
+    @classmethod
+    def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
+        """Paths that must exist before training, keyed by the kwarg that sets them."""
+        return {"root_path": Path(kwargs["root_path"])} if "root_path" in kwargs else {}
+
+    def _release_samples(self, release: Literal["train", "test"]) -> list[SampleFiles]:
+        """The samples of the release's train or test part, in a stable (sorted) order."""
+        raise NotImplementedError
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """Ids of the unique samples of this split, in a stable order."""
+        return [sample.id for sample in self.samples]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.samples)
+
+    def __len__(self) -> int:
+        return self.num_samples * self.num_replica
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        sample = self.samples[index % self.num_samples]
+        image = read_rgb_or_grey(sample.image, self.in_channels)
+        label = self._read_label(sample)
+        if label.shape != (image.height, image.width):
+            raise ValueError(
+                f"mask {sample.mask} is {label.shape[1]}x{label.shape[0]} pixels but image "
+                f"{sample.image} is {image.width}x{image.height}"
+            )
+        if self.img_size is not None:
+            image = image.resize(self.img_size[::-1], Image.Resampling.BILINEAR)
+            label = resize_nearest(label, self.img_size)
+        return {"image": self._to_tensor(image), "label": torch.from_numpy(label), "id": sample.id}
+
+    def _read_label(self, sample: SampleFiles) -> np.ndarray:
+        """Class ids, int64 (H, W) at native size, of ``sample``'s mask."""
+        return grey_to_class_ids(read_grey(sample.mask), self.mask_levels, sample.mask)
+
+    def _to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """float32 (C, H, W) of a Pillow image, scaled from [0, 255] to out_range."""
+        array = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, -1)
+        low, high = self.out_range
+        array = array * ((high - low) / 255.0) + low
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

@@ -1,0 +1,170 @@
+"""Drawing of synthetic fundus photographs, and the acquisition style of each site.
+
+Everything is a pure function of a NumPy generator and a few sizes: the same generator state
+gives the same pixels, which makes the written data sets byte-identical for a seed.
+Coordinates are normalised: the image centre is (0, 0) and 1 is half the shorter side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+FOV_RADIUS = 0.95
+RETINA_RGB = (0.80, 0.36, 0.17)
+DISC_RGB = (0.96, 0.74, 0.45)
+CUP_RGB = (1.00, 0.94, 0.78)
+OUTSIDE_GREY = 0.02
+VESSEL_DARKENING = (0.45, 0.62, 0.62)  # fraction of R, G, B removed at the vessel centre
+SUPERSAMPLING = 3  # vessels are drawn this many times finer, then box-averaged
+
+
+@dataclass(frozen=True)
+class SiteStyle:
+    """Acquisition style of one site: native size in pixels, RGB gains (colour cast),
+    contrast around mid-grey, Gaussian blur radius in pixels and noise standard deviation
+    (in [0, 1] intensity units)."""
+
+    height: int
+    width: int
+    cast: tuple[float, float, float]
+    contrast: float
+    blur: float
+    noise: float
+
+
+@dataclass(frozen=True)
+class Fundus:
+    """One drawn eye before the site's style: ``image`` float32 (H, W, 3) in [0, 1]; ``fov``,
+    ``disc`` (cup included), ``cup`` and ``vessels`` bool (H, W)."""
+
+    image: np.ndarray
+    fov: np.ndarray
+    disc: np.ndarray
+    cup: np.ndarray
+    vessels: np.ndarray
+
+
+def site_style(site: int, num_sites: int, native_size: tuple[int, int], aspect: float) -> SiteStyle:
+    """The style of site ``site`` (0-based) of ``num_sites``.
+
+    Width grows linearly from ``native_size[0]`` (first site) to ``native_size[1]`` (last);
+    height = width * ``aspect``. Casts turn around the colour circle, so that no two sites
+    share one; contrast, blur and noise are spread over their ranges in shifted orders, so
+    that no site is the easiest on every axis.
+    """
+
+    def spread(shift: int) -> float:
+        return ((site + shift) % num_sites) / (num_sites - 1) if num_sites > 1 else 0.0
+
+    progress = site / (num_sites - 1) if num_sites > 1 else 0.0
+    width = round(native_size[0] + (native_size[1] - native_size[0]) * progress)
+    angle = 2 * math.pi * site / num_sites
+    cast = tuple(1.0 + 0.2 * math.cos(angle - 2 * math.pi * c / 3) for c in range(3))
+    return SiteStyle(
+        height=round(width * aspect),
+        width=width,
+        cast=cast,  # type: ignore[arg-type]
+        contrast=1.2 - 0.5 * spread(0),
+        blur=1.0 * spread(1),
+        noise=0.01 + 0.04 * spread(2),
+    )
+
+
+def draw_fundus(rng: np.random.Generator, height: int, width: int) -> Fundus:
+    """A fundus-like eye: dark outside a circular field of view, orange-red retina lit by a
+    gradient, a darker macula, a bright elliptic optic disc (left or right, random size) with
+    a brighter cup inside, and dark-red branching vessels that start at the disc."""
+    half = min(height, width) / 2
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    x = (x + 0.5 - width / 2) / half
+    y = (y + 0.5 - height / 2) / half
+    fov = x**2 + y**2 <= FOV_RADIUS**2
+
+    side = rng.choice([-1.0, 1.0])
+    disc_x, disc_y = side * rng.uniform(0.3, 0.45), rng.uniform(-0.15, 0.15)
+    disc_rx = rng.uniform(0.17, 0.24)
+    disc_ry = disc_rx * rng.uniform(0.95, 1.15)
+    cup_ratio = rng.uniform(0.4, 0.65)
+    cup_x = disc_x + rng.uniform(-0.12, 0.12) * disc_rx
+    cup_y = disc_y + rng.uniform(-0.12, 0.12) * disc_ry
+    disc_d = np.sqrt(((x - disc_x) / disc_rx) ** 2 + ((y - disc_y) / disc_ry) ** 2)
+    cup_d = np.sqrt(((x - cup_x) / (cup_ratio * disc_rx)) ** 2 + ((y - cup_y) / (cup_ratio * disc_ry)) ** 2)
+
+    light_angle = rng.uniform(0, 2 * math.pi)
+    light = 0.85 + 0.2 * (x * math.cos(light_angle) + y * math.sin(light_angle))
+    light *= 1.0 - 0.3 * (x**2 + y**2) ** 2
+    macula_x, macula_y = disc_x - side * rng.uniform(0.45, 0.55), disc_y + rng.uniform(-0.05, 0.05)
+    light *= 1.0 - 0.3 * np.exp(-((x - macula_x) ** 2 + (y - macula_y) ** 2) / (2 * 0.12**2))
+    image = light[..., None] * np.asarray(RETINA_RGB, dtype=np.float32)
+
+    image = _blend(image, DISC_RGB, np.clip((1.0 - disc_d) / 0.1 + 0.5, 0.0, 1.0) * 0.9)
+    image = _blend(image, CUP_RGB, np.clip((1.0 - cup_d) / 0.12 + 0.5, 0.0, 1.0) * 0.9)
+
+    alpha = _vessel_alpha(rng, height, width, (disc_x, disc_y), disc_rx) * fov
+    image *= 1.0 - alpha[..., None] * np.asarray(VESSEL_DARKENING, dtype=np.float32)
+    image[~fov] = OUTSIDE_GREY
+    return Fundus(image.astype(np.float32), fov, disc_d <= 1.0, cup_d <= 1.0, alpha >= 0.5)
+
+
+def apply_style(fundus: Fundus, style: SiteStyle, rng: np.random.Generator) -> np.ndarray:
+    """The photograph of ``fundus`` as site ``style`` takes it: uint8 (H, W, 3)."""
+    image = fundus.image * np.asarray(style.cast, dtype=np.float32)
+    image = 0.4 + (image - 0.4) * style.contrast
+    image[~fundus.fov] = OUTSIDE_GREY
+    picture = Image.fromarray(np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8))
+    if style.blur > 0:
+        picture = picture.filter(ImageFilter.GaussianBlur(style.blur))
+    noisy = np.asarray(picture, dtype=np.float32) + rng.normal(0.0, style.noise * 255, image.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def _blend(image: np.ndarray, rgb: tuple[float, float, float], weight: np.ndarray) -> np.ndarray:
+    """``image`` (H, W, 3) moved towards colour ``rgb`` by ``weight`` (H, W) in [0, 1]."""
+    return image + weight[..., None] * (np.asarray(rgb, dtype=np.float32) - image)
+
+
+def _vessel_alpha(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    disc: tuple[float, float],
+    disc_radius: float,
+) -> np.ndarray:
+    """Vessel coverage, float32 (H, W) in [0, 1]: random-walk branches that leave the disc in
+    four arcades and a few nasal trunks, thinning and forking as they go."""
+    half = min(height, width) / 2
+    scale = half * SUPERSAMPLING
+    canvas = Image.new("L", (width * SUPERSAMPLING, height * SUPERSAMPLING), 0)
+    draw = ImageDraw.Draw(canvas)
+
+    def to_pixels(px: float, py: float) -> tuple[float, float]:
+        return (px * scale + width * SUPERSAMPLING / 2, py * scale + height * SUPERSAMPLING / 2)
+
+    trunk_angles = [-math.pi / 2 - 0.5, -math.pi / 2 + 0.5, math.pi / 2 - 0.5, math.pi / 2 + 0.5]
+    trunk_angles += list(rng.uniform(0, 2 * math.pi, size=rng.integers(1, 3)))
+    branches = [
+        (disc[0] + 0.3 * disc_radius * math.cos(a), disc[1] + 0.3 * disc_radius * math.sin(a),
+         a + rng.normal(0, 0.2), rng.uniform(0.035, 0.05))
+        for a in trunk_angles
+    ]
+    step, drawn = 0.05, 0
+    while branches and drawn < 400:
+        bx, by, angle, thickness = branches.pop()
+        while thickness >= 0.012 and bx**2 + by**2 < FOV_RADIUS**2:
+            angle += rng.normal(0, 0.2)
+            nx, ny = bx + step * math.cos(angle), by + step * math.sin(angle)
+            start, end = to_pixels(bx, by), to_pixels(nx, ny)
+            pixels = max(1.0, thickness * scale)
+            draw.line([start, end], fill=255, width=round(pixels))
+            radius = pixels / 2
+            draw.ellipse([end[0] - radius, end[1] - radius, end[0] + radius, end[1] + radius], fill=255)
+            bx, by, thickness, drawn = nx, ny, thickness * 0.97, drawn + 1
+            if rng.random() < 0.12:
+                fork = angle + rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
+                branches.append((bx, by, fork, thickness * 0.75))
+    coverage = canvas.reduce(SUPERSAMPLING)
+    return np.asarray(coverage, dtype=np.float32) / 255.0

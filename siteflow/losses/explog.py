@@ -1,0 +1,61 @@
+"""Exponential-logarithmic Dice + cross-entropy loss of the Relay Learning reference."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from siteflow.losses.cross_entropy import CrossEntropyLoss
+from siteflow.losses.dice import SoftDiceLoss
+from siteflow.registry import LOSSES
+
+
+@LOSSES.register("explog")
+class ExpLogLoss(nn.Module):
+    """``dice_weight * (-ln max(Dice, 1e-6)) ** gamma + ce_weight * CE``.
+
+    ``Dice`` is the mean soft Dice, ``1 - dice_loss`` (see :class:`SoftDiceLoss`), and ``CE`` the
+    class-weighted cross-entropy (see :class:`CrossEntropyLoss`). ``gamma < 1`` boosts the
+    gradient of the Dice term as Dice approaches 1. At ``Dice == 1`` exactly the Dice term and
+    its gradient are taken as 0 (the analytic gradient is infinite there).
+
+    Args:
+        gamma: exponent of the log-Dice term, positive.
+        dice_weight: weight of the Dice term.
+        ce_weight: weight of the cross-entropy term.
+        class_weights: per-class cross-entropy weights, or None.
+        do_bg, batch_dice, smooth: options of the soft Dice.
+        ignore_index: label value of pixels to leave out of both terms.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 0.3,
+        dice_weight: float = 0.8,
+        ce_weight: float = 0.2,
+        class_weights: list[float] | None = None,
+        do_bg: bool = True,
+        batch_dice: bool = False,
+        smooth: float = 1.0,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        if gamma <= 0:
+            raise ValueError(f"gamma must be positive, got {gamma}")
+        self.gamma = gamma
+        self.dice_weight = dice_weight
+        self.ce_weight = ce_weight
+        self.dice = SoftDiceLoss(do_bg=do_bg, batch_dice=batch_dice, smooth=smooth, ignore_index=ignore_index)
+        self.ce = CrossEntropyLoss(class_weights=class_weights, ignore_index=ignore_index)
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Loss of logits ``(N, C, *spatial)`` against labels ``(N, *spatial)``; a scalar."""
+        dice = 1 - self.dice(logits, labels)
+        neg_log_dice = -torch.log(dice.clamp_min(1e-6))
+        # The clamp keeps the pow's gradient finite where torch.where discards that branch.
+        positive = neg_log_dice > 0
+        dice_term = torch.where(positive, neg_log_dice.clamp_min(1e-30).pow(self.gamma), 0.0)
+        return self.dice_weight * dice_term + self.ce_weight * self.ce(logits, labels)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, dice_weight={self.dice_weight}, ce_weight={self.ce_weight}"

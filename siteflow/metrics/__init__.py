@@ -1,0 +1,17 @@
+"""Segmentation metrics (torchmetrics API) and confidence intervals."""
+
+from siteflow.metrics.dice import PooledDice, SampleDice, dice_from_confusion
+from siteflow.metrics.hausdorff import HD95, hd95
+from siteflow.metrics.per_sample import PerSampleMetric
+from siteflow.metrics.statistics import bootstrap_confidence_interval, mean_confidence_interval
+
+__all__ = [
+    "HD95",
+    "PerSampleMetric",
+    "PooledDice",
+    "SampleDice",
+    "bootstrap_confidence_interval",
+    "dice_from_confusion",
+    "hd95",
+    "mean_confidence_interval",
+]

@@ -1,0 +1,93 @@
+"""Confidence intervals of per-sample results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+
+ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
+
+
+def _as_numpy(values: ArrayLike) -> np.ndarray:
+    """``values`` as a float64 numpy array (tensors are detached and moved to the CPU)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+
+
+def mean_confidence_interval(values: ArrayLike, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values`` with its Student-t confidence interval.
+
+    Args:
+        values: ``n >= 1`` numbers (any shape; flattened).
+        confidence: coverage of the interval.
+
+    Returns:
+        ``(mean, low, high)`` with ``low, high = mean -/+ t_{(1 + confidence) / 2, n - 1} * s / sqrt(n)``,
+        ``s`` the sample standard deviation; ``(value, nan, nan)`` for a single value.
+    """
+    _check_confidence(confidence)
+    x = _as_numpy(values).ravel()
+    if x.size == 0:
+        raise ValueError("values must not be empty")
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, math.nan, math.nan
+    half_width = float(stats.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half_width, mean + half_width
+
+
+def bootstrap_confidence_interval(
+    statistic: Callable[..., float],
+    *arrays: ArrayLike,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """A statistic of paired samples with its percentile-bootstrap confidence interval.
+
+    Each resample draws ``n`` sample indices with replacement and applies ``statistic`` to the
+    rows of every array at those indices, so paired arrays (e.g. scores and targets) stay paired.
+    Resamples on which ``statistic`` is NaN (e.g. an AUROC of a resample holding one class
+    only) are left out of the percentiles.
+
+    Args:
+        statistic: function of numpy arrays (one per entry of ``arrays``) returning a number.
+        arrays: one or more arrays with the same length ``n >= 1`` along axis 0.
+        n_resamples: number of bootstrap resamples.
+        confidence: coverage of the interval.
+        seed: seed of the resampling generator; equal seeds give equal intervals.
+
+    Returns:
+        ``(statistic(*arrays), low, high)``, the bounds being the ``(1 -/+ confidence) / 2``
+        percentiles of the resampled statistics (NaN if every resample gave NaN).
+    """
+    _check_confidence(confidence)
+    if not arrays:
+        raise ValueError("at least one array is required")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    data = [_as_numpy(a) for a in arrays]
+    n = len(data[0])
+    if n == 0 or any(len(a) != n for a in data):
+        raise ValueError(f"arrays must be non-empty and of one length, got lengths {[len(a) for a in data]}")
+
+    rng = np.random.default_rng(seed)
+    resampled = np.array(
+        [float(statistic(*(a[idx] for a in data))) for idx in rng.integers(0, n, size=(n_resamples, n))]
+    )
+    resampled = resampled[~np.isnan(resampled)]
+    estimate = float(statistic(*data))
+    if resampled.size == 0:
+        return estimate, math.nan, math.nan
+    low, high = np.percentile(resampled, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return estimate, float(low), float(high)

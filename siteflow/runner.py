@@ -1,0 +1,253 @@
+"""Executes an experiment: output folder, Lightning trainers, resuming and the site matrix.
+
+Layout of a run folder ``exps/<config>/<note>/``::
+
+    processed_config.yaml            the merged, validated config
+    checkpoints/initial.safetensors  the seeded initial weights shared by every site
+    checkpoints/<save dir>/last.ckpt Lightning checkpoint of the latest epoch (for resuming)
+    checkpoints/<save dir>/final.safetensors  the stage's final weights
+    logs/<stage>/                    TensorBoard and CSV logs
+    results/progress.json            the test results of every finished stage
+    results/site_matrix_<metric>.csv/.png, results/summary.json
+
+Running the same command again resumes: finished stages are skipped (their final weights
+are read back), an interrupted stage continues from its ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import pytorch_lightning as pl
+import torch
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+from torch import nn
+
+from siteflow.atomic import load_weights, save_weights, write_json, write_text
+from siteflow.checkpoint_io import AtomicCheckpointIO
+from siteflow.config import ExperimentConfig, TaskConfig, TrainConfig
+from siteflow.data import build_dataset, dataset_info, loader, pooled_dataset
+from siteflow.evaluation import StageResult, write_results
+from siteflow.learner import SegmentationLearner
+from siteflow.registry import LOSSES, MODELS, STRATEGIES
+from siteflow.strategies.base import State, Strategy
+
+log = logging.getLogger(__name__)
+
+FINAL_WEIGHTS = "final.safetensors"
+INITIAL_WEIGHTS = "initial.safetensors"
+
+
+class ExperimentRun:
+    """One run of an experiment config in its own folder (implements ``SiteRunner``).
+
+    Args:
+        config: the validated experiment.
+        run_dir: the output folder, ``exps/<config>/<note>``.
+        gpus: GPU indices to train on; ``None`` trains on the CPU. Several GPUs use DDP.
+    """
+
+    def __init__(self, config: ExperimentConfig, run_dir: Path, *, gpus: Sequence[int] | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.gpus = list(gpus) if gpus else None
+        self.strategy: Strategy = STRATEGIES.get(config.strategy.name)(**config.strategy.kwargs)
+        self.checkpoints_dir = self.run_dir / "checkpoints"
+        self.logs_dir = self.run_dir / "logs"
+        self.results_dir = self.run_dir / "results"
+        self.results: list[StageResult] = self._read_progress()
+        self._stage_weights: dict[str, Path] = {}
+        self._test_sets: list[tuple[str, torch.utils.data.Dataset]] | None = None
+        reference = dataset_info(build_dataset(config.tasks[0].site, "test"))
+        self.class_names: tuple[str, ...] = tuple(reference.class_names)
+        self.in_channels: int = reference.in_channels
+        self.ignore_index: int | None = getattr(reference, "ignore_index", None)
+
+    # -- SiteRunner ------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> Sequence[TaskConfig]:
+        return self.config.tasks
+
+    def initial_state(self, task: TaskConfig) -> State:
+        if task.checkpoint.load:
+            path = Path(task.checkpoint.load)
+            path = path if path.is_absolute() else self.checkpoints_dir / path
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"current_tasks.task_confs.{task.task_id}.checkpoint.load: weights file {str(path)!r} does not exist"
+                )
+            state = load_weights(path)
+            self.build_model().load_state_dict(state)  # refuses a different architecture
+            return state
+        path = self.checkpoints_dir / INITIAL_WEIGHTS
+        if path.is_file():
+            return load_weights(path)
+        pl.seed_everything(self.config.seed, workers=True, verbose=False)
+        state = {name: tensor.detach().clone() for name, tensor in self.build_model().state_dict().items()}
+        if rank_zero_only.rank == 0:
+            save_weights(path, state)
+        return state
+
+    def fit(self, stage: str, tasks: Sequence[TaskConfig], state: State, *, save_dir: str) -> State:
+        directory = self.checkpoints_dir / save_dir
+        final = directory / FINAL_WEIGHTS
+        self._stage_weights[stage] = final
+        if final.is_file():
+            log.info("stage %s: finished before, reading %s", stage, final)
+            return load_weights(final)
+        train_config = tasks[0].train
+        seed = self.config.seed + (tasks[0].task_id if len(tasks) == 1 else 0)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        train_set = pooled_dataset([t.site for t in tasks], "train")
+        val_set = pooled_dataset([t.site for t in tasks], "val")
+        log.info("stage %s: %d training and %d validation samples", stage, len(train_set), len(val_set))
+        learner = self._learner(state, train_config)
+        resume = directory / "last.ckpt" if tasks[0].checkpoint.resume and (directory / "last.ckpt").is_file() else None
+        if resume is not None:
+            log.info("stage %s: resuming from %s", stage, resume)
+        trainer = self._trainer(
+            stage,
+            train_config,
+            callbacks=[ModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0, enable_version_counter=False)],
+            validate=len(val_set) > 0,
+        )
+        batch_size = train_config.batch_size
+        trainer.fit(
+            learner,
+            train_dataloaders=loader(train_set, batch_size=batch_size, num_workers=self.config.num_workers, shuffle=True, seed=seed),
+            val_dataloaders=loader(val_set, batch_size=batch_size, num_workers=self.config.num_workers, shuffle=False)
+            if len(val_set)
+            else None,
+            ckpt_path=resume,
+        )
+        state = {name: tensor.detach().cpu().clone() for name, tensor in learner.model.state_dict().items()}
+        if rank_zero_only.rank == 0:
+            save_weights(final, state)
+        return state
+
+    def test(self, stage: str, state: State, *, trained_site: str | None) -> None:
+        if any(row.stage == stage for row in self.results):
+            return
+        test_sets = self._test_datasets()
+        learner = self._learner(state, self.config.tasks[0].train, test_site_names=[name for name, _ in test_sets])
+        trainer = self._trainer(stage, self.config.tasks[0].train, callbacks=[], validate=False, devices=1, loggers=False)
+        batch_size = self.config.tasks[0].train.batch_size
+        trainer.test(
+            learner,
+            dataloaders=[loader(d, batch_size=batch_size, num_workers=self.config.num_workers, shuffle=False) for _, d in test_sets],
+            verbose=False,
+        )
+        weights = self._stage_weights.get(stage)
+        result = StageResult(stage, trained_site, learner.test_results, weights and str(weights.relative_to(self.run_dir)))
+        log.info("stage %s: %s", stage, _format_row(result))
+        self.results.append(result)
+        if rank_zero_only.rank == 0:
+            self._write_progress()
+
+    # -- the whole run ---------------------------------------------------------------------
+
+    def execute(self) -> dict:
+        """Run the strategy over all stages, then write the site matrices and summary."""
+        if rank_zero_only.rank == 0:
+            write_text(self.run_dir / "processed_config.yaml", yaml.safe_dump(self.config.processed(), sort_keys=False))
+        self.strategy.run(self)
+        site_names = [site.task_name for site in self.config.sites]
+        if rank_zero_only.rank != 0:
+            return {}
+        return write_results(
+            self.results_dir,
+            self.results,
+            site_names,
+            experiment=self.config.name,
+            strategy=self.config.strategy.name,
+            own_model_per_site=self.strategy.own_model_per_site,
+        )
+
+    def build_model(self) -> nn.Module:
+        """A new model of the configured architecture, sized by the dataset."""
+        spec = self.config.model
+        kwargs = {"in_channels": self.in_channels, "num_classes": len(self.class_names), **spec.kwargs}
+        if kwargs["num_classes"] != len(self.class_names) or kwargs["in_channels"] != self.in_channels:
+            raise ValueError(
+                f"common.model.kwargs: the model has in_channels={kwargs['in_channels']}, num_classes="
+                f"{kwargs['num_classes']}, the data has {self.in_channels} channels and {len(self.class_names)} classes"
+            )
+        return MODELS.get(spec.name)(**kwargs)
+
+    def stage_weights(self) -> list[tuple[str, Path]]:
+        """(stage, final weights file) of every finished stage, in order (for prediction)."""
+        return [(row.stage, self.run_dir / row.weights) for row in self.results if row.weights]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _learner(self, state: State, train: TrainConfig, test_site_names: Sequence[str] = ()) -> SegmentationLearner:
+        model = self.build_model()
+        model.load_state_dict(state)
+        loss = LOSSES.get(train.loss.name)(**train.loss.kwargs)
+        return SegmentationLearner(
+            model, loss, train=train, class_names=self.class_names, test_site_names=test_site_names, ignore_index=self.ignore_index
+        )
+
+    def _trainer(
+        self,
+        stage: str,
+        train: TrainConfig,
+        *,
+        callbacks: list,
+        validate: bool,
+        devices: int | None = None,
+        loggers: bool = True,
+    ) -> pl.Trainer:
+        gpus = self.gpus[:devices] if self.gpus and devices else self.gpus
+        return pl.Trainer(
+            accelerator="gpu" if gpus else "cpu",
+            devices=gpus or 1,
+            strategy="ddp" if gpus and len(gpus) > 1 else "auto",
+            precision=train.precision,
+            max_epochs=train.epochs,
+            check_val_every_n_epoch=train.val_every_n_epochs,
+            limit_val_batches=None if validate else 0,
+            num_sanity_val_steps=0,
+            log_every_n_steps=train.log_every_n_steps,
+            gradient_clip_val=train.gradient_clip_val,
+            accumulate_grad_batches=train.accumulate_grad_batches,
+            logger=[
+                TensorBoardLogger(self.logs_dir, name=stage, version="tensorboard"),
+                CSVLogger(self.logs_dir, name=stage, version="csv"),
+            ]
+            if loggers
+            else False,
+            callbacks=callbacks,
+            enable_checkpointing=bool(callbacks),
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=self.run_dir,
+            enable_model_summary=False,
+            deterministic=False,
+        )
+
+    def _test_datasets(self) -> list[tuple[str, torch.utils.data.Dataset]]:
+        if self._test_sets is None:
+            self._test_sets = [(site.task_name, build_dataset(site, "test")) for site in self.config.sites]
+        return self._test_sets
+
+    def _read_progress(self) -> list[StageResult]:
+        path = self.results_dir / "progress.json"
+        if not path.is_file():
+            return []
+        entries = json.loads(path.read_text())["stages"]
+        return [StageResult(**entry) for entry in entries]
+
+    def _write_progress(self) -> None:
+        write_json(self.results_dir / "progress.json", {"stages": [dataclasses.asdict(r) for r in self.results]})
+
+
+def _format_row(result: StageResult) -> str:
+    return ", ".join(f"{site} dice {values['dice']:.3f}" for site, values in result.values.items())
