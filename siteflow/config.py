@@ -273,7 +273,7 @@ def _torch_component(value: Any, key_path: str, module: Any) -> Component:
     check_type(name, str, join(key_path, "name"))
     known = [n for n in dir(module) if not n.startswith("_") and isinstance(getattr(module, n), type)]
     if name not in known:
-        raise ConfigError(join(key_path, "name"), f"unknown name {name!r}{nearest(name, known)} in {module.__name__}")
+        raise ConfigError(join(key_path, "name"), f"unknown {module.__name__} class {name!r}{nearest(name, known)}")
     kwargs = value.get("kwargs") or {}
     check_kwargs(getattr(module, name), kwargs, join(key_path, "kwargs"), supplied=("params", "optimizer"))
     return Component(name, dict(kwargs))
@@ -363,7 +363,7 @@ def _tasks(
     check_type(confs, dict, "current_tasks.task_confs")
     by_id: dict[int, dict] = {}
     for key, conf in confs.items():
-        key_path = join("current_tasks.task_confs", key)
+        key_path = join("current_tasks.task_confs", str(key))
         task_id = int(key) if isinstance(key, int) or str(key).isdigit() else None
         if task_id not in task_ids:
             raise ConfigError(key_path, f"is not one of current_tasks.task_ids {task_ids}")
@@ -375,7 +375,7 @@ def _tasks(
     for task_id in task_ids:
         site, site_dataset = sites[task_id]
         conf = by_id.get(task_id, {})
-        key_path = join("current_tasks.task_confs", task_id)
+        key_path = join("current_tasks.task_confs", str(task_id))
         if "dataset" in conf:
             check_type(conf["dataset"], dict, join(key_path, "dataset"))
             site = dataclasses.replace(site, dataset=_dataset(deep_merge(site_dataset, conf["dataset"]), key_path))

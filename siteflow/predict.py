@@ -38,6 +38,7 @@ from siteflow.runner import ExperimentRun  # noqa: E402
 log = logging.getLogger(__name__)
 
 OVERLAY_SAMPLES = 6
+OVERLAY_COLOURS = ("#00e5ff", "#ff2bd6", "#ffe600", "#39ff14", "#ff7f0e", "#1f77ff", "#ffffff")
 
 
 def predict_run(
@@ -148,7 +149,6 @@ def _plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path) 
     if images.ndim != 4:  # volumes: show the middle slice
         middle = images.shape[2] // 2
         images, labels, preds = images[:, :, middle], labels[:, middle], preds[:, middle]
-    colours = plt.get_cmap("tab10")
     figure, axes = plt.subplots(len(ids), 3, figsize=(6.6, 2.2 * len(ids)), dpi=100, squeeze=False)
     for row, (image, label, pred, image_id) in enumerate(zip(images, labels, preds, ids)):
         picture = image.float().permute(1, 2, 0).numpy()
@@ -160,7 +160,8 @@ def _plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path) 
             if mask is not None:
                 overlay = np.zeros((*mask.shape, 4))
                 for class_id in range(1, len(class_names)):
-                    overlay[mask.numpy() == class_id] = (*colours(class_id - 1)[:3], 0.45)
+                    colour = matplotlib.colors.to_rgb(OVERLAY_COLOURS[(class_id - 1) % len(OVERLAY_COLOURS)])
+                    overlay[mask.numpy() == class_id] = (*colour, 0.5)
                 axis.imshow(overlay)
             axis.set_title(title, fontsize=8)
             axis.axis("off")

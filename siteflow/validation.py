@@ -31,8 +31,9 @@ class ConfigError(ValueError):
 
 def nearest(name: str, candidates: Iterable[str]) -> str:
     """A ``"; did you mean 'x'?"`` hint for ``name``, or an empty string."""
-    match = difflib.get_close_matches(name, list(candidates), n=1)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    by_lower = {str(c).lower(): c for c in candidates}
+    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return f"; did you mean {by_lower[match[0]]!r}?" if match else ""
 
 
 def check_keys(mapping: dict, allowed: Iterable[str], key_path: str) -> None:

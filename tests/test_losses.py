@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
 import typing
 
 import pytest
@@ -38,18 +39,25 @@ def test_registered_names():
     assert LOSSES.get("dice_ce") is DiceCELoss
 
 
+def is_config_type(hint) -> bool:
+    """Whether ``hint`` is built from int, float, bool, str, None, list[...], unions and Literal."""
+    origin = typing.get_origin(hint)
+    if origin is None:
+        return hint in (int, float, bool, str, type(None))
+    if origin is typing.Literal:
+        return all(isinstance(v, (int, float, bool, str)) for v in typing.get_args(hint))
+    return origin in (list, typing.Union, types.UnionType) and all(map(is_config_type, typing.get_args(hint)))
+
+
 @pytest.mark.parametrize("name", ["dice", "ce", "explog", "dice_ce"])
 def test_constructor_options_are_typed(name):
     """Every option has a default and a hint the config layer understands; no **kwargs."""
     cls = LOSSES.get(name)
     hints = typing.get_type_hints(cls.__init__)
-    allowed = {int, float, bool, str, list, type(None), typing.Literal, typing.Union}
     for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         assert param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
         assert param.default is not inspect.Parameter.empty
-        hint = hints[param.name]
-        parts = [hint, *typing.get_args(hint)]
-        assert all((typing.get_origin(p) or p) in allowed or isinstance(p, (int, str)) for p in parts), hint
+        assert is_config_type(hints[param.name]), (param.name, hints[param.name])
     cls()(*random_case((1, 3, 3), 2, seed=0))
 
 

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor
 
 LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-LABEL_DTYPES = (torch.int64, torch.uint8)
-PREDICTION_DTYPES = (torch.int64, torch.uint8)
+INDEX_DTYPES = (torch.int64, torch.uint8)  # of labels and of hard predictions
 
 
 def check_logits(logits: Tensor, name: str = "logits") -> None:
@@ -37,7 +36,7 @@ def check_labels(labels: Tensor, shape: torch.Size, num_classes: int, ignore_ind
     """
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.dtype not in LABEL_DTYPES:
+    if labels.dtype not in INDEX_DTYPES:
         raise TypeError(f"labels must be int64 or uint8, got {labels.dtype}")
     if labels.shape != shape:
         raise ValueError(f"labels must have shape {tuple(shape)}, got {tuple(labels.shape)}")
@@ -53,7 +52,8 @@ def _check_range(values: Tensor, name: str, num_classes: int, ignore_index: int 
     low, high = (int(v) for v in torch.aminmax(counted))
     if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
-        raise ValueError(f"{name} must lie in [0, {num_classes}) (or equal ignore_index), found {bad}")
+        allowed = f"[0, {num_classes})" + ("" if ignore_index is None else f" or equal ignore_index={ignore_index}")
+        raise ValueError(f"{name} must lie in {allowed}, found {bad}")
 
 
 def predict_labels(logits_or_pred: Tensor, num_classes: int) -> Tensor:
@@ -84,7 +84,7 @@ def predict_labels(logits_or_pred: Tensor, num_classes: int) -> Tensor:
             raise ValueError(f"logits_or_pred has {channels} channels, but num_classes is {num_classes}")
         # torch.max(...).indices is much faster than torch.argmax on CPU; both return the first maximum.
         return torch.max(logits_or_pred, 1).indices
-    if logits_or_pred.dtype not in PREDICTION_DTYPES:
+    if logits_or_pred.dtype not in INDEX_DTYPES:
         raise TypeError(f"logits_or_pred must be floating logits or an int64/uint8 prediction, got {logits_or_pred.dtype}")
     if logits_or_pred.dim() not in (3, 4):
         raise ValueError(

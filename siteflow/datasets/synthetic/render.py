@@ -15,11 +15,17 @@ from PIL import Image, ImageDraw, ImageFilter
 
 FOV_RADIUS = 0.95
 RETINA_RGB = (0.80, 0.36, 0.17)
-DISC_RGB = (0.96, 0.74, 0.45)
-CUP_RGB = (1.00, 0.94, 0.78)
+DISC_RGB = (0.92, 0.62, 0.38)
+CUP_RGB = (1.00, 0.95, 0.82)
 OUTSIDE_GREY = 0.02
 VESSEL_DARKENING = (0.45, 0.62, 0.62)  # fraction of R, G, B removed at the vessel centre
 SUPERSAMPLING = 3  # vessels are drawn this many times finer, then box-averaged
+VESSEL_STEP = 0.05  # length of one random-walk step
+TAPER = 0.97  # thickness ratio between consecutive steps
+MIN_VESSEL = 0.012  # a branch stops when thinner than this
+FORK_PROBABILITY = 0.12  # chance that a step starts a side branch
+MIN_FORK = 0.018  # side branches start at least this thick (thinner ones would be stubs)
+MAX_VESSEL_SEGMENTS = 400
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ def site_style(site: int, num_sites: int, native_size: tuple[int, int], aspect: 
     progress = site / (num_sites - 1) if num_sites > 1 else 0.0
     width = round(native_size[0] + (native_size[1] - native_size[0]) * progress)
     angle = 2 * math.pi * site / num_sites
-    cast = tuple(1.0 + 0.2 * math.cos(angle - 2 * math.pi * c / 3) for c in range(3))
+    cast = tuple(1.0 + 0.15 * math.cos(angle - 2 * math.pi * c / 3) for c in range(3))
     return SiteStyle(
         height=round(width * aspect),
         width=width,
@@ -86,7 +92,7 @@ def draw_fundus(rng: np.random.Generator, height: int, width: int) -> Fundus:
 
     side = rng.choice([-1.0, 1.0])
     disc_x, disc_y = side * rng.uniform(0.3, 0.45), rng.uniform(-0.15, 0.15)
-    disc_rx = rng.uniform(0.17, 0.24)
+    disc_rx = rng.uniform(0.22, 0.3)
     disc_ry = disc_rx * rng.uniform(0.95, 1.15)
     cup_ratio = rng.uniform(0.4, 0.65)
     cup_x = disc_x + rng.uniform(-0.12, 0.12) * disc_rx
@@ -136,35 +142,52 @@ def _vessel_alpha(
 ) -> np.ndarray:
     """Vessel coverage, float32 (H, W) in [0, 1]: random-walk branches that leave the disc in
     four arcades and a few nasal trunks, thinning and forking as they go."""
-    half = min(height, width) / 2
-    scale = half * SUPERSAMPLING
+    scale = min(height, width) / 2 * SUPERSAMPLING
+    centre = np.array([width, height], dtype=np.float64) * SUPERSAMPLING / 2
     canvas = Image.new("L", (width * SUPERSAMPLING, height * SUPERSAMPLING), 0)
     draw = ImageDraw.Draw(canvas)
 
-    def to_pixels(px: float, py: float) -> tuple[float, float]:
-        return (px * scale + width * SUPERSAMPLING / 2, py * scale + height * SUPERSAMPLING / 2)
-
     trunk_angles = [-math.pi / 2 - 0.5, -math.pi / 2 + 0.5, math.pi / 2 - 0.5, math.pi / 2 + 0.5]
     trunk_angles += list(rng.uniform(0, 2 * math.pi, size=rng.integers(1, 3)))
-    branches = [
-        (disc[0] + 0.3 * disc_radius * math.cos(a), disc[1] + 0.3 * disc_radius * math.sin(a),
-         a + rng.normal(0, 0.2), rng.uniform(0.035, 0.05))
-        for a in trunk_angles
-    ]
-    step, drawn = 0.05, 0
-    while branches and drawn < 400:
-        bx, by, angle, thickness = branches.pop()
-        while thickness >= 0.012 and bx**2 + by**2 < FOV_RADIUS**2:
-            angle += rng.normal(0, 0.2)
-            nx, ny = bx + step * math.cos(angle), by + step * math.sin(angle)
-            start, end = to_pixels(bx, by), to_pixels(nx, ny)
-            pixels = max(1.0, thickness * scale)
-            draw.line([start, end], fill=255, width=round(pixels))
-            radius = pixels / 2
-            draw.ellipse([end[0] - radius, end[1] - radius, end[0] + radius, end[1] + radius], fill=255)
-            bx, by, thickness, drawn = nx, ny, thickness * 0.97, drawn + 1
-            if rng.random() < 0.12:
-                fork = angle + rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
-                branches.append((bx, by, fork, thickness * 0.75))
-    coverage = canvas.reduce(SUPERSAMPLING)
-    return np.asarray(coverage, dtype=np.float32) / 255.0
+    start = np.asarray(disc) + 0.6 * disc_radius * np.array([np.cos(trunk_angles), np.sin(trunk_angles)]).T
+    branches = [(p, a + rng.normal(0, 0.2), rng.uniform(0.035, 0.05)) for p, a in zip(start, trunk_angles)]
+    segments = 0
+    while branches and segments < MAX_VESSEL_SEGMENTS:
+        origin, angle, thickness = branches.pop()
+        points, angles, thicknesses = _walk(rng, origin, angle, thickness)
+        segments += len(thicknesses)
+        pixels = points * scale + centre
+        widths = np.maximum(1, np.round(thicknesses * scale)).astype(int)
+        for first, last in _runs(widths):
+            run = [tuple(p) for p in pixels[first : last + 2]]
+            draw.line(run, fill=255, width=int(widths[first]), joint="curve")
+            for x, y in (run[0], run[-1]):
+                r = widths[first] / 2
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+        forks = np.flatnonzero((rng.random(len(thicknesses)) < FORK_PROBABILITY) & (thicknesses * 0.75 >= MIN_FORK))
+        turns = rng.choice([-1.0, 1.0], size=len(forks)) * rng.uniform(0.5, 1.0, size=len(forks))
+        branches += [(points[i + 1], angles[i] + t, thicknesses[i] * 0.75) for i, t in zip(forks, turns)]
+    return np.asarray(canvas.reduce(SUPERSAMPLING), dtype=np.float32) / 255.0
+
+
+def _walk(
+    rng: np.random.Generator, origin: np.ndarray, angle: float, thickness: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One branch: a random walk from ``origin`` (2,) that tapers until it is thinner than
+    MIN_VESSEL or leaves the field of view. Returns the points (n + 1, 2), and the direction
+    and thickness of each of its n segments."""
+    steps = max(0, math.floor(math.log(MIN_VESSEL / thickness) / math.log(TAPER)) + 1)
+    angles = angle + np.cumsum(rng.normal(0, 0.2, size=steps))
+    moves = VESSEL_STEP * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    points = origin + np.concatenate([np.zeros((1, 2)), np.cumsum(moves, axis=0)])
+    outside = np.flatnonzero((points[:-1] ** 2).sum(axis=1) >= FOV_RADIUS**2)
+    count = outside[0] if len(outside) else steps
+    return points[: count + 1], angles[:count], thickness * TAPER ** np.arange(count)
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index pairs of the runs of equal consecutive ``values``."""
+    breaks = np.flatnonzero(np.diff(values)) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks - 1, [len(values) - 1]])
+    return [(int(a), int(b)) for a, b in zip(starts, ends)] if len(values) else []

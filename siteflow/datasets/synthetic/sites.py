@@ -1,0 +1,146 @@
+"""Synthetic multi-site data sets written in the real release layouts.
+
+:func:`generate_fundus_sites` writes DoFE fundus domains, :func:`generate_vessel_sites`
+writes one DRIVE, one STARE and one CHASE_DB1 site, so that the real loaders of
+:mod:`siteflow.datasets` are what reads them. Each image comes from its own generator,
+seeded by (seed, site, split, index): the files are byte-identical for equal arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from siteflow.datasets.synthetic.render import Fundus, SiteStyle, apply_style, draw_fundus, site_style
+
+RELEASES = ("train", "test")
+# Native height / width of each vessel release, after which the synthetic sites are shaped.
+VESSEL_ASPECTS = {"DRIVE": 584 / 565, "STARE": 605 / 700, "CHASE_DB1": 960 / 999}
+
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a sample goes: its release ("train" or "test"), its index there, and the
+    numbers of train and test samples of its site (layouts number samples across both)."""
+
+    release: str
+    index: int
+    train: int
+    test: int
+
+    @property
+    def train_first(self) -> int:
+        """0-based position when the train samples are numbered before the test ones."""
+        return self.index + (self.train if self.release == "test" else 0)
+
+    @property
+    def test_first(self) -> int:
+        """0-based position when the test samples are numbered before the train ones."""
+        return self.index + (self.test if self.release == "train" else 0)
+
+
+# A layout writer: (site folder, slot, picture uint8 (H, W, 3), drawn eye) -> writes the files.
+Writer = Callable[[Path, Slot, np.ndarray, Fundus], None]
+
+
+def generate_fundus_sites(
+    root: str | Path,
+    *,
+    num_sites: int = 3,
+    train_per_site: int = 40,
+    test_per_site: int = 20,
+    native_size: Sequence[int] = (64, 96),
+    seed: int = 0,
+) -> Path:
+    """Write ``num_sites`` fundus domains in the DoFE layout and return ``root``:
+    ``<root>/Domain{k}/{train,test}/{image,mask}/d{k}_{split}_{i:03d}.png``, images RGB, masks
+    grey with 255 background, 128 optic disc rim, 0 optic cup. Site k's images are square,
+    their side spread linearly over ``native_size`` = (first site, last site)."""
+    _check_counts(train_per_site, test_per_site)
+
+    def write(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:
+        mask = np.full(eye.disc.shape, 255, dtype=np.uint8)
+        mask[eye.disc] = 128
+        mask[eye.cup] = 0
+        name = f"{folder.name.replace('Domain', 'd')}_{slot.release}_{slot.index:03d}.png"
+        _save(picture, folder / slot.release / "image" / name)
+        _save(mask, folder / slot.release / "mask" / name)
+
+    root = Path(root)
+    for site in range(num_sites):
+        style = site_style(site, num_sites, (native_size[0], native_size[1]), aspect=1.0)
+        _write_site(root / f"Domain{site + 1}", write, style, seed, site, train_per_site, test_per_site)
+    return root
+
+
+def generate_vessel_sites(
+    root: str | Path,
+    *,
+    train_per_site: int = 20,
+    test_per_site: int = 10,
+    native_size: Sequence[int] = (96, 128),
+    seed: int = 0,
+) -> Path:
+    """Write three vessel sites and return ``root``: ``<root>/DRIVE`` (tif images, gif
+    annotations and FOV masks; test images numbered first, as DRIVE's 01-20), ``<root>/STARE``
+    (ppm; the test images are the last ids) and ``<root>/CHASE_DB1`` (jpg images, png
+    annotations; the test images are the last ids). Widths spread over ``native_size``,
+    heights follow each release's aspect ratio. At most 99 images per site."""
+    _check_counts(train_per_site, test_per_site)
+    if train_per_site + test_per_site > 99:
+        raise ValueError("the vessel layouts number at most 99 images per site")
+    root = Path(root)
+    writers: dict[str, Writer] = {"DRIVE": _write_drive, "STARE": _write_stare, "CHASE_DB1": _write_chase}
+    for site, (layout, write) in enumerate(writers.items()):
+        style = site_style(site, len(writers), (native_size[0], native_size[1]), VESSEL_ASPECTS[layout])
+        _write_site(root / layout, write, style, seed, site, train_per_site, test_per_site)
+    return root
+
+
+def _check_counts(train_per_site: int, test_per_site: int) -> None:
+    if train_per_site < 1 or test_per_site < 1:
+        raise ValueError(f"need at least one train and one test image per site, got {train_per_site}, {test_per_site}")
+
+
+def _write_site(
+    folder: Path, write: Writer, style: SiteStyle, seed: int, site: int, train: int, test: int
+) -> None:
+    for release_code, (release, count) in enumerate(zip(RELEASES, (train, test))):
+        for index in range(count):
+            rng = np.random.default_rng([seed, site, release_code, index])
+            eye = draw_fundus(rng, style.height, style.width)
+            write(folder, Slot(release, index, train, test), apply_style(eye, style, rng), eye)
+
+
+def _save(pixels: np.ndarray, path: Path, **options: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, **options)
+
+
+def _binary(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, 255, 0).astype(np.uint8)
+
+
+def _write_drive(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:
+    part = "training" if slot.release == "train" else "test"
+    number = f"{slot.test_first + 1:02d}"
+    _save(picture, folder / part / "images" / f"{number}_{part}.tif")
+    _save(_binary(eye.vessels), folder / part / "1st_manual" / f"{number}_manual1.gif")
+    _save(_binary(eye.fov), folder / part / "mask" / f"{number}_{part}_mask.gif")
+
+
+def _write_stare(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:
+    stem = f"im{slot.train_first + 1:04d}"
+    _save(picture, folder / "stare-images" / f"{stem}.ppm")
+    _save(np.repeat(_binary(eye.vessels)[..., None], 3, axis=-1), folder / "labels-ah" / f"{stem}.ah.ppm")
+
+
+def _write_chase(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:
+    stem = f"Image_{slot.train_first // 2 + 1:02d}{'LR'[slot.train_first % 2]}"
+    _save(picture, folder / f"{stem}.jpg", quality=95)
+    _save(_binary(eye.vessels), folder / f"{stem}_1stHO.png")
