@@ -82,8 +82,11 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     gpus = _gpus(args.gpus, parser)
     config, run_dir = _setup(args, parser, "predict")
-    output = predict_run(
-        config, run_dir, gpu=gpus[0] if gpus else None, save_nifti=args.save_results, weights=args.weights, stages=args.stage
-    )
+    try:
+        output = predict_run(
+            config, run_dir, gpu=gpus[0] if gpus else None, save_nifti=args.save_results, weights=args.weights, stages=args.stage
+        )
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"test results in {output}")
     return 0

@@ -85,7 +85,13 @@ class ExperimentRun:
                     f"current_tasks.task_confs.{task.task_id}.checkpoint.load: weights file {str(path)!r} does not exist"
                 )
             state = load_weights(path)
-            self.build_model().load_state_dict(state)  # refuses a different architecture
+            try:
+                self.build_model().load_state_dict(state)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"{path}: these weights do not fit the configured model {self.config.model.name} "
+                    f"{self.config.model.kwargs}: {error}"
+                ) from None
             return state
         path = self.checkpoints_dir / INITIAL_WEIGHTS
         if path.is_file():
@@ -116,7 +122,8 @@ class ExperimentRun:
         trainer = self._trainer(
             stage,
             train_config,
-            callbacks=[ModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0, enable_version_counter=False)],
+            # one checkpoint, rewritten (atomically) after every epoch: what a crashed stage resumes from
+            callbacks=[ModelCheckpoint(dirpath=directory, filename="last", save_top_k=1, enable_version_counter=False)],
             validate=len(val_set) > 0,
         )
         batch_size = train_config.batch_size

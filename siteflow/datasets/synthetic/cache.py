@@ -29,7 +29,8 @@ def cached_generation(
 
     Raises ValueError if an existing folder's marker holds other parameters.
     """
-    marker = json.dumps({"kind": kind, "version": GENERATOR_VERSION, "params": params}, sort_keys=True)
+    content = {"kind": kind, "version": GENERATOR_VERSION, "params": params}
+    marker = json.dumps(content, sort_keys=True)
     key = hashlib.sha256(marker.encode()).hexdigest()[:12]
     cache_root = Path(cache_root)
     target = cache_root / f"{kind}-{key}"

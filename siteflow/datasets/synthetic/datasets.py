@@ -11,7 +11,11 @@ from siteflow.datasets.base import Split
 from siteflow.datasets.files import SampleFiles
 from siteflow.datasets.fundus import FundusDataset
 from siteflow.datasets.synthetic.cache import cached_generation
-from siteflow.datasets.synthetic.sites import generate_fundus_sites, generate_vessel_sites
+from siteflow.datasets.synthetic.sites import (
+    VESSEL_ASPECTS,
+    generate_fundus_sites,
+    generate_vessel_sites,
+)
 from siteflow.datasets.vessels import (
     Release,
     VesselDataset,
@@ -61,7 +65,8 @@ class SyntheticFundusDataset(FundusDataset):
             "native_size": list(native_size),
             "seed": seed,
         }
-        data = cached_generation(root_path, "fundus", params, partial(generate_fundus_sites, **params))
+        generate = partial(generate_fundus_sites, **params)
+        data = cached_generation(root_path, "fundus", params, generate)
         super().__init__(
             split,
             root_path=str(data),
@@ -106,16 +111,17 @@ class SyntheticVesselsDataset(VesselDataset):
         split_seed: int = 0,
         num_replica: int = 1,
     ) -> None:
-        readers = {"DRIVE", "STARE", "CHASE_DB1"}
-        if folder not in readers:
-            raise ValueError(f"folder {folder!r} is not a generated site; choose one of {sorted(readers)}")
+        if folder not in VESSEL_ASPECTS:
+            sites = list(VESSEL_ASPECTS)
+            raise ValueError(f"folder {folder!r} is not a generated site; choose one of {sites}")
         params = {
             "train_per_site": train_per_site,
             "test_per_site": test_per_site,
             "native_size": list(native_size),
             "seed": seed,
         }
-        data = cached_generation(root_path, "vessels", params, partial(generate_vessel_sites, **params))
+        generate = partial(generate_vessel_sites, **params)
+        data = cached_generation(root_path, "vessels", params, generate)
         self.root_path = data / folder
         self.folder = folder
         self.num_test = test_per_site

@@ -19,11 +19,13 @@ DISC_RGB = (0.92, 0.62, 0.38)
 CUP_RGB = (1.00, 0.95, 0.82)
 OUTSIDE_GREY = 0.02
 VESSEL_DARKENING = (0.45, 0.62, 0.62)  # fraction of R, G, B removed at the vessel centre
+CAST_STRENGTH = 0.15  # amplitude of the per-site RGB gains around 1
 SUPERSAMPLING = 3  # vessels are drawn this many times finer, then box-averaged
 VESSEL_STEP = 0.05  # length of one random-walk step
 TAPER = 0.97  # thickness ratio between consecutive steps
 MIN_VESSEL = 0.012  # a branch stops when thinner than this
 FORK_PROBABILITY = 0.12  # chance that a step starts a side branch
+FORK_THINNING = 0.75  # thickness of a side branch relative to its parent
 MIN_FORK = 0.018  # side branches start at least this thick (thinner ones would be stubs)
 MAX_VESSEL_SEGMENTS = 400
 
@@ -66,14 +68,16 @@ def site_style(site: int, num_sites: int, native_size: tuple[int, int], aspect: 
     def spread(shift: int) -> float:
         return ((site + shift) % num_sites) / (num_sites - 1) if num_sites > 1 else 0.0
 
+    def gain(channel: int) -> float:
+        hue = 2 * math.pi * (site / num_sites - channel / 3)
+        return 1.0 + CAST_STRENGTH * math.cos(hue)
+
     progress = site / (num_sites - 1) if num_sites > 1 else 0.0
     width = round(native_size[0] + (native_size[1] - native_size[0]) * progress)
-    angle = 2 * math.pi * site / num_sites
-    cast = tuple(1.0 + 0.15 * math.cos(angle - 2 * math.pi * c / 3) for c in range(3))
     return SiteStyle(
         height=round(width * aspect),
         width=width,
-        cast=cast,  # type: ignore[arg-type]
+        cast=(gain(0), gain(1), gain(2)),
         contrast=1.2 - 0.5 * spread(0),
         blur=1.0 * spread(1),
         noise=0.01 + 0.04 * spread(2),
@@ -97,8 +101,13 @@ def draw_fundus(rng: np.random.Generator, height: int, width: int) -> Fundus:
     cup_ratio = rng.uniform(0.4, 0.65)
     cup_x = disc_x + rng.uniform(-0.12, 0.12) * disc_rx
     cup_y = disc_y + rng.uniform(-0.12, 0.12) * disc_ry
-    disc_d = np.sqrt(((x - disc_x) / disc_rx) ** 2 + ((y - disc_y) / disc_ry) ** 2)
-    cup_d = np.sqrt(((x - cup_x) / (cup_ratio * disc_rx)) ** 2 + ((y - cup_y) / (cup_ratio * disc_ry)) ** 2)
+
+    def disc_d_at(cx: float, cy: float) -> np.ndarray:
+        """Elliptic distance (H, W) from (cx, cy), in units of the disc's radii."""
+        return np.sqrt(((x - cx) / disc_rx) ** 2 + ((y - cy) / disc_ry) ** 2)
+
+    disc_d = disc_d_at(disc_x, disc_y)
+    cup_d = disc_d_at(cup_x, cup_y) / cup_ratio
 
     light_angle = rng.uniform(0, 2 * math.pi)
     light = 0.85 + 0.2 * (x * math.cos(light_angle) + y * math.sin(light_angle))
@@ -149,8 +158,14 @@ def _vessel_alpha(
 
     trunk_angles = [-math.pi / 2 - 0.5, -math.pi / 2 + 0.5, math.pi / 2 - 0.5, math.pi / 2 + 0.5]
     trunk_angles += list(rng.uniform(0, 2 * math.pi, size=rng.integers(1, 3)))
-    start = np.asarray(disc) + 0.6 * disc_radius * np.array([np.cos(trunk_angles), np.sin(trunk_angles)]).T
-    branches = [(p, a + rng.normal(0, 0.2), rng.uniform(0.035, 0.05)) for p, a in zip(start, trunk_angles)]
+    branches = [
+        (
+            np.asarray(disc) + 0.6 * disc_radius * np.array([math.cos(a), math.sin(a)]),
+            a + rng.normal(0, 0.2),
+            rng.uniform(0.035, 0.05),
+        )
+        for a in trunk_angles
+    ]
     segments = 0
     while branches and segments < MAX_VESSEL_SEGMENTS:
         origin, angle, thickness = branches.pop()
@@ -164,9 +179,14 @@ def _vessel_alpha(
             for x, y in (run[0], run[-1]):
                 r = widths[first] / 2
                 draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
-        forks = np.flatnonzero((rng.random(len(thicknesses)) < FORK_PROBABILITY) & (thicknesses * 0.75 >= MIN_FORK))
-        turns = rng.choice([-1.0, 1.0], size=len(forks)) * rng.uniform(0.5, 1.0, size=len(forks))
-        branches += [(points[i + 1], angles[i] + t, thicknesses[i] * 0.75) for i, t in zip(forks, turns)]
+        forking = rng.random(len(thicknesses)) < FORK_PROBABILITY
+        forks = np.flatnonzero(forking & (thicknesses * FORK_THINNING >= MIN_FORK))
+        sides = 2 * rng.integers(0, 2, size=len(forks)) - 1
+        turns = sides * rng.uniform(0.5, 1.0, size=len(forks))
+        branches += [
+            (points[i + 1], angles[i] + turn, thicknesses[i] * FORK_THINNING)
+            for i, turn in zip(forks, turns)
+        ]
     return np.asarray(canvas.reduce(SUPERSAMPLING), dtype=np.float32) / 255.0
 
 

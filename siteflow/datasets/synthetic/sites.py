@@ -15,12 +15,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from siteflow.datasets.synthetic.render import Fundus, SiteStyle, apply_style, draw_fundus, site_style
+from siteflow.datasets.synthetic.render import (
+    Fundus,
+    SiteStyle,
+    apply_style,
+    draw_fundus,
+    site_style,
+)
 
 RELEASES = ("train", "test")
 # Native height / width of each vessel release, after which the synthetic sites are shaped.
 VESSEL_ASPECTS = {"DRIVE": 584 / 565, "STARE": 605 / 700, "CHASE_DB1": 960 / 999}
-
 
 
 @dataclass(frozen=True)
@@ -61,20 +66,10 @@ def generate_fundus_sites(
     ``<root>/Domain{k}/{train,test}/{image,mask}/d{k}_{split}_{i:03d}.png``, images RGB, masks
     grey with 255 background, 128 optic disc rim, 0 optic cup. Site k's images are square,
     their side spread linearly over ``native_size`` = (first site, last site)."""
-    _check_counts(train_per_site, test_per_site)
-
-    def write(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:
-        mask = np.full(eye.disc.shape, 255, dtype=np.uint8)
-        mask[eye.disc] = 128
-        mask[eye.cup] = 0
-        name = f"{folder.name.replace('Domain', 'd')}_{slot.release}_{slot.index:03d}.png"
-        _save(picture, folder / slot.release / "image" / name)
-        _save(mask, folder / slot.release / "mask" / name)
-
     root = Path(root)
-    for site in range(num_sites):
-        style = site_style(site, num_sites, (native_size[0], native_size[1]), aspect=1.0)
-        _write_site(root / f"Domain{site + 1}", write, style, seed, site, train_per_site, test_per_site)
+    sites = {f"Domain{k + 1}": _write_dofe for k in range(num_sites)}
+    square = dict.fromkeys(sites, 1.0)
+    _write_sites(root, sites, square, train_per_site, test_per_site, native_size, seed)
     return root
 
 
@@ -91,30 +86,34 @@ def generate_vessel_sites(
     (ppm; the test images are the last ids) and ``<root>/CHASE_DB1`` (jpg images, png
     annotations; the test images are the last ids). Widths spread over ``native_size``,
     heights follow each release's aspect ratio. At most 99 images per site."""
-    _check_counts(train_per_site, test_per_site)
     if train_per_site + test_per_site > 99:
         raise ValueError("the vessel layouts number at most 99 images per site")
     root = Path(root)
-    writers: dict[str, Writer] = {"DRIVE": _write_drive, "STARE": _write_stare, "CHASE_DB1": _write_chase}
-    for site, (layout, write) in enumerate(writers.items()):
-        style = site_style(site, len(writers), (native_size[0], native_size[1]), VESSEL_ASPECTS[layout])
-        _write_site(root / layout, write, style, seed, site, train_per_site, test_per_site)
+    sites = {"DRIVE": _write_drive, "STARE": _write_stare, "CHASE_DB1": _write_chase}
+    _write_sites(root, sites, VESSEL_ASPECTS, train_per_site, test_per_site, native_size, seed)
     return root
 
 
-def _check_counts(train_per_site: int, test_per_site: int) -> None:
-    if train_per_site < 1 or test_per_site < 1:
-        raise ValueError(f"need at least one train and one test image per site, got {train_per_site}, {test_per_site}")
-
-
-def _write_site(
-    folder: Path, write: Writer, style: SiteStyle, seed: int, site: int, train: int, test: int
+def _write_sites(
+    root: Path,
+    writers: dict[str, Writer],
+    aspects: dict[str, float],
+    train: int,
+    test: int,
+    native_size: Sequence[int],
+    seed: int,
 ) -> None:
-    for release_code, (release, count) in enumerate(zip(RELEASES, (train, test))):
-        for index in range(count):
-            rng = np.random.default_rng([seed, site, release_code, index])
-            eye = draw_fundus(rng, style.height, style.width)
-            write(folder, Slot(release, index, train, test), apply_style(eye, style, rng), eye)
+    """Draw and write every sample of every site (folder name -> layout writer)."""
+    if train < 1 or test < 1:
+        raise ValueError(f"need at least 1 train and 1 test image per site, not {train}, {test}")
+    for site, (folder, write) in enumerate(writers.items()):
+        style = site_style(site, len(writers), (native_size[0], native_size[1]), aspects[folder])
+        for release_code, (release, count) in enumerate(zip(RELEASES, (train, test))):
+            for index in range(count):
+                rng = np.random.default_rng([seed, site, release_code, index])
+                eye = draw_fundus(rng, style.height, style.width)
+                picture = apply_style(eye, style, rng)
+                write(root / folder, Slot(release, index, train, test), picture, eye)
 
 
 def _save(pixels: np.ndarray, path: Path, **options: int) -> None:
@@ -123,7 +122,17 @@ def _save(pixels: np.ndarray, path: Path, **options: int) -> None:
 
 
 def _binary(mask: np.ndarray) -> np.ndarray:
+    """uint8 (H, W): 255 where ``mask`` is true, else 0."""
     return np.where(mask, 255, 0).astype(np.uint8)
+
+
+def _write_dofe(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:
+    mask = np.full(eye.disc.shape, 255, dtype=np.uint8)
+    mask[eye.disc] = 128
+    mask[eye.cup] = 0
+    name = f"{folder.name.replace('Domain', 'd')}_{slot.release}_{slot.index:03d}.png"
+    _save(picture, folder / slot.release / "image" / name)
+    _save(mask, folder / slot.release / "mask" / name)
 
 
 def _write_drive(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:
@@ -136,8 +145,9 @@ def _write_drive(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> 
 
 def _write_stare(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:
     stem = f"im{slot.train_first + 1:04d}"
+    label_rgb = np.repeat(_binary(eye.vessels)[..., None], 3, axis=-1)
     _save(picture, folder / "stare-images" / f"{stem}.ppm")
-    _save(np.repeat(_binary(eye.vessels)[..., None], 3, axis=-1), folder / "labels-ah" / f"{stem}.ah.ppm")
+    _save(label_rgb, folder / "labels-ah" / f"{stem}.ah.ppm")
 
 
 def _write_chase(folder: Path, slot: Slot, picture: np.ndarray, eye: Fundus) -> None:

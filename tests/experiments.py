@@ -1,0 +1,51 @@
+"""Tiny experiment configs for the end-to-end tests: real data files, real Lightning, seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from siteflow.config import deep_merge
+
+
+def tiny_config(folder: Path, strategy: str = "sequential", *, sites: int = 2, **overrides) -> Path:
+    """Write a config over ``sites`` tiny synthetic fundus sites into ``folder``; returns its path.
+
+    ``overrides`` are deep-merged over the config's top-level keys (``common=...``,
+    ``current_tasks=...``).
+    """
+    config = {
+        "common": {
+            "seed": 1,
+            "num_workers": 0,
+            "dataset": {
+                "name": "synthetic_fundus",
+                "kwargs": {
+                    "root_path": str(folder / "data"),
+                    "num_sites": sites,
+                    "train_per_site": 6,
+                    "test_per_site": 3,
+                    "native_size": [32, 40],
+                    "img_size": [32, 32],
+                    "val_fraction": 0.34,
+                },
+            },
+            "model": {"name": "unet", "kwargs": {"base_channels": 4, "depth": 2}},
+            "strategy": {"name": strategy},
+            "train": {
+                "epochs": 1,
+                "batch_size": 4,
+                "loss": {"name": "dice_ce"},
+                "optimizer": {"name": "Adam", "kwargs": {"lr": 0.01}},
+                "log_every_n_steps": 1,
+            },
+        },
+        "all_tasks_datasets": [
+            {"task_id": i, "task_name": f"site{i}", "kwargs": {"folder": f"Domain{i}"}} for i in range(1, sites + 1)
+        ],
+        "current_tasks": {"task_ids": list(range(1, sites + 1))},
+    }
+    path = folder / f"{strategy}.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(config, overrides), sort_keys=False))
+    return path

@@ -1,0 +1,115 @@
+"""train.py and predict_test.py as a user runs them: real processes, real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from experiments import tiny_config
+from siteflow.config import load_config
+from siteflow.data import build_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def command(script: str, config: Path, exps: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / script), "-c", str(config), "-n", "t", "--exps-root", str(exps), *extra]
+
+
+def test_a_config_mistake_is_one_clear_error_before_any_training(tmp_path):
+    config = tiny_config(tmp_path, common={"train": {"epochs": "ten"}})
+    result = subprocess.run(command("train.py", config, tmp_path / "exps"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{config}: common.train.epochs: expected an integer, got 'ten'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists(), "data was generated before the config was validated"
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+    epochs = 40
+    config = tiny_config(
+        tmp_path, current_tasks={"task_ids": [1, 2], "task_confs": {2: {"train": {"epochs": epochs}}}}
+    )
+    run_dir = tmp_path / "exps" / "sequential" / "t"
+    last = run_dir / "checkpoints" / "task_2" / "last.ckpt"
+    process = subprocess.Popen(command("train.py", config, tmp_path / "exps"), env=ENV, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # a crash: no clean-up of any kind
+    process.wait()
+    interrupted_epoch = torch.load(last, weights_only=True)["epoch"]
+    assert interrupted_epoch < epochs - 1, "the run finished before it could be interrupted"
+    first_site = (run_dir / "checkpoints" / "task_1" / "final.safetensors").read_bytes()
+    progress = json.loads((run_dir / "results" / "progress.json").read_text())
+    assert [s["stage"] for s in progress["stages"]] == ["site1"]
+
+    result = subprocess.run(command("train.py", config, tmp_path / "exps"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stage site1: finished before" in result.stderr
+    assert f"stage site2: resuming from {last}" in result.stderr
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["epoch"] == epochs - 1 and resumed["global_step"] == epochs  # 4 samples, batch 4: a step an epoch
+    assert (run_dir / "checkpoints" / "task_1" / "final.safetensors").read_bytes() == first_site
+    summary = json.loads((run_dir / "results" / "summary.json").read_text())
+    assert summary["stages"] == ["site1", "site2"]
+    assert "final mean" in result.stdout
+
+
+def test_predict_writes_sample_wise_results_that_agree_with_training(tmp_path):
+    config_path = tiny_config(tmp_path)
+    exps = tmp_path / "exps"
+    subprocess.run(command("train.py", config_path, exps), check=True, capture_output=True, env=ENV, cwd=tmp_path)
+    result = subprocess.run(command("predict_test.py", config_path, exps, "-s"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = exps / "sequential" / "t" / "test_results"
+
+    with open(output / "samples.csv") as handle:
+        samples = list(csv.DictReader(handle))
+    assert len(samples) == 2 * 2 * 3  # models (one per finished site) x test sites x images
+    assert list(samples[0]) == [
+        "model", "site", "image_id", "dice_optic_disc", "dice_optic_cup", "dice_mean",
+        "hd95_optic_disc", "hd95_optic_cup", "hd95_mean",
+    ]
+    # the sample-wise Dice of the final model agrees with the site matrix written by training
+    progress = json.loads((exps / "sequential" / "t" / "results" / "progress.json").read_text())
+    for site in ("site1", "site2"):
+        values = [float(r["dice_mean"]) for r in samples if r["model"] == "site2" and r["site"] == site]
+        assert np.mean(values) == pytest.approx(progress["stages"][-1]["values"][site]["dice_sample"], abs=1e-5)
+
+    with open(output / "summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    assert len(summary) == 4 and summary[0]["n"] == "3"
+    low, mean, high = (float(summary[0][f"dice_mean_{k}"]) for k in ("ci_low", "mean", "ci_high"))
+    assert low <= mean <= high
+
+    assert (output / "overlays" / "site2" / "site1.png").stat().st_size > 1000
+    config = load_config(config_path)
+    dataset = build_dataset(config.sites[0], "test")
+    item = dataset[0]
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(output / "nifti" / "site2" / "site1" / f"{item['id']}_label.nii.gz")))
+    assert np.array_equal(label, item["label"].numpy())
+    image = sitk.ReadImage(str(output / "nifti" / "site2" / "site1" / f"{item['id']}_image.nii.gz"))
+    assert image.GetNumberOfComponentsPerPixel() == 3
+    assert np.allclose(sitk.GetArrayFromImage(image), item["image"].permute(1, 2, 0).numpy())
+
+
+def test_predict_without_a_trained_run_says_what_to_do(tmp_path):
+    config = tiny_config(tmp_path)
+    result = subprocess.run(command("predict_test.py", config, tmp_path / "exps"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no trained weights in" in result.stderr and "train first" in result.stderr
+    assert "Traceback" not in result.stderr

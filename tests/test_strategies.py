@@ -1,0 +1,122 @@
+"""local, joint and sequential, end to end on tiny synthetic sites with real Lightning runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from experiments import tiny_config
+from siteflow.atomic import load_weights
+from siteflow.config import load_config
+from siteflow.data import build_dataset, pooled_dataset
+from siteflow.runner import ExperimentRun
+
+
+class RecordingRun(ExperimentRun):
+    """The real runner, remembering what each stage started from and trained on."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.started_from: dict[str, dict[str, torch.Tensor]] = {}
+        self.trained_on: dict[str, list[str]] = {}
+
+    def fit(self, stage, tasks, state, *, save_dir):
+        self.started_from[stage] = {k: v.clone() for k, v in state.items()}
+        self.trained_on[stage] = [t.task_name for t in tasks]
+        return super().fit(stage, tasks, state, save_dir=save_dir)
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def run(tmp_path, strategy: str, **overrides) -> RecordingRun:
+    config = load_config(tiny_config(tmp_path, strategy, **overrides))
+    runner = RecordingRun(config, tmp_path / "run")
+    runner.summary = runner.execute()
+    return runner
+
+
+def test_local_every_site_starts_from_the_same_initial_weights(tmp_path):
+    runner = run(tmp_path, "local")
+    initial = load_weights(tmp_path / "run" / "checkpoints" / "initial.safetensors")
+    assert same(runner.started_from["site1"], initial)
+    assert same(runner.started_from["site2"], initial)
+    first_final = load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors")
+    assert not same(first_final, initial), "site 1 did not train"
+    assert runner.trained_on == {"site1": ["site1"], "site2": ["site2"]}
+    summary = runner.summary["dice"]
+    rows = json.loads((tmp_path / "run" / "results" / "progress.json").read_text())["stages"]
+    assert summary["final_per_site"] == {
+        "site1": pytest.approx(rows[0]["values"]["site1"]["dice"]),
+        "site2": pytest.approx(rows[1]["values"]["site2"]["dice"]),
+    }
+    assert summary["backward_transfer"] is None
+
+
+def test_sequential_site_k_starts_from_site_k_minus_1(tmp_path):
+    runner = run(tmp_path, "sequential")
+    first_final = load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors")
+    assert same(runner.started_from["site2"], first_final)
+    initial = load_weights(tmp_path / "run" / "checkpoints" / "initial.safetensors")
+    assert same(runner.started_from["site1"], initial)
+    matrix = (tmp_path / "run" / "results" / "site_matrix_dice.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in matrix] == ["after_stage", "site1", "site2"]
+    values = [[float(v) for v in line.split(",")[2:4]] for line in matrix[1:]]
+    expected = ((values[1][0] - values[0][0]))  # only site 1 is earlier than the last site
+    assert runner.summary["dice"]["backward_transfer"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_sequential_cycles_repeat_the_order(tmp_path):
+    runner = run(tmp_path, "sequential", common={"strategy": {"kwargs": {"cycles": 2}}})
+    assert list(runner.started_from) == ["cycle1/site1", "cycle1/site2", "cycle2/site1", "cycle2/site2"]
+    previous = load_weights(tmp_path / "run" / "checkpoints" / "cycle1" / "task_2" / "final.safetensors")
+    assert same(runner.started_from["cycle2/site1"], previous)
+    assert runner.summary["stages"] == ["cycle1/site1", "cycle1/site2", "cycle2/site1", "cycle2/site2"]
+
+
+def test_joint_trains_once_on_the_sum_of_the_sites(tmp_path):
+    runner = run(tmp_path, "joint", sites=3)
+    assert runner.trained_on == {"joint": ["site1", "site2", "site3"]}
+    config = runner.config
+    pooled = pooled_dataset([t.site for t in config.tasks], "train")
+    assert len(pooled) == sum(len(build_dataset(t.site, "train")) for t in config.tasks) == 3 * 4
+    assert runner.summary["stages"] == ["joint"]
+    assert runner.summary["dice"]["backward_transfer"] is None
+    assert set(runner.summary["dice"]["final_per_site"]) == {"site1", "site2", "site3"}
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path):
+    run(tmp_path, "sequential")
+    weights = tmp_path / "run" / "checkpoints" / "task_2" / "final.safetensors"
+    before = weights.read_bytes(), weights.stat().st_mtime_ns
+    again = run(tmp_path, "sequential")
+    assert (weights.read_bytes(), weights.stat().st_mtime_ns) == before
+    assert again.summary["stages"] == ["site1", "site2"]
+
+
+def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(tmp_path):
+    run(tmp_path, "sequential")
+    handed = tmp_path / "run" / "checkpoints" / "task_2" / "final.safetensors"
+    deployed = tmp_path / "deployed"
+    deployed.mkdir()
+    config = load_config(
+        tiny_config(deployed, "sequential", current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(handed)}}}})
+    )
+    runner = RecordingRun(config, deployed / "run")
+    assert same(runner.initial_state(config.tasks[0]), load_weights(handed))
+
+    wider = tmp_path / "wider"
+    wider.mkdir()
+    config = load_config(
+        tiny_config(
+            wider,
+            "sequential",
+            common={"model": {"kwargs": {"base_channels": 8}}},
+            current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(handed)}}}},
+        )
+    )
+    with pytest.raises(ValueError, match=r"final\.safetensors: these weights do not fit the configured model unet"):
+        RecordingRun(config, wider / "run").initial_state(config.tasks[0])
