@@ -81,8 +81,8 @@ def test_predict_writes_sample_wise_results_that_agree_with_training(tmp_path):
         samples = list(csv.DictReader(handle))
     assert len(samples) == 2 * 2 * 3  # models (one per finished site) x test sites x images
     assert list(samples[0]) == [
-        "model", "site", "image_id", "dice_optic_disc", "dice_optic_cup", "dice_mean",
-        "hd95_optic_disc", "hd95_optic_cup", "hd95_mean",
+        "model", "site", "image_id", "dice_disc_rim", "dice_optic_cup", "dice_mean",
+        "hd95_disc_rim", "hd95_optic_cup", "hd95_mean",
     ]
     # the sample-wise Dice of the final model agrees with the site matrix written by training
     progress = json.loads((exps / "sequential" / "t" / "results" / "progress.json").read_text())

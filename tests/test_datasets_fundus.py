@@ -49,7 +49,7 @@ def domain(tmp_path):
 def test_item_contents(domain):
     data = FundusDataset("test", root_path=str(domain), folder="Domain1")
     assert (data.num_classes, data.in_channels) == (3, 3)
-    assert data.class_names == ("background", "optic_disc", "optic_cup")
+    assert data.class_names == ("background", "disc_rim", "optic_cup")
     assert data.sample_ids == ["te0", "te1"]
     item = data[1]
     assert item["id"] == "te1"
@@ -125,18 +125,21 @@ def test_registered():
 
 def test_missing_mask_is_named(domain):
     (domain / "Domain1" / "train" / "mask" / "tr3.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"no mask for image .*/image/tr3\.png: .*/mask/tr3\.png"):
+    missing = r"no mask for image .*/image/tr3\.png: .*/mask/tr3\.png"
+    with pytest.raises(FileNotFoundError, match=missing):
         FundusDataset("train", root_path=str(domain), folder="Domain1")
 
 
 def test_mask_with_another_suffix_is_found(domain):
     masks = domain / "Domain1" / "test" / "mask"
     (masks / "te0.png").rename(masks / "te0.bmp")
-    assert FundusDataset("test", root_path=str(domain), folder="Domain1")[0]["label"].tolist() == IDS
+    data = FundusDataset("test", root_path=str(domain), folder="Domain1")
+    assert data[0]["label"].tolist() == IDS
 
 
 def test_missing_or_empty_folders_are_named(domain):
-    with pytest.raises(FileNotFoundError, match=r"image folder .*Domain7/train/image does not exist"):
+    missing = r"image folder .*Domain7/train/image does not exist"
+    with pytest.raises(FileNotFoundError, match=missing):
         FundusDataset("train", root_path=str(domain), folder="Domain7")
     (domain / "Empty" / "test" / "image").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"no images .* in .*Empty/test/image"):
@@ -150,7 +153,8 @@ def test_bad_masks_are_named(domain):
     with pytest.raises(ValueError, match=r"mask .*te0\.png holds only the values \[0, 1, 2\]"):
         data[0]
     Image.fromarray(MASK[:3]).save(part / "mask" / "te1.png")
-    with pytest.raises(ValueError, match=r"mask .*te1\.png is 5x3 pixels but image .*te1\.png is 5x4"):
+    mismatch = r"mask .*te1\.png is 5x3 pixels but image .*te1\.png is 5x4"
+    with pytest.raises(ValueError, match=mismatch):
         data[1]
 
 

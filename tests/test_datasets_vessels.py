@@ -1,6 +1,7 @@
 """DRIVE, STARE and CHASE_DB1 loaders, reading files written by the synthetic generator."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +53,8 @@ def test_drive_missing_fov_mask_is_named_only_when_used(release, tmp_path):
     root = shutil.copytree(release / "DRIVE", tmp_path / "DRIVE")
     (root / "test" / "mask" / "02_test_mask.gif").unlink()
     assert len(DriveDataset("test", root_path=str(root))) == 2
-    with pytest.raises(FileNotFoundError, match=r"no FOV mask for image .*02_test\.tif: .*02_test_mask\.gif"):
+    missing = r"no FOV mask for image .*02_test\.tif: .*02_test_mask\.gif"
+    with pytest.raises(FileNotFoundError, match=missing):
         DriveDataset("test", root_path=str(root), fov_ignore_index=-100)
 
 
@@ -76,7 +78,8 @@ def test_stare_items_and_fov_option_ignores_nothing(release):
 def test_stare_missing_annotation_is_named(release, tmp_path):
     root = shutil.copytree(release / "STARE", tmp_path / "STARE")
     (root / "labels-ah" / "im0002.ah.ppm").unlink()
-    with pytest.raises(FileNotFoundError, match=r"no annotation for image .*im0002\.ppm: .*im0002\.ah\.ppm"):
+    missing = r"no annotation for image .*im0002\.ppm: .*im0002\.ah\.ppm"
+    with pytest.raises(FileNotFoundError, match=missing):
         StareDataset("train", root_path=str(root), num_test=2)
 
 
@@ -93,6 +96,7 @@ def test_chase(release, tmp_path):
 
 
 def test_registered_with_required_root():
-    for name, cls in (("drive", DriveDataset), ("stare", StareDataset), ("chase_db1", ChaseDataset)):
+    registered = {"drive": DriveDataset, "stare": StareDataset, "chase_db1": ChaseDataset}
+    for name, cls in registered.items():
         assert DATASETS.get(name) is cls
-        assert cls.required_paths(root_path="/data/x") == {"root_path": __import__("pathlib").Path("/data/x")}
+        assert cls.required_paths(root_path="/data/x") == {"root_path": Path("/data/x")}

@@ -26,7 +26,7 @@ class FundusDataset(SegmentationDataset):
     (3, H, W), label int64 (H, W) in {0, 1, 2}.
     """
 
-    class_names = ("background", "optic_disc", "optic_cup")
+    class_names = ("background", "disc_rim", "optic_cup")
     mask_levels = (255, 128, 0)
     in_channels = 3
 

@@ -116,6 +116,7 @@ class VesselDataset(SegmentationDataset):
         )
 
     def _read_label(self, sample: SampleFiles) -> np.ndarray:
+        """Class ids, int64 (H, W), with ``fov_ignore_index`` outside the sample's FOV mask."""
         label = super()._read_label(sample)
         if self.fov_ignore_index is not None and sample.fov is not None:
             inside = read_grey(sample.fov) > 127
