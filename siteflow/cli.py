@@ -51,14 +51,17 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Train every current site of a config with its strategy; see README.md."""
-    from siteflow.runner import ExperimentRun
+    from siteflow.runner import ExperimentRun, RunFolderConflict
 
     parser = _common_parser("Train a multi-site experiment.")
     args = parser.parse_args(argv)
     gpus = _gpus(args.gpus, parser)
     config, run_dir = _setup(args, parser, "train")
     started = time.perf_counter()
-    summary = ExperimentRun(config, run_dir, gpus=gpus).execute()
+    try:
+        summary = ExperimentRun(config, run_dir, gpus=gpus).execute()
+    except RunFolderConflict as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if summary:
         for metric in ("dice", "dice_sample"):
             values = summary[metric]

@@ -45,6 +45,10 @@ FINAL_WEIGHTS = "final.safetensors"
 INITIAL_WEIGHTS = "initial.safetensors"
 
 
+class RunFolderConflict(ValueError):
+    """The run folder holds the outputs of a different config."""
+
+
 class ExperimentRun:
     """One run of an experiment config in its own folder (implements ``SiteRunner``).
 
@@ -163,8 +167,10 @@ class ExperimentRun:
 
     def execute(self) -> dict:
         """Run the strategy over all stages, then write the site matrices and summary."""
+        processed = self.config.processed()
+        self._check_same_config(processed)
         if rank_zero_only.rank == 0:
-            write_text(self.run_dir / "processed_config.yaml", yaml.safe_dump(self.config.processed(), sort_keys=False))
+            write_text(self.run_dir / "processed_config.yaml", yaml.safe_dump(processed, sort_keys=False))
         self.strategy.run(self)
         site_names = [site.task_name for site in self.config.sites]
         if rank_zero_only.rank != 0:
@@ -240,6 +246,20 @@ class ExperimentRun:
             deterministic=False,
         )
 
+    def _check_same_config(self, processed: dict) -> None:
+        """Refuse to resume a run folder that an other config wrote into."""
+        path = self.run_dir / "processed_config.yaml"
+        if not path.is_file():
+            return
+        previous = yaml.safe_load(path.read_text())
+        current = yaml.safe_load(yaml.safe_dump(processed))  # the same round trip as the saved one
+        changed = [key for key in _differences(previous, current) if key != "source"]
+        if changed:
+            raise RunFolderConflict(
+                f"{self.run_dir} holds a run of a different config (changed: {', '.join(changed[:5])}); "
+                "resuming it would mix the two: choose another -n/--note or delete that folder"
+            )
+
     def _test_datasets(self) -> list[tuple[str, torch.utils.data.Dataset]]:
         if self._test_sets is None:
             self._test_sets = [(site.task_name, build_dataset(site, "test")) for site in self.config.sites]
@@ -254,6 +274,15 @@ class ExperimentRun:
 
     def _write_progress(self) -> None:
         write_json(self.results_dir / "progress.json", {"stages": [dataclasses.asdict(r) for r in self.results]})
+
+
+def _differences(old: object, new: object, path: str = "") -> list[str]:
+    """Key paths at which two plain-data trees differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(old.keys() | new.keys(), key=str) for d in _differences(old.get(key), new.get(key), f"{path}.{key}".lstrip("."))]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(a, b, f"{path}[{i}]")]
+    return [] if old == new else [path or "<whole config>"]
 
 
 def _format_row(result: StageResult) -> str:

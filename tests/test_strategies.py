@@ -11,7 +11,7 @@ from experiments import tiny_config
 from siteflow.atomic import load_weights
 from siteflow.config import load_config
 from siteflow.data import build_dataset, pooled_dataset
-from siteflow.runner import ExperimentRun
+from siteflow.runner import ExperimentRun, RunFolderConflict
 
 
 class RecordingRun(ExperimentRun):
@@ -95,6 +95,13 @@ def test_a_finished_run_is_not_trained_again(tmp_path):
     again = run(tmp_path, "sequential")
     assert (weights.read_bytes(), weights.stat().st_mtime_ns) == before
     assert again.summary["stages"] == ["site1", "site2"]
+
+
+def test_a_run_folder_is_not_resumed_with_a_different_config(tmp_path):
+    run(tmp_path, "sequential")
+    changed = load_config(tiny_config(tmp_path, "sequential", common={"train": {"epochs": 2}}))
+    with pytest.raises(RunFolderConflict, match=r"different config \(changed: tasks\[0\]\.train\.epochs, tasks\[1\]\.train\.epochs\)"):
+        ExperimentRun(changed, tmp_path / "run").execute()
 
 
 def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(tmp_path):
