@@ -51,6 +51,7 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Train every current site of a config with its strategy; see README.md."""
+    from siteflow.evaluation import matrix_table
     from siteflow.runner import ExperimentRun, RunFolderConflict
 
     parser = _common_parser("Train a multi-site experiment.")
@@ -58,11 +59,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     gpus = _gpus(args.gpus, parser)
     config, run_dir = _setup(args, parser, "train")
     started = time.perf_counter()
+    run = ExperimentRun(config, run_dir, gpus=gpus)
     try:
-        summary = ExperimentRun(config, run_dir, gpus=gpus).execute()
+        summary = run.execute()
     except RunFolderConflict as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if summary:
+        print(f"\nsite matrix of pooled Dice (row: after training, column: test site)\n{matrix_table(run.results, summary['sites'], 'dice')}\n")
         for metric in ("dice", "dice_sample"):
             values = summary[metric]
             transfer = values["backward_transfer"]

@@ -83,6 +83,18 @@ def matrix_csv(rows: Sequence[StageResult], site_names: Sequence[str], metric: s
     return buffer.getvalue()
 
 
+def matrix_table(rows: Sequence[StageResult], site_names: Sequence[str], metric: str) -> str:
+    """The site matrix as an aligned text table, for the terminal."""
+    matrix = site_matrix(rows, site_names, metric)
+    width = max(12, *(len(s) + 2 for s in site_names))
+    corner = "after \\ test"
+    stage_width = max(len(corner), *(len(r.stage) for r in rows)) + 2
+    lines = [f"{corner:<{stage_width}}" + "".join(f"{s:>{width}}" for s in site_names)]
+    for row, values in zip(rows, matrix):
+        lines.append(f"{row.stage:<{stage_width}}" + "".join(f"{v:>{width}.4f}" for v in values))
+    return "\n".join(lines)
+
+
 def plot_site_matrix(
     rows: Sequence[StageResult], site_names: Sequence[str], metric: str, path: Path, title: str
 ) -> None:

@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from siteflow.evaluation import StageResult, site_matrix, summarize, write_results
+from siteflow.evaluation import StageResult, matrix_table, site_matrix, summarize, write_results
 
 SITES = ["a", "b", "c"]
 
@@ -74,3 +74,9 @@ def test_written_files_read_back(tmp_path):
     assert saved == json.loads(json.dumps(summary))
     assert saved["dice_sample"]["final_per_site"]["c"] == pytest.approx(0.425)
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_terminal_table_lists_stages_and_values():
+    lines = matrix_table(SEQUENTIAL, SITES, "dice").splitlines()
+    assert lines[0].split() == ["after", "\\", "test", "a", "b", "c"]
+    assert lines[2].split() == ["after_b", "0.6000", "0.9000", "0.4000"]
