@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.metadata
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,11 +243,15 @@ def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
 
 
 def _register_components() -> None:
-    """Import the component packages, whose modules register their classes by name."""
+    """Import the component packages, whose modules register their classes by name, and the
+    modules that installed packages declare as entry points of the group ``siteflow.plugins``."""
     import siteflow.datasets  # noqa: F401
     import siteflow.losses  # noqa: F401
     import siteflow.models  # noqa: F401
     import siteflow.strategies  # noqa: F401
+
+    for entry_point in importlib.metadata.entry_points(group="siteflow.plugins"):
+        entry_point.load()
 
 
 def _component(value: Any, key_path: str, registry: Registry, supplied: tuple[str, ...] = ()) -> Component:
