@@ -34,7 +34,7 @@ def _gpus(value: str | None, parser: argparse.ArgumentParser) -> list[int] | Non
 def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: str) -> tuple[ExperimentConfig, Path]:
     """Load the config (exiting with its error message) and set up logging into the run folder."""
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, task_ids=[args.task_id] if getattr(args, "task_id", None) is not None else None)
     except (ConfigError, FileNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     run_dir = args.exps_root / config.name / args.note
@@ -52,17 +52,34 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Train every current site of a config with its strategy; see README.md."""
     from siteflow.evaluation import matrix_table
+    from siteflow.handover import HandoverError
     from siteflow.runner import ExperimentRun, RunFolderConflict
 
     parser = _common_parser("Train a multi-site experiment.")
+    parser.add_argument(
+        "--task-id", type=int, default=None,
+        help="deployed run: train only this site (instead of current_tasks.task_ids)",
+    )
+    parser.add_argument(
+        "--handover", type=Path, default=None,
+        help="deployed run: the hand-over file received from the previous site (instead of checkpoint.load)",
+    )
+    parser.add_argument(
+        "--key-file", type=Path, default=None,
+        help="consortium key to sign and verify hand-over files (default: $SITEFLOW_HANDOVER_KEY, if set)",
+    )
     args = parser.parse_args(argv)
     gpus = _gpus(args.gpus, parser)
     config, run_dir = _setup(args, parser, "train")
+    if args.handover is not None:
+        if len(config.tasks) != 1:
+            parser.error(f"--handover is for a deployed run of one site; {args.config} trains {len(config.tasks)}")
+        config = config.with_load(args.handover.resolve())
     started = time.perf_counter()
-    run = ExperimentRun(config, run_dir, gpus=gpus)
+    run = ExperimentRun(config, run_dir, gpus=gpus, key_file=args.key_file)
     try:
         summary = run.execute()
-    except RunFolderConflict as error:
+    except (RunFolderConflict, HandoverError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if summary:
         print(f"\nsite matrix of pooled Dice (row: after training, column: test site)\n{matrix_table(run.results, summary['sites'], 'dice')}\n")

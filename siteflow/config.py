@@ -26,7 +26,7 @@ import importlib.metadata
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import yaml
@@ -137,6 +137,12 @@ class ExperimentConfig:
         """True when this run trains a single site of a study of several."""
         return len(self.tasks) == 1 and len(self.sites) > 1
 
+    def with_load(self, path: Path) -> "ExperimentConfig":
+        """The same config with its (single) current task starting from the file ``path``."""
+        (task,) = self.tasks
+        checkpoint = dataclasses.replace(task.checkpoint, load=str(path))
+        return dataclasses.replace(self, tasks=(dataclasses.replace(task, checkpoint=checkpoint),))
+
     def processed(self) -> dict:
         """The merged config as plain data, for ``processed_config.yaml``."""
         return {
@@ -184,13 +190,20 @@ def resolve_config_path(config: str | Path) -> tuple[Path, str]:
     raise FileNotFoundError(f"config {str(config)!r} not found{nearest(str(config), known)} (known: {', '.join(known)})")
 
 
-def load_config(config: str | Path) -> ExperimentConfig:
-    """Read, merge and validate a config given by name or path; see the module docstring."""
+def load_config(config: str | Path, *, task_ids: Sequence[int] | None = None) -> ExperimentConfig:
+    """Read, merge and validate a config given by name or path; see the module docstring.
+
+    Args:
+        task_ids: train these sites instead of ``current_tasks.task_ids`` (a deployed site
+            choosing itself from a shared config).
+    """
     path, name = resolve_config_path(config)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError("<file>", f"not valid YAML: {error}", str(path)) from None
+    if task_ids is not None and isinstance(raw, dict) and isinstance(raw.get("current_tasks"), dict):
+        raw["current_tasks"]["task_ids"] = list(task_ids)
     try:
         return parse_config(raw, name=name, source=path)
     except ConfigError as error:

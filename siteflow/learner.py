@@ -57,6 +57,7 @@ class SegmentationLearner(pl.LightningModule):
         self.class_names = tuple(class_names)
         self.test_site_names = tuple(test_site_names)
         self.extra_losses = list(extra_losses)
+        self.ignore_index = ignore_index
         num_classes = len(class_names)
         self.val_dice = PooledDice(num_classes, ignore_index=ignore_index)
         self.test_pooled = nn.ModuleList(
@@ -94,8 +95,8 @@ class SegmentationLearner(pl.LightningModule):
         foreground = self.class_names[1:]
         self.test_results = {}
         for site, pooled_metric, sample_metric in zip(self.test_site_names, self.test_pooled, self.test_sample):
-            pooled = pooled_metric.compute()
-            sample = sample_metric.compute()
+            pooled = pooled_metric.compute().reshape(-1)  # torchmetrics squeezes one class to 0-d
+            sample = sample_metric.compute().reshape(-1)
             result = {"dice": pooled.mean().item(), "dice_sample": sample.mean().item()}
             result.update({f"dice_{name}": value.item() for name, value in zip(foreground, pooled)})
             self.test_results[site] = result

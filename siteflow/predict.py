@@ -30,9 +30,7 @@ import torch  # noqa: E402
 from siteflow.atomic import atomic_path, load_weights, write_text  # noqa: E402
 from siteflow.config import ExperimentConfig  # noqa: E402
 from siteflow.data import build_dataset, loader  # noqa: E402
-from siteflow.learner import SegmentationLearner  # noqa: E402
 from siteflow.metrics import SampleDice, hd95, mean_confidence_interval  # noqa: E402
-from siteflow.registry import LOSSES  # noqa: E402
 from siteflow.runner import ExperimentRun  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -75,11 +73,7 @@ def predict_run(
     )
     train = config.tasks[0].train
     for model_name, path in models:
-        model = run.build_model()
-        model.load_state_dict(load_weights(path))
-        learner = SegmentationLearner(
-            model, LOSSES.get(train.loss.name)(**train.loss.kwargs), train=train, class_names=run.class_names
-        )
+        learner = run.segmentation_learner(run.solver_from(load_weights(path)), train)
         for site in config.sites:
             dataset = build_dataset(site, "test")
             batches = trainer.predict(

@@ -37,11 +37,13 @@ from siteflow.data import build_dataset, dataset_info, loader, pooled_dataset
 from siteflow.evaluation import StageResult, write_results
 from siteflow.learner import SegmentationLearner
 from siteflow.registry import LOSSES, MODELS, STRATEGIES
-from siteflow.strategies.base import State, Strategy
+from siteflow.handover import HandoverError, SiteRecord, load_key, read_handover, write_handover
+from siteflow.strategies.base import Carried, State, Strategy
 
 log = logging.getLogger(__name__)
 
 FINAL_WEIGHTS = "final.safetensors"
+HANDOVER_FILE = "handover.safetensors"
 INITIAL_WEIGHTS = "initial.safetensors"
 
 
@@ -58,8 +60,16 @@ class ExperimentRun:
         gpus: GPU indices to train on; ``None`` trains on the CPU. Several GPUs use DDP.
     """
 
-    def __init__(self, config: ExperimentConfig, run_dir: Path, *, gpus: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        run_dir: Path,
+        *,
+        gpus: Sequence[int] | None = None,
+        key_file: Path | None = None,
+    ) -> None:
         self.config = config
+        self.handover_key = load_key(key_file)
         self.run_dir = Path(run_dir)
         self.gpus = list(gpus) if gpus else None
         self.strategy: Strategy = STRATEGIES.get(config.strategy.name)(**config.strategy.kwargs)
@@ -72,7 +82,8 @@ class ExperimentRun:
         reference = dataset_info(build_dataset(config.tasks[0].site, "test"))
         self.class_names: tuple[str, ...] = tuple(reference.class_names)
         self.in_channels: int = reference.in_channels
-        self.ignore_index: int | None = getattr(reference, "ignore_index", None)
+        self.ignore_index: int | None = reference.ignore_index
+        self.image_size: tuple[int, ...] = tuple(reference[0]["image"].shape[1:])
 
     # -- SiteRunner ------------------------------------------------------------------------
 
@@ -80,33 +91,50 @@ class ExperimentRun:
     def tasks(self) -> Sequence[TaskConfig]:
         return self.config.tasks
 
-    def initial_state(self, task: TaskConfig) -> State:
+    def build_model(self) -> nn.Module:
+        """A new segmentation model of the configured architecture, sized by the dataset."""
+        spec = self.config.model
+        kwargs = {"in_channels": self.in_channels, "num_classes": len(self.class_names), **spec.kwargs}
+        if kwargs["num_classes"] != len(self.class_names) or kwargs["in_channels"] != self.in_channels:
+            raise ValueError(
+                f"common.model.kwargs: the model has in_channels={kwargs['in_channels']}, num_classes="
+                f"{kwargs['num_classes']}, the data has {self.in_channels} channels and {len(self.class_names)} classes"
+            )
+        return MODELS.get(spec.name)(**kwargs)
+
+    def build_loss(self, train: TrainConfig) -> nn.Module:
+        if self.ignore_index is not None and train.loss.kwargs.get("ignore_index") != self.ignore_index:
+            raise ValueError(
+                f"the dataset marks pixels to ignore with label {self.ignore_index}: set "
+                f"common.train.loss.kwargs.ignore_index: {self.ignore_index} so that the loss skips them too"
+            )
+        return LOSSES.get(train.loss.name)(**train.loss.kwargs)
+
+    def segmentation_learner(
+        self, model: nn.Module, train: TrainConfig, test_site_names: Sequence[str] = ()
+    ) -> SegmentationLearner:
+        return SegmentationLearner(
+            model,
+            self.build_loss(train),
+            train=train,
+            class_names=self.class_names,
+            test_site_names=test_site_names,
+            ignore_index=self.ignore_index,
+        )
+
+    def initial_state(self, task: TaskConfig) -> Carried:
         if task.checkpoint.load:
-            path = Path(task.checkpoint.load)
-            path = path if path.is_absolute() else self.checkpoints_dir / path
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"current_tasks.task_confs.{task.task_id}.checkpoint.load: weights file {str(path)!r} does not exist"
-                )
-            state = load_weights(path)
-            try:
-                self.build_model().load_state_dict(state)
-            except RuntimeError as error:
-                raise ValueError(
-                    f"{path}: these weights do not fit the configured model {self.config.model.name} "
-                    f"{self.config.model.kwargs}: {error}"
-                ) from None
-            return state
+            return self._receive(task)
         path = self.checkpoints_dir / INITIAL_WEIGHTS
         if path.is_file():
-            return load_weights(path)
+            return Carried(load_weights(path))
         pl.seed_everything(self.config.seed, workers=True, verbose=False)
-        state = {name: tensor.detach().clone() for name, tensor in self.build_model().state_dict().items()}
+        weights = _cpu_copy(self.strategy.build_network(self).state_dict())
         if rank_zero_only.rank == 0:
-            save_weights(path, state)
-        return state
+            save_weights(path, weights)
+        return Carried(weights)
 
-    def fit(self, stage: str, tasks: Sequence[TaskConfig], state: State, *, save_dir: str) -> State:
+    def fit(self, stage: str, tasks: Sequence[TaskConfig], carried: Carried, *, save_dir: str) -> State:
         directory = self.checkpoints_dir / save_dir
         final = directory / FINAL_WEIGHTS
         self._stage_weights[stage] = final
@@ -119,7 +147,9 @@ class ExperimentRun:
         train_set = pooled_dataset([t.site for t in tasks], "train")
         val_set = pooled_dataset([t.site for t in tasks], "val")
         log.info("stage %s: %d training and %d validation samples", stage, len(train_set), len(val_set))
-        learner = self._learner(state, train_config)
+        network = self.strategy.build_network(self)
+        network.load_state_dict(carried.weights)
+        learner = self.strategy.make_learner(self, network, tasks, carried)
         resume = directory / "last.ckpt" if tasks[0].checkpoint.resume and (directory / "last.ckpt").is_file() else None
         if resume is not None:
             log.info("stage %s: resuming from %s", stage, resume)
@@ -139,29 +169,54 @@ class ExperimentRun:
             else None,
             ckpt_path=resume,
         )
-        state = {name: tensor.detach().cpu().clone() for name, tensor in learner.model.state_dict().items()}
+        weights = _cpu_copy(network.state_dict())
         if rank_zero_only.rank == 0:
-            save_weights(final, state)
-        return state
+            save_weights(final, weights)
+        return weights
 
-    def test(self, stage: str, state: State, *, trained_site: str | None) -> None:
+    def site_record(self, task: TaskConfig) -> SiteRecord:
+        return SiteRecord.finished_now(task.task_id, task.task_name, build_dataset(task.site, "train").num_samples)
+
+    def hand_over(self, carried: Carried, *, save_dir: str) -> Path:
+        path = self.checkpoints_dir / save_dir / HANDOVER_FILE
+        if rank_zero_only.rank == 0 and not path.is_file():
+            write_handover(
+                path,
+                carried.weights,
+                strategy=self.config.strategy.name,
+                model_name=self.config.model.name,
+                model_kwargs=self.config.model.kwargs,
+                sites=carried.sites,
+                extra={"strategy_kwargs": self.config.strategy.kwargs},
+                key=self.handover_key,
+            )
+            log.info("hand-over file for the next site: %s", path)
+        return path
+
+    def test(self, stage: str, weights: State, *, trained_site: str | None) -> None:
         if any(row.stage == stage for row in self.results):
             return
         test_sets = self._test_datasets()
-        learner = self._learner(state, self.config.tasks[0].train, test_site_names=[name for name, _ in test_sets])
-        trainer = self._trainer(stage, self.config.tasks[0].train, callbacks=[], validate=False, devices=1, loggers=False)
-        batch_size = self.config.tasks[0].train.batch_size
+        train = self.config.tasks[0].train
+        learner = self.segmentation_learner(self.solver_from(weights), train, [name for name, _ in test_sets])
+        trainer = self._trainer(stage, train, callbacks=[], validate=False, devices=1, loggers=False)
         trainer.test(
             learner,
-            dataloaders=[loader(d, batch_size=batch_size, num_workers=self.config.num_workers, shuffle=False) for _, d in test_sets],
+            dataloaders=[loader(d, batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False) for _, d in test_sets],
             verbose=False,
         )
-        weights = self._stage_weights.get(stage)
-        result = StageResult(stage, trained_site, learner.test_results, weights and str(weights.relative_to(self.run_dir)))
+        path = self._stage_weights.get(stage)
+        result = StageResult(stage, trained_site, learner.test_results, path and str(path.relative_to(self.run_dir)))
         log.info("stage %s: %s", stage, _format_row(result))
         self.results.append(result)
         if rank_zero_only.rank == 0:
             self._write_progress()
+
+    def solver_from(self, weights: State) -> nn.Module:
+        """The strategy's segmentation model, loaded from a network's ``weights``."""
+        network = self.strategy.build_network(self)
+        network.load_state_dict(weights)
+        return self.strategy.solver(network)
 
     # -- the whole run ---------------------------------------------------------------------
 
@@ -184,30 +239,11 @@ class ExperimentRun:
             own_model_per_site=self.strategy.own_model_per_site,
         )
 
-    def build_model(self) -> nn.Module:
-        """A new model of the configured architecture, sized by the dataset."""
-        spec = self.config.model
-        kwargs = {"in_channels": self.in_channels, "num_classes": len(self.class_names), **spec.kwargs}
-        if kwargs["num_classes"] != len(self.class_names) or kwargs["in_channels"] != self.in_channels:
-            raise ValueError(
-                f"common.model.kwargs: the model has in_channels={kwargs['in_channels']}, num_classes="
-                f"{kwargs['num_classes']}, the data has {self.in_channels} channels and {len(self.class_names)} classes"
-            )
-        return MODELS.get(spec.name)(**kwargs)
-
     def stage_weights(self) -> list[tuple[str, Path]]:
         """(stage, final weights file) of every finished stage, in order (for prediction)."""
         return [(row.stage, self.run_dir / row.weights) for row in self.results if row.weights]
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _learner(self, state: State, train: TrainConfig, test_site_names: Sequence[str] = ()) -> SegmentationLearner:
-        model = self.build_model()
-        model.load_state_dict(state)
-        loss = LOSSES.get(train.loss.name)(**train.loss.kwargs)
-        return SegmentationLearner(
-            model, loss, train=train, class_names=self.class_names, test_site_names=test_site_names, ignore_index=self.ignore_index
-        )
 
     def _trainer(
         self,
@@ -246,6 +282,29 @@ class ExperimentRun:
             deterministic=False,
         )
 
+    def _receive(self, task: TaskConfig) -> Carried:
+        """Read and verify the hand-over file named in ``task``'s ``checkpoint.load``."""
+        key_path = f"current_tasks.task_confs.{task.task_id}.checkpoint.load"
+        path = Path(task.checkpoint.load)
+        path = path if path.is_absolute() else self.checkpoints_dir / path
+        if not path.is_file():
+            raise FileNotFoundError(f"{key_path}: hand-over file {str(path)!r} does not exist")
+        weights, manifest = read_handover(
+            path,
+            key=self.handover_key,
+            model_name=self.config.model.name,
+            model_kwargs=self.config.model.kwargs,
+            strategy=self.config.strategy.name,
+            receiving_task_id=task.task_id if self.strategy.hands_over else None,
+            site_order=[site.task_id for site in self.config.sites] * getattr(self.strategy, "cycles", 1),
+        )
+        try:
+            self.strategy.build_network(self).load_state_dict(weights)
+        except RuntimeError as error:
+            raise HandoverError(f"{path}: these weights do not fit the configured network: {error}") from None
+        log.info("received %s: trained by %s", path, " -> ".join(s.task_name for s in manifest.sites) or "nobody")
+        return Carried(weights, manifest.sites)
+
     def _check_same_config(self, processed: dict) -> None:
         """Refuse to resume a run folder that an other config wrote into."""
         path = self.run_dir / "processed_config.yaml"
@@ -274,6 +333,10 @@ class ExperimentRun:
 
     def _write_progress(self) -> None:
         write_json(self.results_dir / "progress.json", {"stages": [dataclasses.asdict(r) for r in self.results]})
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> State:
+    return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}
 
 
 def _differences(old: object, new: object, path: str = "") -> list[str]:

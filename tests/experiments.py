@@ -9,11 +9,11 @@ import yaml
 from siteflow.config import deep_merge
 
 
-def tiny_config(folder: Path, strategy: str = "sequential", *, sites: int = 2, **overrides) -> Path:
+def tiny_config(folder: Path, strategy: str = "sequential", *, sites: int = 2, dataset: dict | None = None, **overrides) -> Path:
     """Write a config over ``sites`` tiny synthetic fundus sites into ``folder``; returns its path.
 
-    ``overrides`` are deep-merged over the config's top-level keys (``common=...``,
-    ``current_tasks=...``).
+    ``dataset`` replaces the fundus dataset entry; ``overrides`` are deep-merged over the
+    config's top-level keys (``common=...``, ``current_tasks=...``).
     """
     config = {
         "common": {
@@ -46,6 +46,8 @@ def tiny_config(folder: Path, strategy: str = "sequential", *, sites: int = 2, *
         ],
         "current_tasks": {"task_ids": list(range(1, sites + 1))},
     }
+    if dataset is not None:
+        config["common"]["dataset"] = dataset
     path = folder / f"{strategy}.yaml"
     path.write_text(yaml.safe_dump(deep_merge(config, overrides), sort_keys=False))
     return path

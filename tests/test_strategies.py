@@ -9,9 +9,11 @@ import torch
 
 from experiments import tiny_config
 from siteflow.atomic import load_weights
+from siteflow.handover import HandoverError
 from siteflow.config import load_config
 from siteflow.data import build_dataset, pooled_dataset
 from siteflow.runner import ExperimentRun, RunFolderConflict
+from siteflow.strategies import Carried
 
 
 class RecordingRun(ExperimentRun):
@@ -19,13 +21,13 @@ class RecordingRun(ExperimentRun):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.started_from: dict[str, dict[str, torch.Tensor]] = {}
+        self.started_from: dict[str, Carried] = {}
         self.trained_on: dict[str, list[str]] = {}
 
-    def fit(self, stage, tasks, state, *, save_dir):
-        self.started_from[stage] = {k: v.clone() for k, v in state.items()}
+    def fit(self, stage, tasks, carried, *, save_dir):
+        self.started_from[stage] = carried
         self.trained_on[stage] = [t.task_name for t in tasks]
-        return super().fit(stage, tasks, state, save_dir=save_dir)
+        return super().fit(stage, tasks, carried, save_dir=save_dir)
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -42,8 +44,8 @@ def run(tmp_path, strategy: str, **overrides) -> RecordingRun:
 def test_local_every_site_starts_from_the_same_initial_weights(tmp_path):
     runner = run(tmp_path, "local")
     initial = load_weights(tmp_path / "run" / "checkpoints" / "initial.safetensors")
-    assert same(runner.started_from["site1"], initial)
-    assert same(runner.started_from["site2"], initial)
+    assert same(runner.started_from["site1"].weights, initial)
+    assert same(runner.started_from["site2"].weights, initial)
     first_final = load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors")
     assert not same(first_final, initial), "site 1 did not train"
     assert runner.trained_on == {"site1": ["site1"], "site2": ["site2"]}
@@ -59,9 +61,10 @@ def test_local_every_site_starts_from_the_same_initial_weights(tmp_path):
 def test_sequential_site_k_starts_from_site_k_minus_1(tmp_path):
     runner = run(tmp_path, "sequential")
     first_final = load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors")
-    assert same(runner.started_from["site2"], first_final)
+    assert same(runner.started_from["site2"].weights, first_final)
+    assert [site.task_name for site in runner.started_from["site2"].sites] == ["site1"]
     initial = load_weights(tmp_path / "run" / "checkpoints" / "initial.safetensors")
-    assert same(runner.started_from["site1"], initial)
+    assert same(runner.started_from["site1"].weights, initial)
     matrix = (tmp_path / "run" / "results" / "site_matrix_dice.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in matrix] == ["after_stage", "site1", "site2"]
     values = [[float(v) for v in line.split(",")[2:4]] for line in matrix[1:]]
@@ -73,7 +76,7 @@ def test_sequential_cycles_repeat_the_order(tmp_path):
     runner = run(tmp_path, "sequential", common={"strategy": {"kwargs": {"cycles": 2}}})
     assert list(runner.started_from) == ["cycle1/site1", "cycle1/site2", "cycle2/site1", "cycle2/site2"]
     previous = load_weights(tmp_path / "run" / "checkpoints" / "cycle1" / "task_2" / "final.safetensors")
-    assert same(runner.started_from["cycle2/site1"], previous)
+    assert same(runner.started_from["cycle2/site1"].weights, previous)
     assert runner.summary["stages"] == ["cycle1/site1", "cycle1/site2", "cycle2/site1", "cycle2/site2"]
 
 
@@ -106,14 +109,23 @@ def test_a_run_folder_is_not_resumed_with_a_different_config(tmp_path):
 
 def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(tmp_path):
     run(tmp_path, "sequential")
-    handed = tmp_path / "run" / "checkpoints" / "task_2" / "final.safetensors"
+    handed = tmp_path / "run" / "checkpoints" / "task_1" / "handover.safetensors"
     deployed = tmp_path / "deployed"
     deployed.mkdir()
     config = load_config(
         tiny_config(deployed, "sequential", current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(handed)}}}})
     )
     runner = RecordingRun(config, deployed / "run")
-    assert same(runner.initial_state(config.tasks[0]), load_weights(handed))
+    received = runner.initial_state(config.tasks[0])
+    assert same(received.weights, load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors"))
+    assert [site.task_name for site in received.sites] == ["site1"]
+
+    late = tmp_path / "run" / "checkpoints" / "task_2" / "handover.safetensors"
+    config = load_config(
+        tiny_config(deployed, "sequential", current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(late)}}}})
+    )
+    with pytest.raises(HandoverError, match="site out of order"):
+        RecordingRun(config, deployed / "run2").initial_state(config.tasks[0])
 
     wider = tmp_path / "wider"
     wider.mkdir()
@@ -125,5 +137,36 @@ def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(
             current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(handed)}}}},
         )
     )
-    with pytest.raises(ValueError, match=r"final\.safetensors: these weights do not fit the configured model unet"):
+    with pytest.raises(HandoverError, match=r"model"):
         RecordingRun(config, wider / "run").initial_state(config.tasks[0])
+
+
+def test_vessel_sites_in_three_layouts_skip_pixels_outside_the_field_of_view(tmp_path):
+    vessels = {
+        "name": "synthetic_vessels",
+        "kwargs": {
+            "root_path": str(tmp_path / "data"),
+            "train_per_site": 4,
+            "test_per_site": 2,
+            "native_size": [40, 48],
+            "img_size": [32, 32],
+            "val_fraction": 0.25,
+            "fov_ignore_index": 255,
+        },
+    }
+    sites = [{"task_id": i, "task_name": name, "kwargs": {"folder": name}} for i, name in enumerate(["DRIVE", "STARE", "CHASE_DB1"], 1)]
+    path = tiny_config(
+        tmp_path, "local", sites=3, dataset=vessels, all_tasks_datasets=sites,
+        common={"train": {"loss": {"name": "dice_ce", "kwargs": {"ignore_index": 255}}}},
+    )
+    runner = RecordingRun(load_config(path), tmp_path / "run")
+    assert runner.ignore_index == 255 and runner.class_names == ("background", "vessel")
+    summary = runner.execute()["dice"]
+    assert set(summary["final_per_site"]) == {"DRIVE", "STARE", "CHASE_DB1"}
+    assert all(0.0 <= v <= 1.0 for v in summary["final_per_site"].values())
+
+    other = tmp_path / "other"
+    other.mkdir()
+    forgetful = load_config(tiny_config(other, "local", sites=3, dataset=vessels, all_tasks_datasets=sites))
+    with pytest.raises(ValueError, match="set common.train.loss.kwargs.ignore_index: 255"):
+        RecordingRun(forgetful, other / "run").execute()

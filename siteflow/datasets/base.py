@@ -112,6 +112,11 @@ class SegmentationDataset(Dataset):
         return [sample.id for sample in self.samples]
 
     @property
+    def ignore_index(self) -> int | None:
+        """The label value of pixels that losses and metrics must skip (none by default)."""
+        return None
+
+    @property
     def num_samples(self) -> int:
         return len(self.samples)
 

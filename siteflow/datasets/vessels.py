@@ -115,6 +115,10 @@ class VesselDataset(SegmentationDataset):
             num_replica=num_replica,
         )
 
+    @property
+    def ignore_index(self) -> int | None:
+        return self.fov_ignore_index
+
     def _read_label(self, sample: SampleFiles) -> np.ndarray:
         """Class ids, int64 (H, W), with ``fov_ignore_index`` outside the sample's FOV mask."""
         label = super()._read_label(sample)

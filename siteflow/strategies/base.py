@@ -1,23 +1,37 @@
 """The strategy interface: which sites train in which order, and how weights move.
 
 A strategy answers two questions: what a site does with the weights it receives and its own
-data (the site step, carried out by :meth:`SiteRunner.fit`), and how weights move between
-sites (the order, rounds and aggregation, written in :meth:`Strategy.run`). The runner that
-executes the steps (output folders, Lightning trainers, resuming, test matrix) is passed in,
-so a strategy is a short, readable loop.
+data (the site step, carried out by :meth:`SiteRunner.fit` with the strategy's network and
+learner), and how weights move between sites (the order, rounds and aggregation, written in
+:meth:`Strategy.run`). The runner that executes the steps (output folders, Lightning
+trainers, resuming, hand-over files, the test matrix) is passed in, so a strategy is a
+short, readable loop.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol, Sequence
 
+import pytorch_lightning as pl
 import torch
+from torch import nn
 
-from siteflow.config import TaskConfig
+from siteflow.config import TaskConfig, TrainConfig
+from siteflow.handover import SiteRecord
 
 State = dict[str, torch.Tensor]
-"""A model's weights by parameter/buffer name (a ``state_dict`` on the CPU)."""
+"""A network's weights by parameter/buffer name (a ``state_dict`` on the CPU)."""
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a site receives: weights, and the chain of sites that trained them, in order."""
+
+    weights: State
+    sites: tuple[SiteRecord, ...] = ()
 
 
 class SiteRunner(Protocol):
@@ -27,28 +41,78 @@ class SiteRunner(Protocol):
     def tasks(self) -> Sequence[TaskConfig]:
         """The sites trained in this run, in the config's order."""
 
-    def initial_state(self, task: TaskConfig) -> State:
-        """The weights ``task`` starts from when nothing was handed to it: its
-        ``checkpoint.load`` file if set, else the run's seeded initial weights (the same for
-        every site)."""
+    def build_model(self) -> nn.Module:
+        """A new segmentation model of the configured architecture."""
 
-    def fit(self, stage: str, tasks: Sequence[TaskConfig], state: State, *, save_dir: str) -> State:
-        """Train from ``state`` on the pooled training data of ``tasks``; return the final
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes of the segmentation, background first."""
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the input images."""
+
+    @property
+    def image_size(self) -> tuple[int, ...]:
+        """Spatial size of the (resized) input images."""
+
+    @property
+    def ignore_index(self) -> int | None:
+        """Label value that losses and metrics skip, if any."""
+
+    def build_loss(self, train: TrainConfig) -> nn.Module:
+        """The configured segmentation loss."""
+
+    def segmentation_learner(self, model: nn.Module, train: TrainConfig) -> pl.LightningModule:
+        """The standard learner (model, configured loss, Dice metrics) around ``model``."""
+
+    def initial_state(self, task: TaskConfig) -> Carried:
+        """What ``task`` starts from when nothing was handed to it in this run: its
+        ``checkpoint.load`` file (verified) if set, else the run's seeded initial weights."""
+
+    def fit(self, stage: str, tasks: Sequence[TaskConfig], carried: Carried, *, save_dir: str) -> State:
+        """Train from ``carried`` on the pooled training data of ``tasks``; return the final
         weights. A finished stage is not trained again: its saved weights are returned."""
 
-    def test(self, stage: str, state: State, *, trained_site: str | None) -> None:
-        """Test ``state`` on every site's test split and record the row ``stage`` of the site
-        matrix (``trained_site``: the site this stage trained, if one)."""
+    def site_record(self, task: TaskConfig) -> SiteRecord:
+        """The record of ``task`` for the chain of a hand-over (id, name, samples, time)."""
+
+    def hand_over(self, carried: Carried, *, save_dir: str) -> Path:
+        """Write ``carried`` as the hand-over file of the stage saved in ``save_dir``."""
+
+    def test(self, stage: str, weights: State, *, trained_site: str | None) -> None:
+        """Test the strategy's solver in ``weights`` on every site's test split and record
+        the row ``stage`` of the site matrix (``trained_site``: the site this stage trained)."""
 
 
 class Strategy(ABC):
     """Base class of multi-site strategies; subclasses register with ``STRATEGIES``.
 
-    Options come from ``common.strategy.kwargs`` as typed constructor parameters.
+    Options come from ``common.strategy.kwargs`` as typed constructor parameters. By default
+    the network that trains and travels is the configured segmentation model, trained by the
+    standard learner; a strategy with more networks (relay's generators) overrides
+    :meth:`build_network`, :meth:`make_learner` and :meth:`solver`.
     """
 
     own_model_per_site: ClassVar[bool] = False
     """True when every site keeps its own final model (local), not one model for all."""
+
+    hands_over: ClassVar[bool] = False
+    """True when the model travels from site to site (a hand-over file after every site)."""
+
+    def build_network(self, runner: SiteRunner) -> nn.Module:
+        """A new network whose weights train at a site and move between sites."""
+        return runner.build_model()
+
+    def make_learner(
+        self, runner: SiteRunner, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
+    ) -> pl.LightningModule:
+        """The LightningModule that trains ``network`` at ``tasks`` after receiving ``carried``."""
+        return runner.segmentation_learner(network, tasks[0].train)
+
+    def solver(self, network: nn.Module) -> nn.Module:
+        """The part of ``network`` that segments images (what is tested)."""
+        return network
 
     @abstractmethod
     def run(self, runner: SiteRunner) -> None:

@@ -18,5 +18,5 @@ class JointStrategy(Strategy):
 
     def run(self, runner: SiteRunner) -> None:
         first = runner.tasks[0]
-        state = runner.fit("joint", runner.tasks, runner.initial_state(first), save_dir=self.save_dir)
-        runner.test("joint", state, trained_site=None)
+        weights = runner.fit("joint", runner.tasks, runner.initial_state(first), save_dir=self.save_dir)
+        runner.test("joint", weights, trained_site=None)

@@ -14,5 +14,5 @@ class LocalStrategy(Strategy):
 
     def run(self, runner: SiteRunner) -> None:
         for task in runner.tasks:
-            state = runner.fit(task.task_name, [task], runner.initial_state(task), save_dir=task.save_dir)
-            runner.test(task.task_name, state, trained_site=task.task_name)
+            weights = runner.fit(task.task_name, [task], runner.initial_state(task), save_dir=task.save_dir)
+            runner.test(task.task_name, weights, trained_site=task.task_name)

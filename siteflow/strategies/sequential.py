@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from siteflow.registry import STRATEGIES
-from siteflow.strategies.base import SiteRunner, Strategy
+from siteflow.strategies.base import Carried, SiteRunner, Strategy
 
 
 @STRATEGIES.register("sequential")
 class SequentialStrategy(Strategy):
     """Site ``k`` starts from site ``k-1``'s final weights; the order repeats ``cycles`` times.
 
-    The first site starts from its ``checkpoint.load`` file if one is set (a deployed site
-    continuing a chain), else from the run's initial weights.
+    After every site the weights and the chain of sites so far are written as a hand-over
+    file, which a deployed next site names in its ``checkpoint.load``. The first site starts
+    from its ``checkpoint.load`` file if one is set, else from the run's initial weights.
     """
+
+    hands_over = True
 
     def __init__(self, cycles: int = 1) -> None:
         if cycles < 1:
@@ -20,10 +23,12 @@ class SequentialStrategy(Strategy):
         self.cycles = cycles
 
     def run(self, runner: SiteRunner) -> None:
-        state = runner.initial_state(runner.tasks[0])
+        carried = runner.initial_state(runner.tasks[0])
         for cycle in range(1, self.cycles + 1):
             for task in runner.tasks:
                 stage = task.task_name if self.cycles == 1 else f"cycle{cycle}/{task.task_name}"
                 save_dir = task.save_dir if self.cycles == 1 else f"cycle{cycle}/{task.save_dir}"
-                state = runner.fit(stage, [task], state, save_dir=save_dir)
-                runner.test(stage, state, trained_site=task.task_name)
+                weights = runner.fit(stage, [task], carried, save_dir=save_dir)
+                carried = Carried(weights, carried.sites + (runner.site_record(task),))
+                runner.hand_over(carried, save_dir=save_dir)
+                runner.test(stage, weights, trained_site=task.task_name)
