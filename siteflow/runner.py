@@ -37,7 +37,7 @@ from siteflow.data import build_dataset, dataset_info, loader, pooled_dataset
 from siteflow.evaluation import StageResult, write_results
 from siteflow.learner import SegmentationLearner
 from siteflow.registry import LOSSES, MODELS, STRATEGIES
-from siteflow.handover import HandoverError, SiteRecord, load_key, read_handover, write_handover
+from siteflow.handover import SiteRecord, load_key, read_handover, write_handover
 from siteflow.strategies.base import Carried, State, Strategy
 
 log = logging.getLogger(__name__)
@@ -289,19 +289,17 @@ class ExperimentRun:
         path = path if path.is_absolute() else self.checkpoints_dir / path
         if not path.is_file():
             raise FileNotFoundError(f"{key_path}: hand-over file {str(path)!r} does not exist")
+        expected = {name: tensor.shape for name, tensor in self.strategy.build_network(self).state_dict().items()}
         weights, manifest = read_handover(
             path,
             key=self.handover_key,
             model_name=self.config.model.name,
             model_kwargs=self.config.model.kwargs,
             strategy=self.config.strategy.name,
+            expected_shapes=expected,
             receiving_task_id=task.task_id if self.strategy.hands_over else None,
             site_order=[site.task_id for site in self.config.sites] * getattr(self.strategy, "cycles", 1),
         )
-        try:
-            self.strategy.build_network(self).load_state_dict(weights)
-        except RuntimeError as error:
-            raise HandoverError(f"{path}: these weights do not fit the configured network: {error}") from None
         log.info("received %s: trained by %s", path, " -> ".join(s.task_name for s in manifest.sites) or "nobody")
         return Carried(weights, manifest.sites)
 

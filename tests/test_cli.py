@@ -113,3 +113,23 @@ def test_predict_without_a_trained_run_says_what_to_do(tmp_path):
     assert result.returncode == 2
     assert "no trained weights in" in result.stderr and "train first" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_deployed_site_refuses_a_tampered_hand_over_before_training(tmp_path):
+    config = tiny_config(tmp_path)
+    exps = tmp_path / "exps"
+    first = subprocess.run(command("train.py", config, exps, "--task-id", "1"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    handover = exps / "sequential" / "t" / "checkpoints" / "task_1" / "handover.safetensors"
+    data = bytearray(handover.read_bytes())
+    data[-10] ^= 0x01  # one flipped bit in the weights
+    received = tmp_path / "received.safetensors"
+    received.write_bytes(bytes(data))
+    second = subprocess.run(
+        [*command("train.py", config, tmp_path / "site2"), "--task-id", "2", "--handover", str(received)],
+        capture_output=True, text=True, env=ENV, cwd=tmp_path,
+    )
+    assert second.returncode == 2
+    assert f"{received}: the weights do not match the manifest's SHA-256 digest" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert not list((tmp_path / "site2").rglob("last.ckpt")), "training started from a tampered file"

@@ -35,6 +35,10 @@ receiver without a key accepts a signed file with a :class:`HandoverWarning` (it
 not checked: the receiver chose not to check), and an unsigned one silently; the digest still
 catches corruption of the weights, but not deliberate edits.
 
+Site order: the receiver names the consortium's planned sequence of task ids, with every
+cycle listed (``[1, 2, 3] * cycles``, so a cyclic relay wraps around only as often as
+planned); the file's chain must be the start of that sequence and the receiver its next entry.
+
 :func:`read_handover` checks everything before it returns anything, and every refusal is a
 :class:`HandoverError` that names the file and the reason. ``python -m siteflow.handover
 verify FILE`` runs the same checks from the command line.
@@ -83,6 +87,7 @@ MAX_HEADER_BYTES = 100_000_000  # the safetensors limit
 _FIELDS = {"format_version", "strategy", "model", "sites", "weights_sha256", "extra", "signature"}
 _SITE_FIELDS = {"task_id", "task_name", "num_samples", "finished_at"}
 _KIND_NAMES = {int: "an integer", str: "a string", dict: "an object", list: "a list"}
+_Fail = Callable[[str], "HandoverError"]  # makes the refusal of a malformed manifest from its reason
 
 
 class HandoverError(ValueError):
@@ -92,10 +97,6 @@ class HandoverError(ValueError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
-
-
-_Fail = Callable[[str], HandoverError]
-"""Makes the refusal of a malformed manifest from its reason."""
 
 
 class HandoverWarning(UserWarning):
@@ -271,15 +272,15 @@ def read_handover(
     this site expects, e.g. ``{k: v.shape for k, v in model.state_dict().items()}``: the same
     names, the same shapes).
 
-    ``site_order`` and ``receiving_task_id`` go together: ``site_order`` is the consortium's
-    planned sequence of task ids, each cycle listed (``[1, 2, 3] * cycles``); the file's
-    chain must be the start of it, and ``receiving_task_id`` the next entry.
+    ``site_order`` is the consortium's planned sequence of task ids, each cycle listed
+    (``[1, 2, 3] * cycles``): the file's chain must be the start of it, and
+    ``receiving_task_id`` (which needs ``site_order``) the next entry.
 
     Raises:
         HandoverError: naming the file and the first check that failed.
     """
-    if (site_order is None) != (receiving_task_id is None):
-        raise TypeError("read_handover: give site_order and receiving_task_id together")
+    if receiving_task_id is not None and site_order is None:
+        raise TypeError("read_handover: receiving_task_id needs the site_order it is checked against")
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -306,16 +307,16 @@ def _header_length(path: str | os.PathLike, start: bytes, size: int) -> int:
         length = struct.unpack("<Q", start)[0]
         if 2 <= length <= min(size - 8, MAX_HEADER_BYTES):
             return length
-    raise HandoverError(path, f"not a safetensors hand-over file{_looks_like(start)} (header cut short or absent)")
+    raise HandoverError(path, f"not a safetensors hand-over file: {_what_else(start)}")
 
 
-def _looks_like(start: bytes) -> str:
-    """A hint at what the first bytes of a file that is not safetensors are, or ''."""
+def _what_else(start: bytes) -> str:
+    """What a file that starts with ``start`` and is not safetensors seems to be."""
     if start.startswith(b"PK\x03\x04"):
-        return ": it is a zip archive, as torch.save writes; siteflow never unpickles files"
+        return "it is a zip archive, as torch.save writes (siteflow never unpickles files)"
     if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return ": it is a Python pickle; siteflow never unpickles files"
-    return ""
+        return "it is a Python pickle (siteflow never unpickles files)"
+    return "its header is cut short or absent"
 
 
 def _manifest_from_header(path: str | os.PathLike, header: bytes) -> Manifest:
@@ -486,8 +487,8 @@ def _check_model(
             raise HandoverError(path, f"a different model architecture: {'; '.join(differences)}")
 
 
-def _check_order(path: str | os.PathLike, sites: Sequence[SiteRecord], order: list[int], receiving: int) -> None:
-    """Refuse a chain that is not the start of ``order``, or a receiver that is not next."""
+def _check_order(path: str | os.PathLike, sites: Sequence[SiteRecord], order: list[int], receiving: int | None) -> None:
+    """Refuse a chain that is not the start of ``order``, or a ``receiving`` site that is not next."""
     for index, site in enumerate(sites):
         if index >= len(order):
             reason = f"the chain has {len(sites)} sites, the relay order {order} plans {len(order)}"
@@ -498,7 +499,7 @@ def _check_order(path: str | os.PathLike, sites: Sequence[SiteRecord], order: li
                 f"site out of order: site {index + 1} of the chain is task {site.task_id} ({site.task_name}), "
                 f"the relay order {order} has task {order[index]} there",
             )
-    if len(sites) >= len(order) or order[len(sites)] != receiving:
+    if receiving is not None and (len(sites) >= len(order) or order[len(sites)] != receiving):
         after = f"task {sites[-1].task_id} ({sites[-1].task_name})" if sites else "no site yet"
         expected = f"task {order[len(sites)]}" if len(sites) < len(order) else "no one (the relay is over)"
         raise HandoverError(
