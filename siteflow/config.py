@@ -95,6 +95,7 @@ class SiteConfig:
     task_id: int
     task_name: str
     dataset: Component
+    available: bool = True  # False: a deployed run's other site, whose data is not here
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
     check_type(common_train, dict, "common.train")
     _train_config(common_train, "common.train")
 
-    sites = _sites(raw["all_tasks_datasets"], common["dataset"])
+    sites = _sites(raw["all_tasks_datasets"], common["dataset"], _deployed_site(raw["current_tasks"], raw["all_tasks_datasets"]))
     tasks = _tasks(raw["current_tasks"], sites, common["dataset"], common_train)
     return ExperimentConfig(
         name=name,
@@ -319,8 +320,20 @@ def _train_config(value: dict, key_path: str) -> TrainConfig:
     return TrainConfig(**parsed)
 
 
-def _sites(entries: Any, common_dataset: dict) -> dict[int, tuple[SiteConfig, dict]]:
-    """Validate ``all_tasks_datasets``; returns task id -> (site, merged dataset mapping)."""
+def _deployed_site(current_tasks: Any, entries: Any) -> int | None:
+    """The task id a deployed run trains (one current site of several), else None."""
+    task_ids = current_tasks.get("task_ids") if isinstance(current_tasks, dict) else None
+    if isinstance(task_ids, list) and len(task_ids) == 1 and isinstance(entries, list) and len(entries) > 1:
+        return task_ids[0]
+    return None
+
+
+def _sites(entries: Any, common_dataset: dict, deployed_site: int | None) -> dict[int, tuple[SiteConfig, dict]]:
+    """Validate ``all_tasks_datasets``; returns task id -> (site, merged dataset mapping).
+
+    In a deployed run (``deployed_site`` set), the other sites' data usually is not at this
+    hospital: a site whose data folders are missing is kept, marked unavailable (not tested).
+    """
     check_type(entries, list, "all_tasks_datasets")
     if not entries:
         raise ConfigError("all_tasks_datasets", "lists no site; list at least one")
@@ -338,18 +351,23 @@ def _sites(entries: Any, common_dataset: dict) -> dict[int, tuple[SiteConfig, di
         if entry["task_id"] in sites:
             raise ConfigError(join(key_path, "task_id"), f"task id {entry['task_id']} is listed twice")
         dataset = deep_merge(common_dataset, {k: entry[k] for k in ("name", "kwargs") if k in entry})
-        site = SiteConfig(entry["task_id"], entry["task_name"], _dataset(dataset, key_path))
+        optional = deployed_site is not None and entry["task_id"] != deployed_site
+        component, available = _dataset(dataset, key_path, data_optional=optional)
+        site = SiteConfig(entry["task_id"], entry["task_name"], component, available)
         sites[site.task_id] = (site, dataset)
     return sites
 
 
-def _dataset(merged: dict, key_path: str) -> Component:
-    """Validate a merged dataset entry, including the folders it needs."""
+def _dataset(merged: dict, key_path: str, *, data_optional: bool = False) -> tuple[Component, bool]:
+    """Validate a merged dataset entry, including the folders it needs; returns it and
+    whether its data is here (missing data is an error unless ``data_optional``)."""
     component = _component(merged, f"{key_path} (merged over common.dataset)", DATASETS, supplied=("split",))
     for key, path in DATASETS.get(component.name).required_paths(**component.kwargs).items():
         if not path.exists():
+            if data_optional:
+                return component, False
             raise ConfigError(join(join(key_path, "kwargs"), key), f"data folder {str(path)!r} does not exist")
-    return component
+    return component, True
 
 
 def _tasks(
@@ -396,7 +414,7 @@ def _tasks(
         key_path = join("current_tasks.task_confs", str(task_id))
         if "dataset" in conf:
             check_type(conf["dataset"], dict, join(key_path, "dataset"))
-            site = dataclasses.replace(site, dataset=_dataset(deep_merge(site_dataset, conf["dataset"]), key_path))
+            site = dataclasses.replace(site, dataset=_dataset(deep_merge(site_dataset, conf["dataset"]), key_path)[0])
         train_value = deep_merge(common_train, conf.get("train", {}))
         checkpoint_value = conf.get("checkpoint") or {}
         check_type(checkpoint_value, dict, join(key_path, "checkpoint"))

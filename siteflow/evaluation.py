@@ -64,7 +64,9 @@ def summarize(
             for j, s in enumerate(site_names)
             if s in last_trained and last_trained[s] != len(rows) - 1
         ]
+        earlier = [value for value in earlier if np.isfinite(value)]
         transfer = float(np.mean(earlier)) if earlier else None
+    final = {site: value for site, value in final.items() if np.isfinite(value)}  # untested sites
     return {
         "final_mean": float(np.mean(list(final.values()))) if final else None,
         "final_per_site": final,

@@ -74,7 +74,7 @@ def predict_run(
     train = config.tasks[0].train
     for model_name, path in models:
         learner = run.segmentation_learner(run.solver_from(load_weights(path)), train)
-        for site in config.sites:
+        for site in (site for site in config.sites if site.available):
             dataset = build_dataset(site, "test")
             batches = trainer.predict(
                 learner, dataloaders=loader(dataset, batch_size=train.batch_size, num_workers=config.num_workers, shuffle=False)

@@ -319,7 +319,10 @@ class ExperimentRun:
 
     def _test_datasets(self) -> list[tuple[str, torch.utils.data.Dataset]]:
         if self._test_sets is None:
-            self._test_sets = [(site.task_name, build_dataset(site, "test")) for site in self.config.sites]
+            self._test_sets = [(site.task_name, build_dataset(site, "test")) for site in self.config.sites if site.available]
+            for site in self.config.sites:
+                if not site.available:
+                    log.warning("site %s: its data is not here, so it is not tested", site.task_name)
         return self._test_sets
 
     def _read_progress(self) -> list[StageResult]:

@@ -72,6 +72,19 @@ def test_one_current_site_is_a_deployed_run(raw):
     assert parse(raw).deployed
 
 
+def test_a_deployed_site_needs_only_its_own_data(raw, tmp_path):
+    import shutil
+
+    shutil.rmtree(tmp_path / "fundus" / "Domain3")
+    raw["current_tasks"] = {"task_ids": [1]}
+    config = parse(raw)
+    assert [s.available for s in config.sites] == [True, True, False]
+    raw["current_tasks"] = {"task_ids": [3]}
+    assert error_of(raw).key_path == "all_tasks_datasets[2].kwargs.folder"
+    raw["current_tasks"] = {"task_ids": [1, 2]}  # simulated: every site's data must be here
+    assert "Domain3' does not exist" in error_of(raw).problem
+
+
 def test_deep_merge_recurses_into_mappings_and_replaces_the_rest():
     base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
     merged = deep_merge(base, {"a": {"c": [3]}, "e": 2})

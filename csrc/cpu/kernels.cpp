@@ -325,7 +325,8 @@ SF_INLINE void argmax_block(const T* const* rows, int64_t C, int64_t len, int32_
     for (int64_t s = 0; s < len; ++s) {
       const T v = xc[s];
       const T current = best[s];
-      const bool take = (v > current) | ((v != v) & (current == current));
+      // v > current, or v is NaN while current is not: a NaN, once taken, is kept.
+      const bool take = (current == current) & !(v <= current);
       best[s] = take ? v : current;
       pred[s] = take ? cls : pred[s];
     }

@@ -29,10 +29,21 @@ def check_logits(logits: Tensor, name: str = "logits") -> None:
         raise ValueError(f"{name} must have at least one channel, got shape {tuple(logits.shape)}")
 
 
-def check_labels(labels: Tensor, shape: torch.Size, num_classes: int, ignore_index: int | None) -> None:
+def check_labels(
+    labels: Tensor,
+    shape: torch.Size,
+    num_classes: int,
+    ignore_index: int | None,
+    *,
+    device: torch.device | None = None,
+    device_of: str = "the logits",
+    check_range: bool = True,
+) -> None:
     """Check that ``labels`` is an int64/uint8 map of ``shape`` with values in ``[0, num_classes)``.
 
-    Pixels equal to ``ignore_index`` may hold any value.
+    Pixels equal to ``ignore_index`` may hold any value. With ``device``, the labels must be on it
+    (``device_of`` names whose device it is in the message). ``check_range=False`` leaves out the
+    value check (a pass over the labels; the compiled kernels check the values themselves).
     """
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
@@ -40,7 +51,10 @@ def check_labels(labels: Tensor, shape: torch.Size, num_classes: int, ignore_ind
         raise TypeError(f"labels must be int64 or uint8, got {labels.dtype}")
     if labels.shape != shape:
         raise ValueError(f"labels must have shape {tuple(shape)}, got {tuple(labels.shape)}")
-    _check_range(labels, "labels", num_classes, ignore_index)
+    if device is not None and labels.device != device:
+        raise ValueError(f"labels must be on the device of {device_of} ({device}), got {labels.device}")
+    if check_range:
+        _check_range(labels, "labels", num_classes, ignore_index)
 
 
 def _check_range(values: Tensor, name: str, num_classes: int, ignore_index: int | None) -> None:
@@ -69,6 +83,20 @@ def predict_labels(logits_or_pred: Tensor, num_classes: int) -> Tensor:
     Returns:
         int64 tensor ``(N, *spatial)``.
     """
+    check_prediction(logits_or_pred, num_classes)
+    if logits_or_pred.is_floating_point():
+        if logits_or_pred.shape[1] == 1:
+            return (logits_or_pred[:, 0] > 0).long()
+        # torch.max(...).indices is much faster than torch.argmax on CPU; both return the first maximum.
+        return torch.max(logits_or_pred, 1).indices
+    return logits_or_pred.long()
+
+
+def check_prediction(logits_or_pred: Tensor, num_classes: int, *, check_range: bool = True) -> torch.Size:
+    """Check the input of :func:`predict_labels`; returns the shape ``(N, *spatial)`` of the prediction.
+
+    ``check_range=False`` leaves out the value check of an integer prediction.
+    """
     if not isinstance(logits_or_pred, Tensor):
         raise TypeError(f"logits_or_pred must be a torch.Tensor, got {type(logits_or_pred).__name__}")
     if num_classes < 2:
@@ -79,19 +107,18 @@ def predict_labels(logits_or_pred: Tensor, num_classes: int) -> Tensor:
         if channels == 1:
             if num_classes != 2:
                 raise ValueError(f"single-channel logits_or_pred is binary, but num_classes is {num_classes}")
-            return (logits_or_pred[:, 0] > 0).long()
-        if channels != num_classes:
+        elif channels != num_classes:
             raise ValueError(f"logits_or_pred has {channels} channels, but num_classes is {num_classes}")
-        # torch.max(...).indices is much faster than torch.argmax on CPU; both return the first maximum.
-        return torch.max(logits_or_pred, 1).indices
+        return logits_or_pred.shape[:1] + logits_or_pred.shape[2:]
     if logits_or_pred.dtype not in INDEX_DTYPES:
         raise TypeError(f"logits_or_pred must be floating logits or an int64/uint8 prediction, got {logits_or_pred.dtype}")
     if logits_or_pred.dim() not in (3, 4):
         raise ValueError(
             f"an integer logits_or_pred must have shape (N, H, W) or (N, D, H, W), got {tuple(logits_or_pred.shape)}"
         )
-    _check_range(logits_or_pred, "logits_or_pred", num_classes, None)
-    return logits_or_pred.long()
+    if check_range:
+        _check_range(logits_or_pred, "logits_or_pred", num_classes, None)
+    return logits_or_pred.shape
 
 
 def dice_loss(
@@ -126,7 +153,7 @@ def dice_loss(
     """
     check_logits(logits)
     channels = logits.shape[1]
-    check_labels(labels, logits.shape[:1] + logits.shape[2:], max(channels, 2), ignore_index)
+    check_labels(labels, logits.shape[:1] + logits.shape[2:], max(channels, 2), ignore_index, device=logits.device)
 
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     x = logits.to(dtype).flatten(2)  # (N, C, S)
@@ -175,7 +202,7 @@ def confusion(
         ``(tp, fp, fn)``, each int64 ``(N, num_classes)``.
     """
     pred = predict_labels(logits_or_pred, num_classes)
-    check_labels(labels, pred.shape, num_classes, ignore_index)
+    check_labels(labels, pred.shape, num_classes, ignore_index, device=pred.device, device_of="logits_or_pred")
 
     samples = pred.shape[0]
     pred = pred.reshape(samples, -1)
