@@ -170,3 +170,19 @@ def test_vessel_sites_in_three_layouts_skip_pixels_outside_the_field_of_view(tmp
     forgetful = load_config(tiny_config(other, "local", sites=3, dataset=vessels, all_tasks_datasets=sites))
     with pytest.raises(ValueError, match="set common.train.loss.kwargs.ignore_index: 255"):
         RecordingRun(forgetful, other / "run").execute()
+
+
+def test_a_deployed_sequential_chain_ends_with_the_simulated_weights(tmp_path):
+    simulated = run(tmp_path, "sequential", sites=3)
+    received = None
+    for task_id in (1, 2, 3):
+        hospital = tmp_path / f"hospital{task_id}"
+        hospital.mkdir()
+        confs = {task_id: {"checkpoint": {"load": str(received)}}} if received else {}
+        config = load_config(tiny_config(hospital, "sequential", sites=3, current_tasks={"task_ids": [task_id], "task_confs": confs}))
+        ExperimentRun(config, hospital / "run").execute()
+        received = hospital / "run" / "checkpoints" / f"task_{task_id}" / "handover.safetensors"
+    expected = load_weights(simulated.checkpoints_dir / "task_3" / "final.safetensors")
+    deployed = load_weights(received)
+    assert deployed.keys() == expected.keys()
+    assert all(torch.allclose(deployed[k], expected[k], rtol=1e-5, atol=1e-6) for k in expected)
