@@ -20,11 +20,12 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
 import yaml
+from safetensors import safe_open
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -35,7 +36,7 @@ from siteflow.checkpoint_io import AtomicCheckpointIO
 from siteflow.config import ExperimentConfig, TaskConfig, TrainConfig
 from siteflow.data import build_dataset, dataset_info, loader, pooled_dataset
 from siteflow.evaluation import StageResult, write_results
-from siteflow.learner import SegmentationLearner
+from siteflow.learner import ExtraLoss, SegmentationLearner
 from siteflow.registry import LOSSES, MODELS, STRATEGIES
 from siteflow.handover import SiteRecord, load_key, read_handover, write_handover
 from siteflow.strategies.base import Carried, State, Strategy
@@ -111,7 +112,11 @@ class ExperimentRun:
         return LOSSES.get(train.loss.name)(**train.loss.kwargs)
 
     def segmentation_learner(
-        self, model: nn.Module, train: TrainConfig, test_site_names: Sequence[str] = ()
+        self,
+        model: nn.Module,
+        train: TrainConfig,
+        test_site_names: Sequence[str] = (),
+        extra_losses: Sequence[ExtraLoss] = (),
     ) -> SegmentationLearner:
         return SegmentationLearner(
             model,
@@ -120,6 +125,7 @@ class ExperimentRun:
             class_names=self.class_names,
             test_site_names=test_site_names,
             ignore_index=self.ignore_index,
+            extra_losses=extra_losses,
         )
 
     def initial_state(self, task: TaskConfig) -> Carried:
@@ -134,15 +140,27 @@ class ExperimentRun:
             save_weights(path, weights)
         return Carried(weights)
 
-    def fit(self, stage: str, tasks: Sequence[TaskConfig], carried: Carried, *, save_dir: str) -> State:
-        directory = self.checkpoints_dir / save_dir
-        final = directory / FINAL_WEIGHTS
-        self._stage_weights[stage] = final
-        if final.is_file():
-            log.info("stage %s: finished before, reading %s", stage, final)
-            return load_weights(final)
+    def fit(
+        self,
+        stage: str,
+        tasks: Sequence[TaskConfig],
+        carried: Carried,
+        *,
+        save_dir: str | None,
+        epochs: int | None = None,
+        seed_offset: int = 0,
+    ) -> State:
+        directory = self.checkpoints_dir / save_dir if save_dir is not None else None
+        if directory is not None:
+            final = directory / FINAL_WEIGHTS
+            self._stage_weights[stage] = final
+            if final.is_file():
+                log.info("stage %s: finished before, reading %s", stage, final)
+                return load_weights(final)
         train_config = tasks[0].train
-        seed = self.config.seed + (tasks[0].task_id if len(tasks) == 1 else 0)
+        if epochs is not None:
+            train_config = dataclasses.replace(train_config, epochs=epochs)
+        seed = self.config.seed + (tasks[0].task_id if len(tasks) == 1 else 0) + seed_offset
         pl.seed_everything(seed, workers=True, verbose=False)
         train_set = pooled_dataset([t.site for t in tasks], "train")
         val_set = pooled_dataset([t.site for t in tasks], "val")
@@ -150,16 +168,15 @@ class ExperimentRun:
         network = self.strategy.build_network(self)
         network.load_state_dict(carried.weights)
         learner = self.strategy.make_learner(self, network, tasks, carried)
-        resume = directory / "last.ckpt" if tasks[0].checkpoint.resume and (directory / "last.ckpt").is_file() else None
-        if resume is not None:
+        resume = None
+        if directory is not None and tasks[0].checkpoint.resume and (directory / "last.ckpt").is_file():
+            resume = directory / "last.ckpt"
             log.info("stage %s: resuming from %s", stage, resume)
-        trainer = self._trainer(
-            stage,
-            train_config,
-            # one checkpoint, rewritten (atomically) after every epoch: what a crashed stage resumes from
-            callbacks=[ModelCheckpoint(dirpath=directory, filename="last", save_top_k=1, enable_version_counter=False)],
-            validate=len(val_set) > 0,
-        )
+        # one checkpoint, rewritten (atomically) after every epoch: what a crashed stage resumes from
+        callbacks = [] if directory is None else [
+            ModelCheckpoint(dirpath=directory, filename="last", save_top_k=1, enable_version_counter=False)
+        ]
+        trainer = self._trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0)
         batch_size = train_config.batch_size
         trainer.fit(
             learner,
@@ -170,7 +187,7 @@ class ExperimentRun:
             ckpt_path=resume,
         )
         weights = _cpu_copy(network.state_dict())
-        if rank_zero_only.rank == 0:
+        if directory is not None and rank_zero_only.rank == 0:
             save_weights(final, weights)
         return weights
 
@@ -193,24 +210,55 @@ class ExperimentRun:
             log.info("hand-over file for the next site: %s", path)
         return path
 
-    def test(self, stage: str, weights: State, *, trained_site: str | None) -> None:
+    def test(
+        self,
+        stage: str,
+        weights: State,
+        *,
+        trained_site: str | None,
+        site_weights: Mapping[str, State] | None = None,
+    ) -> None:
         if any(row.stage == stage for row in self.results):
             return
-        test_sets = self._test_datasets()
         train = self.config.tasks[0].train
-        learner = self.segmentation_learner(self.solver_from(weights), train, [name for name, _ in test_sets])
         trainer = self._trainer(stage, train, callbacks=[], validate=False, devices=1, loggers=False)
-        trainer.test(
-            learner,
-            dataloaders=[loader(d, batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False) for _, d in test_sets],
-            verbose=False,
-        )
+        groups = [(weights, self._test_datasets())]
+        if site_weights is not None:  # every test site has a model of its own (e.g. its own normalisation)
+            groups = [(site_weights.get(name, weights), [(name, data)]) for name, data in self._test_datasets()]
+        values: dict[str, dict[str, float]] = {}
+        for group_weights, test_sets in groups:
+            learner = self.segmentation_learner(self.solver_from(group_weights), train, [name for name, _ in test_sets])
+            trainer.test(
+                learner,
+                dataloaders=[loader(d, batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False) for _, d in test_sets],
+                verbose=False,
+            )
+            values.update(learner.test_results)
         path = self._stage_weights.get(stage)
-        result = StageResult(stage, trained_site, learner.test_results, path and str(path.relative_to(self.run_dir)))
+        result = StageResult(stage, trained_site, values, path and str(path.relative_to(self.run_dir)))
         log.info("stage %s: %s", stage, _format_row(result))
         self.results.append(result)
         if rank_zero_only.rank == 0:
             self._write_progress()
+
+    def save_state(self, name: str, tensors: State, info: dict, *, final_stage: str | None = None) -> None:
+        """Save a strategy's state (e.g. a federated round's global weights) atomically as
+        ``checkpoints/<name>.safetensors`` with the JSON ``info``; with ``final_stage``, the
+        tensors are also that stage's final weights (for ``predict_test.py``)."""
+        path = self.checkpoints_dir / f"{name}.safetensors"
+        if rank_zero_only.rank == 0:
+            save_weights(path, tensors, metadata={"siteflow.state": json.dumps(info)})
+        if final_stage is not None:
+            self._stage_weights[final_stage] = path
+
+    def load_state(self, name: str) -> tuple[State, dict] | None:
+        """The tensors and info saved by :meth:`save_state`, or None if there are none."""
+        path = self.checkpoints_dir / f"{name}.safetensors"
+        if not path.is_file():
+            return None
+        with safe_open(str(path), "pt") as handle:
+            info = json.loads(handle.metadata()["siteflow.state"])
+        return load_weights(path), info
 
     def solver_from(self, weights: State) -> nn.Module:
         """The strategy's segmentation model, loaded from a network's ``weights``."""

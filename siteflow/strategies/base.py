@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol, Sequence
+from typing import ClassVar, Mapping, Protocol, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 
 from siteflow.config import TaskConfig, TrainConfig
 from siteflow.handover import SiteRecord
+from siteflow.learner import ExtraLoss
 
 State = dict[str, torch.Tensor]
 """A network's weights by parameter/buffer name (a ``state_dict`` on the CPU)."""
@@ -63,16 +64,31 @@ class SiteRunner(Protocol):
     def build_loss(self, train: TrainConfig) -> nn.Module:
         """The configured segmentation loss."""
 
-    def segmentation_learner(self, model: nn.Module, train: TrainConfig) -> pl.LightningModule:
-        """The standard learner (model, configured loss, Dice metrics) around ``model``."""
+    def segmentation_learner(
+        self, model: nn.Module, train: TrainConfig, extra_losses: Sequence[ExtraLoss] = ()
+    ) -> pl.LightningModule:
+        """The standard learner (model, configured loss, Dice metrics) around ``model``;
+        ``extra_losses`` are added to the loss of every training step."""
 
     def initial_state(self, task: TaskConfig) -> Carried:
         """What ``task`` starts from when nothing was handed to it in this run: its
         ``checkpoint.load`` file (verified) if set, else the run's seeded initial weights."""
 
-    def fit(self, stage: str, tasks: Sequence[TaskConfig], carried: Carried, *, save_dir: str) -> State:
+    def fit(
+        self,
+        stage: str,
+        tasks: Sequence[TaskConfig],
+        carried: Carried,
+        *,
+        save_dir: str | None,
+        epochs: int | None = None,
+        seed_offset: int = 0,
+    ) -> State:
         """Train from ``carried`` on the pooled training data of ``tasks``; return the final
-        weights. A finished stage is not trained again: its saved weights are returned."""
+        weights. With ``save_dir``, the stage checkpoints every epoch and saves its final
+        weights, and a finished stage is not trained again (its weights are read back);
+        without, nothing is saved (a site's step in a federated round). ``epochs`` overrides
+        the site's ``train.epochs``; ``seed_offset`` varies the seed (e.g. by round)."""
 
     def site_record(self, task: TaskConfig) -> SiteRecord:
         """The record of ``task`` for the chain of a hand-over (id, name, samples, time)."""
@@ -80,9 +96,19 @@ class SiteRunner(Protocol):
     def hand_over(self, carried: Carried, *, save_dir: str) -> Path:
         """Write ``carried`` as the hand-over file of the stage saved in ``save_dir``."""
 
-    def test(self, stage: str, weights: State, *, trained_site: str | None) -> None:
+    def test(
+        self, stage: str, weights: State, *, trained_site: str | None, site_weights: Mapping[str, State] | None = None
+    ) -> None:
         """Test the strategy's solver in ``weights`` on every site's test split and record
-        the row ``stage`` of the site matrix (``trained_site``: the site this stage trained)."""
+        the row ``stage`` of the site matrix (``trained_site``: the site this stage trained).
+        ``site_weights`` gives some test sites (by name) weights of their own."""
+
+    def save_state(self, name: str, tensors: State, info: dict, *, final_stage: str | None = None) -> None:
+        """Save strategy state atomically (``checkpoints/<name>.safetensors`` with JSON
+        ``info``); with ``final_stage``, the tensors are that stage's final weights."""
+
+    def load_state(self, name: str) -> tuple[State, dict] | None:
+        """What :meth:`save_state` saved under ``name``, or None."""
 
 
 class Strategy(ABC):
