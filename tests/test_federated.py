@@ -1,0 +1,178 @@
+"""FedAvg, FedProx and FedBN simulated: aggregation by hand, rounds, resume, failing sites."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from experiments import tiny_config
+from siteflow.aggregation import site_weights, weighted_average
+from siteflow.atomic import load_weights
+from siteflow.config import load_config
+from siteflow.runner import ExperimentRun
+from siteflow.strategies.federated import ROUND_STATE, FedAvgStrategy, FedProxStrategy, ProximalTerm
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_weighted_average_by_hand():
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3), "d": torch.tensor([1.0], dtype=torch.float64)}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(7), "d": torch.tensor([2.0], dtype=torch.float64)}
+    out = weighted_average([a, b], [0.25, 0.75])
+    assert torch.equal(out["w"], torch.tensor([2.5, 5.0]))
+    assert out["n"].item() == 7  # integers cannot be averaged: the heaviest site's
+    assert out["d"].dtype == torch.float64 and out["d"].item() == 1.75
+    assert set(weighted_average([a, b], [0.5, 0.5], keys=["w"])) == {"w"}
+    with pytest.raises(ValueError, match=r"w: state 1 has shape \(3,\), state 0 \(2,\)"):
+        weighted_average([a, {**b, "w": torch.zeros(3)}], [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"state 1 lacks \['d'\]"):
+        weighted_average([a, {"w": b["w"], "n": b["n"]}], [0.5, 0.5])
+
+
+def test_site_weights_by_samples_or_equal():
+    assert site_weights([10, 30], "samples") == [0.25, 0.75]
+    assert site_weights([10, 30, 60], "equal") == [1 / 3] * 3
+    with pytest.raises(ValueError, match="not all zero"):
+        site_weights([0, 0], "samples")
+
+
+def test_proximal_term_by_hand():
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 3.0]]))
+        model.bias.fill_(2.0)
+    anchor = {"weight": torch.tensor([[0.0, 1.0]]), "bias": torch.tensor([0.0])}
+    learner = nn.Module()
+    learner.model = model
+    value = ProximalTerm(anchor, mu=0.5)(learner)
+    assert value.item() == pytest.approx(0.25 * (1 + 4 + 4))
+    value.backward()
+    assert torch.allclose(model.weight.grad, 0.5 * torch.tensor([[1.0, 2.0]]))
+
+
+class Recording(FedAvgStrategy):
+    """The real FedAvg, remembering every site's update and every aggregate."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.updates, self.aggregates = [], []
+
+    def local_update(self, runner, task, start, round_number):
+        update = super().local_update(runner, task, start, round_number)
+        self.updates.append((round_number, update))
+        return update
+
+    def aggregate(self, updates, shared_keys):
+        result = super().aggregate(updates, shared_keys)
+        self.aggregates.append(result)
+        return result
+
+
+def federated_run(folder: Path, **strategy_kwargs) -> tuple[ExperimentRun, Recording]:
+    config = load_config(tiny_config(folder, "fedavg", sites=2, common={"strategy": {"kwargs": strategy_kwargs}}))
+    runner = ExperimentRun(config, folder / "run")
+    runner.strategy = Recording(**config.strategy.kwargs)
+    runner.summary = runner.execute()
+    return runner, runner.strategy
+
+
+def test_a_round_averages_the_sites_by_sample_count(tmp_path):
+    # site 1 has 6 training images and site 2 has 6: make them differ so the weights matter
+    runner, strategy = federated_run(tmp_path, rounds=2, local_epochs=1)
+    first_round = [u for r, u in strategy.updates if r == 1]
+    assert [u.site for u in first_round] == ["site1", "site2"]
+    counts = [u.num_samples for u in first_round]
+    name = next(k for k, v in first_round[0].weights.items() if v.is_floating_point() and v.ndim == 4)
+    expected = sum(c * u.weights[name] for c, u in zip(counts, first_round)) / sum(counts)
+    assert torch.allclose(strategy.aggregates[0][name], expected, atol=1e-7)
+    assert not torch.equal(strategy.aggregates[0][name], first_round[0].weights[name])
+    # round 2 starts from round 1's aggregate
+    saved, info = runner.load_state(ROUND_STATE)
+    assert info == {"round": 2}
+    assert torch.equal(saved[f"global/{name}"], strategy.aggregates[1][name])
+    assert runner.summary["stages"] == ["round1", "round2"]
+    assert runner.summary["dice"]["backward_transfer"] is None
+    final = load_weights(runner.checkpoints_dir / "global" / "final.safetensors")
+    assert torch.equal(final[name], strategy.aggregates[1][name])
+    assert runner.stage_weights() == [("round2", runner.checkpoints_dir / "global" / "final.safetensors")]
+
+
+def test_fedbn_keeps_normalisation_at_each_site(tmp_path):
+    runner, strategy = federated_run(tmp_path, rounds=1, local_epochs=1, keep_local_norm=True)
+    local_keys = strategy.local_keys(runner)
+    state = strategy.updates[0][1].weights
+    norm_modules = {k.rsplit(".", 1)[0] for k in state if k.endswith("running_mean")}  # the U-Net's BatchNorms
+    assert {k.rsplit(".", 1)[0] for k in local_keys} == norm_modules
+    assert {k.rsplit(".", 1)[1] for k in local_keys} == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+    assert not local_keys & set(strategy.aggregates[0]), "a normalisation weight was averaged"
+    assert set(strategy.aggregates[0]) == set(state) - local_keys
+    saved, _ = runner.load_state(ROUND_STATE)
+    running_mean = next(k for k in local_keys if k.endswith("running_mean"))
+    for _, update in strategy.updates:
+        assert torch.equal(saved[f"local/{update.site}/{running_mean}"], update.weights[running_mean])
+    assert not torch.equal(strategy.updates[0][1].weights[running_mean], strategy.updates[1][1].weights[running_mean])
+
+
+def test_fedprox_stays_closer_to_the_global_weights(tmp_path):
+    results = {}
+    for name, strategy in (("fedavg", FedAvgStrategy(rounds=1, local_epochs=6)), ("fedprox", FedProxStrategy(rounds=1, local_epochs=6, mu=100.0))):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = load_config(tiny_config(folder, "fedavg", sites=1))
+        runner = ExperimentRun(config, folder / "run")
+        runner.strategy = strategy
+        start = runner.initial_state(config.tasks[0]).weights
+        update = strategy.local_update(runner, config.tasks[0], start, 1)
+        results[name] = sum((update.weights[k] - start[k]).pow(2).sum() for k in start if start[k].is_floating_point() and "running" not in k)
+    assert results["fedprox"] < 0.5 * results["fedavg"]
+
+
+def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, caplog):
+    config = load_config(tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 1, "min_sites": 1}}}))
+    runner = ExperimentRun(config, tmp_path / "run")
+    train_images = next((tmp_path / "data").glob("*/Domain2/train/image"))
+    shutil.rmtree(train_images)  # site 2's training data becomes unreadable mid-study
+    with caplog.at_level(logging.ERROR):
+        summary = runner.execute()
+    assert "round 1: site site2 failed" in caplog.text
+    assert summary["stages"] == ["round1"]
+
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    shutil.copytree(tmp_path / "data", strict / "data")
+    config = load_config(tiny_config(strict, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 1}}}))
+    with pytest.raises(RuntimeError, match="round 1: 1 of 2 sites replied, fewer than min_sites=2"):
+        ExperimentRun(config, strict / "run").execute()
+
+
+def test_a_killed_federation_resumes_after_its_last_round(tmp_path):
+    config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 3}}})
+    run_dir = tmp_path / "exps" / "fedavg" / "t"
+    state = run_dir / "checkpoints" / "global" / "round_state.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "t", "--exps-root", str(tmp_path / "exps")]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    runner = ExperimentRun(load_config(config), run_dir)
+    _, info = runner.load_state(ROUND_STATE)
+    assert info["round"] < 3, "the run finished before it could be interrupted"
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming the federation after round {info['round']}" in result.stderr
+    summary = json.loads((run_dir / "results" / "summary.json").read_text())
+    assert summary["stages"] == ["round1", "round2", "round3"]
