@@ -6,7 +6,10 @@ STAMP := $(VENV)/.siteflow-installed
 
 .PHONY: setup demo test
 
-$(STAMP): requirements.txt pyproject.toml setup.py
+# The compiled kernels (siteflow._C) are built by `pip install -e .`: a change to csrc/ rebuilds.
+CSRC := $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.inc csrc/*/*.cpp csrc/*/*.cu)
+
+$(STAMP): requirements.txt pyproject.toml setup.py $(CSRC)
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	$(PYTHON) -m pip install --quiet --no-build-isolation --no-deps -e .

@@ -93,8 +93,8 @@ std::tuple<at::Tensor, at::Tensor, int64_t> dice_forward(const at::Tensor& logit
   const auto out_dtype = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 #ifdef WITH_CUDA
   if (logits.is_cuda()) {
-    return cuda::dice_forward(logits.contiguous(), xk, labels.contiguous(), yk, N, C, S, spec, do_bg, batch_dice,
-                              smooth, out_dtype);
+    return gpu::dice_forward(logits.contiguous(), xk, labels.contiguous(), yk, N, C, S, spec, do_bg, batch_dice,
+                             smooth, out_dtype);
   }
 #endif
   const at::Tensor x = logits.contiguous(), y = labels.contiguous();
@@ -122,8 +122,8 @@ at::Tensor dice_backward(const at::Tensor& logits, const at::Tensor& labels, con
   const LabelSpec spec = label_spec(std::max<int64_t>(C, 2), ignore_index);
 #ifdef WITH_CUDA
   if (logits.is_cuda()) {
-    return cuda::dice_backward(logits.contiguous(), xk, labels.contiguous(), yk, N, C, S, spec, coef.contiguous(),
-                               grad_loss);
+    return gpu::dice_backward(logits.contiguous(), xk, labels.contiguous(), yk, N, C, S, spec, coef.contiguous(),
+                              grad_loss);
   }
 #endif
   const at::Tensor x = logits.contiguous(), y = labels.contiguous(), k = coef.contiguous();
@@ -163,7 +163,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, int64_t> confusion(const at::Tens
   const at::Tensor x = logits_or_pred.contiguous(), y = labels.contiguous();
 #ifdef WITH_CUDA
   if (x.is_cuda()) {
-    return cuda::confusion(x, from_logits, y, yk, N, C, S, spec, num_classes);
+    const ScalarKind xk = from_logits ? scalar_kind(x, "logits_or_pred") : ScalarKind::Float32;
+    const IndexKind pk = from_logits ? IndexKind::Int64 : index_kind(x, "logits_or_pred");
+    return gpu::confusion(x, from_logits, xk, pk, y, yk, N, C, S, spec, num_classes);
   }
 #endif
   const auto options = x.options().dtype(at::kLong);

@@ -82,8 +82,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     except (RunFolderConflict, HandoverError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if summary:
-        print(f"\nsite matrix of pooled Dice (row: after training, column: test site)\n{matrix_table(run.results, summary['sites'], 'dice')}\n")
-        for metric in ("dice", "dice_sample"):
+        metric = summary["metrics"][0]
+        print(f"\nsite matrix of {metric} (row: after training, column: test site)\n{matrix_table(run.results, summary['sites'], metric)}\n")
+        for metric in summary["metrics"]:
             values = summary[metric]
             transfer = values["backward_transfer"]
             print(

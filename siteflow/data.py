@@ -18,24 +18,32 @@ def build_dataset(site: SiteConfig, split: Split) -> Dataset:
     return DATASETS.get(site.dataset.name)(split, **site.dataset.kwargs)
 
 
-def pooled_dataset(sites: Sequence[SiteConfig], split: Split) -> Dataset:
+def pooled_dataset(sites: Sequence[SiteConfig], split: Split, label_space: Sequence[str] | None = None) -> Dataset:
     """One site's split, or the concatenation of several sites' splits (joint training).
 
+    Args:
+        label_space: for multi-label sites, the union of all sites' labels: each site's
+            labels are placed in it (see :class:`siteflow.classification.UnionLabels`).
+
     Raises:
-        ValueError: the sites disagree on classes or input channels, so they cannot be pooled.
+        ValueError: segmentation sites disagree on classes or input channels, so they cannot
+            be pooled.
     """
     parts = [build_dataset(site, split) for site in sites]
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    for site, part in zip(sites[1:], parts[1:]):
-        if (part.class_names, part.in_channels) != (first.class_names, first.in_channels):
-            raise ValueError(
-                f"site {site.task_name!r} has classes {part.class_names} and {part.in_channels} input "
-                f"channels, site {sites[0].task_name!r} has {first.class_names} and {first.in_channels}: "
-                "they cannot be pooled"
-            )
-    return ConcatDataset(parts)
+    if label_space is not None:
+        from siteflow.classification import UnionLabels
+
+        parts = [UnionLabels(part, label_space) for part in parts]
+    else:
+        first = parts[0]
+        for site, part in zip(sites[1:], parts[1:]):
+            if (part.class_names, part.in_channels) != (first.class_names, first.in_channels):
+                raise ValueError(
+                    f"site {site.task_name!r} has classes {part.class_names} and {part.in_channels} input "
+                    f"channels, site {sites[0].task_name!r} has {first.class_names} and {first.in_channels}: "
+                    "they cannot be pooled"
+                )
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
 def loader(dataset: Dataset, *, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -50,8 +58,3 @@ def loader(dataset: Dataset, *, batch_size: int, num_workers: int, shuffle: bool
         generator=generator,
         drop_last=False,
     )
-
-
-def dataset_info(dataset: Dataset) -> Dataset:
-    """The site dataset that carries ``class_names``/``in_channels`` (the first part of a pool)."""
-    return dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset

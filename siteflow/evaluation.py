@@ -22,9 +22,6 @@ import numpy as np  # noqa: E402
 
 from siteflow.atomic import atomic_path, write_json, write_text  # noqa: E402
 
-MATRIX_METRICS = ("dice", "dice_sample")
-
-
 @dataclass(frozen=True)
 class StageResult:
     """The test results after one stage: ``values[site][metric]``."""
@@ -128,10 +125,12 @@ def write_results(
     experiment: str,
     strategy: str,
     own_model_per_site: bool = False,
+    metrics: Sequence[str] = ("dice", "dice_sample"),
 ) -> dict:
     """Write ``site_matrix_<metric>.csv/.png`` and ``summary.json``; returns the summary."""
     summary = {"experiment": experiment, "strategy": strategy, "sites": list(site_names), "stages": [r.stage for r in rows]}
-    for metric in MATRIX_METRICS:
+    summary["metrics"] = list(metrics)
+    for metric in metrics:
         write_text(results_dir / f"site_matrix_{metric}.csv", matrix_csv(rows, site_names, metric))
         plot_site_matrix(rows, site_names, metric, results_dir / f"site_matrix_{metric}.png", f"{experiment}: {metric}")
         summary[metric] = summarize(rows, site_names, metric, own_model_per_site=own_model_per_site)

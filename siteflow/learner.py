@@ -26,6 +26,15 @@ def build_optimizer(spec: Component, parameters) -> torch.optim.Optimizer:
     return getattr(torch.optim, spec.name)(parameters, **spec.kwargs)
 
 
+def configure_optimization(train: TrainConfig, parameters):
+    """Lightning's ``configure_optimizers`` value for the configured optimizer and scheduler."""
+    optimizer = build_optimizer(train.optimizer, parameters)
+    if train.scheduler is None:
+        return optimizer
+    scheduler = getattr(torch.optim.lr_scheduler, train.scheduler.name)(optimizer, **train.scheduler.kwargs)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
 class SegmentationLearner(pl.LightningModule):
     """Model + loss + Dice metrics, trained by a Lightning ``Trainer``.
 
@@ -38,6 +47,8 @@ class SegmentationLearner(pl.LightningModule):
         ignore_index: label value that losses and metrics skip, if any.
         extra_losses: callables added to the loss of every training step.
     """
+
+    matrix_metrics = ("dice", "dice_sample")
 
     def __init__(
         self,
@@ -111,9 +122,4 @@ class SegmentationLearner(pl.LightningModule):
         return {"image": batch["image"].cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(), "id": batch["id"]}
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.train_config.optimizer, self.parameters())
-        if self.train_config.scheduler is None:
-            return optimizer
-        spec = self.train_config.scheduler
-        scheduler = getattr(torch.optim.lr_scheduler, spec.name)(optimizer, **spec.kwargs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return configure_optimization(self.train_config, self.parameters())

@@ -73,7 +73,7 @@ def predict_run(
     )
     train = config.tasks[0].train
     for model_name, path in models:
-        learner = run.segmentation_learner(run.solver_from(load_weights(path)), train)
+        learner = run.learner(run.solver_from(load_weights(path)), train)
         for site in (site for site in config.sites if site.available):
             dataset = build_dataset(site, "test")
             batches = trainer.predict(

@@ -33,8 +33,9 @@ from torch import nn
 
 from siteflow.atomic import load_weights, save_weights, write_json, write_text
 from siteflow.checkpoint_io import AtomicCheckpointIO
-from siteflow.config import ExperimentConfig, TaskConfig, TrainConfig
-from siteflow.data import build_dataset, dataset_info, loader, pooled_dataset
+from siteflow.config import ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
+from siteflow.classification import MultiLabelLearner, positive_weights
+from siteflow.data import build_dataset, loader, pooled_dataset
 from siteflow.evaluation import StageResult, write_results
 from siteflow.learner import ExtraLoss, SegmentationLearner
 from siteflow.registry import LOSSES, MODELS, STRATEGIES
@@ -80,8 +81,10 @@ class ExperimentRun:
         self.results: list[StageResult] = self._read_progress()
         self._stage_weights: dict[str, Path] = {}
         self._test_sets: list[tuple[str, torch.utils.data.Dataset]] | None = None
-        reference = dataset_info(build_dataset(config.tasks[0].site, "test"))
-        self.class_names: tuple[str, ...] = tuple(reference.class_names)
+        reference = build_dataset(config.tasks[0].site, "test")
+        self.task: str = getattr(reference, "task", "segmentation")
+        self.label_space: tuple[str, ...] | None = self._label_space() if self.task == "multilabel" else None
+        self.class_names: tuple[str, ...] = self.label_space or tuple(reference.class_names)
         self.in_channels: int = reference.in_channels
         self.ignore_index: int | None = reference.ignore_index
         self.image_size: tuple[int, ...] = tuple(reference[0]["image"].shape[1:])
@@ -103,24 +106,42 @@ class ExperimentRun:
             )
         return MODELS.get(spec.name)(**kwargs)
 
-    def build_loss(self, train: TrainConfig) -> nn.Module:
+    @property
+    def matrix_metrics(self) -> tuple[str, ...]:
+        """The metrics of the site matrix: Dice for segmentation, AUROC for classification."""
+        return MultiLabelLearner.matrix_metrics if self.task == "multilabel" else SegmentationLearner.matrix_metrics
+
+    def build_loss(self, train: TrainConfig, tasks: Sequence[TaskConfig] = ()) -> nn.Module:
         if self.ignore_index is not None and train.loss.kwargs.get("ignore_index") != self.ignore_index:
             raise ValueError(
                 f"the dataset marks pixels to ignore with label {self.ignore_index}: set "
                 f"common.train.loss.kwargs.ignore_index: {self.ignore_index} so that the loss skips them too"
             )
-        return LOSSES.get(train.loss.name)(**train.loss.kwargs)
+        if self.task == "multilabel" and train.loss.name != "bce":
+            raise ValueError(f"common.train.loss.name: multi-label data needs the 'bce' loss, not {train.loss.name!r}")
+        loss = LOSSES.get(train.loss.name)(**train.loss.kwargs)
+        if getattr(loss, "auto_pos_weight", False) and tasks:
+            parts = [self._dataset(task.site, "train") for task in tasks]
+            loss = LOSSES.get(train.loss.name)(pos_weight=positive_weights(parts))
+        return loss
 
-    def segmentation_learner(
+    def learner(
         self,
         model: nn.Module,
         train: TrainConfig,
+        *,
+        tasks: Sequence[TaskConfig] = (),
         test_site_names: Sequence[str] = (),
         extra_losses: Sequence[ExtraLoss] = (),
-    ) -> SegmentationLearner:
+    ) -> pl.LightningModule:
+        loss = self.build_loss(train, tasks)
+        if self.task == "multilabel":
+            return MultiLabelLearner(
+                model, loss, train=train, label_names=self.class_names, test_site_names=test_site_names, extra_losses=extra_losses
+            )
         return SegmentationLearner(
             model,
-            self.build_loss(train),
+            loss,
             train=train,
             class_names=self.class_names,
             test_site_names=test_site_names,
@@ -162,8 +183,8 @@ class ExperimentRun:
             train_config = dataclasses.replace(train_config, epochs=epochs)
         seed = self.config.seed + (tasks[0].task_id if len(tasks) == 1 else 0) + seed_offset
         pl.seed_everything(seed, workers=True, verbose=False)
-        train_set = pooled_dataset([t.site for t in tasks], "train")
-        val_set = pooled_dataset([t.site for t in tasks], "val")
+        train_set = pooled_dataset([t.site for t in tasks], "train", self.label_space)
+        val_set = pooled_dataset([t.site for t in tasks], "val", self.label_space)
         log.info("stage %s: %d training and %d validation samples", stage, len(train_set), len(val_set))
         network = self.strategy.build_network(self)
         network.load_state_dict(carried.weights)
@@ -220,22 +241,44 @@ class ExperimentRun:
     ) -> None:
         if any(row.stage == stage for row in self.results):
             return
+        self.record(stage, self.evaluate(weights, site_weights=site_weights), trained_site=trained_site)
+
+    def evaluate(
+        self,
+        weights: State,
+        *,
+        site_weights: Mapping[str, State] | None = None,
+        sites: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, float]]:
+        """Test the strategy's solver in ``weights`` on the test split of every site whose
+        data is here (only ``sites``, by name, if given); returns ``values[site][metric]``.
+        ``site_weights`` gives some test sites (by name) weights of their own."""
         train = self.config.tasks[0].train
-        trainer = self._trainer(stage, train, callbacks=[], validate=False, devices=1, loggers=False)
-        groups = [(weights, self._test_datasets())]
+        trainer = self._trainer("test", train, callbacks=[], validate=False, devices=1, loggers=False)
+        test_sets = [(name, data) for name, data in self._test_datasets() if sites is None or name in sites]
+        groups = [(weights, test_sets)]
         if site_weights is not None:  # every test site has a model of its own (e.g. its own normalisation)
-            groups = [(site_weights.get(name, weights), [(name, data)]) for name, data in self._test_datasets()]
+            groups = [(site_weights.get(name, weights), [(name, data)]) for name, data in test_sets]
         values: dict[str, dict[str, float]] = {}
-        for group_weights, test_sets in groups:
-            learner = self.segmentation_learner(self.solver_from(group_weights), train, [name for name, _ in test_sets])
+        for group_weights, group_sets in groups:
+            learner = self.learner(self.solver_from(group_weights), train, test_site_names=[name for name, _ in group_sets])
             trainer.test(
                 learner,
-                dataloaders=[loader(d, batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False) for _, d in test_sets],
+                dataloaders=[loader(d, batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False) for _, d in group_sets],
                 verbose=False,
             )
             values.update(learner.test_results)
+        return values
+
+    def record(self, stage: str, values: Mapping[str, Mapping[str, float]], *, trained_site: str | None) -> None:
+        """Add the row ``stage`` of the site matrix, ``values[site][metric]`` (tested here or
+        reported by the sites), and save the progress; a stage recorded before is kept."""
+        if any(row.stage == stage for row in self.results):
+            return
         path = self._stage_weights.get(stage)
-        result = StageResult(stage, trained_site, values, path and str(path.relative_to(self.run_dir)))
+        result = StageResult(
+            stage, trained_site, {site: dict(metrics) for site, metrics in values.items()}, path and str(path.relative_to(self.run_dir))
+        )
         log.info("stage %s: %s", stage, _format_row(result))
         self.results.append(result)
         if rank_zero_only.rank == 0:
@@ -270,21 +313,29 @@ class ExperimentRun:
 
     def execute(self) -> dict:
         """Run the strategy over all stages, then write the site matrices and summary."""
+        self.prepare()
+        self.strategy.run(self)
+        return self.write_results()
+
+    def prepare(self) -> None:
+        """Check that the run folder holds this config's run (or none) and record the config."""
         processed = self.config.processed()
         self._check_same_config(processed)
         if rank_zero_only.rank == 0:
             write_text(self.run_dir / "processed_config.yaml", yaml.safe_dump(processed, sort_keys=False))
-        self.strategy.run(self)
-        site_names = [site.task_name for site in self.config.sites]
+
+    def write_results(self) -> dict:
+        """Write the site matrices and summary of the recorded stages; returns the summary."""
         if rank_zero_only.rank != 0:
             return {}
         return write_results(
             self.results_dir,
             self.results,
-            site_names,
+            [site.task_name for site in self.config.sites],
             experiment=self.config.name,
             strategy=self.config.strategy.name,
             own_model_per_site=self.strategy.own_model_per_site,
+            metrics=self.matrix_metrics,
         )
 
     def stage_weights(self) -> list[tuple[str, Path]]:
@@ -365,9 +416,29 @@ class ExperimentRun:
                 "resuming it would mix the two: choose another -n/--note or delete that folder"
             )
 
+    def _dataset(self, site: SiteConfig, split: str) -> torch.utils.data.Dataset:
+        """A site's split, its labels placed in the study's label space for multi-label data."""
+        return pooled_dataset([site], split, self.label_space)
+
+    def _label_space(self) -> tuple[str, ...]:
+        """The union of all sites' labels, in order of first appearance."""
+        names: list[str] = []
+        for index, site in enumerate(self.config.sites):
+            if site.available:
+                labels = build_dataset(site, "test").label_names
+            else:  # a deployed run: another hospital's labels come from the config
+                labels = site.dataset.kwargs.get("labels")
+                if labels is None:
+                    raise ValueError(
+                        f"all_tasks_datasets[{index}].kwargs.labels: site {site.task_name}'s data is not here, "
+                        "so its labels must be listed in the config"
+                    )
+            names.extend(name for name in labels if name not in names)
+        return tuple(names)
+
     def _test_datasets(self) -> list[tuple[str, torch.utils.data.Dataset]]:
         if self._test_sets is None:
-            self._test_sets = [(site.task_name, build_dataset(site, "test")) for site in self.config.sites if site.available]
+            self._test_sets = [(site.task_name, self._dataset(site, "test")) for site in self.config.sites if site.available]
             for site in self.config.sites:
                 if not site.available:
                     log.warning("site %s: its data is not here, so it is not tested", site.task_name)

@@ -205,8 +205,8 @@ def confusion(
     check_labels(labels, pred.shape, num_classes, ignore_index, device=pred.device, device_of="logits_or_pred")
 
     samples = pred.shape[0]
-    pred = pred.reshape(samples, -1)
-    true = labels.reshape(samples, -1).long()
+    pred = pred.flatten(1)
+    true = labels.flatten(1).long()
     # One bin per (sample, true class, predicted class).
     sample_offset = torch.arange(samples, device=pred.device).unsqueeze(1) * num_classes * num_classes
     bins = sample_offset + true * num_classes + pred

@@ -1,5 +1,11 @@
-"""Segmentation metrics (torchmetrics API) and confidence intervals."""
+"""Segmentation and multi-label classification metrics (torchmetrics API), confidence intervals."""
 
+from siteflow.metrics.classification import (
+    MultiLabelAUROC,
+    masked_auroc,
+    sensitivity_specificity,
+    youden_thresholds,
+)
 from siteflow.metrics.dice import PooledDice, SampleDice, dice_from_confusion
 from siteflow.metrics.hausdorff import HD95, hd95
 from siteflow.metrics.per_sample import PerSampleMetric
@@ -7,11 +13,15 @@ from siteflow.metrics.statistics import bootstrap_confidence_interval, mean_conf
 
 __all__ = [
     "HD95",
+    "MultiLabelAUROC",
     "PerSampleMetric",
     "PooledDice",
     "SampleDice",
     "bootstrap_confidence_interval",
     "dice_from_confusion",
     "hd95",
+    "masked_auroc",
     "mean_confidence_interval",
+    "sensitivity_specificity",
+    "youden_thresholds",
 ]

@@ -43,11 +43,12 @@ class SiteRunner(Protocol):
         """The sites trained in this run, in the config's order."""
 
     def build_model(self) -> nn.Module:
-        """A new segmentation model of the configured architecture."""
+        """A new model of the configured architecture, sized by the data."""
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        """The classes of the segmentation, background first."""
+        """Segmentation classes (background first), or the study's multi-label label space
+        (the union of all sites' labels)."""
 
     @property
     def in_channels(self) -> int:
@@ -61,14 +62,21 @@ class SiteRunner(Protocol):
     def ignore_index(self) -> int | None:
         """Label value that losses and metrics skip, if any."""
 
-    def build_loss(self, train: TrainConfig) -> nn.Module:
-        """The configured segmentation loss."""
+    def build_loss(self, train: TrainConfig, tasks: Sequence[TaskConfig] = ()) -> nn.Module:
+        """The configured loss (multi-label: ``pos_weight`` from the training data of ``tasks``)."""
 
-    def segmentation_learner(
-        self, model: nn.Module, train: TrainConfig, extra_losses: Sequence[ExtraLoss] = ()
+    def learner(
+        self,
+        model: nn.Module,
+        train: TrainConfig,
+        *,
+        tasks: Sequence[TaskConfig] = (),
+        test_site_names: Sequence[str] = (),
+        extra_losses: Sequence[ExtraLoss] = (),
     ) -> pl.LightningModule:
-        """The standard learner (model, configured loss, Dice metrics) around ``model``;
-        ``extra_losses`` are added to the loss of every training step."""
+        """The standard learner of the data's task (segmentation or multi-label
+        classification) around ``model``, for training at ``tasks`` or testing on
+        ``test_site_names``; ``extra_losses`` are added to the loss of every training step."""
 
     def initial_state(self, task: TaskConfig) -> Carried:
         """What ``task`` starts from when nothing was handed to it in this run: its
@@ -134,7 +142,7 @@ class Strategy(ABC):
         self, runner: SiteRunner, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
     ) -> pl.LightningModule:
         """The LightningModule that trains ``network`` at ``tasks`` after receiving ``carried``."""
-        return runner.segmentation_learner(network, tasks[0].train)
+        return runner.learner(network, tasks[0].train, tasks=tasks)
 
     def solver(self, network: nn.Module) -> nn.Module:
         """The part of ``network`` that segments images (what is tested)."""

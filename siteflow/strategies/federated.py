@@ -26,7 +26,13 @@ from siteflow.strategies.base import Carried, SiteRunner, State, Strategy
 log = logging.getLogger(__name__)
 
 ROUND_STATE = "global/round_state"
+FINAL_STATE = "global/final"
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def round_stage(round_number: int) -> str:
+    """The stage name of a round: its row in the site matrix."""
+    return f"round{round_number}"
 
 
 @dataclass
@@ -136,44 +142,8 @@ class FedAvgStrategy(Strategy):
         weights = site_weights([u.num_samples for u in updates], self.weighting)
         return weighted_average([u.weights for u in updates], weights, keys=shared_keys)
 
-    # -- the simulated federation --------------------------------------------------------------
-
-    def run(self, runner: SiteRunner) -> None:
-        federation = self._resume(runner)
-        local_keys = self.local_keys(runner)
-        shared_keys = [name for name in federation.global_weights if name not in local_keys]
-        required = self.min_sites or len(runner.tasks)
-        if federation.round:  # resumed: the last saved round may have crashed before its test
-            self._test(runner, federation)
-        for round_number in range(federation.round + 1, self.rounds + 1):
-            updates = []
-            for task in runner.tasks:
-                start = self.site_start(federation.global_weights, federation.local_weights.get(task.task_name))
-                try:
-                    updates.append(self.local_update(runner, task, start, round_number))
-                except Exception:
-                    log.exception("round %d: site %s failed", round_number, task.task_name)
-            if len(updates) < required:
-                raise RuntimeError(
-                    f"round {round_number}: {len(updates)} of {len(runner.tasks)} sites replied, "
-                    f"fewer than min_sites={required}"
-                )
-            federation.global_weights = {**federation.global_weights, **self.aggregate(updates, shared_keys)}
-            for update in updates:
-                if local_keys:
-                    federation.local_weights[update.site] = {k: update.weights[k] for k in local_keys}
-            federation.round = round_number
-            self._save(runner, federation)
-            self._test(runner, federation)
-
-    def _test(self, runner: SiteRunner, federation: Federation) -> None:
-        """Test the global model (each site with its own local weights) if this round is due."""
-        if federation.round % self.test_every and federation.round != self.rounds:
-            return
-        own = {site: self.site_start(federation.global_weights, local) for site, local in federation.local_weights.items()}
-        runner.test(f"round{federation.round}", federation.global_weights, trained_site=None, site_weights=own or None)
-
-    def _resume(self, runner: SiteRunner) -> Federation:
+    def resume(self, runner: SiteRunner) -> Federation:
+        """The federation after the last saved round, or before the first one (initial weights)."""
         saved = runner.load_state(ROUND_STATE)
         if saved is None:
             return Federation(0, runner.initial_state(runner.tasks[0]).weights)
@@ -186,14 +156,61 @@ class FedAvgStrategy(Strategy):
         log.info("resuming the federation after round %d", federation.round)
         return federation
 
+    def close_round(self, runner: SiteRunner, federation: Federation, updates: Sequence[SiteUpdate], round_number: int) -> None:
+        """Aggregate the sites' ``updates`` of round ``round_number`` into ``federation`` and save
+        it atomically (``ROUND_STATE``); fewer than ``min_sites`` updates stop the run."""
+        required = self.min_sites or len(runner.tasks)
+        if len(updates) < required:
+            raise RuntimeError(
+                f"round {round_number}: {len(updates)} of {len(runner.tasks)} sites replied, "
+                f"fewer than min_sites={required}"
+            )
+        local_keys = self.local_keys(runner)
+        shared_keys = [name for name in federation.global_weights if name not in local_keys]
+        federation.global_weights = {**federation.global_weights, **self.aggregate(updates, shared_keys)}
+        for update in updates:  # a simulated site's local weights (a deployed site keeps its own)
+            local = {name: tensor for name, tensor in update.weights.items() if name in local_keys}
+            if local:
+                federation.local_weights[update.site] = local
+        federation.round = round_number
+        self._save(runner, federation)
+
+    def tests_after(self, round_number: int) -> bool:
+        """Whether the global model is tested after round ``round_number``."""
+        return round_number % self.test_every == 0 or round_number == self.rounds
+
+    # -- the simulated federation --------------------------------------------------------------
+
+    def run(self, runner: SiteRunner) -> None:
+        federation = self.resume(runner)
+        if federation.round:  # resumed: the last saved round may have crashed before its test
+            self._test(runner, federation)
+        for round_number in range(federation.round + 1, self.rounds + 1):
+            updates = []
+            for task in runner.tasks:
+                start = self.site_start(federation.global_weights, federation.local_weights.get(task.task_name))
+                try:
+                    updates.append(self.local_update(runner, task, start, round_number))
+                except Exception:
+                    log.exception("round %d: site %s failed", round_number, task.task_name)
+            self.close_round(runner, federation, updates, round_number)
+            self._test(runner, federation)
+
+    def _test(self, runner: SiteRunner, federation: Federation) -> None:
+        """Test the global model (each site with its own local weights) if this round is due."""
+        if not self.tests_after(federation.round):
+            return
+        own = {site: self.site_start(federation.global_weights, local) for site, local in federation.local_weights.items()}
+        runner.test(round_stage(federation.round), federation.global_weights, trained_site=None, site_weights=own or None)
+
     def _save(self, runner: SiteRunner, federation: Federation) -> None:
         tensors = {f"global/{k}": v for k, v in federation.global_weights.items()}
         for site, weights in federation.local_weights.items():
             tensors.update({f"local/{site}/{k}": v for k, v in weights.items()})
         runner.save_state(ROUND_STATE, tensors, {"round": federation.round})
         if federation.round == self.rounds:
-            runner.save_state("global/final", federation.global_weights, {"round": federation.round},
-                              final_stage=f"round{federation.round}")
+            runner.save_state(FINAL_STATE, federation.global_weights, {"round": federation.round},
+                              final_stage=round_stage(federation.round))
 
 
 @STRATEGIES.register("fedprox")
@@ -218,4 +235,66 @@ class FedProxStrategy(FedAvgStrategy):
     def make_learner(
         self, runner: SiteRunner, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
     ) -> pl.LightningModule:
-        return runner.segmentation_learner(network, tasks[0].train, extra_losses=[ProximalTerm(carried.weights, self.mu)])
+        return runner.learner(network, tasks[0].train, tasks=tasks, extra_losses=[ProximalTerm(carried.weights, self.mu)])
+
+
+@STRATEGIES.register("ffl")
+class FFLStrategy(FedAvgStrategy):
+    """Flexible federated learning across sites whose label sets differ (after Tayebi Arasteh
+    et al., Sci Rep 13:6046, 2023).
+
+    The classifier (a ``trunk`` and a ``head`` over the union of all sites' labels) trains at
+    every site on that site's own labels (masked BCE with ``pos_weight``). The server averages
+    the trunk only, normalisation buffers included; every site keeps its head, of which it
+    trains and is tested on its own labels' rows: one head per site's label set, which never
+    leaves the site. ``shared_head`` averages the head too (the union-head variant: one head,
+    masked BCE). ``fine_tune_epochs`` trains every site alone from the final global trunk and
+    its own head after the rounds, tested as the row ``finetuned``.
+
+    Args:
+        rounds, local_epochs, min_sites, test_every: as for fedavg.
+        weighting: ``"equal"`` (the paper's default) or ``"samples"``.
+        shared_head: average the head as well.
+        fine_tune_epochs: per-site fine-tuning after the rounds (0: none).
+    """
+
+    def __init__(
+        self,
+        rounds: int = 10,
+        local_epochs: int = 1,
+        weighting: Literal["samples", "equal"] = "equal",
+        min_sites: int | None = None,
+        test_every: int = 1,
+        shared_head: bool = False,
+        fine_tune_epochs: int = 0,
+    ) -> None:
+        super().__init__(rounds, local_epochs, weighting, False, min_sites, test_every)
+        if fine_tune_epochs < 0:
+            raise ValueError(f"fine_tune_epochs must be non-negative, got {fine_tune_epochs}")
+        self.shared_head = shared_head
+        self.fine_tune_epochs = fine_tune_epochs
+
+    def local_keys(self, runner: SiteRunner) -> set[str]:
+        if self.shared_head:
+            return set()
+        keys = {name for name in self.build_network(runner).state_dict() if name.startswith("head.")}
+        if not keys:
+            raise ValueError(f"ffl keeps the model's 'head' at each site, but {type(self.build_network(runner)).__name__} has none")
+        return keys
+
+    def run(self, runner: SiteRunner) -> None:
+        super().run(runner)
+        if not self.fine_tune_epochs:
+            return
+        federation = self._resume(runner)
+        tuned = {
+            task.task_name: runner.fit(
+                f"finetune/{task.task_name}",
+                [task],
+                Carried(self.site_start(federation.global_weights, federation.local_weights.get(task.task_name))),
+                save_dir=f"finetune/{task.save_dir}",
+                epochs=self.fine_tune_epochs,
+            )
+            for task in runner.tasks
+        }
+        runner.test("finetuned", federation.global_weights, trained_site=None, site_weights=tuned)

@@ -282,7 +282,7 @@ class RelayStrategy(SequentialStrategy):
         train = task.train
         return RelayLearner(
             network,
-            runner.build_loss(train),
+            runner.build_loss(train, tasks),
             train=train,
             class_names=runner.class_names,
             ignore_index=runner.ignore_index,

@@ -1,0 +1,30 @@
+"""Logging of the Flower apps: siteflow's records to stderr and to a file in the run folder.
+
+The ServerApp's stderr is streamed to ``flwr run --stream`` (and ``flwr log``); a ClientApp's
+goes to its SuperNode's output. Flower's own records (rounds, replies) go to the file too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+
+def log_to(log_dir: Path, program: str) -> Path:
+    """Send siteflow's records (INFO and above) to stderr and to
+    ``<log_dir>/<program>_<time>.log``, which also gets Flower's; returns the file."""
+    path = log_dir / f"{program}_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stderr, file = logging.StreamHandler(sys.stderr), logging.FileHandler(path)
+    for handler in (stderr, file):
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+    siteflow = logging.getLogger("siteflow")
+    siteflow.handlers[:] = [stderr, file]
+    siteflow.setLevel(logging.INFO)
+    siteflow.propagate = False
+    flower = logging.getLogger("flwr")
+    flower.handlers[:] = [h for h in flower.handlers if not isinstance(h, logging.FileHandler)] + [file]
+    return path
