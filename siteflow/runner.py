@@ -36,6 +36,7 @@ from siteflow.checkpoint_io import AtomicCheckpointIO
 from siteflow.config import ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
 from siteflow.classification import MultiLabelLearner, positive_weights
 from siteflow.data import build_dataset, loader, pooled_dataset
+from siteflow.datasets import canonical_label
 from siteflow.evaluation import StageResult, write_results
 from siteflow.learner import ExtraLoss, SegmentationLearner
 from siteflow.registry import LOSSES, MODELS, STRATEGIES
@@ -279,7 +280,7 @@ class ExperimentRun:
         result = StageResult(
             stage, trained_site, {site: dict(metrics) for site, metrics in values.items()}, path and str(path.relative_to(self.run_dir))
         )
-        log.info("stage %s: %s", stage, _format_row(result))
+        log.info("stage %s: %s", stage, _format_row(result, self.matrix_metrics[0]))
         self.results.append(result)
         if rank_zero_only.rank == 0:
             self._write_progress()
@@ -427,12 +428,12 @@ class ExperimentRun:
             if site.available:
                 labels = build_dataset(site, "test").label_names
             else:  # a deployed run: another hospital's labels come from the config
-                labels = site.dataset.kwargs.get("labels")
-                if labels is None:
+                if site.dataset.kwargs.get("labels") is None:
                     raise ValueError(
                         f"all_tasks_datasets[{index}].kwargs.labels: site {site.task_name}'s data is not here, "
                         "so its labels must be listed in the config"
                     )
+                labels = [canonical_label(name) for name in site.dataset.kwargs["labels"]]
             names.extend(name for name in labels if name not in names)
         return tuple(names)
 
@@ -468,5 +469,5 @@ def _differences(old: object, new: object, path: str = "") -> list[str]:
     return [] if old == new else [path or "<whole config>"]
 
 
-def _format_row(result: StageResult) -> str:
-    return ", ".join(f"{site} dice {values['dice']:.3f}" for site, values in result.values.items())
+def _format_row(result: StageResult, metric: str) -> str:
+    return ", ".join(f"{site} {metric} {values[metric]:.3f}" for site, values in result.values.items())

@@ -95,9 +95,10 @@ std::atomic<int64_t> block_override{0};
 int64_t block_pixels(int64_t C) {
   const int64_t forced = block_override.load(std::memory_order_relaxed);
   if (forced > 0) return forced;
-  // About 16 KiB of float32 logits per block; a multiple of 64 pixels.
-  const int64_t pixels = (4096 / std::max<int64_t>(C, 1)) / 64 * 64;
-  return std::min<int64_t>(std::max<int64_t>(pixels, 512), 4096);
+  // About 4 KiB of float32 logits per block, so that a block's logits and exponentials stay in
+  // L1; a multiple of 64 pixels, at least 128.
+  const int64_t pixels = (1024 / std::max<int64_t>(C, 1)) / 64 * 64;
+  return std::max<int64_t>(pixels, 128);
 }
 
 // Runs fn(begin, end) over the tasks in parallel; returns the OR of the statuses.

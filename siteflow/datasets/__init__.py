@@ -1,8 +1,20 @@
 """Site datasets. Importing this package registers every dataset in
 :data:`siteflow.registry.DATASETS`: ``fundus``, ``drive``, ``stare``, ``chase_db1``,
-``synthetic_fundus`` and ``synthetic_vessels``."""
+``synthetic_fundus`` and ``synthetic_vessels`` (segmentation); ``chexpert``,
+``chestxray14``, ``vindr_cxr``, ``mimic_cxr`` and ``synthetic_cxr`` (multi-label chest
+X-ray classification)."""
 
 from siteflow.datasets.base import SegmentationDataset
+from siteflow.datasets.chest_xray import (
+    ChestXray14Dataset,
+    CheXpertDataset,
+    MimicCxrDataset,
+    MultiLabelDataset,
+    SyntheticChestXrayDataset,
+    VinDrCxrDataset,
+    canonical_label,
+    generate_cxr_sites,
+)
 from siteflow.datasets.files import SampleFiles
 from siteflow.datasets.fundus import FundusDataset
 from siteflow.datasets.synthetic import (
@@ -15,14 +27,22 @@ from siteflow.datasets.vessels import ChaseDataset, DriveDataset, StareDataset, 
 
 __all__ = [
     "ChaseDataset",
+    "ChestXray14Dataset",
+    "CheXpertDataset",
     "DriveDataset",
     "FundusDataset",
+    "MimicCxrDataset",
+    "MultiLabelDataset",
     "SampleFiles",
     "SegmentationDataset",
     "StareDataset",
+    "SyntheticChestXrayDataset",
     "SyntheticFundusDataset",
     "SyntheticVesselsDataset",
     "VesselDataset",
+    "VinDrCxrDataset",
+    "canonical_label",
+    "generate_cxr_sites",
     "generate_fundus_sites",
     "generate_vessel_sites",
 ]

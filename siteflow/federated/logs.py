@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 
-def log_to(log_dir: Path, program: str) -> Path:
-    """Send siteflow's records (INFO and above) to stderr and to
-    ``<log_dir>/<program>_<time>.log``, which also gets Flower's; returns the file."""
-    path = log_dir / f"{program}_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log"
+def log_to(path: Path) -> None:
+    """Send siteflow's records (INFO and above) to stderr and append them, with Flower's,
+    to the file ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     stderr, file = logging.StreamHandler(sys.stderr), logging.FileHandler(path)
     for handler in (stderr, file):
@@ -27,4 +25,3 @@ def log_to(log_dir: Path, program: str) -> Path:
     siteflow.propagate = False
     flower = logging.getLogger("flwr")
     flower.handlers[:] = [h for h in flower.handlers if not isinstance(h, logging.FileHandler)] + [file]
-    return path

@@ -37,7 +37,7 @@ class FederatedSite:
         self.task: TaskConfig = config.tasks[0]
         self.fingerprint = experiment_fingerprint(config)
         run_dir = node.exps_root / config.name / run_settings.note / self.task.task_name
-        log_to(run_dir / "logs", "flower_site")
+        log_to(run_dir / "logs" / "flower_site.log")  # one file: every message is a new process
         self.run = ExperimentRun(config, run_dir, gpus=None if node.gpu is None else [node.gpu])
         if not isinstance(self.run.strategy, FedAvgStrategy):
             raise ValueError(f"{config.source}: strategy {config.strategy.name!r} is not federated (fedavg, fedprox)")

@@ -85,7 +85,6 @@ class _DiceLoss(torch.autograd.Function):
             check_labels(labels, labels.shape, max(logits.shape[1], 2), ignore_index)
             raise ValueError("labels hold a value outside the classes")  # not reached
         ctx.ignore_index = ignore_index
-        ctx.mark_non_differentiable(labels)
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(logits, labels, coef)
         return loss

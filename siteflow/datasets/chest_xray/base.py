@@ -1,0 +1,188 @@
+"""The base class of the multi-label chest X-ray site datasets."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from siteflow.datasets.base import SPLITS, Split
+from siteflow.datasets.chest_xray.images import read_xray
+from siteflow.datasets.chest_xray.labels import (
+    BlankPolicy,
+    UncertainPolicy,
+    encode_labels,
+    resolve_labels,
+)
+from siteflow.datasets.splits import carve_val
+
+Release = Literal["train", "test"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a release: its id, image file, patient, raw label values (1, 0, -1 or
+    NaN, in the dataset's ``label_names`` order) and the label file that lists it."""
+
+    id: str
+    image: Path
+    patient: str
+    values: tuple[float, ...]
+    listed_in: Path
+
+
+class MultiLabelDataset(Dataset):
+    """One site's split of a chest X-ray release with multi-label findings.
+
+    A subclass names the findings its release can label (``all_labels``, canonical names, see
+    :func:`~siteflow.datasets.chest_xray.labels.canonical_label`) and lists the release's
+    images with :meth:`_release_records`. ``labels`` picks the findings this site uses and
+    their order (default: ``all_labels``); they become ``label_names``.
+
+    Splits: ``test`` is the release's test part. ``val`` and ``train`` divide its training
+    part **by patient**: ``val_fraction`` of the patients (sorted ids, permutation seeded by
+    ``split_seed``) go to val with all their images, so no patient is in two splits.
+
+    Item ``i``: ``{"image": float32 (C, H, W), "labels": float32 (L,), "mask": float32 (L,),
+    "id": str}``. The image is the radiograph's grey levels (0 black, 1 white; see
+    :func:`~siteflow.datasets.chest_xray.images.read_xray`), resized bilinearly to
+    ``img_size`` (None: native size), mapped linearly from [0, 1] to ``out_range``, repeated
+    over ``channels`` (1 or 3). ``labels`` are 0 / 1; ``mask`` is 1 where the label is known
+    and 0 where it is not. Uncertain cells (-1) follow ``uncertain``: "zeros" (negative),
+    "ones" (positive) or "ignore" (unknown); blank cells follow ``blank``: "zeros" or
+    "ignore". The train split repeats its images ``num_replica`` times.
+
+    A subclass's ``__init__`` stores its own options, then calls this one; its signature lists
+    every option with a type hint, as the config layer validates YAML kwargs against it.
+    """
+
+    task: ClassVar[str] = "multilabel"
+    ignore_index: ClassVar[int | None] = None
+    all_labels: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        labels: list[str] | None,
+        img_size: tuple[int, ...] | None,
+        out_range: tuple[float, ...],
+        channels: Literal[1, 3],
+        val_fraction: float,
+        split_seed: int,
+        uncertain: UncertainPolicy,
+        blank: BlankPolicy,
+        num_replica: int,
+    ) -> None:
+        _check_options(split, img_size, out_range, channels, val_fraction, uncertain, blank, num_replica)
+        super().__init__()
+        self.split = split
+        self.img_size = None if img_size is None else (int(img_size[0]), int(img_size[1]))
+        self.out_range = (float(out_range[0]), float(out_range[1]))
+        self.in_channels = channels
+        self.num_replica = num_replica if split == "train" else 1
+        self.label_names = resolve_labels(labels, self.all_labels, type(self).__name__)
+
+        records = self._release_records("test" if split == "test" else "train")
+        duplicates = sorted(i for i, n in Counter(r.id for r in records).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"{type(self).__name__}: several images share the ids {duplicates[:10]}")
+        if split != "test":
+            patients = sorted({record.patient for record in records})
+            chosen = set(carve_val(patients, split, val_fraction, split_seed))
+            records = [record for record in records if record.patient in chosen]
+        if not records:
+            raise ValueError(
+                f"{type(self).__name__}: the {split} split is empty (val_fraction={val_fraction})"
+            )
+        self.records: list[Record] = records
+        values = np.array([record.values for record in records], dtype=np.float32)  # (N, L)
+        targets, mask = encode_labels(values, uncertain, blank)
+        self.targets = torch.from_numpy(targets)  # (N, L)
+        self.mask = torch.from_numpy(mask)  # (N, L)
+
+    @classmethod
+    def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
+        """Paths that must exist before training, keyed by the kwarg that sets them."""
+        return {"root_path": Path(kwargs["root_path"])} if "root_path" in kwargs else {}
+
+    def _release_records(self, release: Release) -> list[Record]:
+        """The images of the release's train or test part, in a stable order, with raw values
+        of ``self.label_names``."""
+        raise NotImplementedError
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """Ids of the unique images of this split, in a stable order."""
+        return [record.id for record in self.records]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.records)
+
+    def positive_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positives and known entries per label over this split's unique images: int64 (L,)
+        each. On the train split they give BCE's ``pos_weight = (known - P) / P``."""
+        positives = (self.targets * self.mask).sum(dim=0)
+        return positives.to(torch.int64), self.mask.sum(dim=0).to(torch.int64)
+
+    def __len__(self) -> int:
+        return self.num_samples * self.num_replica
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        row = index % self.num_samples
+        record = self.records[row]
+        if not record.image.is_file():
+            raise FileNotFoundError(f"image {record.image} listed in {record.listed_in} does not exist")
+        return {
+            "image": self._to_tensor(read_xray(record.image)),
+            "labels": self.targets[row].clone(),
+            "mask": self.mask[row].clone(),
+            "id": record.id,
+        }
+
+    def _to_tensor(self, grey: np.ndarray) -> torch.Tensor:
+        """float32 (C, H, W) in out_range of grey levels float32 (H, W) in [0, 1]."""
+        if self.img_size is not None and grey.shape != self.img_size:
+            picture = Image.fromarray(grey).resize(self.img_size[::-1], Image.Resampling.BILINEAR)
+            grey = np.asarray(picture, dtype=np.float32)
+        low, high = self.out_range
+        image = torch.from_numpy(np.ascontiguousarray(grey * (high - low) + low))
+        return image.unsqueeze(0).expand(self.in_channels, -1, -1).contiguous()
+
+
+def _check_options(
+    split: str,
+    img_size: tuple[int, ...] | None,
+    out_range: tuple[float, ...],
+    channels: int,
+    val_fraction: float,
+    uncertain: str,
+    blank: str,
+    num_replica: int,
+) -> None:
+    """Raise ValueError for the first option out of its range."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    if img_size is not None and (len(img_size) != 2 or min(img_size) < 1):
+        raise ValueError(f"img_size must be [height, width] > 0, not {img_size!r}")
+    if len(out_range) != 2 or not out_range[0] < out_range[1]:
+        raise ValueError(f"out_range must be [low, high] with low < high, not {out_range!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
+    if uncertain not in ("zeros", "ones", "ignore"):
+        raise ValueError(f"uncertain must be 'zeros', 'ones' or 'ignore', not {uncertain!r}")
+    if blank not in ("zeros", "ignore"):
+        raise ValueError(f"blank must be 'zeros' or 'ignore', not {blank!r}")
+    if num_replica < 1:
+        raise ValueError(f"num_replica must be >= 1, not {num_replica!r}")

@@ -1,0 +1,121 @@
+"""CheXpert (CheXpert-v1.0 and CheXpert-v1.0-small) as a multi-label site dataset."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from siteflow.datasets.base import Split
+from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
+from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
+from siteflow.datasets.chest_xray.tables import Table, read_table
+from siteflow.registry import DATASETS
+
+# The 14 observations of CheXpert's train.csv / valid.csv, in the files' column order; MIMIC-CXR
+# labels the same 14 with the same labeller.
+CHEXPERT_FINDINGS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+PATIENT = re.compile(r"patient\d+")
+
+
+def chexpert_records(
+    root: Path, release: Release, labels: tuple[str, ...], frontal_only: bool
+) -> list[Record]:
+    """The images of ``<root>/train.csv`` (release "train") or ``<root>/valid.csv`` ("test").
+
+    ``root`` is the release folder (``CheXpert-v1.0-small``) that holds the CSVs. Column
+    ``Path`` reads ``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``: it
+    starts at the folder above ``root``; its first part (the release folder's name) is replaced
+    by ``root``, so a renamed release folder still works. The id is the rest of the path
+    without its suffix (``train/patient00001/study1/view1_frontal``), the patient its
+    ``patientNNNNN`` part. ``frontal_only`` keeps the rows whose ``Frontal/Lateral`` is
+    ``Frontal``.
+    """
+    table = read_table(root / ("train.csv" if release == "train" else "valid.csv"))
+    positions = table.label_columns(labels)
+    views = table.column("Frontal/Lateral") if frontal_only else None
+    records = []
+    for row, path in enumerate(table.column("Path")):
+        if views is not None and views[row] != "Frontal":
+            continue
+        relative = PurePosixPath(*PurePosixPath(path).parts[1:])
+        records.append(
+            Record(
+                id=str(relative.with_suffix("")),
+                image=root / relative,
+                patient=_patient(path, table, row),
+                values=table.label_values(row, positions),
+                listed_in=table.path,
+            )
+        )
+    return records
+
+
+def _patient(path: str, table: Table, row: int) -> str:
+    """The ``patientNNNNN`` part of a CheXpert path; ValueError naming the file and row if none."""
+    match = PATIENT.search(path)
+    if match is None:
+        raise ValueError(f"{table.path} row {row + 2}: Path {path!r} names no patientNNNNN folder")
+    return match.group()
+
+
+@DATASETS.register("chexpert")
+class CheXpertDataset(MultiLabelDataset):
+    """CheXpert at ``root_path`` (the folder with ``train.csv`` and ``valid.csv``): train and
+    val from ``train.csv``, split by patient; test is the official ``valid.csv``
+    (labelled by radiologists). Findings: the 14 CheXpert observations,
+    canonical names (``"no_finding"``, ..., ``"pleural_effusion"``, ``"support_devices"``).
+    Labels 1.0 / 0.0 / -1.0 (uncertain) / blank (not mentioned) follow ``uncertain`` and
+    ``blank``. ``frontal_only`` drops the lateral views. Items: see
+    :class:`MultiLabelDataset`."""
+
+    all_labels = tuple(canonical_label(name) for name in CHEXPERT_FINDINGS)
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        root_path: str,
+        frontal_only: bool = True,
+        labels: list[str] | None = None,
+        img_size: tuple[int, ...] | None = (224, 224),
+        out_range: tuple[float, ...] = (0.0, 1.0),
+        channels: Literal[1, 3] = 1,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        uncertain: UncertainPolicy = "zeros",
+        blank: BlankPolicy = "zeros",
+        num_replica: int = 1,
+    ) -> None:
+        self.root_path = Path(root_path)
+        self.frontal_only = frontal_only
+        super().__init__(
+            split,
+            labels=labels,
+            img_size=img_size,
+            out_range=out_range,
+            channels=channels,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            uncertain=uncertain,
+            blank=blank,
+            num_replica=num_replica,
+        )
+
+    def _release_records(self, release: Release) -> list[Record]:
+        return chexpert_records(self.root_path, release, self.label_names, self.frontal_only)

@@ -1,0 +1,155 @@
+"""The server side of a deployed federation: siteflow's federated rounds as a Flower strategy.
+
+Flower's ``Strategy.start`` drives the rounds (send to the sites, wait for their replies,
+aggregate, evaluate); what happens in them is the simulation's own code:
+:meth:`FedAvgStrategy.close_round` averages the replies with ``siteflow.aggregation`` and
+saves the round atomically through the runner (the same ``ROUND_STATE`` as a simulated run),
+and the sites' test results become the row ``round<r>`` of the site matrix.
+
+Flower has no resume of its own: a restarted ServerApp reads the last saved round and asks
+Flower for the remaining rounds only (Flower numbers them from 1 again; :meth:`round_of`
+maps them back).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from siteflow.config import TaskConfig
+from siteflow.federated.protocol import (
+    ARRAYS,
+    CONFIG,
+    FINGERPRINT,
+    METRICS,
+    NUM_EXAMPLES,
+    ROUND,
+    TASK_ID,
+    RunSettings,
+    experiment_fingerprint,
+)
+from siteflow.federated.sites import SiteDirectory
+from siteflow.federated.weights import from_arrays, to_arrays
+from siteflow.runner import ExperimentRun
+from siteflow.strategies.federated import FedAvgStrategy, SiteUpdate, round_stage
+
+log = logging.getLogger(__name__)
+
+
+class FederatedServer(Strategy):
+    """Runs the rounds of the config's ``fedavg``/``fedprox`` strategy on the connected sites.
+
+    Args:
+        run: the server's run (its folder holds the round state, results and logs).
+        settings: the run config (timeouts).
+    """
+
+    def __init__(self, run: ExperimentRun, settings: RunSettings) -> None:
+        if not isinstance(run.strategy, FedAvgStrategy):
+            raise ValueError(f"{run.config.source}: strategy {run.config.strategy.name!r} is not federated (fedavg, fedprox)")
+        self.run = run
+        self.strategy: FedAvgStrategy = run.strategy
+        self.settings = settings
+        self.federation = self.strategy.resume(run)
+        self.resumed_after = self.federation.round
+        self.sites = SiteDirectory(run.tasks)
+        self.fingerprint = experiment_fingerprint(run.config)
+        self._asked: dict[int, TaskConfig] = {}
+
+    def round_of(self, server_round: int) -> int:
+        """The study's round number of Flower's ``server_round`` in this run."""
+        return self.resumed_after + server_round
+
+    def execute(self, grid: Grid) -> None:
+        """Run the remaining rounds on the sites connected to ``grid``."""
+        nodes = self.sites.wait_for_all(grid, self.settings.wait_for_sites)
+        if missing := self.sites.missing(nodes.values()):
+            log.warning("starting without site(s) %s: not connected after %.0f s", ", ".join(missing), self.settings.wait_for_sites)
+        done = self.federation.round
+        arrays = to_arrays(self.federation.global_weights)
+        if done and not any(row.stage == round_stage(done) for row in self.run.results):
+            # resumed: the last saved round may have stopped before its test
+            self.aggregate_evaluate(0, grid.send_and_receive(self.configure_evaluate(0, arrays, ConfigRecord(), grid), timeout=self.settings.round_timeout))
+        self.start(grid, arrays, num_rounds=self.strategy.rounds - done, timeout=self.settings.round_timeout)
+
+    # -- Flower's strategy hooks -----------------------------------------------------------
+
+    def summary(self) -> None:
+        """Log the strategy's settings."""
+        strategy = self.strategy
+        log.info(
+            "%s: %d rounds of %d local epochs, weighting %s, min_sites %s%s; %s",
+            self.run.config.strategy.name,
+            strategy.rounds,
+            strategy.local_epochs,
+            strategy.weighting,
+            strategy.min_sites or "all",
+            ", normalisation kept at the sites" if strategy.keep_local_norm else "",
+            f"resuming after round {self.resumed_after}" if self.resumed_after else "starting at round 1",
+        )
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """The global weights to every connected site, to train round ``round_of(server_round)``."""
+        return self._messages(server_round, arrays, config, grid, MessageType.TRAIN)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Average the sites' updates (siteflow's aggregation) and save the round."""
+        round_number = self.round_of(server_round)
+        updates = []
+        for name, content in self._answers(round_number, replies, "training"):
+            try:
+                updates.append(SiteUpdate(name, from_arrays(content[ARRAYS]), int(content[METRICS][NUM_EXAMPLES])))
+            except (KeyError, TypeError, ValueError) as error:
+                log.error("round %d: site %s sent an update without weights or sample count: %r", round_number, name, error)
+        self.strategy.close_round(self.run, self.federation, updates, round_number)
+        log.info("round %d: averaged %s", round_number, ", ".join(f"{u.site} ({u.num_samples} samples)" for u in updates))
+        return to_arrays(self.federation.global_weights), MetricRecord({"sites": len(updates)})
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """The global weights to every connected site to test, if this round is tested."""
+        if not self.strategy.tests_after(self.round_of(server_round)):
+            return []
+        return self._messages(server_round, arrays, config, grid, MessageType.EVALUATE)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Record the sites' test results as the row ``round<r>`` of the site matrix."""
+        round_number = self.round_of(server_round)
+        values = {
+            name: {key: float(value) for key, value in content[METRICS].items() if key != TASK_ID}
+            for name, content in self._answers(round_number, replies, "testing")
+        }
+        if not values:
+            log.error("round %d: no site returned test results", round_number)
+            return None
+        self.run.record(round_stage(round_number), values, trained_site=None)
+        return MetricRecord({"mean-dice": sum(v["dice"] for v in values.values()) / len(values)})
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, kind: str) -> list[Message]:
+        round_number = self.round_of(server_round)
+        self._asked = self.sites.connected(grid)
+        for name in self.sites.missing(self._asked.values()):
+            log.error("round %d: site %s is not connected", round_number, name)
+        config[ROUND] = round_number
+        config[FINGERPRINT] = self.fingerprint
+        content = RecordDict({ARRAYS: arrays, CONFIG: config})
+        return [Message(content, dst_node_id=node_id, message_type=kind) for node_id in self._asked]
+
+    def _answers(self, round_number: int, replies: Iterable[Message], what: str) -> Iterable[tuple[str, RecordDict]]:
+        """(site name, content) of every good reply; failures and silences logged by site."""
+        replied = set()
+        for reply in replies:
+            node_id = reply.metadata.src_node_id
+            replied.add(node_id)
+            if reply.has_error():
+                log.error("round %d: site %s failed (%s): %s", round_number, self.sites.name(node_id), what, reply.error.reason)
+            else:
+                yield self.sites.name(node_id), reply.content
+        for node_id, task in self._asked.items():
+            if node_id not in replied:
+                log.error("round %d: site %s did not reply (%s) within %.0f s", round_number, task.task_name, what, self.settings.round_timeout)

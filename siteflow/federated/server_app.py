@@ -1,0 +1,42 @@
+"""The ServerApp: the federated rounds of a siteflow config on the sites' SuperNodes.
+
+The run config names the config (``config``: a name under ``configs/`` or a YAML path) and
+the run (``note``, ``exps-root``); outputs go to ``<exps-root>/<config>/<note>/`` as for a
+simulated run: ``checkpoints/global/round_state.safetensors`` after every round (a restarted
+run resumes from it), ``checkpoints/global/final.safetensors``, ``results/`` (site matrices
+with one row per round, ``summary.json``, ``progress.json``) and ``logs/``.
+``predict_test.py -c <config> -n <note>`` evaluates the final global weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from siteflow.config import load_config
+from siteflow.evaluation import matrix_table
+from siteflow.federated.logs import log_to
+from siteflow.federated.protocol import RunSettings
+from siteflow.federated.server import FederatedServer
+from siteflow.runner import ExperimentRun
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run (or resume) the federation of the run config's experiment."""
+    settings = RunSettings.from_run_config(context.run_config)
+    config = load_config(settings.config)
+    run = ExperimentRun(config, settings.exps_root / config.name / settings.note)
+    log_to(run.logs_dir / f"flower_server_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log")
+    run.prepare()
+    FederatedServer(run, settings).execute(grid)
+    summary = run.write_results()
+    log.info("site matrix of pooled Dice (row: after round, column: test site)\n%s", matrix_table(run.results, summary["sites"], "dice"))
+    log.info("final mean Dice %s; results in %s", summary["dice"]["final_mean"], run.results_dir)

@@ -1,0 +1,174 @@
+"""A Flower federation on 127.0.0.1 for the tests: a real SuperLink and SuperNodes.
+
+Every process starts in a session of its own; Flower's own children (``flower-superexec``
+in a session of its own too, ``flwr-serverapp``, ``flwr-clientapp``) are found through the
+parent links in ``/proc``. :meth:`LocalFederation.close` kills the whole tree and checks that
+nothing is left alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (held together while chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """Live (not zombie) processes: pid -> (parent pid, process group), from ``/proc``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        state, ppid, group = stat.rsplit(")", 1)[1].split()[:3]
+        if state != "Z":
+            found[int(entry.name)] = (int(ppid), int(group))
+    return found
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """The live descendants of ``pids`` (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in _processes().items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = [], list(pids)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class LocalFederation:
+    """A SuperLink and one SuperNode per node config, on free ports of 127.0.0.1, insecure.
+
+    Args:
+        folder: holds ``FLWR_HOME`` (Flower's config and installed apps) and the processes' logs.
+        node_configs: one ``--node-config`` string per SuperNode.
+    """
+
+    def __init__(self, folder: Path, node_configs: list[str]) -> None:
+        self.folder = folder
+        self.logs = folder / "flower-logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        home = folder / "flwr-home"
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(home),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # Flower starts its helpers by name
+            "OMP_NUM_THREADS": "1",
+        }
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._groups: set[int] = set()  # the process groups of everything started here
+        link_port, *node_ports = free_ports(1 + len(node_configs))
+        self._start("superlink", "flower-superlink", "--insecure", "--disable-runtime-dependency-installation", "--port", str(link_port))
+        self._wait_for_port(link_port)
+        for index, (port, node_config) in enumerate(zip(node_ports, node_configs), 1):
+            self._start(f"supernode{index}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}",
+                        "--port", str(port), "--node-config", node_config)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n'
+        )
+
+    def flwr(self, *args: str, timeout: float) -> subprocess.CompletedProcess:
+        """Run the ``flwr`` CLI against this federation."""
+        process = subprocess.Popen([str(BIN / "flwr"), *args], env=self.env, cwd=self.folder, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill_tree([process.pid])
+            output, _ = process.communicate()
+            raise AssertionError(f"flwr {' '.join(args)} ran over {timeout} s:\n{output[-4000:]}\n{self.log_tails()}") from None
+        return subprocess.CompletedProcess(process.args, process.returncode, output)
+
+    def submit(self, app: Path, run_config: str) -> int:
+        """Start a run of ``app`` and return its id, without waiting for it."""
+        result = self.flwr("run", str(app), "test", "--run-config", run_config, "--format", "json", timeout=120)
+        assert result.returncode == 0, f"{result.stdout}\n{self.log_tails()}"
+        return int(json.loads(result.stdout[result.stdout.index("{"):])["run-id"])
+
+    def kill_server_app(self) -> int:
+        """SIGKILL the running ServerApp process (a crash); returns its pid."""
+        link = self.processes["superlink"].pid
+        (pid,) = [p for p in descendants([link]) if "flwr-serverapp" in _command_line(p)]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def log_tails(self, characters: int = 3000) -> str:
+        """The end of every process's log, for failure messages."""
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-characters:]}" for path in sorted(self.logs.glob("*.log")))
+
+    def close(self) -> None:
+        """Kill every process started here and their descendants; fail if any stays alive."""
+        self._kill_tree([process.pid for process in self.processes.values()])
+        for process in self.processes.values():
+            process.wait(timeout=30)
+        deadline = time.monotonic() + 30  # a killed process takes a moment to go
+        while left := [pid for pid, (_, group) in _processes().items() if group in self._groups]:
+            assert time.monotonic() < deadline, f"processes left alive: {[(pid, _command_line(pid)) for pid in left]}"
+            time.sleep(0.1)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _start(self, name: str, program: str, *args: str) -> None:
+        with open(self.logs / f"{name}.log", "wb") as log:
+            self.processes[name] = subprocess.Popen([str(BIN / program), *args], env=self.env, cwd=self.folder,
+                                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_for_port(self, port: int, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"the SuperLink did not listen on port {port} within {seconds} s\n{self.log_tails()}")
+
+    def _kill_tree(self, roots: list[int]) -> None:
+        """SIGKILL ``roots``, their descendants and their process groups (so that a child
+        started meanwhile goes too); Flower's helpers start sessions of their own."""
+        processes = _processes()
+        pids = roots + descendants(roots)
+        groups = {processes[pid][1] for pid in pids if pid in processes} - {os.getpgrp()}
+        self._groups |= groups
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
