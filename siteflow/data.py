@@ -47,7 +47,10 @@ def pooled_dataset(sites: Sequence[SiteConfig], split: Split, label_space: Seque
 
 
 def loader(dataset: Dataset, *, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A DataLoader over ``dataset``; shuffling is seeded so that runs repeat."""
+    """A DataLoader over ``dataset``; shuffling is seeded so that runs repeat.
+
+    A shuffled (training) loader drops an incomplete last batch when there is more than one
+    batch: a batch of one sample breaks batch normalisation and adds a noisy step."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         dataset,
@@ -56,5 +59,5 @@ def loader(dataset: Dataset, *, batch_size: int, num_workers: int, shuffle: bool
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         generator=generator,
-        drop_last=False,
+        drop_last=shuffle and len(dataset) > batch_size,
     )

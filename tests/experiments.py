@@ -9,11 +9,19 @@ import yaml
 from siteflow.config import deep_merge
 
 
-def tiny_config(folder: Path, strategy: str = "sequential", *, sites: int = 2, dataset: dict | None = None, **overrides) -> Path:
+def tiny_config(
+    folder: Path,
+    strategy: str = "sequential",
+    *,
+    sites: int = 2,
+    dataset: dict | None = None,
+    model: dict | None = None,
+    **overrides,
+) -> Path:
     """Write a config over ``sites`` tiny synthetic fundus sites into ``folder``; returns its path.
 
-    ``dataset`` replaces the fundus dataset entry; ``overrides`` are deep-merged over the
-    config's top-level keys (``common=...``, ``current_tasks=...``).
+    ``dataset`` and ``model`` replace the fundus dataset and the U-Net entries; ``overrides``
+    are deep-merged over the config's top-level keys (``common=...``, ``current_tasks=...``).
     """
     config = {
         "common": {
@@ -48,6 +56,8 @@ def tiny_config(folder: Path, strategy: str = "sequential", *, sites: int = 2, d
     }
     if dataset is not None:
         config["common"]["dataset"] = dataset
+    if model is not None:
+        config["common"]["model"] = model
     path = folder / f"{strategy}.yaml"
     path.write_text(yaml.safe_dump(deep_merge(config, overrides), sort_keys=False))
     return path

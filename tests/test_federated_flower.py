@@ -1,4 +1,5 @@
-"""FedAvg deployed on Flower: a real SuperLink and two SuperNodes on 127.0.0.1.
+"""FedAvg deployed on Flower: a real SuperLink and two SuperNodes on 127.0.0.1, and the
+pieces of the apps on their own (a site's disk, the server's directory of sites).
 
 The expected global weights are computed here: each site's round is reproduced in this
 process with the same seeds (``FedAvgStrategy.local_update``), and averaged by hand.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import shutil
 import time
@@ -16,15 +18,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from flwr.app import Error, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
 from experiments import tiny_config
 from flower_local import LocalFederation
+from siteflow.atomic import load_weights
 from siteflow.config import load_config
+from siteflow.federated.protocol import METRICS, TASK_ID, NodeSettings, RunSettings
+from siteflow.federated.site import FederatedSite
+from siteflow.federated.sites import SiteDirectory
 from siteflow.runner import ExperimentRun
-from siteflow.strategies.federated import ROUND_STATE
+from siteflow.strategies.federated import ROUND_STATE, SiteUpdate
 
 APP = Path(__file__).resolve().parent.parent / "flower-app"
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -50,10 +57,10 @@ def run_config(config: Path, server_root: Path) -> str:
     return f"config='{config}' note='t' exps-root='{server_root}' wait-for-sites=120"
 
 
-def by_hand(config: Path, folder: Path, rounds: int) -> list[dict[str, torch.Tensor]]:
-    """The global weights after each round, every site's update reproduced here and the
-    average taken by hand: sum of samples * weights over the sum of samples."""
-    sites = [ExperimentRun(load_config(config, task_ids=[i]), folder / f"site{i}") for i in (1, 2)]
+def by_hand(config: Path, folder: Path, rounds: int, task_ids: tuple[int, ...] = (1, 2)) -> list[dict[str, torch.Tensor]]:
+    """The global weights after each round, the update of every site of ``task_ids``
+    reproduced here and the average taken by hand: sum of samples * weights over the sum of samples."""
+    sites = [ExperimentRun(load_config(config, task_ids=[i]), folder / f"site{i}") for i in task_ids]
     weights = sites[0].initial_state(sites[0].tasks[0]).weights
     history = []
     for round_number in range(1, rounds + 1):
@@ -79,6 +86,7 @@ def matrix(results: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_rounds_on_flower_average_the_sites_and_a_killed_server_resumes(tmp_path, federation):
     config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 2}}})
     server = ExperimentRun(load_config(config), tmp_path / "server" / "fedavg" / "t")  # also writes the data, once
@@ -116,6 +124,7 @@ def test_rounds_on_flower_average_the_sites_and_a_killed_server_resumes(tmp_path
         assert not (site_dir / "checkpoints" / "global").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, federation):
     config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 1, "min_sites": 1}}})
     server = ExperimentRun(load_config(config), tmp_path / "server" / "fedavg" / "t")
@@ -128,6 +137,89 @@ def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, federa
     assert "round 1: site site2 failed (training)" in log_file.read_text()
     assert "round 1: averaged site1 (4 samples)" in result.stdout
 
+    assert_close(server.load_state("global/final")[0], by_hand(config, tmp_path / "by_hand", rounds=1, task_ids=(1,))[0])
     (row,) = matrix(server.results_dir)
     assert row["after_stage"] == "round1"
     assert not math.isnan(float(row["site1"])) and not math.isnan(float(row["site2"]))  # both tested the global model
+
+
+@pytest.fixture
+def app_logging(monkeypatch):
+    """Undo the apps' logging set-up (``log_to``) after the test."""
+    for name in ("siteflow", "flwr"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+        monkeypatch.setattr(logger, "level", logger.level)
+
+
+def test_a_site_keeps_its_normalisation_weights_on_its_own_disk(tmp_path, monkeypatch, app_logging):
+    config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 3, "keep_local_norm": True}}})
+    settings, node = RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2")
+    started: dict[int, dict[str, torch.Tensor]] = {}
+
+    def local_update(runner, task, start, round_number):  # each round marks the weights with its number
+        started[round_number] = start
+        return SiteUpdate(task.task_name, {k: v + round_number if v.is_floating_point() else v for k, v in start.items()}, 4)
+
+    def site() -> FederatedSite:  # every message is a new process
+        new = FederatedSite(settings, node)
+        monkeypatch.setattr(new.strategy, "local_update", local_update)
+        return new
+
+    first = site()
+    local_keys = first.local_keys
+    assert local_keys
+    global_weights = first.run.initial_state(first.task).weights
+    update = first.train(global_weights, 1)
+    assert set(update.weights) == set(global_weights) - local_keys, "a normalisation weight left the site"
+    local_dir = first.run.run_dir / "checkpoints" / "local"
+    assert set(load_weights(local_dir / "round1.safetensors")) == local_keys
+
+    site().train(global_weights, 2)  # round 2 starts from the global weights with round 1's own normalisation
+    assert all(torch.equal(started[2][k], global_weights[k] + 1) for k in local_keys if global_weights[k].is_floating_point())
+    assert all(torch.equal(started[2][k], global_weights[k]) for k in update.weights)
+    site().train(global_weights, 3)
+    assert sorted(p.name for p in local_dir.iterdir()) == ["round2.safetensors", "round3.safetensors"]
+    site().train(global_weights, 3)  # round 3 again (the server stopped before saving it): from round 2's
+    name = next(k for k in local_keys if global_weights[k].is_floating_point())
+    assert torch.equal(started[3][name], global_weights[name] + 3)  # round 1's + 2
+
+    tested = site()
+    monkeypatch.setattr(tested.run, "evaluate", lambda weights, sites: {sites[0]: {"dice": float(weights[name].sum())}})
+    assert tested.test(global_weights, 3)["dice"] == pytest.approx(float((global_weights[name] + 6).sum()))
+    with pytest.raises(ValueError, match="the server's config differs from this site's"):
+        tested.check("another experiment")
+
+
+def test_the_server_learns_which_node_serves_which_site(tmp_path, monkeypatch, caplog):
+    for key in ("_run_id", "_node_id", "_task_id"):  # Flower's messages belong to a task of a run
+        monkeypatch.setattr(TaskIdentity, key, 1)
+    answers = {11: 1, 12: 2, 13: 7, 14: None}  # node -> task id it serves (7: not in the study; None: fails)
+
+    class Grid:
+        def get_node_ids(self):
+            return list(answers)
+
+        def send_and_receive(self, messages, timeout):
+            replies = []
+            for message in messages:
+                node = message.metadata.dst_node_id
+                if answers[node] is None:
+                    reply = Message(Error(code=0, reason="no task-id in the node config"), reply_to=message)
+                else:
+                    reply = Message(RecordDict({METRICS: MetricRecord({TASK_ID: answers[node]})}), reply_to=message)
+                replies.append(reply)
+            return replies
+
+    directory = SiteDirectory(load_config(tiny_config(tmp_path, "fedavg", sites=3)).tasks)
+    nodes = directory.connected(Grid())
+    assert {node: task.task_name for node, task in nodes.items()} == {11: "site1", 12: "site2"}
+    assert directory.missing(nodes.values()) == ["site3"]
+    assert "node 13 serves task id 7, which this run does not train" in caplog.text
+    assert "node 14 did not say which site it serves" in caplog.text
+    assert directory.name(12) == "site2" and directory.name(99) == "<node 99>"
+
+    answers.update({15: 2})  # site 2's SuperNode restarted: a new node id
+    del answers[12]
+    assert {node: task.task_name for node, task in directory.connected(Grid()).items()} == {11: "site1", 15: "site2"}
+    assert "site site2: node 15 replaces node 12" in caplog.text

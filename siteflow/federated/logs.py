@@ -20,8 +20,7 @@ def log_to(path: Path) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.INFO)
     siteflow = logging.getLogger("siteflow")
-    siteflow.handlers[:] = [stderr, file]
+    siteflow.handlers = [stderr, file]  # the apps' processes configure nothing else
     siteflow.setLevel(logging.INFO)
-    siteflow.propagate = False
     flower = logging.getLogger("flwr")
-    flower.handlers[:] = [h for h in flower.handlers if not isinstance(h, logging.FileHandler)] + [file]
+    flower.handlers = [h for h in flower.handlers if not isinstance(h, logging.FileHandler)] + [file]

@@ -10,6 +10,8 @@ process for every message: whatever must outlive a message is on that disk.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from typing import Iterator
 
 from siteflow.config import TaskConfig, load_config
 from siteflow.federated.logs import log_to
@@ -61,21 +63,32 @@ class FederatedSite:
     def train(self, global_weights: State, round_number: int) -> SiteUpdate:
         """Train the site for round ``round_number`` from the global weights (with its own
         local weights over them); the update holds only the weights that are shared."""
-        start = self.strategy.site_start(global_weights, self._local_weights(before=round_number))
-        update = self.strategy.local_update(self.run, self.task, start, round_number)
-        if self.local_keys:
-            self._keep_local({k: v for k, v in update.weights.items() if k in self.local_keys}, round_number)
-        shared = {name: tensor for name, tensor in update.weights.items() if name not in self.local_keys}
+        with self._logged(round_number, "training"):
+            start = self.strategy.site_start(global_weights, self._local_weights(before=round_number))
+            update = self.strategy.local_update(self.run, self.task, start, round_number)
+            if self.local_keys:
+                self._keep_local({k: v for k, v in update.weights.items() if k in self.local_keys}, round_number)
         log.info("round %d: site %s trained on %d samples", round_number, self.name, update.num_samples)
+        shared = {name: tensor for name, tensor in update.weights.items() if name not in self.local_keys}
         return SiteUpdate(update.site, shared, update.num_samples)
 
     def test(self, global_weights: State, round_number: int) -> dict[str, float]:
         """The metrics of the global model of round ``round_number`` (with the site's own
         local weights) on the site's own test split."""
-        weights = self.strategy.site_start(global_weights, self._local_weights(before=round_number + 1))
-        values = self.run.evaluate(weights, sites=[self.name])[self.name]
+        with self._logged(round_number, "testing"):
+            weights = self.strategy.site_start(global_weights, self._local_weights(before=round_number + 1))
+            values = self.run.evaluate(weights, sites=[self.name])[self.name]
         log.info("round %d: site %s tested: dice %.4f", round_number, self.name, values["dice"])
         return values
+
+    @contextmanager
+    def _logged(self, round_number: int, what: str) -> Iterator[None]:
+        """Log a failure into the site's own log before it goes back to the server."""
+        try:
+            yield
+        except Exception:
+            log.exception("round %d: site %s failed (%s)", round_number, self.name, what)
+            raise
 
     def _saved_rounds(self) -> list[int]:
         """The rounds whose local weights the site has on disk, in order."""

@@ -1,0 +1,124 @@
+"""FFL across sites whose label sets differ: the trunk is averaged, each head stays at its site."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments import tiny_config
+from siteflow.classification import UnionLabels, positive_weights
+from siteflow.config import load_config
+from siteflow.data import build_dataset
+from siteflow.losses import MaskedBCEWithLogitsLoss
+from siteflow.metrics import masked_auroc, sensitivity_specificity, youden_thresholds
+from siteflow.runner import ExperimentRun
+from siteflow.strategies.federated import ROUND_STATE, FFLStrategy
+
+CXR = {
+    "name": "synthetic_cxr",
+    "kwargs": {"train_per_site": 12, "test_per_site": 6, "native_size": [48, 56], "img_size": [32, 32], "val_fraction": 0.25},
+}
+SITES = [{"task_id": i, "task_name": f"site{i}", "kwargs": {"folder": f"site{i}"}} for i in (1, 2, 3)]
+
+
+def cxr_config(folder: Path, strategy: str, **strategy_kwargs) -> Path:
+    dataset = {"name": CXR["name"], "kwargs": {**CXR["kwargs"], "root_path": str(folder / "data")}}
+    return tiny_config(
+        folder, strategy, sites=3, dataset=dataset, model={"name": "resnet_classifier", "kwargs": {"depth": 18}},
+        all_tasks_datasets=SITES,
+        common={
+            "strategy": {"kwargs": strategy_kwargs},
+            "train": {"loss": {"name": "bce", "kwargs": {"pos_weight": "auto"}}, "batch_size": 8},
+        },
+    )
+
+
+class RecordingFFL(FFLStrategy):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.updates = []
+
+    def local_update(self, runner, task, start, round_number):
+        update = super().local_update(runner, task, start, round_number)
+        self.updates.append(update)
+        return update
+
+
+@pytest.fixture(scope="module")
+def ffl_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ffl")
+    config = load_config(cxr_config(folder, "ffl", rounds=1, weighting="samples"))
+    runner = ExperimentRun(config, folder / "run")
+    runner.strategy = RecordingFFL(**config.strategy.kwargs)
+    runner.summary = runner.execute()
+    return runner
+
+
+def test_the_label_space_is_the_union_of_the_sites_labels(ffl_run):
+    assert ffl_run.task == "multilabel"
+    assert ffl_run.class_names == ("cardiomegaly", "pleural_effusion", "pneumonia", "edema", "pneumothorax")
+    site2 = UnionLabels(build_dataset(ffl_run.config.sites[1], "train"), ffl_run.class_names)
+    item = site2[0]
+    assert item["mask"].tolist() == [0, 0, 1, 1, 0]  # site 2 annotates pneumonia and edema only
+    assert item["labels"][[0, 1, 4]].tolist() == [0, 0, 0]
+
+
+def test_after_a_round_the_trunk_is_the_weighted_mean_and_each_head_its_sites(ffl_run):
+    updates = ffl_run.strategy.updates
+    assert [u.site for u in updates] == ["site1", "site2", "site3"]
+    saved, _ = ffl_run.load_state(ROUND_STATE)
+    counts = torch.tensor([u.num_samples for u in updates], dtype=torch.float64)
+    trunk = [k for k in updates[0].weights if k.startswith("trunk.") and updates[0].weights[k].is_floating_point()]
+    assert any("running_mean" in k for k in trunk), "normalisation buffers must be aggregated with the trunk"
+    for name in trunk:
+        expected = sum(c * u.weights[name].double() for c, u in zip(counts, updates)) / counts.sum()
+        assert torch.allclose(saved[f"global/{name}"].double(), expected, atol=1e-6), name
+    conv = "trunk.stem.0.weight" if "trunk.stem.0.weight" in saved else next(k for k in trunk if k.endswith("weight"))
+    assert all(not torch.equal(saved[f"global/{conv}"], u.weights[conv]) for u in updates)
+    for update in updates:
+        for name in ("head.weight", "head.bias"):
+            assert torch.equal(saved[f"local/{update.site}/{name}"], update.weights[name])
+    assert not torch.equal(updates[0].weights["head.weight"], updates[1].weights["head.weight"])
+
+
+def test_each_site_is_tested_on_its_own_labels_with_its_own_head(ffl_run):
+    row = ffl_run.results[-1].values
+    assert set(row) == {"site1", "site2", "site3"}
+    assert set(row["site2"]) == {"auroc", "auroc_pneumonia", "auroc_edema"}
+    assert set(row["site3"]) == {"auroc", "auroc_cardiomegaly", "auroc_pneumonia", "auroc_pneumothorax"}
+    assert ffl_run.summary["metrics"] == ["auroc"]
+
+
+def test_masked_bce_ignores_unknown_labels():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    loss = MaskedBCEWithLogitsLoss(pos_weight=[2.0, 1.0])(logits, targets, mask)
+    by_hand = (2 * torch.nn.functional.softplus(torch.tensor(-2.0)) + torch.nn.functional.softplus(torch.tensor(0.5))
+               + torch.nn.functional.softplus(torch.tensor(-3.0))) / 3
+    assert loss.item() == pytest.approx(by_hand.item())
+
+
+def test_auroc_and_youden_threshold_by_hand():
+    scores = torch.tensor([[0.1], [0.4], [0.35], [0.8], [0.9]])
+    targets = torch.tensor([[0.0], [0.0], [1.0], [1.0], [1.0]])
+    # pairs (positive, negative) ranked right: 0.35>0.1, 0.8>both, 0.9>both; 0.35<0.4 wrong: 5/6
+    assert masked_auroc(scores, targets).item() == pytest.approx(5 / 6)
+    mask = torch.tensor([[1.0], [0.0], [1.0], [1.0], [1.0]])  # the 0.4 negative unknown: perfect
+    assert masked_auroc(scores, targets, mask).item() == pytest.approx(1.0)
+    threshold = youden_thresholds(scores, targets)
+    assert threshold.item() == pytest.approx(0.8)  # sensitivity 2/3 + specificity 1 beats 1 + 1/2
+    sensitivity, specificity = sensitivity_specificity(scores, targets, None, threshold)
+    assert (sensitivity.item(), specificity.item()) == (pytest.approx(2 / 3), 1.0)
+    assert torch.isnan(masked_auroc(scores, torch.ones_like(targets))).all()
+
+
+def test_pos_weight_from_the_sites_known_training_labels(ffl_run):
+    site1 = UnionLabels(build_dataset(ffl_run.config.sites[0], "train"), ffl_run.class_names)
+    positives, known = site1.dataset.positive_counts()
+    weights = positive_weights([site1])
+    expected = [(k - p) / p if p else 1.0 for p, k in zip(positives.tolist(), known.tolist())]
+    assert weights[:2] == pytest.approx(expected)
+    assert weights[2:] == [1.0, 1.0, 1.0]
