@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import logging
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -81,6 +82,7 @@ class ExperimentRun:
         self.results_dir = self.run_dir / "results"
         self.results: list[StageResult] = self._read_progress()
         self._stage_weights: dict[str, Path] = {}
+        self._stage_site_weights: dict[str, dict[str, Path]] = {}
         self._test_sets: list[tuple[str, torch.utils.data.Dataset]] | None = None
         reference = build_dataset(config.tasks[0].site, "test")
         self.task: str = getattr(reference, "task", "segmentation")
@@ -277,23 +279,38 @@ class ExperimentRun:
         if any(row.stage == stage for row in self.results):
             return
         path = self._stage_weights.get(stage)
+        own = {site: str(p.relative_to(self.run_dir)) for site, p in self._stage_site_weights.get(stage, {}).items()}
         result = StageResult(
-            stage, trained_site, {site: dict(metrics) for site, metrics in values.items()}, path and str(path.relative_to(self.run_dir))
+            stage,
+            trained_site,
+            {site: dict(metrics) for site, metrics in values.items()},
+            path and str(path.relative_to(self.run_dir)),
+            own or None,
         )
         log.info("stage %s: %s", stage, _format_row(result, self.matrix_metrics[0]))
         self.results.append(result)
         if rank_zero_only.rank == 0:
             self._write_progress()
 
-    def save_state(self, name: str, tensors: State, info: dict, *, final_stage: str | None = None) -> None:
+    def save_state(self, name: str, tensors: State, info: dict) -> None:
         """Save a strategy's state (e.g. a federated round's global weights) atomically as
-        ``checkpoints/<name>.safetensors`` with the JSON ``info``; with ``final_stage``, the
-        tensors are also that stage's final weights (for ``predict_test.py``)."""
-        path = self.checkpoints_dir / f"{name}.safetensors"
+        ``checkpoints/<name>.safetensors`` with the JSON ``info``."""
         if rank_zero_only.rank == 0:
-            save_weights(path, tensors, metadata={"siteflow.state": json.dumps(info)})
-        if final_stage is not None:
-            self._stage_weights[final_stage] = path
+            save_weights(self.checkpoints_dir / f"{name}.safetensors", tensors, metadata={"siteflow.state": json.dumps(info)})
+
+    def save_final(self, stage: str, weights: State, *, save_dir: str, site_weights: Mapping[str, State] | None = None) -> None:
+        """Save the final weights of a stage that :meth:`fit` did not save (a federation's last
+        round) as ``checkpoints/<save_dir>/final.safetensors``, and each site's own version
+        (``final_<site>.safetensors``) where sites keep some weights (FedBN, FFL), for
+        ``predict_test.py``."""
+        directory = self.checkpoints_dir / save_dir
+        own = {site: directory / f"final_{_file_name(site)}.safetensors" for site in site_weights or {}}
+        if rank_zero_only.rank == 0:
+            save_weights(directory / FINAL_WEIGHTS, weights)
+            for site, path in own.items():
+                save_weights(path, site_weights[site])
+        self._stage_weights[stage] = directory / FINAL_WEIGHTS
+        self._stage_site_weights[stage] = own
 
     def load_state(self, name: str) -> tuple[State, dict] | None:
         """The tensors and info saved by :meth:`save_state`, or None if there are none."""
@@ -339,9 +356,14 @@ class ExperimentRun:
             metrics=self.matrix_metrics,
         )
 
-    def stage_weights(self) -> list[tuple[str, Path]]:
-        """(stage, final weights file) of every finished stage, in order (for prediction)."""
-        return [(row.stage, self.run_dir / row.weights) for row in self.results if row.weights]
+    def stage_weights(self) -> list[tuple[str, Path, dict[str, Path]]]:
+        """(stage, final weights file, each site's own weights file) of every finished stage
+        with saved weights, in order (for prediction)."""
+        return [
+            (row.stage, self.run_dir / row.weights, {site: self.run_dir / p for site, p in (row.site_weights or {}).items()})
+            for row in self.results
+            if row.weights
+        ]
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -454,6 +476,11 @@ class ExperimentRun:
 
     def _write_progress(self) -> None:
         write_json(self.results_dir / "progress.json", {"stages": [dataclasses.asdict(r) for r in self.results]})
+
+
+def _file_name(name: str) -> str:
+    """A file-name-safe version of a site or stage name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> State:

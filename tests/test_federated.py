@@ -105,7 +105,7 @@ def test_a_round_averages_the_sites_by_sample_count(tmp_path):
     assert runner.summary["dice"]["backward_transfer"] is None
     final = load_weights(runner.checkpoints_dir / "global" / "final.safetensors")
     assert torch.equal(final[name], strategy.aggregates[1][name])
-    assert runner.stage_weights() == [("round2", runner.checkpoints_dir / "global" / "final.safetensors")]
+    assert runner.stage_weights() == [("round2", runner.checkpoints_dir / "global" / "final.safetensors", {})]
 
 
 def test_fedbn_keeps_normalisation_at_each_site(tmp_path):

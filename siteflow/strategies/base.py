@@ -111,9 +111,12 @@ class SiteRunner(Protocol):
         the row ``stage`` of the site matrix (``trained_site``: the site this stage trained).
         ``site_weights`` gives some test sites (by name) weights of their own."""
 
-    def save_state(self, name: str, tensors: State, info: dict, *, final_stage: str | None = None) -> None:
-        """Save strategy state atomically (``checkpoints/<name>.safetensors`` with JSON
-        ``info``); with ``final_stage``, the tensors are that stage's final weights."""
+    def save_state(self, name: str, tensors: State, info: dict) -> None:
+        """Save strategy state atomically (``checkpoints/<name>.safetensors`` with JSON ``info``)."""
+
+    def save_final(self, stage: str, weights: State, *, save_dir: str, site_weights: Mapping[str, State] | None = None) -> None:
+        """Save a stage's final weights (and each site's own, where sites keep some) for
+        prediction, when :meth:`fit` did not."""
 
     def load_state(self, name: str) -> tuple[State, dict] | None:
         """What :meth:`save_state` saved under ``name``, or None."""

@@ -26,7 +26,6 @@ from siteflow.strategies.base import Carried, SiteRunner, State, Strategy
 log = logging.getLogger(__name__)
 
 ROUND_STATE = "global/round_state"
-FINAL_STATE = "global/final"
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -196,11 +195,15 @@ class FedAvgStrategy(Strategy):
             self.close_round(runner, federation, updates, round_number)
             self._test(runner, federation)
 
+    def own_models(self, federation: Federation) -> dict[str, State]:
+        """Each site's model: the global weights with the site's local ones over them."""
+        return {site: self.site_start(federation.global_weights, local) for site, local in federation.local_weights.items()}
+
     def _test(self, runner: SiteRunner, federation: Federation) -> None:
         """Test the global model (each site with its own local weights) if this round is due."""
         if not self.tests_after(federation.round):
             return
-        own = {site: self.site_start(federation.global_weights, local) for site, local in federation.local_weights.items()}
+        own = self.own_models(federation)
         runner.test(round_stage(federation.round), federation.global_weights, trained_site=None, site_weights=own or None)
 
     def _save(self, runner: SiteRunner, federation: Federation) -> None:
@@ -209,8 +212,9 @@ class FedAvgStrategy(Strategy):
             tensors.update({f"local/{site}/{k}": v for k, v in weights.items()})
         runner.save_state(ROUND_STATE, tensors, {"round": federation.round})
         if federation.round == self.rounds:
-            runner.save_state(FINAL_STATE, federation.global_weights, {"round": federation.round},
-                              final_stage=round_stage(federation.round))
+            runner.save_final(
+                round_stage(federation.round), federation.global_weights, save_dir="global", site_weights=self.own_models(federation) or None
+            )
 
 
 @STRATEGIES.register("fedprox")
