@@ -1,6 +1,7 @@
 """Sample-wise evaluation of trained weights on every site's test split (``predict_test.py``).
 
-Writes into ``<run>/test_results/``:
+Writes into ``<run>/test_results/`` (segmentation; for multi-label classification see
+:mod:`siteflow.predict_multilabel`):
 
 - ``samples.csv``: one row per (model, test site, image): Dice and HD95 per foreground class;
 - ``summary.csv``: per (model, test site): number of images, and for each metric its mean with
@@ -15,6 +16,7 @@ import csv
 import io
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +33,7 @@ from siteflow.atomic import atomic_path, load_weights, write_text  # noqa: E402
 from siteflow.config import ExperimentConfig  # noqa: E402
 from siteflow.data import build_dataset, loader  # noqa: E402
 from siteflow.metrics import SampleDice, hd95, mean_confidence_interval  # noqa: E402
+from siteflow.predict_multilabel import evaluate_multilabel  # noqa: E402
 from siteflow.runner import ExperimentRun  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -60,9 +63,6 @@ def predict_run(
     run = ExperimentRun(config, run_dir, gpus=[gpu] if gpu is not None else None)
     models = _models_to_test(run, weights, stages)
     output = run.run_dir / "test_results"
-    foreground = run.class_names[1:]
-    sample_rows: list[list] = []
-    summary_rows: list[list] = []
     trainer = pl.Trainer(
         accelerator="gpu" if gpu is not None else "cpu",
         devices=[gpu] if gpu is not None else 1,
@@ -71,45 +71,70 @@ def predict_run(
         enable_model_summary=False,
         enable_progress_bar=False,
     )
-    train = config.tasks[0].train
-    for model_name, path in models:
-        learner = run.learner(run.solver_from(load_weights(path)), train)
-        for site in (site for site in config.sites if site.available):
-            dataset = build_dataset(site, "test")
-            batches = trainer.predict(
-                learner, dataloaders=loader(dataset, batch_size=train.batch_size, num_workers=config.num_workers, shuffle=False)
-            )
-            ids, dice, distance = _score(batches, run.class_names, run.ignore_index)
-            for image_id, dice_row, distance_row in zip(ids, dice, distance):
-                sample_rows.append([model_name, site.task_name, image_id, *dice_row, dice_row.mean(), *distance_row, distance_row.mean()])
-            columns = [*dice.T, dice.mean(1), *distance.T, distance.mean(1)]
-            summary_rows.append([model_name, site.task_name, len(ids), *(f for c in columns for f in mean_confidence_interval(c))])
-            _plot_overlays(batches, run.class_names, output / "overlays" / _safe(model_name) / f"{_safe(site.task_name)}.png")
-            if save_nifti:
-                _save_nifti(batches, output / "nifti" / _safe(model_name) / _safe(site.task_name))
-            log.info("%s on %s: mean sample Dice %.4f", model_name, site.task_name, dice.mean())
-
-    metric_names = [f"dice_{c}" for c in foreground] + ["dice_mean"] + [f"hd95_{c}" for c in foreground] + ["hd95_mean"]
-    write_text(output / "samples.csv", _csv(["model", "site", "image_id", *metric_names], sample_rows))
-    summary_header = ["model", "site", "n"] + [f"{m}_{s}" for m in metric_names for s in ("mean", "ci_low", "ci_high")]
+    if run.task == "multilabel":
+        sample_header, sample_rows, summary_header, summary_rows = evaluate_multilabel(run, models, trainer)
+    else:
+        sample_header, sample_rows, summary_header, summary_rows = _evaluate_segmentation(run, models, trainer, output, save_nifti)
+    write_text(output / "samples.csv", _csv(sample_header, sample_rows))
     write_text(output / "summary.csv", _csv(summary_header, summary_rows))
     return output
 
 
-def _models_to_test(run: ExperimentRun, weights: Path | None, stages: Sequence[str] | None) -> list[tuple[str, Path]]:
+@dataclass(frozen=True)
+class ModelToTest:
+    """Weights to evaluate, and each site's own version where sites keep some (FedBN, FFL)."""
+
+    name: str
+    weights: Path
+    site_weights: dict[str, Path] = field(default_factory=dict)
+
+    def weights_for(self, site: str) -> Path:
+        return self.site_weights.get(site, self.weights)
+
+
+def _evaluate_segmentation(
+    run: ExperimentRun, models: Sequence[ModelToTest], trainer: pl.Trainer, output: Path, save_nifti: bool
+) -> tuple[list[str], list[list], list[str], list[list]]:
+    """Dice and HD95 per image, their means with confidence intervals, overlays (and NIfTI)."""
+    foreground = run.class_names[1:]
+    train = run.config.tasks[0].train
+    sample_rows: list[list] = []
+    summary_rows: list[list] = []
+    for model in models:
+        for site in (site for site in run.config.sites if site.available):
+            learner = run.learner(run.solver_from(load_weights(model.weights_for(site.task_name))), train)
+            dataset = build_dataset(site, "test")
+            batches = trainer.predict(
+                learner, dataloaders=loader(dataset, batch_size=train.batch_size, num_workers=run.config.num_workers, shuffle=False)
+            )
+            ids, dice, distance = _score(batches, run.class_names, run.ignore_index)
+            for image_id, dice_row, distance_row in zip(ids, dice, distance):
+                sample_rows.append([model.name, site.task_name, image_id, *dice_row, dice_row.mean(), *distance_row, distance_row.mean()])
+            columns = [*dice.T, dice.mean(1), *distance.T, distance.mean(1)]
+            summary_rows.append([model.name, site.task_name, len(ids), *(f for c in columns for f in mean_confidence_interval(c))])
+            _plot_overlays(batches, run.class_names, output / "overlays" / _safe(model.name) / f"{_safe(site.task_name)}.png")
+            if save_nifti:
+                _save_nifti(batches, output / "nifti" / _safe(model.name) / _safe(site.task_name))
+            log.info("%s on %s: mean sample Dice %.4f", model.name, site.task_name, dice.mean())
+    metric_names = [f"dice_{c}" for c in foreground] + ["dice_mean"] + [f"hd95_{c}" for c in foreground] + ["hd95_mean"]
+    summary_header = ["model", "site", "n"] + [f"{m}_{s}" for m in metric_names for s in ("mean", "ci_low", "ci_high")]
+    return ["model", "site", "image_id", *metric_names], sample_rows, summary_header, summary_rows
+
+
+def _models_to_test(run: ExperimentRun, weights: Path | None, stages: Sequence[str] | None) -> list[ModelToTest]:
     if weights is not None:
         if not weights.is_file():
             raise FileNotFoundError(f"--weights: file {str(weights)!r} does not exist")
-        return [(weights.stem, weights)]
-    models = run.stage_weights()
+        return [ModelToTest(weights.stem, weights)]
+    models = [ModelToTest(name, path, own) for name, path, own in run.stage_weights()]
     if stages:
-        unknown = sorted(set(stages) - {name for name, _ in models})
+        unknown = sorted(set(stages) - {model.name for model in models})
         if unknown:
-            raise ValueError(f"--stage: no finished stage named {unknown} in {run.run_dir} (finished: {[n for n, _ in models]})")
-        models = [(name, path) for name, path in models if name in stages]
+            raise ValueError(f"--stage: no finished stage named {unknown} in {run.run_dir} (finished: {[m.name for m in models]})")
+        models = [model for model in models if model.name in stages]
     if not models:
         models = [
-            (task.task_name, run.checkpoints_dir / task.checkpoint.load) for task in run.tasks if task.checkpoint.load
+            ModelToTest(task.task_name, run.checkpoints_dir / task.checkpoint.load) for task in run.tasks if task.checkpoint.load
         ]
     if not models:
         raise FileNotFoundError(

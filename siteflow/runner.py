@@ -124,7 +124,7 @@ class ExperimentRun:
             raise ValueError(f"common.train.loss.name: multi-label data needs the 'bce' loss, not {train.loss.name!r}")
         loss = LOSSES.get(train.loss.name)(**train.loss.kwargs)
         if getattr(loss, "auto_pos_weight", False) and tasks:
-            parts = [self._dataset(task.site, "train") for task in tasks]
+            parts = [self.dataset(task.site, "train") for task in tasks]
             loss = LOSSES.get(train.loss.name)(pos_weight=positive_weights(parts))
         return loss
 
@@ -439,7 +439,7 @@ class ExperimentRun:
                 "resuming it would mix the two: choose another -n/--note or delete that folder"
             )
 
-    def _dataset(self, site: SiteConfig, split: str) -> torch.utils.data.Dataset:
+    def dataset(self, site: SiteConfig, split: str) -> torch.utils.data.Dataset:
         """A site's split, its labels placed in the study's label space for multi-label data."""
         return pooled_dataset([site], split, self.label_space)
 
@@ -461,7 +461,7 @@ class ExperimentRun:
 
     def _test_datasets(self) -> list[tuple[str, torch.utils.data.Dataset]]:
         if self._test_sets is None:
-            self._test_sets = [(site.task_name, self._dataset(site, "test")) for site in self.config.sites if site.available]
+            self._test_sets = [(site.task_name, self.dataset(site, "test")) for site in self.config.sites if site.available]
             for site in self.config.sites:
                 if not site.available:
                     log.warning("site %s: its data is not here, so it is not tested", site.task_name)

@@ -128,3 +128,24 @@ def test_pos_weight_from_the_sites_known_training_labels(ffl_run):
     expected = [(k - p) / p if p else 1.0 for p, k in zip(positives.tolist(), known.tolist())]
     assert weights[:2] == pytest.approx(expected)
     assert weights[2:] == [1.0, 1.0, 1.0]
+
+
+def test_predict_writes_auroc_with_intervals_and_validation_thresholds(ffl_run):
+    import csv
+
+    from siteflow.predict import predict_run
+
+    output = predict_run(ffl_run.config, ffl_run.run_dir)
+    with open(output / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    site2 = [r for r in rows if r["site"] == "site2"]
+    assert [r["label"] for r in site2] == ["pneumonia", "edema", "mean"]
+    matrix_value = ffl_run.results[-1].values["site2"]["auroc"]
+    assert float(site2[-1]["auroc"]) == pytest.approx(matrix_value, abs=1e-6)  # the site's own head, both ways
+    for row in rows:
+        if row["auroc_ci_low"]:
+            assert float(row["auroc_ci_low"]) <= float(row["auroc"]) <= float(row["auroc_ci_high"])
+    assert all(0.0 <= float(r["sensitivity"]) <= 1.0 for r in site2[:-1])
+    with open(output / "samples.csv") as handle:
+        samples = [r for r in csv.DictReader(handle) if r["site"] == "site2"]
+    assert samples and all(r["p_cardiomegaly"] == "" and r["y_cardiomegaly"] == "" and r["p_edema"] != "" for r in samples)
