@@ -290,7 +290,7 @@ class FFLStrategy(FedAvgStrategy):
         super().run(runner)
         if not self.fine_tune_epochs:
             return
-        federation = self._resume(runner)
+        federation = self.resume(runner)
         tuned = {
             task.task_name: runner.fit(
                 f"finetune/{task.task_name}",
