@@ -24,7 +24,7 @@ CSRC = Path("csrc")
 
 # -g0: no debug information (the .so is about 11 MB with it); -O3 vectorises the block loops.
 CXX_FLAGS = ["-O3", "-g0", "-fopenmp", "-ffp-contract=fast", "-fno-trapping-math", "-fno-loop-unroll-and-jam", "-fvisibility=hidden"]
-NVCC_FLAGS = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+NVCC_FLAGS = ["-O3"]
 
 
 def _want_cuda(torch, cpp_extension) -> bool:

@@ -126,7 +126,8 @@ class FederatedServer(Strategy):
             log.error("round %d: no site returned test results", round_number)
             return None
         self.run.record(round_stage(round_number), values, trained_site=None)
-        return MetricRecord({"mean-dice": sum(v["dice"] for v in values.values()) / len(values)})
+        metric = self.run.matrix_metrics[0]
+        return MetricRecord({f"mean-{metric}": sum(v[metric] for v in values.values()) / len(values)})
 
     # -- helpers ----------------------------------------------------------------------------
 

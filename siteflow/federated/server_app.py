@@ -38,5 +38,6 @@ def main(grid: Grid, context: Context) -> None:
     run.prepare()
     FederatedServer(run, settings).execute(grid)
     summary = run.write_results()
-    log.info("site matrix of pooled Dice (row: after round, column: test site)\n%s", matrix_table(run.results, summary["sites"], "dice"))
-    log.info("final mean Dice %s; results in %s", summary["dice"]["final_mean"], run.results_dir)
+    metric = run.matrix_metrics[0]
+    log.info("site matrix of %s (row: after round, column: test site)\n%s", metric, matrix_table(run.results, summary["sites"], metric))
+    log.info("final mean %s %s; results in %s", metric, summary[metric]["final_mean"], run.results_dir)

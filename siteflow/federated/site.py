@@ -78,7 +78,8 @@ class FederatedSite:
         with self._logged(round_number, "testing"):
             weights = self.strategy.site_start(global_weights, self._local_weights(before=round_number + 1))
             values = self.run.evaluate(weights, sites=[self.name])[self.name]
-        log.info("round %d: site %s tested: dice %.4f", round_number, self.name, values["dice"])
+        metric = self.run.matrix_metrics[0]
+        log.info("round %d: site %s tested: %s %.4f", round_number, self.name, metric, values[metric])
         return values
 
     @contextmanager
