@@ -90,10 +90,9 @@ def test_each_site_is_tested_on_its_own_labels_with_its_own_head(ffl_run):
     assert set(row["site2"]) == {"auroc", "auroc_pneumonia", "auroc_edema"}
     assert set(row["site3"]) == {"auroc", "auroc_cardiomegaly", "auroc_pneumonia", "auroc_pneumothorax"}
     assert ffl_run.summary["metrics"] == ["auroc"]
-    (stage, _, own), = ffl_run.stage_weights()
+    ((stage, _, own),) = ffl_run.stage_weights()
     assert stage == "round1" and set(own) == {"site1", "site2", "site3"}
     saved, _ = ffl_run.load_state(ROUND_STATE)
-
     assert torch.equal(load_weights(own["site2"])["head.weight"], saved["local/site2/head.weight"])
 
 
