@@ -90,11 +90,16 @@ class LocalFederation:
         self.processes: dict[str, subprocess.Popen] = {}
         self._groups: set[int] = set()  # the process groups of everything started here
         link_port, *node_ports = free_ports(1 + len(node_configs))
-        self._start("superlink", "flower-superlink", "--insecure", "--disable-runtime-dependency-installation", "--port", str(link_port))
-        self._wait_for_port(link_port)
-        for index, (port, node_config) in enumerate(zip(node_ports, node_configs), 1):
-            self._start(f"supernode{index}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}",
-                        "--port", str(port), "--node-config", node_config)
+        try:
+            self._start("superlink", "flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+                        "--port", str(link_port))
+            self._wait_for_port(link_port)
+            for index, (port, node_config) in enumerate(zip(node_ports, node_configs), 1):
+                self._start(f"supernode{index}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}",
+                            "--port", str(port), "--node-config", node_config)
+        except BaseException:
+            self.close()
+            raise
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(
             f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n'
@@ -112,22 +117,23 @@ class LocalFederation:
             raise AssertionError(f"flwr {' '.join(args)} ran over {timeout} s:\n{output[-4000:]}\n{self.log_tails()}") from None
         return subprocess.CompletedProcess(process.args, process.returncode, output)
 
-    def submit(self, app: Path, run_config: str) -> int:
-        """Start a run of ``app`` and return its id, without waiting for it."""
+    def submit(self, app: Path, run_config: str) -> None:
+        """Start a run of ``app`` without waiting for it."""
         result = self.flwr("run", str(app), "test", "--run-config", run_config, "--format", "json", timeout=120)
-        assert result.returncode == 0, f"{result.stdout}\n{self.log_tails()}"
-        return int(json.loads(result.stdout[result.stdout.index("{"):])["run-id"])
+        assert result.returncode == 0 and json.loads(result.stdout[result.stdout.index("{"):])["success"], (
+            f"{result.stdout}\n{self.log_tails()}"
+        )
 
-    def kill_server_app(self) -> int:
-        """SIGKILL the running ServerApp process (a crash); returns its pid."""
+    def kill_server_app(self) -> None:
+        """SIGKILL the running ServerApp process: a crash."""
         link = self.processes["superlink"].pid
         (pid,) = [p for p in descendants([link]) if "flwr-serverapp" in _command_line(p)]
         os.kill(pid, signal.SIGKILL)
-        return pid
 
     def log_tails(self, characters: int = 3000) -> str:
         """The end of every process's log, for failure messages."""
-        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-characters:]}" for path in sorted(self.logs.glob("*.log")))
+        logs = sorted(self.logs.glob("*.log"))
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-characters:]}" for path in logs)
 
     def close(self) -> None:
         """Kill every process started here and their descendants; fail if any stays alive."""

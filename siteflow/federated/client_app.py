@@ -9,10 +9,14 @@ names the experiment. Three kinds of message:
   shared weights and the training-sample count (FedBN's normalisation weights stay here);
 - evaluate: the global weights of a round -> the metrics on the site's own test split.
 
-A failure raises, and Flower returns it to the server as an error reply.
+A failure raises, and Flower returns it to the server as an error reply. Every message runs
+in a fresh process: the training stack (torch, Lightning) is imported only by the handlers
+that train or test, so that a query is answered in about a second.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -29,6 +33,9 @@ from siteflow.federated.protocol import (
     RunSettings,
 )
 
+if TYPE_CHECKING:
+    from siteflow.federated.site import FederatedSite
+
 app = ClientApp()
 
 
@@ -42,9 +49,9 @@ def identify(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train the site for one round from the received global weights."""
-    site, round_number = _site(message, context)
     from siteflow.federated.weights import from_arrays, to_arrays
 
+    site, round_number = _site(message, context)
     update = site.train(from_arrays(message.content[ARRAYS]), round_number)
     metrics = MetricRecord({TASK_ID: site.task.task_id, NUM_EXAMPLES: update.num_samples})
     return Message(RecordDict({ARRAYS: to_arrays(update.weights), METRICS: metrics}), reply_to=message)
@@ -53,16 +60,15 @@ def train(message: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Test the received global model on the site's own test split."""
-    site, round_number = _site(message, context)
     from siteflow.federated.weights import from_arrays
 
+    site, round_number = _site(message, context)
     values = site.test(from_arrays(message.content[ARRAYS]), round_number)
     return Message(RecordDict({METRICS: MetricRecord({TASK_ID: site.task.task_id, **values})}), reply_to=message)
 
 
-def _site(message: Message, context: Context):
+def _site(message: Message, context: Context) -> tuple[FederatedSite, int]:
     """The site this node serves, checked against the server's experiment, and the round."""
-    # imported here: a query (and loading this module) must not pay for torch and Lightning
     from siteflow.federated.site import FederatedSite
 
     config: ConfigRecord = message.content[CONFIG]

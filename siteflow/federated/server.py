@@ -68,27 +68,23 @@ class FederatedServer(Strategy):
         """Run the remaining rounds on the sites connected to ``grid``."""
         nodes = self.sites.wait_for_all(grid, self.settings.wait_for_sites)
         if missing := self.sites.missing(nodes.values()):
-            log.warning("starting without site(s) %s: not connected after %.0f s", ", ".join(missing), self.settings.wait_for_sites)
+            log.warning("starting without %s: not connected after %.0f s", ", ".join(missing), self.settings.wait_for_sites)
         done = self.federation.round
         arrays = to_arrays(self.federation.global_weights)
-        if done and not any(row.stage == round_stage(done) for row in self.run.results):
-            # resumed: the last saved round may have stopped before its test
-            self.aggregate_evaluate(0, grid.send_and_receive(self.configure_evaluate(0, arrays, ConfigRecord(), grid), timeout=self.settings.round_timeout))
+        if done and self.strategy.tests_after(done) and all(row.stage != round_stage(done) for row in self.run.results):
+            # resumed: the last saved round may have stopped before its test (server_round 0 is it)
+            messages = self.configure_evaluate(0, arrays, ConfigRecord(), grid)
+            self.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=self.settings.round_timeout))
         self.start(grid, arrays, num_rounds=self.strategy.rounds - done, timeout=self.settings.round_timeout)
 
     # -- Flower's strategy hooks -----------------------------------------------------------
 
     def summary(self) -> None:
         """Log the strategy's settings."""
-        strategy = self.strategy
         log.info(
-            "%s: %d rounds of %d local epochs, weighting %s, min_sites %s%s; %s",
+            "%s %s; %s",
             self.run.config.strategy.name,
-            strategy.rounds,
-            strategy.local_epochs,
-            strategy.weighting,
-            strategy.min_sites or "all",
-            ", normalisation kept at the sites" if strategy.keep_local_norm else "",
+            self.run.config.strategy.kwargs,
             f"resuming after round {self.resumed_after}" if self.resumed_after else "starting at round 1",
         )
 
@@ -153,4 +149,5 @@ class FederatedServer(Strategy):
                 yield self.sites.name(node_id), reply.content
         for node_id, task in self._asked.items():
             if node_id not in replied:
-                log.error("round %d: site %s did not reply (%s) within %.0f s", round_number, task.task_name, what, self.settings.round_timeout)
+                log.error("round %d: site %s did not reply (%s) within %.0f s",
+                          round_number, task.task_name, what, self.settings.round_timeout)

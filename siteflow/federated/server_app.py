@@ -39,5 +39,6 @@ def main(grid: Grid, context: Context) -> None:
     FederatedServer(run, settings).execute(grid)
     summary = run.write_results()
     metric = run.matrix_metrics[0]
-    log.info("site matrix of %s (row: after round, column: test site)\n%s", metric, matrix_table(run.results, summary["sites"], metric))
+    table = matrix_table(run.results, summary["sites"], metric)
+    log.info("site matrix of %s (row: after round, column: test site)\n%s", metric, table)
     log.info("final mean %s %s; results in %s", metric, summary[metric]["final_mean"], run.results_dir)

@@ -56,8 +56,8 @@ class FederatedSite:
         """Refuse a server whose config differs in seed, model, strategy or the list of sites."""
         if fingerprint != self.fingerprint:
             raise ValueError(
-                f"site {self.name}: the server's config differs from this site's ({self.task.site.task_id}) in "
-                "seed, model, strategy or the list of sites; both must use the same experiment"
+                f"site {self.name}: the server's config differs from this site's in seed, model, strategy "
+                "or the list of sites; both must describe the same experiment"
             )
 
     def train(self, global_weights: State, round_number: int) -> SiteUpdate:
