@@ -148,3 +148,18 @@ def test_predict_writes_auroc_with_intervals_and_validation_thresholds(ffl_run):
     with open(output / "samples.csv") as handle:
         samples = [r for r in csv.DictReader(handle) if r["site"] == "site2"]
     assert samples and all(r["p_cardiomegaly"] == "" and r["y_cardiomegaly"] == "" and r["p_edema"] != "" for r in samples)
+
+
+def test_deployed_on_flower_only_the_trunk_leaves_a_site(tmp_path):
+    from siteflow.federated.protocol import NodeSettings, RunSettings
+    from siteflow.federated.site import FederatedSite
+
+    config = cxr_config(tmp_path, "ffl", rounds=1)
+    site = FederatedSite(RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2"))
+    global_weights = site.run.initial_state(site.task).weights
+    update = site.train(global_weights, 1)  # a real round of local training at site 2
+    assert update.weights and not any(name.startswith("head.") for name in update.weights)
+    assert set(update.weights) == {name for name in global_weights if not name.startswith("head.")}
+    kept = load_weights(site.run.run_dir / "checkpoints" / "local" / "round1.safetensors")
+    assert set(kept) == {"head.weight", "head.bias"}
+    assert not torch.equal(kept["head.weight"], global_weights["head.weight"]), "the head did not train"
