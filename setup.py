@@ -53,7 +53,7 @@ def extension_setup() -> dict:
             "first (pip install -r requirements.txt), then pip install --no-build-isolation --no-deps -e ."
         )
 
-    sources = [str(CSRC / "ops.cpp"), str(CSRC / "cpu" / "kernels.cpp")]
+    sources = [str(CSRC / "ops.cpp"), str(CSRC / "aggregate.cpp"), str(CSRC / "cpu" / "kernels.cpp")]
     depends = [str(p.relative_to(ROOT)) for p in sorted((ROOT / CSRC).rglob("*")) if p.is_file()]
     kwargs = dict(
         name="siteflow._C",

@@ -9,6 +9,7 @@
 #include <optional>
 #include <tuple>
 
+#include "aggregate.h"
 #include "common.h"
 #include "cpu/kernels.h"
 #ifdef WITH_CUDA
@@ -194,6 +195,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("logits"), py::arg("labels"), py::arg("coef"), py::arg("grad_loss"), py::arg("ignore_index"));
   m.def("confusion", &siteflow::confusion, "Per-sample per-class (tp, fp, fn, status)", py::arg("logits_or_pred"),
         py::arg("labels"), py::arg("num_classes"), py::arg("ignore_index"));
+  m.def("weighted_sum", &siteflow::weighted_sum, "sum_i weights[i] * inputs[i] in one pass (federated aggregation)",
+        py::arg("inputs"), py::arg("weights"), py::arg("out") = py::none());
   m.def("cpu_isa", &siteflow::cpu::cpu_isa, "Instruction set of the CPU kernels: 'avx2' or 'default'");
   m.def(
       "set_cpu_isa", [](const std::string& name) { return siteflow::cpu::set_cpu_isa(name.c_str()); },

@@ -9,6 +9,8 @@ from typing import Iterable, Literal, Mapping, Sequence
 
 import torch
 
+from siteflow.kernels import weighted_sum
+
 Weighting = Literal["samples", "equal"]
 
 
@@ -31,17 +33,20 @@ def weighted_average(
     weights: Sequence[float],
     *,
     keys: Iterable[str] | None = None,
+    out: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``sum_i weights[i] * states[i][name]`` for every name (weights should sum to 1).
 
     Floating tensors are averaged in float32 (float64 stays float64) and returned in their own
-    dtype; integer tensors (BatchNorm's ``num_batches_tracked``) cannot be averaged and are
+    dtype, in one pass over memory (:func:`siteflow.kernels.weighted_sum`); integer tensors (BatchNorm's ``num_batches_tracked``) cannot be averaged and are
     taken from the site with the largest weight.
 
     Args:
         states: one mapping name -> tensor per site, all with the same names and shapes.
         weights: one weight per site.
         keys: the names to aggregate (default: all names of the first state).
+        out: tensors to write the floating results into (a server's buffers, reused across
+            rounds; they must not be any state's tensors).
 
     Raises:
         ValueError: the states disagree on names or shapes, or the counts do not match.
@@ -63,28 +68,5 @@ def weighted_average(
         if not first.is_floating_point():
             averaged[name] = states[heaviest][name].clone()
             continue
-        averaged[name] = _weighted_sum([state[name] for state in states], weights)
+        averaged[name] = weighted_sum([state[name] for state in states], weights, out=None if out is None else out[name])
     return averaged
-
-
-CHUNK = 1 << 17  # elements summed while they stay in cache: 512 KiB of float32
-
-
-def _weighted_sum(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """``sum_i weights[i] * tensors[i]`` in one pass over memory.
-
-    The sum runs chunk by chunk, so each chunk of the result stays in cache while every input
-    adds into it: the inputs are read once and the result written once (the memory floor),
-    instead of reading and writing the whole result once per site. Float32 accumulation
-    (float64 for float64 inputs).
-    """
-    first = tensors[0]
-    accumulate = torch.float64 if first.dtype == torch.float64 else torch.float32
-    flat = [t.reshape(-1) for t in tensors]
-    total = torch.empty(first.numel(), dtype=accumulate, device=first.device)
-    for start in range(0, first.numel(), CHUNK):
-        chunk = total[start : start + CHUNK]
-        torch.mul(flat[0][start : start + CHUNK], float(weights[0]), out=chunk)
-        for weight, values in zip(weights[1:], flat[1:]):
-            chunk.add_(values[start : start + CHUNK], alpha=float(weight))
-    return total.view(first.shape).to(first.dtype)

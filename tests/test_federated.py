@@ -176,3 +176,25 @@ def test_a_killed_federation_resumes_after_its_last_round(tmp_path):
     assert f"resuming the federation after round {info['round']}" in result.stderr
     summary = json.loads((run_dir / "results" / "summary.json").read_text())
     assert summary["stages"] == ["round1", "round2", "round3"]
+
+
+def test_the_one_pass_weighted_sum_equals_the_reference():
+    from siteflow import kernels
+    from siteflow.kernels import reference
+
+    assert kernels.backend() == "compiled"
+    torch.manual_seed(0)
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        tensors = [torch.randn(3, 70001, dtype=dtype) for _ in range(5)]
+        tensors[2] = tensors[2].t().contiguous().t()  # a non-contiguous input
+        weights = [0.1, 0.2, 0.3, 0.25, 0.15]
+        expected = reference.weighted_sum(tensors, weights)
+        assert torch.allclose(kernels.weighted_sum(tensors, weights), expected, atol=tolerance, rtol=0)
+        out = torch.empty(3, 70001, dtype=dtype)
+        assert kernels.weighted_sum(tensors, weights, out=out) is not None
+        assert torch.allclose(out, expected, atol=tolerance, rtol=0)
+    with pytest.raises(RuntimeError, match="out must not share memory with an input"):
+        kernels.weighted_sum(tensors, weights, out=tensors[0])
+    buffers = {"w": torch.empty(2)}
+    result = weighted_average([{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}], [0.25, 0.75], out=buffers)
+    assert result["w"].data_ptr() == buffers["w"].data_ptr() and torch.equal(buffers["w"], torch.tensor([2.5, 5.0]))

@@ -1,4 +1,5 @@
-"""Dice kernels: the soft Dice loss and the per-class confusion counts.
+"""Kernels: the soft Dice loss, the per-class confusion counts and the weighted sum of
+federated aggregation.
 
 The functions exported here are the implementations the rest of siteflow calls: the compiled
 ``siteflow._C`` (C++ with OpenMP, CUDA in a CUDA build; sources in ``csrc/``) where it is built
@@ -8,7 +9,7 @@ process. :func:`backend` says which is in use; ``SITEFLOW_DISABLE_EXTENSION=1`` 
 references.
 """
 
-from siteflow.kernels.ops import backend, confusion, cuda_built, dice_loss
+from siteflow.kernels.ops import backend, confusion, cuda_built, dice_loss, weighted_sum
 from siteflow.kernels.reference import predict_labels
 
-__all__ = ["backend", "confusion", "cuda_built", "dice_loss", "predict_labels"]
+__all__ = ["backend", "confusion", "cuda_built", "dice_loss", "predict_labels", "weighted_sum"]

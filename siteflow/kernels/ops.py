@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -183,3 +184,23 @@ def _index(ignore_index: int | None) -> int | None:
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
     return value
+
+
+def weighted_sum(tensors: Sequence[Tensor], weights: Sequence[float], *, out: Tensor | None = None) -> Tensor:
+    """``sum_i weights[i] * tensors[i]`` (federated aggregation), in one pass over memory in
+    siteflow._C for CPU float32/float64 tensors; the reference otherwise (see
+    :func:`siteflow.kernels.reference.weighted_sum` for the semantics). ``out``: a contiguous
+    tensor of the result's shape and dtype to write into, reused across rounds by a server
+    (a fresh result costs the page faults of new memory)."""
+    first = tensors[0] if tensors else None
+    if (
+        first is not None
+        and first.dtype in (torch.float32, torch.float64)
+        and first.device.type == "cpu"
+        and len(tensors) == len(weights)
+        and all(t.shape == first.shape and t.dtype == first.dtype and t.device == first.device for t in tensors)
+        and _use_compiled(first.device)
+    ):
+        return _C.weighted_sum(list(tensors), [float(w) for w in weights], out)
+    result = reference.weighted_sum(tensors, weights)
+    return result if out is None else out.copy_(result)

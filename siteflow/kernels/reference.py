@@ -10,6 +10,8 @@ marks a pixel that counts nowhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -219,3 +221,18 @@ def confusion(
     fp = matrix.sum(1) - tp
     fn = matrix.sum(2) - tp
     return tp.contiguous(), fp, fn
+
+
+def weighted_sum(tensors: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+    """``sum_i weights[i] * tensors[i]`` for tensors of one shape and floating dtype,
+    accumulated in float32 (float64 for float64 inputs), returned in the inputs' dtype."""
+    if not tensors or len(tensors) != len(weights):
+        raise ValueError(f"weighted_sum needs one weight per tensor, got {len(tensors)} tensors and {len(weights)} weights")
+    first = tensors[0]
+    accumulate = torch.float64 if first.dtype == torch.float64 else torch.float32
+    total = torch.zeros(first.shape, dtype=accumulate, device=first.device)
+    for weight, tensor in zip(weights, tensors):
+        if tensor.shape != first.shape:
+            raise ValueError(f"weighted_sum: shapes {tuple(tensor.shape)} and {tuple(first.shape)} differ")
+        total.add_(tensor.to(accumulate), alpha=float(weight))
+    return total.to(first.dtype)
