@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=2 python benchmarks/aggregation.py [--write BENCHMARKS.md]
 
-The sites' weights are state dicts of a 14.3M-parameter U-Net (ResNet-18 encoder, 199
-tensors). The floor reads every site's weights once and writes the result once, at the copy
+The sites' weights are the floating tensors of a 14.3M-parameter U-Net's state dict (ResNet-18
+encoder, 167 tensors). The floor reads every site's weights once and writes the result once, at the copy
 bandwidth measured in the same run.
 """
 
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
 
-from benchmarks.report import best_time, copy_bandwidth, machine, write_section
-from siteflow.aggregation import weighted_average
-from siteflow.models import UNet
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from benchmarks.report import best_time, copy_bandwidth, machine, write_section  # noqa: E402
+from siteflow.aggregation import weighted_average  # noqa: E402
+from siteflow.models import UNet  # noqa: E402
 
 
 def naive(states, weights):

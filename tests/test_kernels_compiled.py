@@ -105,7 +105,9 @@ def test_dice_loss_matches_reference(index, blocks):
             logits, labels = make_case(index, spatial, channels, dtype=dtype, label_dtype=label_dtype,
                                        ignore_index=ignore_index, samples=1 + index % 3)
             loss, grad = loss_and_grad(kernels.dice_loss, logits, labels, ignore_index=ignore_index, **options)
-            ref_loss, ref_grad = loss_and_grad(reference.dice_loss, logits, labels, ignore_index=ignore_index, **options)
+            ref_loss, ref_grad = loss_and_grad(
+                reference.dice_loss, logits, labels, ignore_index=ignore_index, **options
+            )
             assert loss.dtype == ref_loss.dtype and loss.shape == ()
             torch.testing.assert_close(loss, ref_loss, rtol=rtol, atol=rtol)
             assert grad.dtype == logits.dtype
@@ -141,7 +143,8 @@ def test_half_inputs_accumulate_in_float32(dtype, channels):
     # Both round a float32 gradient to the half type: equal to about one unit in the last place.
     ulp = 2.0**-10 if dtype == torch.float16 else 2.0**-7
     assert_close_relative(grad.float(), ref_grad.float(), 2 * ulp)
-    for ours, ref in zip(kernels.confusion(half, labels, max(channels, 2)), reference.confusion(half, labels, max(channels, 2))):
+    num_classes = max(channels, 2)
+    for ours, ref in zip(kernels.confusion(half, labels, num_classes), reference.confusion(half, labels, num_classes)):
         assert torch.equal(ours, ref)
 
 
@@ -372,7 +375,9 @@ def test_cuda_uses_compiled_kernels_when_built_with_cuda():
 
 @cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize(("spatial", "channels", "ignore_index"), [((37, 29), 1, None), ((9, 10, 11), 3, 255), ((64, 65), 10, -1)])
+@pytest.mark.parametrize(
+    ("spatial", "channels", "ignore_index"), [((37, 29), 1, None), ((9, 10, 11), 3, 255), ((64, 65), 10, -1)]
+)
 def test_cuda_matches_reference(dtype, spatial, channels, ignore_index):
     logits, labels = make_case(17, spatial, channels, dtype=dtype, ignore_index=ignore_index, device="cuda",
                                label_dtype=torch.uint8 if ignore_index == 255 else torch.int64)
@@ -381,7 +386,8 @@ def test_cuda_matches_reference(dtype, spatial, channels, ignore_index):
         loss, grad = loss_and_grad(kernels.dice_loss, logits, labels, ignore_index=ignore_index, **options)
         ref_loss, ref_grad = loss_and_grad(reference.dice_loss, logits, labels, ignore_index=ignore_index, **options)
         torch.testing.assert_close(loss, ref_loss, rtol=rtol, atol=rtol)
-        assert_close_relative(grad.double(), ref_grad.double(), 2 * rtol if dtype in (torch.float16, torch.bfloat16) else rtol)
+        half = dtype in (torch.float16, torch.bfloat16)
+        assert_close_relative(grad.double(), ref_grad.double(), 2 * rtol if half else rtol)
     num_classes = max(channels, 2)
     for x in (logits, logits.argmax(1) if channels > 1 else (logits[:, 0] > 0).long()):
         counts = kernels.confusion(x, labels, num_classes, ignore_index=ignore_index)

@@ -1,15 +1,18 @@
 // CPU kernels of siteflow._C: the fused soft Dice loss (forward sums and backward) and the
 // confusion counts.
 //
-// Work is split into tasks of one block of pixels of one sample, so that the C logits of a
-// block stay in L1/L2 while the block is processed class by class in loops that the compiler
-// vectorises; tasks run in parallel with at::parallel_for, each writing its own partial sums,
-// which are added up afterwards in a fixed order (the results do not depend on the number of
-// threads). The block loops (blocks.inc) are compiled twice on x86-64, for AVX2+FMA and for
-// the baseline, and the version is picked at run time, so the library runs on any x86-64 CPU.
+// Work is split into tasks of one block of pixels (up to 1024) of one sample; tasks run in
+// parallel with at::parallel_for, each writing its own partial sums, which are added up
+// afterwards in a fixed order (the results do not depend on the number of threads). Within a
+// block, float computations with 2 to 8 classes take eight pixels at a time with all their
+// classes in registers (vec.h: one pass over the logits, no intermediate arrays); other cases
+// (sigmoid, more classes, float64) run class by class over the block in loops the compiler
+// vectorises. The block code (blocks.inc) is compiled twice on x86-64, for AVX2+FMA and for the
+// baseline, and the version is picked at run time, so the library runs on any x86-64 CPU.
 //
 // float32, float16 and bfloat16 inputs are computed in float32 with a polynomial exp (about
-// 1 ulp, vectorisable); float64 inputs in float64 with std::exp.
+// 1 ulp, vectorisable); float64 inputs in float64 with std::exp. Labels are range-checked as
+// they are read (a status bit, for the Python side to report).
 
 #include "kernels.h"
 
@@ -19,9 +22,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "simd.h"
+#include "vec.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define SF_X86 1
@@ -95,10 +100,10 @@ std::atomic<int64_t> block_override{0};
 int64_t block_pixels(int64_t C) {
   const int64_t forced = block_override.load(std::memory_order_relaxed);
   if (forced > 0) return forced;
-  // About 4 KiB of float32 logits per block, so that a block's logits and exponentials stay in
-  // L1; a multiple of 64 pixels, at least 128.
-  const int64_t pixels = (1024 / std::max<int64_t>(C, 1)) / 64 * 64;
-  return std::max<int64_t>(pixels, 128);
+  // At most 1024 pixels and about 16 KiB of float32 logits per block, so that a block's
+  // logits (and, for C > 8, their exponentials) stay in L1/L2; a multiple of 64, at least 128.
+  const int64_t pixels = (4096 / std::max<int64_t>(C, 1)) / 64 * 64;
+  return std::min<int64_t>(std::max<int64_t>(pixels, 128), 1024);
 }
 
 // Runs fn(begin, end) over the tasks in parallel; returns the OR of the statuses.

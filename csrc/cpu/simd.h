@@ -60,12 +60,12 @@ SF_INLINE uint16_t float_to_bf16(float f) {
   return static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
 }
 
-// exp(x) in float32 (Cephes expf: range reduction by ln 2 and a degree-6 polynomial; about
-// 1 ulp). x is clamped to [-87, 88]: exp(-87) = 1.6e-38 stands for anything smaller, which
-// changes no softmax or sigmoid by more than that. NaN stays NaN.
+// exp(x) in float32 for x <= 0 (all the kernels need: logits minus their maximum, -|logit|):
+// Cephes expf, range reduction by ln 2 and a degree-6 polynomial, about 1 ulp. x below -87 gives
+// exp(-87) = 1.6e-38, which changes no softmax or sigmoid by more than that; -inf gives the same,
+// NaN stays NaN. (No upper clamp: x > 88 would overflow the exponent.)
 SF_INLINE float exp_approx(float x) {
   x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float t = x * 1.44269504088896341f + magic;
   const float n = t - magic;  // round(x / ln 2)

@@ -60,7 +60,10 @@ def _fallback_reason(device: torch.device) -> str | None:
     if device.type == "cpu" or (device.type == "cuda" and _C.with_cuda):
         return None
     if device.type == "cuda":
-        return f"siteflow._C was built without CUDA (torch was CPU-only or nvcc was missing); {BUILD_HINT} with a CUDA torch and nvcc"
+        return (
+            "siteflow._C was built without CUDA (torch was CPU-only or nvcc was missing); "
+            f"{BUILD_HINT} with a CUDA torch and nvcc"
+        )
     return f"siteflow._C has no kernels for {device.type} tensors"
 
 
