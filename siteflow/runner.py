@@ -85,7 +85,7 @@ class ExperimentRun:
         self._stage_site_weights: dict[str, dict[str, Path]] = {}
         self._test_sets: list[tuple[str, torch.utils.data.Dataset]] | None = None
         reference = build_dataset(config.tasks[0].site, "test")
-        self.task: str = getattr(reference, "task", "segmentation")
+        self.task: str = reference.task
         self.label_space: tuple[str, ...] | None = self._label_space() if self.task == "multilabel" else None
         self.class_names: tuple[str, ...] = self.label_space or tuple(reference.class_names)
         self.in_channels: int = reference.in_channels
@@ -420,7 +420,7 @@ class ExperimentRun:
             strategy=self.config.strategy.name,
             expected_shapes=expected,
             receiving_task_id=task.task_id if self.strategy.hands_over else None,
-            site_order=[site.task_id for site in self.config.sites] * getattr(self.strategy, "cycles", 1),
+            site_order=[site.task_id for site in self.config.sites] * self.strategy.cycles,
         )
         log.info("received %s: trained by %s", path, " -> ".join(s.task_name for s in manifest.sites) or "nobody")
         return Carried(weights, manifest.sites)

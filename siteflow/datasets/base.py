@@ -45,6 +45,7 @@ class SegmentationDataset(Dataset):
     config layer validates YAML kwargs against it.
     """
 
+    task: ClassVar[str] = "segmentation"
     class_names: ClassVar[tuple[str, ...]]
     mask_levels: ClassVar[tuple[int, ...]]
     in_channels: ClassVar[int]

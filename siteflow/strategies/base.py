@@ -137,6 +137,9 @@ class Strategy(ABC):
     hands_over: ClassVar[bool] = False
     """True when the model travels from site to site (a hand-over file after every site)."""
 
+    cycles: int = 1
+    """Passes over the site order (the relay order a hand-over is checked against repeats)."""
+
     def build_network(self, runner: SiteRunner) -> nn.Module:
         """A new network whose weights train at a site and move between sites."""
         return runner.build_model()

@@ -281,9 +281,10 @@ class FFLStrategy(FedAvgStrategy):
     def local_keys(self, runner: SiteRunner) -> set[str]:
         if self.shared_head:
             return set()
-        keys = {name for name in self.build_network(runner).state_dict() if name.startswith("head.")}
+        network = self.build_network(runner)
+        keys = {name for name in network.state_dict() if name.startswith("head.")}
         if not keys:
-            raise ValueError(f"ffl keeps the model's 'head' at each site, but {type(self.build_network(runner)).__name__} has none")
+            raise ValueError(f"ffl keeps the model's 'head' at each site, but {type(network).__name__} has none")
         return keys
 
     def run(self, runner: SiteRunner) -> None:
