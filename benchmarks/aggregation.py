@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.report import best_time, copy_bandwidth, machine, write_section  # noqa: E402
-from siteflow.aggregation import weighted_average  # noqa: E402
+from siteflow.strategies.federated.aggregation import weighted_average  # noqa: E402
 from siteflow.models import UNet  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def main() -> None:
         lines.append(f"| {sites} | {floor * 1e3:.1f} ms | " + " | ".join(f"{t * 1e3:.1f} ms ({t / floor:.2f}x)" for t in times) + " |")
         print(lines[-1])
     if args.write:
-        write_section(args.write, "aggregation", "## Aggregation (`siteflow.aggregation`)\n\n" + "\n".join(lines))
+        write_section(args.write, "aggregation", "## Aggregation (`siteflow.strategies.federated.aggregation`)\n\n" + "\n".join(lines))
         print(f"wrote {args.write}")
 
 

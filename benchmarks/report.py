@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from siteflow.atomic import write_text
+from siteflow.core.atomic import write_text
 
 
 def copy_bandwidth(megabytes: int = 256, repeats: int = 10) -> float:

@@ -51,9 +51,9 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Train every current site of a config with its strategy; see README.md."""
-    from siteflow.evaluation import matrix_table
+    from siteflow.engine.results import matrix_table
     from siteflow.handover import HandoverError
-    from siteflow.runner import ExperimentRun, RunFolderConflict
+    from siteflow.engine.runner import ExperimentRun, RunFolderConflict
 
     parser = _common_parser("Train a multi-site experiment.")
     parser.add_argument(
@@ -97,7 +97,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
     """Test trained weights on every site's test split, sample by sample; see README.md."""
-    from siteflow.predict import predict_run
+    from siteflow.engine.predict import predict_run
 
     parser = _common_parser("Sample-wise evaluation of trained weights on every test site.")
     parser.add_argument("-s", "--save-results", action="store_true", help="also write input, prediction and truth as NIfTI")

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
-from siteflow.atomic import atomic_path, load_weights, save_weights, write_json, write_text
-from siteflow.checkpoint_io import AtomicCheckpointIO
+from siteflow.core.atomic import atomic_path, load_weights, save_weights, write_json, write_text
+from siteflow.engine.checkpoint_io import AtomicCheckpointIO
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

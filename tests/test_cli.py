@@ -18,7 +18,7 @@ import torch
 
 from experiments import tiny_config
 from siteflow.config import load_config
-from siteflow.data import build_dataset
+from siteflow.datasets.pooling import build_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from siteflow.config import CONFIG_DIR, ConfigError, deep_merge, load_config, parse_config, resolve_config_path
+from siteflow.config import PACKAGED_CONFIGS, ConfigError, deep_merge, load_config, parse_config, resolve_config_path
 
 
 @pytest.fixture
@@ -166,14 +166,14 @@ def test_load_config_names_the_file(tmp_path, raw):
 
 def test_config_names_resolve_under_configs_and_unknown_names_are_suggested():
     path, name = resolve_config_path("demo/sequential")
-    assert path == CONFIG_DIR / "demo" / "sequential.yaml" and name == "demo/sequential"
+    assert path == PACKAGED_CONFIGS / "demo" / "sequential.yaml" and name == "demo/sequential"
     assert resolve_config_path(str(path)) == (path, "demo/sequential")
     with pytest.raises(FileNotFoundError, match="did you mean 'demo/sequential'"):
         resolve_config_path("demo/sequentail")
 
 
 def test_every_shipped_config_is_valid_or_only_lacks_the_users_data():
-    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+    for path in sorted(PACKAGED_CONFIGS.rglob("*.yaml")):
         try:
             config = load_config(path)
         except ConfigError as error:  # real data sets: the user fills in root_path

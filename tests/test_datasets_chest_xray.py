@@ -23,8 +23,8 @@ from siteflow.datasets import (
 )
 from siteflow.datasets.chest_xray.images import read_dicom, read_xray
 from siteflow.datasets.chest_xray.mimic import mimic_image_path
-from siteflow.registry import DATASETS
-from siteflow.validation import ConfigError, check_kwargs
+from siteflow.core.registry import DATASETS
+from siteflow.config.validation import ConfigError, check_kwargs
 
 CHEXPERT_HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Cardiomegaly,Edema,Pleural Effusion"
 # Three patients; cells 1.0 / 0.0 / -1.0 / blank. Columns: cardiomegaly, edema, pleural effusion.

@@ -9,7 +9,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from siteflow.datasets import FundusDataset
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 # A 4x5 mask with resampling noise, in the DoFE convention, and its class ids.
 MASK = np.array(

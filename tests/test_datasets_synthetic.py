@@ -20,7 +20,7 @@ from siteflow.datasets import (
 )
 from siteflow.datasets.synthetic import cached_generation
 from siteflow.datasets.synthetic.cache import MARKER
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 SMALL_FUNDUS = dict(num_sites=3, train_per_site=6, test_per_site=1, native_size=(32, 48))
 SMALL_VESSELS = dict(train_per_site=2, test_per_site=1, native_size=(32, 40))

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from siteflow.datasets import ChaseDataset, DriveDataset, StareDataset, generate_vessel_sites
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 
 @pytest.fixture(scope="module")

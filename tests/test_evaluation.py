@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from siteflow.evaluation import StageResult, matrix_table, site_matrix, summarize, write_results
+from siteflow.engine.results import StageResult, matrix_table, site_matrix, summarize, write_results
 
 SITES = ["a", "b", "c"]
 

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from experiments import tiny_config
-from siteflow.aggregation import site_weights, weighted_average
-from siteflow.atomic import load_weights
+from siteflow.strategies.federated.aggregation import site_weights, weighted_average
+from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
-from siteflow.runner import ExperimentRun
-from siteflow.strategies.federated import ROUND_STATE, FedAvgStrategy, FedProxStrategy, ProximalTerm
+from siteflow.engine.runner import ExperimentRun
+from siteflow.strategies.federated.fedavg import ROUND_STATE, FedAvgStrategy, FedProxStrategy, ProximalTerm
 
 REPO = Path(__file__).resolve().parent.parent
 

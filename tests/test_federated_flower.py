@@ -23,13 +23,13 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from experiments import tiny_config
 from flower_local import LocalFederation
-from siteflow.atomic import load_weights
+from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
-from siteflow.federated.protocol import METRICS, TASK_ID, NodeSettings, RunSettings
-from siteflow.federated.site import FederatedSite
-from siteflow.federated.sites import SiteDirectory
-from siteflow.runner import ExperimentRun
-from siteflow.strategies.federated import ROUND_STATE, SiteUpdate
+from siteflow.deploy.flower.protocol import METRICS, TASK_ID, NodeSettings, RunSettings
+from siteflow.deploy.flower.site import FederatedSite
+from siteflow.deploy.flower.sites import SiteDirectory
+from siteflow.engine.runner import ExperimentRun
+from siteflow.strategies.federated.fedavg import ROUND_STATE, SiteUpdate
 
 APP = Path(__file__).resolve().parent.parent / "flower-app"
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from experiments import tiny_config
-from siteflow.atomic import load_weights
-from siteflow.classification import UnionLabels, positive_weights
+from siteflow.core.atomic import load_weights
+from siteflow.tasks.multilabel import UnionLabels, positive_weights
 from siteflow.config import load_config
-from siteflow.data import build_dataset
+from siteflow.datasets.pooling import build_dataset
 from siteflow.losses import MaskedBCEWithLogitsLoss
 from siteflow.metrics import masked_auroc, sensitivity_specificity, youden_thresholds
-from siteflow.runner import ExperimentRun
-from siteflow.strategies.federated import ROUND_STATE, FFLStrategy
+from siteflow.engine.runner import ExperimentRun
+from siteflow.strategies.federated.fedavg import ROUND_STATE, FFLStrategy
 
 CXR = {
     "name": "synthetic_cxr",
@@ -132,7 +132,7 @@ def test_pos_weight_from_the_sites_known_training_labels(ffl_run):
 def test_predict_writes_auroc_with_intervals_and_validation_thresholds(ffl_run):
     import csv
 
-    from siteflow.predict import predict_run
+    from siteflow.engine.predict import predict_run
 
     output = predict_run(ffl_run.config, ffl_run.run_dir)
     with open(output / "summary.csv") as handle:
@@ -151,8 +151,8 @@ def test_predict_writes_auroc_with_intervals_and_validation_thresholds(ffl_run):
 
 
 def test_deployed_on_flower_only_the_trunk_leaves_a_site(tmp_path):
-    from siteflow.federated.protocol import NodeSettings, RunSettings
-    from siteflow.federated.site import FederatedSite
+    from siteflow.deploy.flower.protocol import NodeSettings, RunSettings
+    from siteflow.deploy.flower.site import FederatedSite
 
     config = cxr_config(tmp_path, "ffl", rounds=1)
     site = FederatedSite(RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2"))

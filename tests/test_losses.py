@@ -15,7 +15,7 @@ from monai.losses import DiceCELoss as MonaiDiceCELoss
 import siteflow.losses  # noqa: F401  (registers the losses)
 from siteflow.kernels import dice_loss
 from siteflow.losses import CrossEntropyLoss, DiceCELoss, ExpLogLoss, SoftDiceLoss, distillation_loss
-from siteflow.registry import LOSSES
+from siteflow.core.registry import LOSSES
 
 # A 2x2 image, foreground probabilities and labels; per pixel the probability of the true class
 # is 0.8, 0.6, 0.7, 0.9. Soft Dice (smooth 1): foreground 3.8 / 4.8, background 4.2 / 5.2.

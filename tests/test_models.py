@@ -8,7 +8,7 @@ from torch import nn
 
 from siteflow.models import ResNet, ResNetClassifier, UNet
 from siteflow.models.unet import MAX_CHANNELS, level_channels
-from siteflow.registry import MODELS
+from siteflow.core.registry import MODELS
 
 
 def count_parameters(module: nn.Module) -> int:

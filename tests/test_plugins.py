@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 from siteflow.config import parse_config
-from siteflow.registry import MODELS
+from siteflow.core.registry import MODELS
 
 PLUGIN = '''
 from torch import nn
-from siteflow.registry import MODELS
+from siteflow.core.registry import MODELS
 
 @MODELS.register("plugin_net")
 class PluginNet(nn.Conv2d):

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from experiments import tiny_config
-from siteflow.atomic import load_weights
+from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
 from siteflow.handover import SiteRecord, read_manifest
-from siteflow.runner import ExperimentRun
+from siteflow.engine.runner import ExperimentRun
 from siteflow.strategies import Carried
 from siteflow.strategies.relay import RelayNetwork, RelayStrategy, merge_by_samples
 

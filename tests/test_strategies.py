@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from experiments import tiny_config
-from siteflow.atomic import load_weights
+from siteflow.core.atomic import load_weights
 from siteflow.handover import HandoverError
 from siteflow.config import load_config
-from siteflow.data import build_dataset, pooled_dataset
-from siteflow.runner import ExperimentRun, RunFolderConflict
+from siteflow.datasets.pooling import build_dataset, pooled_dataset
+from siteflow.engine.runner import ExperimentRun, RunFolderConflict
 from siteflow.strategies import Carried
 
 

@@ -1,5 +1,5 @@
 """Site datasets. Importing this package registers every dataset in
-:data:`siteflow.registry.DATASETS`: ``fundus``, ``drive``, ``stare``, ``chase_db1``,
+:data:`siteflow.core.registry.DATASETS`: ``fundus``, ``drive``, ``stare``, ``chase_db1``,
 ``synthetic_fundus`` and ``synthetic_vessels`` (segmentation); ``chexpert``,
 ``chestxray14``, ``vindr_cxr``, ``mimic_cxr`` and ``synthetic_cxr`` (multi-label chest
 X-ray classification)."""

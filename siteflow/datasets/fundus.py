@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from siteflow.datasets.base import SegmentationDataset, Split
 from siteflow.datasets.files import SampleFiles, find_same_stem, list_images
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 
 @DATASETS.register("fundus")

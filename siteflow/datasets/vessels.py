@@ -15,7 +15,7 @@ import numpy as np
 from siteflow.datasets.base import SegmentationDataset, Split
 from siteflow.datasets.files import SampleFiles, list_images, read_grey, require_partner
 from siteflow.datasets.splits import fixed_test_split
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 Release = Literal["train", "test"]
 

@@ -63,7 +63,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
-from siteflow.atomic import atomic_path
+from siteflow.core.atomic import atomic_path
 
 __all__ = [
     "FORMAT_VERSION",

@@ -1,4 +1,4 @@
-"""Losses. Importing this package registers them in :data:`siteflow.registry.LOSSES`.
+"""Losses. Importing this package registers them in :data:`siteflow.core.registry.LOSSES`.
 
 Registered names: ``"dice"``, ``"ce"``, ``"explog"``, ``"dice_ce"`` (segmentation) and
 ``"bce"`` (multi-label classification with unknown labels masked).

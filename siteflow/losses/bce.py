@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from siteflow.registry import LOSSES
+from siteflow.core.registry import LOSSES
 
 
 @LOSSES.register("bce")

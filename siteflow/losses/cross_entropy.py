@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from siteflow.kernels.reference import check_labels, check_logits
-from siteflow.registry import LOSSES
+from siteflow.core.registry import LOSSES
 
 
 @LOSSES.register("ce")

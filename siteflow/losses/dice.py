@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from siteflow.kernels import dice_loss
-from siteflow.registry import LOSSES
+from siteflow.core.registry import LOSSES
 
 
 @LOSSES.register("dice")

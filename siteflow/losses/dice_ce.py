@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from siteflow.losses.cross_entropy import CrossEntropyLoss
 from siteflow.losses.dice import SoftDiceLoss
-from siteflow.registry import LOSSES
+from siteflow.core.registry import LOSSES
 
 
 @LOSSES.register("dice_ce")

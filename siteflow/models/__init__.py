@@ -1,4 +1,4 @@
-"""Network architectures; importing this package registers them in :data:`siteflow.registry.MODELS`.
+"""Network architectures; importing this package registers them in :data:`siteflow.core.registry.MODELS`.
 
 Registered names: ``unet`` (:class:`UNet`), ``resnet_classifier`` (:class:`ResNetClassifier`).
 """

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from siteflow.models.resnet import ResNet, ResNetDepth
-from siteflow.registry import MODELS
+from siteflow.core.registry import MODELS
 
 
 @MODELS.register("resnet_classifier")

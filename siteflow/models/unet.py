@@ -13,7 +13,7 @@ from torch import nn
 from siteflow.models import blocks
 from siteflow.models.blocks import NormKind
 from siteflow.models.resnet import ResNet, ResNetDepth
-from siteflow.registry import MODELS
+from siteflow.core.registry import MODELS
 
 EncoderKind = Literal["conv", "resnet18", "resnet34"]
 UpsampleKind = Literal["transpose", "interp"]

@@ -1,7 +1,7 @@
-"""Multi-site strategies, registered by name in ``siteflow.registry.STRATEGIES``."""
+"""Multi-site strategies, registered by name in ``siteflow.core.registry.STRATEGIES``."""
 
 from siteflow.strategies.base import Carried, SiteRunner, State, Strategy
-from siteflow.strategies.federated import FedAvgStrategy, FedProxStrategy, FFLStrategy
+from siteflow.strategies.federated.fedavg import FedAvgStrategy, FedProxStrategy, FFLStrategy
 from siteflow.strategies.joint import JointStrategy
 from siteflow.strategies.local import LocalStrategy
 from siteflow.strategies.relay import RelayLearner, RelayNetwork, RelayStrategy

@@ -21,7 +21,7 @@ from torch import nn
 
 from siteflow.config import TaskConfig, TrainConfig
 from siteflow.handover import SiteRecord
-from siteflow.learner import ExtraLoss
+from siteflow.tasks.learner import ExtraLoss
 
 State = dict[str, torch.Tensor]
 """A network's weights by parameter/buffer name (a ``state_dict`` on the CPU)."""

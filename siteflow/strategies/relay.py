@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from siteflow.config import TaskConfig, TrainConfig
-from siteflow.learner import Batch, SegmentationLearner
+from siteflow.tasks.learner import Batch, SegmentationLearner
 from siteflow.losses import distillation_loss
 from siteflow.models.generators import MAX_SITES, ImageGenerator, LabelGenerator, ProjectionDiscriminator
-from siteflow.registry import STRATEGIES
+from siteflow.core.registry import STRATEGIES
 from siteflow.strategies.base import Carried, SiteRunner
 from siteflow.strategies.sequential import SequentialStrategy
 

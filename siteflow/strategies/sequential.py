@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from siteflow.registry import STRATEGIES
+from siteflow.core.registry import STRATEGIES
 from siteflow.strategies.base import Carried, SiteRunner, Strategy
 
 

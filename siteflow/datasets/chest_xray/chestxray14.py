@@ -9,7 +9,7 @@ from siteflow.datasets.base import Split
 from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
 from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
 from siteflow.datasets.chest_xray.tables import read_list, read_table
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 ENTRY_FILE = "Data_Entry_2017.csv"
 LIST_FILES = {"train": "train_val_list.txt", "test": "test_list.txt"}

@@ -10,7 +10,7 @@ from siteflow.datasets.base import Split
 from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
 from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
 from siteflow.datasets.chest_xray.tables import Table, read_table
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 # The 14 observations of CheXpert's train.csv / valid.csv, in the files' column order; MIMIC-CXR
 # labels the same 14 with the same labeller.

@@ -11,7 +11,7 @@ from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
 from siteflow.datasets.chest_xray.chexpert import CHEXPERT_FINDINGS
 from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
 from siteflow.datasets.chest_xray.tables import find_table, read_table
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 LABELS_FILE = "mimic-cxr-2.0.0-chexpert.csv"
 METADATA_FILE = "mimic-cxr-2.0.0-metadata.csv"

@@ -12,7 +12,7 @@ from siteflow.datasets.base import Split
 from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
 from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
 from siteflow.datasets.chest_xray.tables import read_table
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 Aggregation = Literal["majority", "any"]
 LABEL_FILES = {"train": "image_labels_train.csv", "test": "image_labels_test.csv"}

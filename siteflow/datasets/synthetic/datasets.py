@@ -23,7 +23,7 @@ from siteflow.datasets.vessels import (
     drive_samples,
     stare_samples,
 )
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 DEFAULT_CACHE = ".cache/synthetic"
 

@@ -18,7 +18,7 @@ from siteflow.datasets.chest_xray.synthetic.render import FINDINGS
 from siteflow.datasets.chest_xray.synthetic.sites import SITES, generate_cxr_sites, site_root
 from siteflow.datasets.chest_xray.vindr import vindr_records
 from siteflow.datasets.synthetic import cached_generation
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 DEFAULT_CACHE = ".cache/synthetic"
 # Part of the cache key: bump when the generated files change, so that old caches are not reused.

@@ -17,11 +17,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from siteflow.config import load_config
-from siteflow.evaluation import matrix_table
-from siteflow.federated.logs import log_to
-from siteflow.federated.protocol import RunSettings
-from siteflow.federated.server import FederatedServer
-from siteflow.runner import ExperimentRun
+from siteflow.engine.results import matrix_table
+from siteflow.deploy.flower.logs import log_to
+from siteflow.deploy.flower.protocol import RunSettings
+from siteflow.deploy.flower.server import FederatedServer
+from siteflow.engine.runner import ExperimentRun
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from siteflow.federated.protocol import (
+from siteflow.deploy.flower.protocol import (
     ARRAYS,
     CONFIG,
     FINGERPRINT,
@@ -34,7 +34,7 @@ from siteflow.federated.protocol import (
 )
 
 if TYPE_CHECKING:
-    from siteflow.federated.site import FederatedSite
+    from siteflow.deploy.flower.site import FederatedSite
 
 app = ClientApp()
 
@@ -49,7 +49,7 @@ def identify(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train the site for one round from the received global weights."""
-    from siteflow.federated.weights import from_arrays, to_arrays
+    from siteflow.deploy.flower.weights import from_arrays, to_arrays
 
     site, round_number = _site(message, context)
     update = site.train(from_arrays(message.content[ARRAYS]), round_number)
@@ -60,7 +60,7 @@ def train(message: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Test the received global model on the site's own test split."""
-    from siteflow.federated.weights import from_arrays
+    from siteflow.deploy.flower.weights import from_arrays
 
     site, round_number = _site(message, context)
     values = site.test(from_arrays(message.content[ARRAYS]), round_number)
@@ -69,7 +69,7 @@ def evaluate(message: Message, context: Context) -> Message:
 
 def _site(message: Message, context: Context) -> tuple[FederatedSite, int]:
     """The site this node serves, checked against the server's experiment, and the round."""
-    from siteflow.federated.site import FederatedSite
+    from siteflow.deploy.flower.site import FederatedSite
 
     config: ConfigRecord = message.content[CONFIG]
     site = FederatedSite(RunSettings.from_run_config(context.run_config), NodeSettings.from_node_config(context.node_config))

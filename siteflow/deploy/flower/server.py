@@ -2,7 +2,7 @@
 
 Flower's ``Strategy.start`` drives the rounds (send to the sites, wait for their replies,
 aggregate, evaluate); what happens in them is the simulation's own code:
-:meth:`FedAvgStrategy.close_round` averages the replies with ``siteflow.aggregation`` and
+:meth:`FedAvgStrategy.close_round` averages the replies with ``siteflow.strategies.federated.aggregation`` and
 saves the round atomically through the runner (the same ``ROUND_STATE`` as a simulated run),
 and the sites' test results become the row ``round<r>`` of the site matrix.
 
@@ -21,7 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from siteflow.config import TaskConfig
-from siteflow.federated.protocol import (
+from siteflow.deploy.flower.protocol import (
     ARRAYS,
     CONFIG,
     FINGERPRINT,
@@ -32,10 +32,10 @@ from siteflow.federated.protocol import (
     RunSettings,
     experiment_fingerprint,
 )
-from siteflow.federated.sites import SiteDirectory
-from siteflow.federated.weights import from_arrays, to_arrays
-from siteflow.runner import ExperimentRun
-from siteflow.strategies.federated import FedAvgStrategy, SiteUpdate, round_stage
+from siteflow.deploy.flower.sites import SiteDirectory
+from siteflow.deploy.flower.weights import from_arrays, to_arrays
+from siteflow.engine.runner import ExperimentRun
+from siteflow.strategies.federated.fedavg import FedAvgStrategy, SiteUpdate, round_stage
 
 log = logging.getLogger(__name__)
 

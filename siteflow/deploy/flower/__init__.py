@@ -1,9 +1,9 @@
 """The federated strategies deployed on Flower's deployment engine (SuperLink + SuperNodes).
 
-- :mod:`siteflow.federated.server_app`: the ``ServerApp``; it runs the config's strategy
+- :mod:`siteflow.deploy.flower.server_app`: the ``ServerApp``; it runs the config's strategy
   rounds on the connected sites, aggregates with the simulation's code, saves every round
   atomically (a restarted run resumes) and records the site matrix.
-- :mod:`siteflow.federated.client_app`: the ``ClientApp``; each hospital's SuperNode trains
+- :mod:`siteflow.deploy.flower.client_app`: the ``ClientApp``; each hospital's SuperNode trains
   and tests only its own site (``--node-config "task-id=<id>"``).
 - ``flower-app/`` at the repository root is the Flower App that ``flwr run`` submits.
 

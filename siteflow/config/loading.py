@@ -22,140 +22,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.metadata
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import yaml
 
-from siteflow.registry import DATASETS, LOSSES, MODELS, STRATEGIES, Registry, UnknownNameError
-from siteflow.validation import ConfigError, check_keys, check_kwargs, check_type, join, nearest
+from siteflow.config.paths import resolve_config_path
+from siteflow.config.schema import CheckpointConfig, Component, ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
+from siteflow.config.validation import ConfigError, check_keys, check_kwargs, check_type, join, nearest
+from siteflow.core.registry import DATASETS, LOSSES, MODELS, STRATEGIES, Registry, UnknownNameError, load_components
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-__all__ = [
-    "CheckpointConfig",
-    "Component",
-    "ConfigError",
-    "ExperimentConfig",
-    "SiteConfig",
-    "TaskConfig",
-    "TrainConfig",
-    "deep_merge",
-    "load_config",
-    "resolve_config_path",
-]
-
-
-@dataclass(frozen=True)
-class Component:
-    """A registered class by name, with the keyword arguments to build it."""
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How one site trains (``common.train``, overridable per site)."""
-
-    epochs: int = 10
-    batch_size: int = 8
-    precision: str = "32-true"
-    loss: Component = Component("explog")
-    optimizer: Component = Component("Adam", {"lr": 1e-3})
-    scheduler: Component | None = None
-    val_every_n_epochs: int = 1
-    log_every_n_steps: int = 10
-    gradient_clip_val: float | None = None
-    accumulate_grad_batches: int = 1
-
-
-@dataclass(frozen=True)
-class CheckpointConfig:
-    """Where a site's checkpoints go and what it starts from.
-
-    ``save`` is a folder under ``<run>/checkpoints/`` (default ``task_<id>``); ``load`` a
-    weights file this site starts from (safetensors; relative paths are under
-    ``<run>/checkpoints/``); ``resume`` continues an interrupted site from its ``last.ckpt``.
-    """
-
-    save: str | None = None
-    load: str | None = None
-    resume: bool = True
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    """One site of the study: its id, name and fully merged dataset entry."""
-
-    task_id: int
-    task_name: str
-    dataset: Component
-    available: bool = True  # False: a deployed run's other site, whose data is not here
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """One site trained in this run, with everything merged."""
-
-    site: SiteConfig
-    train: TrainConfig
-    checkpoint: CheckpointConfig
-
-    @property
-    def task_id(self) -> int:
-        return self.site.task_id
-
-    @property
-    def task_name(self) -> str:
-        return self.site.task_name
-
-    @property
-    def save_dir(self) -> str:
-        return self.checkpoint.save or f"task_{self.site.task_id}"
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A validated experiment: every site (all test sites) and the sites trained here."""
-
-    name: str
-    source: Path
-    seed: int
-    num_workers: int
-    model: Component
-    strategy: Component
-    sites: tuple[SiteConfig, ...]
-    tasks: tuple[TaskConfig, ...]
-    raw: dict
-
-    @property
-    def deployed(self) -> bool:
-        """True when this run trains a single site of a study of several."""
-        return len(self.tasks) == 1 and len(self.sites) > 1
-
-    def with_load(self, path: Path) -> "ExperimentConfig":
-        """The same config with its (single) current task starting from the file ``path``."""
-        (task,) = self.tasks
-        checkpoint = dataclasses.replace(task.checkpoint, load=str(path))
-        return dataclasses.replace(self, tasks=(dataclasses.replace(task, checkpoint=checkpoint),))
-
-    def processed(self) -> dict:
-        """The merged config as plain data, for ``processed_config.yaml``."""
-        return {
-            "name": self.name,
-            "source": str(self.source),
-            "seed": self.seed,
-            "num_workers": self.num_workers,
-            "model": dataclasses.asdict(self.model),
-            "strategy": dataclasses.asdict(self.strategy),
-            "sites": [dataclasses.asdict(s) for s in self.sites],
-            "tasks": [dataclasses.asdict(t) for t in self.tasks],
-        }
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -167,28 +45,6 @@ def deep_merge(base: dict, override: dict) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def resolve_config_path(config: str | Path) -> tuple[Path, str]:
-    """Find a config given as a name under ``configs/`` (no ``.yaml``) or as a file path.
-
-    Returns:
-        The file and the experiment's name: the path under ``configs/`` without ``.yaml``
-        (``"demo/sequential"``), or the file's stem for a file elsewhere.
-    """
-    path = Path(config)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        path = path.resolve()
-        for root in (Path.cwd() / "configs", CONFIG_DIR):
-            if path.is_relative_to(root.resolve()):
-                return path, path.relative_to(root.resolve()).with_suffix("").as_posix()
-        return path, path.stem
-    for root in (Path.cwd() / "configs", CONFIG_DIR):
-        candidate = root / f"{config}.yaml"
-        if candidate.is_file():
-            return candidate.resolve(), str(config)
-    known = sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
-    raise FileNotFoundError(f"config {str(config)!r} not found{nearest(str(config), known)} (known: {', '.join(known)})")
 
 
 def load_config(config: str | Path, *, task_ids: Sequence[int] | None = None) -> ExperimentConfig:
@@ -213,7 +69,7 @@ def load_config(config: str | Path, *, task_ids: Sequence[int] | None = None) ->
 
 def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
     """Validate an already-loaded config mapping (see :func:`load_config`)."""
-    _register_components()
+    load_components()
     if not isinstance(raw, dict):
         raise ConfigError("<top level>", "expected a mapping with keys common, all_tasks_datasets, current_tasks")
     check_keys(raw, ["common", "all_tasks_datasets", "current_tasks"], "")
@@ -252,20 +108,7 @@ def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
         strategy=strategy,
         sites=tuple(s for s, _ in sites.values()),
         tasks=tasks,
-        raw=raw,
     )
-
-
-def _register_components() -> None:
-    """Import the component packages, whose modules register their classes by name, and the
-    modules that installed packages declare as entry points of the group ``siteflow.plugins``."""
-    import siteflow.datasets  # noqa: F401
-    import siteflow.losses  # noqa: F401
-    import siteflow.models  # noqa: F401
-    import siteflow.strategies  # noqa: F401
-
-    for entry_point in importlib.metadata.entry_points(group="siteflow.plugins"):
-        entry_point.load()
 
 
 def _component(value: Any, key_path: str, registry: Registry, supplied: tuple[str, ...] = ()) -> Component:

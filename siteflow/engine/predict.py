@@ -1,7 +1,7 @@
 """Sample-wise evaluation of trained weights on every site's test split (``predict_test.py``).
 
 Writes into ``<run>/test_results/`` (segmentation; for multi-label classification see
-:mod:`siteflow.predict_multilabel`):
+:mod:`siteflow.engine.predict_multilabel`):
 
 - ``samples.csv``: one row per (model, test site, image): Dice and HD95 per foreground class;
 - ``summary.csv``: per (model, test site): number of images, and for each metric its mean with
@@ -29,12 +29,12 @@ import pytorch_lightning as pl  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
-from siteflow.atomic import atomic_path, load_weights, write_text  # noqa: E402
+from siteflow.core.atomic import atomic_path, load_weights, write_text  # noqa: E402
 from siteflow.config import ExperimentConfig  # noqa: E402
-from siteflow.data import build_dataset, loader  # noqa: E402
+from siteflow.datasets.pooling import build_dataset, loader  # noqa: E402
 from siteflow.metrics import SampleDice, hd95, mean_confidence_interval  # noqa: E402
-from siteflow.predict_multilabel import evaluate_multilabel  # noqa: E402
-from siteflow.runner import ExperimentRun  # noqa: E402
+from siteflow.engine.predict_multilabel import evaluate_multilabel  # noqa: E402
+from siteflow.engine.runner import ExperimentRun  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from siteflow.config import TaskConfig, load_config
-from siteflow.federated.logs import log_to
-from siteflow.federated.protocol import NodeSettings, RunSettings, experiment_fingerprint
-from siteflow.runner import ExperimentRun
+from siteflow.deploy.flower.logs import log_to
+from siteflow.deploy.flower.protocol import NodeSettings, RunSettings, experiment_fingerprint
+from siteflow.engine.runner import ExperimentRun
 from siteflow.strategies.base import State
-from siteflow.strategies.federated import FedAvgStrategy, SiteUpdate
+from siteflow.strategies.federated.fedavg import FedAvgStrategy, SiteUpdate
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from siteflow.atomic import load_weights
-from siteflow.data import loader
+from siteflow.core.atomic import load_weights
+from siteflow.datasets.pooling import loader
 from siteflow.metrics import bootstrap_confidence_interval, masked_auroc, sensitivity_specificity, youden_thresholds
 
 BOOTSTRAP_RESAMPLES = 1000

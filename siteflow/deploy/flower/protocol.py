@@ -1,7 +1,7 @@
 """What the ServerApp and the ClientApps say to each other: record keys and settings.
 
 A message's content holds up to three records: ``"arrays"`` (the weights, see
-:mod:`siteflow.federated.weights`), ``"config"`` (a ``ConfigRecord``: the round and the
+:mod:`siteflow.deploy.flower.weights`), ``"config"`` (a ``ConfigRecord``: the round and the
 experiment's fingerprint) and ``"metrics"`` (a ``MetricRecord``: a site's answer).
 Settings come from Flower's run config (the app's ``[tool.flwr.app.config]`` or
 ``flwr run --run-config``) and each SuperNode's ``--node-config``.

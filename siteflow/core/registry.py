@@ -3,11 +3,18 @@
 Each kind of component (dataset, model, loss, strategy) has one :class:`Registry`. A module
 registers its classes with a decorator when it is imported; the config layer looks names up
 and reports an unknown name together with the nearest registered one.
+
+A registry imports its built-in package by name the first time it is asked for a name, so
+that low layers (the config) look up classes defined in higher ones without importing them;
+:func:`load_components` also imports the modules that installed packages declare in the
+entry-point group ``siteflow.plugins`` (the config layer calls it before validating).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.metadata
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -30,8 +37,9 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """A mapping from names to registered classes (or factories) of one kind."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtin: str | None = None) -> None:
         self.kind = kind
+        self.builtin = builtin
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -47,22 +55,43 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The entry registered under ``name``; raises :class:`UnknownNameError` otherwise."""
+        self._load_builtin()
         try:
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(self.kind, name, list(self._entries)) from None
 
     def names(self) -> list[str]:
+        self._load_builtin()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._load_builtin()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    def _load_builtin(self) -> None:
+        if self.builtin is not None:
+            importlib.import_module(self.builtin)  # registers on first import, cached after
 
-DATASETS: Registry = Registry("dataset")
-MODELS: Registry = Registry("model")
-LOSSES: Registry = Registry("loss")
-STRATEGIES: Registry = Registry("strategy")
+
+DATASETS: Registry = Registry("dataset", "siteflow.datasets")
+MODELS: Registry = Registry("model", "siteflow.models")
+LOSSES: Registry = Registry("loss", "siteflow.losses")
+STRATEGIES: Registry = Registry("strategy", "siteflow.strategies")
+TASKS: Registry = Registry("task", "siteflow.tasks")
+REGISTRIES = (DATASETS, MODELS, LOSSES, STRATEGIES, TASKS)
+
+PLUGIN_GROUP = "siteflow.plugins"
+
+
+def load_components() -> None:
+    """Import every registry's built-in package and the modules of the entry-point group
+    ``siteflow.plugins`` (installed since the last call too): their classes register
+    themselves on import."""
+    for registry in REGISTRIES:
+        registry._load_builtin()
+    for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        entry_point.load()

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from siteflow.config import SiteConfig
-from siteflow.registry import DATASETS
+from siteflow.core.registry import DATASETS
 
 Split = Literal["train", "val", "test"]
 
@@ -23,7 +23,7 @@ def pooled_dataset(sites: Sequence[SiteConfig], split: Split, label_space: Seque
 
     Args:
         label_space: for multi-label sites, the union of all sites' labels: each site's
-            labels are placed in it (see :class:`siteflow.classification.UnionLabels`).
+            labels are placed in it (see :class:`siteflow.tasks.multilabel.UnionLabels`).
 
     Raises:
         ValueError: segmentation sites disagree on classes or input channels, so they cannot
@@ -31,7 +31,7 @@ def pooled_dataset(sites: Sequence[SiteConfig], split: Split, label_space: Seque
     """
     parts = [build_dataset(site, split) for site in sites]
     if label_space is not None:
-        from siteflow.classification import UnionLabels
+        from siteflow.tasks.multilabel import UnionLabels
 
         parts = [UnionLabels(part, label_space) for part in parts]
     else:

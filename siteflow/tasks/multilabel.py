@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from siteflow.config import TrainConfig
-from siteflow.learner import ExtraLoss, configure_optimization
+from siteflow.tasks.learner import ExtraLoss, configure_optimization
 from siteflow.metrics import MultiLabelAUROC
 
 Batch = dict  # {"image": (N, C, H, W), "labels": (N, L) float, "mask": (N, L) float, "id": list[str]}

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from siteflow.atomic import atomic_path, write_json, write_text  # noqa: E402
+from siteflow.core.atomic import atomic_path, write_json, write_text  # noqa: E402
 
 @dataclass(frozen=True)
 class StageResult:

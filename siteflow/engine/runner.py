@@ -32,15 +32,15 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
-from siteflow.atomic import load_weights, save_weights, write_json, write_text
-from siteflow.checkpoint_io import AtomicCheckpointIO
+from siteflow.core.atomic import load_weights, save_weights, write_json, write_text
+from siteflow.engine.checkpoint_io import AtomicCheckpointIO
 from siteflow.config import ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
-from siteflow.classification import MultiLabelLearner, positive_weights
-from siteflow.data import build_dataset, loader, pooled_dataset
+from siteflow.tasks.multilabel import MultiLabelLearner, positive_weights
+from siteflow.datasets.pooling import build_dataset, loader, pooled_dataset
 from siteflow.datasets import canonical_label
-from siteflow.evaluation import StageResult, write_results
-from siteflow.learner import ExtraLoss, SegmentationLearner
-from siteflow.registry import LOSSES, MODELS, STRATEGIES
+from siteflow.engine.results import StageResult, write_results
+from siteflow.tasks.learner import ExtraLoss, SegmentationLearner
+from siteflow.core.registry import LOSSES, MODELS, STRATEGIES
 from siteflow.handover import SiteRecord, load_key, read_handover, write_handover
 from siteflow.strategies.base import Carried, State, Strategy
 

@@ -15,7 +15,7 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from siteflow.config import TaskConfig
-from siteflow.federated.protocol import METRICS, TASK_ID
+from siteflow.deploy.flower.protocol import METRICS, TASK_ID
 
 log = logging.getLogger(__name__)
 

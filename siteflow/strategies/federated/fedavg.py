@@ -5,7 +5,7 @@ weights travel, and the server averages them (by training-sample count, or equal
 adds ``mu / 2 * ||w - w_global||^2`` to every local step; ``keep_local_norm`` (FedBN) keeps
 the normalisation layers at each site: they are neither averaged nor sent, and each site is
 tested with its own. The site step and the aggregation are public methods, so the Flower
-adaptors in ``siteflow.federated`` run exactly the same code in a deployed federation.
+adaptors in ``siteflow.deploy.flower`` run exactly the same code in a deployed federation.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from siteflow.aggregation import Weighting, site_weights, weighted_average
+from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
 from siteflow.config import TaskConfig
-from siteflow.registry import STRATEGIES
+from siteflow.core.registry import STRATEGIES
 from siteflow.strategies.base import Carried, SiteRunner, State, Strategy
 
 log = logging.getLogger(__name__)

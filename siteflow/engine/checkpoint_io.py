@@ -14,7 +14,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.types import _PATH
 
-from siteflow.atomic import write_bytes
+from siteflow.core.atomic import write_bytes
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,0 +1,115 @@
+"""The validated shape of an experiment config: what every site trains with."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered class by name, with the keyword arguments to build it."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one site trains (``common.train``, overridable per site)."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    precision: str = "32-true"
+    loss: Component = Component("explog")
+    optimizer: Component = Component("Adam", {"lr": 1e-3})
+    scheduler: Component | None = None
+    val_every_n_epochs: int = 1
+    log_every_n_steps: int = 10
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Where a site's checkpoints go and what it starts from.
+
+    ``save`` is a folder under ``<run>/checkpoints/`` (default ``task_<id>``); ``load`` a
+    weights file this site starts from (safetensors; relative paths are under
+    ``<run>/checkpoints/``); ``resume`` continues an interrupted site from its ``last.ckpt``.
+    """
+
+    save: str | None = None
+    load: str | None = None
+    resume: bool = True
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One site of the study: its id, name and fully merged dataset entry."""
+
+    task_id: int
+    task_name: str
+    dataset: Component
+    available: bool = True  # False: a deployed run's other site, whose data is not here
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One site trained in this run, with everything merged."""
+
+    site: SiteConfig
+    train: TrainConfig
+    checkpoint: CheckpointConfig
+
+    @property
+    def task_id(self) -> int:
+        return self.site.task_id
+
+    @property
+    def task_name(self) -> str:
+        return self.site.task_name
+
+    @property
+    def save_dir(self) -> str:
+        return self.checkpoint.save or f"task_{self.site.task_id}"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A validated experiment: every site (all test sites) and the sites trained here."""
+
+    name: str
+    source: Path
+    seed: int
+    num_workers: int
+    model: Component
+    strategy: Component
+    sites: tuple[SiteConfig, ...]
+    tasks: tuple[TaskConfig, ...]
+
+    @property
+    def deployed(self) -> bool:
+        """True when this run trains a single site of a study of several."""
+        return len(self.tasks) == 1 and len(self.sites) > 1
+
+    def with_load(self, path: Path) -> "ExperimentConfig":
+        """The same config with its (single) current task starting from the file ``path``."""
+        (task,) = self.tasks
+        checkpoint = dataclasses.replace(task.checkpoint, load=str(path))
+        return dataclasses.replace(self, tasks=(dataclasses.replace(task, checkpoint=checkpoint),))
+
+    def processed(self) -> dict:
+        """The merged config as plain data, for ``processed_config.yaml``."""
+        return {
+            "name": self.name,
+            "source": str(self.source),
+            "seed": self.seed,
+            "num_workers": self.num_workers,
+            "model": dataclasses.asdict(self.model),
+            "strategy": dataclasses.asdict(self.strategy),
+            "sites": [dataclasses.asdict(s) for s in self.sites],
+            "tasks": [dataclasses.asdict(t) for t in self.tasks],
+        }

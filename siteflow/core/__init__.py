@@ -1,0 +1,1 @@
+"""The core: no Lightning, no YAML. Registries, atomic file output, shared types."""

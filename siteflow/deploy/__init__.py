@@ -1,0 +1,1 @@
+"""Deployments of siteflow across real sites (Flower for federated strategies)."""

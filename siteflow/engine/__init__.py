@@ -1,0 +1,1 @@
+"""Running a study: the run folder, the one site step, results and prediction."""

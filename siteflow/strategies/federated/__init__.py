@@ -1,0 +1,1 @@
+"""Federated strategies: one round API, driven in-process or on Flower."""

@@ -1,0 +1,1 @@
+"""The ML problems siteflow trains (segmentation, multi-label classification)."""
