@@ -14,7 +14,10 @@ from siteflow.config import ConfigError, ExperimentConfig, load_config
 
 def _common_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("-c", "--config", required=True, help="a config under configs/ without .yaml (demo/sequential), or a .yaml path")
+    parser.add_argument(
+        "-c", "--config", required=True,
+        help="a config under ./configs/ or siteflow's shipped configs, without .yaml (demo/sequential), or a .yaml path",
+    )
     parser.add_argument("-n", "--note", default="default", help="name of this run; outputs go to <exps-root>/<config>/<note>/")
     parser.add_argument("-g", "--gpus", default=None, help='GPU indices, e.g. "0" or "0,1" (several: DDP); absent: CPU')
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -51,9 +54,10 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Train every current site of a config with its strategy; see README.md."""
-    from siteflow.engine.results import matrix_table
+    from siteflow.core.site_matrix import matrix_table
+    from siteflow.engine.run_folder import RunFolderConflict
+    from siteflow.engine.runner import ExperimentRun
     from siteflow.handover import HandoverError
-    from siteflow.engine.runner import ExperimentRun, RunFolderConflict
 
     parser = _common_parser("Train a multi-site experiment.")
     parser.add_argument(

@@ -1,14 +1,17 @@
-"""Config: merging per site, validation errors naming the key path, config lookup."""
+"""Config: merging per site, validation errors naming the key path, options inherited through
+``**kwargs``, config lookup."""
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 import yaml
 
 from siteflow.config import PACKAGED_CONFIGS, ConfigError, deep_merge, load_config, parse_config, resolve_config_path
+from siteflow.config.validation import check_kwargs, defaults, schema
 
 
 @pytest.fixture
@@ -127,6 +130,11 @@ def test_deep_merge_recurses_into_mappings_and_replaces_the_rest():
             "expected a list or null, got 'big'",
         ),
         (
+            lambda r: r["common"]["dataset"]["kwargs"].update(val_fracton=0.1),
+            "all_tasks_datasets[0] (merged over common.dataset).kwargs.val_fracton",
+            "unknown option; did you mean 'val_fraction'? (allowed: use_roi, folder, root_path, img_size,",
+        ),
+        (
             lambda r: r["all_tasks_datasets"][2]["kwargs"].update(folder="Domain9"),
             "all_tasks_datasets[2].kwargs.folder",
             "Domain9' does not exist",
@@ -181,3 +189,90 @@ def test_every_shipped_config_is_valid_or_only_lacks_the_users_data():
             assert "does not exist" in error.problem
         else:
             assert config.tasks
+
+
+# --- options inherited through **kwargs ---------------------------------------------------------
+
+
+class Parent:
+    """Typed options: ``size`` required, ``scale`` and ``mode`` with defaults."""
+
+    def __init__(self, split: str, *, size: int, scale: float = 1.0, mode: Literal["fast", "exact"] = "fast") -> None:
+        self.split, self.size, self.scale, self.mode = split, size, scale, mode
+
+
+class Child(Parent):
+    """Its own option ``depth``; overrides the default of ``scale``; passes the rest on."""
+
+    def __init__(self, split: str, *, depth: int = 2, scale: float = 0.5, **kwargs: Any) -> None:
+        self.depth = depth
+        super().__init__(split, scale=scale, **kwargs)
+
+
+class Sized(Child):
+    """Gives the parent's required ``size`` a default."""
+
+    def __init__(self, split: str, *, size: int = 8, **kwargs: Any) -> None:
+        super().__init__(split, size=size, **kwargs)
+
+
+class Inherits(Sized):
+    """No ``__init__`` of its own: Sized's is the one it uses."""
+
+
+class Keeper(Parent):
+    """Keeps its ``**extra`` instead of passing them on: any other option is accepted."""
+
+    def __init__(self, split: str, *, size: int = 1, **extra: Any) -> None:
+        self.extra = extra
+        super().__init__(split, size=size)
+
+
+@pytest.mark.parametrize(
+    "target, kwargs, key_path, message",
+    [
+        (Child, {"size": 1, "dept": 3}, "m.kwargs.dept", "unknown option; did you mean 'depth'? (allowed: depth, scale, size, mode)"),
+        (Child, {"size": 1, "mod": "exact"}, "m.kwargs.mod", "unknown option; did you mean 'mode'? (allowed: depth, scale, size, mode)"),
+        (Inherits, {"sise": 1}, "m.kwargs.sise", "did you mean 'size'? (allowed: size, depth, scale, mode)"),
+        (Child, {"size": "big"}, "m.kwargs.size", "expected an integer, got 'big'"),
+        (Child, {"size": 1, "mode": "exakt"}, "m.kwargs.mode", "expected 'fast' or 'exact', got 'exakt'; did you mean 'exact'?"),
+        (Child, {"size": 1, "depth": 2.5}, "m.kwargs.depth", "expected an integer, got 2.5"),
+        (Keeper, {"size": "big", "anything": 1}, "m.kwargs.size", "expected an integer, got 'big'"),
+        (Child, {}, "m.kwargs.size", "required option is missing"),
+        (Child, {"depth": 3}, "m.kwargs.size", "required option is missing"),
+        (Child, {"size": 1, "scale": 2, "mode": "exact", "depth": 0}, None, None),
+        (Sized, {}, None, None),
+        (Inherits, {"scale": 0.1}, None, None),
+        (Keeper, {"anything": [1, 2]}, None, None),
+    ],
+)
+def test_options_follow_kwargs_into_the_parent(target, kwargs, key_path, message):
+    if key_path is None:
+        check_kwargs(target, kwargs, "m.kwargs", supplied=("split",))
+        target("train", **kwargs)  # what the config layer accepts, the class accepts
+        return
+    with pytest.raises(ConfigError) as info:
+        check_kwargs(target, kwargs, "m.kwargs", supplied=("split",))
+    assert info.value.key_path == key_path
+    assert message in info.value.problem
+
+
+def test_a_child_overrides_a_parent_default_and_the_declaring_class_types_an_option():
+    assert defaults(Parent) == {"scale": 1.0, "mode": "fast"}
+    assert defaults(Child) == {"depth": 2, "scale": 0.5, "mode": "fast"}
+    assert defaults(Sized) == defaults(Inherits) == {"size": 8, "depth": 2, "scale": 0.5, "mode": "fast"}
+    options = schema(Child).options
+    assert [options[name].owner for name in ("split", "depth", "scale", "size", "mode")] == [Child, Child, Child, Parent, Parent]
+    assert options["mode"].hint == Literal["fast", "exact"] and options["size"].required
+    built = Child("train", size=3)  # the defaults the schema reports are the ones that apply
+    assert (built.depth, built.scale, built.mode) == (2, 0.5, "fast")
+    assert not schema(Child).open and schema(Keeper).open
+
+
+def test_a_function_with_kwargs_accepts_any_other_option():
+    def build(width: int, **extra: Any) -> None:
+        """A factory that keeps unknown options."""
+
+    check_kwargs(build, {"width": 2, "colour": "red"}, "f")
+    with pytest.raises(ConfigError, match=r"f\.width: expected an integer"):
+        check_kwargs(build, {"width": "2"}, "f")

@@ -1,23 +1,30 @@
-"""The synthetic multi-site generator, its cache, and the registered synthetic datasets."""
+"""The synthetic multi-site generator, its cache, the registered synthetic datasets, and every
+registered dataset's config options and :class:`DataSpec`, checked on generated data."""
 
-import inspect
 import json
 import threading
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import siteflow.datasets  # noqa: F401  (registers the datasets)
+from siteflow.config.validation import schema
 from siteflow.datasets import (
+    DataSpec,
     SyntheticFundusDataset,
     SyntheticVesselsDataset,
+    generate_cxr_sites,
     generate_fundus_sites,
     generate_vessel_sites,
 )
+from siteflow.datasets.chest_xray.synthetic.sites import SITES as CXR_SITES
+from siteflow.datasets.chest_xray.synthetic.sites import site_root as cxr_site_root
 from siteflow.datasets.synthetic import cached_generation
 from siteflow.datasets.synthetic.cache import MARKER
 from siteflow.core.registry import DATASETS
@@ -185,16 +192,97 @@ def hint_is_allowed(hint) -> bool:
     return hint in ALLOWED
 
 
-@pytest.mark.parametrize(
-    "name", ["fundus", "drive", "stare", "chase_db1", "synthetic_fundus", "synthetic_vessels"]
-)
+@pytest.mark.parametrize("name", DATASETS.names())
 def test_constructor_signatures_fit_the_config_layer(name):
     cls = DATASETS.get(name)
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    hints = typing.get_type_hints(cls.__init__)
+    options = list(schema(cls).options.values())  # the class's own, then its parents'
+    params = [option.parameter for option in options]
+    hints = {option.parameter.name: option.hint for option in options}
     assert params[0].name == "split" and params[0].kind is params[0].POSITIONAL_OR_KEYWORD
     for param in params[1:]:
         assert param.kind is param.KEYWORD_ONLY, param.name
         assert hint_is_allowed(hints[param.name]), (param.name, hints[param.name])
         assert not isinstance(param.default, (list, dict, set)), param.name
     assert {"img_size", "out_range", "val_fraction", "split_seed", "num_replica"} <= set(hints)
+    assert not schema(cls).open
+
+
+# --- DataSpec: what the data looks like, from the config alone ----------------------------------
+
+SMALL_CXR = dict(train_per_site=4, test_per_site=2, native_size=(32, 40))
+CXR_SITE_BY_LAYOUT = {spec.layout: spec for spec in CXR_SITES}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> dict[str, Path]:
+    """Small sets of the three generators, and a cache folder for the synthetic datasets."""
+    root = tmp_path_factory.mktemp("generated")
+    return {
+        "fundus": generate_fundus_sites(root / "fundus", **SMALL_FUNDUS),
+        "vessels": generate_vessel_sites(root / "vessels", **SMALL_VESSELS),
+        "cxr": generate_cxr_sites(root / "cxr", **SMALL_CXR),
+        "cache": root / "cache",
+    }
+
+
+def cxr_root(generated: dict[str, Path], layout: str) -> str:
+    """The release folder of the generated chest X-ray site written in ``layout``."""
+    return str(cxr_site_root(generated["cxr"], CXR_SITE_BY_LAYOUT[layout]))
+
+
+# Every registered dataset: its config kwargs over the generated sets (some options set, to see
+# them reach the spec; the others at their defaults).
+SPEC_CASES: dict[str, Callable[[dict[str, Path]], dict[str, Any]]] = {
+    "fundus": lambda g: dict(root_path=str(g["fundus"]), folder="Domain2", img_size=[24, 20]),
+    "drive": lambda g: dict(root_path=str(g["vessels"] / "DRIVE"), fov_ignore_index=255, img_size=[20, 16]),
+    "stare": lambda g: dict(root_path=str(g["vessels"] / "STARE"), num_test=1),
+    "chase_db1": lambda g: dict(root_path=str(g["vessels"] / "CHASE_DB1"), num_test=1, img_size=[16, 16]),
+    "synthetic_fundus": lambda g: dict(root_path=str(g["cache"]), folder="Domain3", **SMALL_FUNDUS),
+    "synthetic_vessels": lambda g: dict(
+        root_path=str(g["cache"]), folder="STARE", fov_ignore_index=-1, img_size=[12, 16], **SMALL_VESSELS
+    ),
+    "chexpert": lambda g: dict(root_path=cxr_root(g, "chexpert"), channels=3),
+    "chestxray14": lambda g: dict(root_path=cxr_root(g, "chestxray14"), labels=["Effusion", "edema"], img_size=None),
+    "vindr_cxr": lambda g: dict(root_path=cxr_root(g, "vindr_cxr"), img_size=[32, 24]),
+    "mimic_cxr": lambda g: dict(root_path=cxr_root(g, "mimic_cxr"), labels=["pneumothorax", "Pleural Effusion"]),
+    "synthetic_cxr": lambda g: dict(root_path=str(g["cache"]), folder="site3", channels=3, **SMALL_CXR),
+}
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_describe_tells_what_a_built_split_reports(name, generated, tmp_path):
+    cls = DATASETS.get(name)
+    kwargs = SPEC_CASES[name](generated)
+    nowhere = tmp_path / "nowhere"
+    spec = cls.describe(**{**kwargs, "root_path": str(nowhere)})
+    assert not nowhere.exists()  # nothing read, nothing generated
+    assert cls.describe(**kwargs) == spec
+    data = cls("test", **kwargs)
+    names = data.label_names if data.task == "multilabel" else data.class_names
+    assert (spec.task, spec.class_names, spec.in_channels, spec.ignore_index) == (
+        data.task,
+        tuple(names),
+        data.in_channels,
+        data.ignore_index,
+    )
+    assert spec.image_size == data.img_size
+    if spec.image_size is not None:
+        assert tuple(data[0]["image"].shape) == (spec.in_channels, *spec.image_size)
+
+
+def test_describe_fills_in_the_declared_defaults():
+    assert DATASETS.get("synthetic_cxr").describe(folder="site2") == DataSpec(
+        task="multilabel",
+        class_names=("pneumonia", "edema"),
+        in_channels=1,
+        image_size=(64, 64),
+        ignore_index=None,
+    )
+    assert DATASETS.get("drive").describe(root_path="x") == DataSpec(
+        task="segmentation",
+        class_names=("background", "vessel"),
+        in_channels=3,
+        image_size=None,
+        ignore_index=None,
+    )
+    assert DATASETS.get("chexpert").describe(root_path="x").image_size == (224, 224)

@@ -8,7 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from siteflow.engine.results import StageResult, matrix_table, site_matrix, summarize, write_results
+from siteflow.core.site_matrix import StageResult, matrix_table, site_matrix, summarize
+from siteflow.engine.results import write_results
 
 SITES = ["a", "b", "c"]
 
@@ -59,7 +60,7 @@ def test_missing_values_are_nan():
 
 
 def test_written_files_read_back(tmp_path):
-    summary = write_results(tmp_path, SEQUENTIAL, SITES, experiment="demo/x", strategy="sequential")
+    summary = write_results(tmp_path, SEQUENTIAL, SITES, experiment="demo/x", strategy="sequential", metrics=("dice", "dice_sample"))
     with open(tmp_path / "site_matrix_dice.csv") as handle:
         table = list(csv.reader(handle))
     assert table[0] == ["after_stage", "trained_site", "a", "b", "c", "mean"]

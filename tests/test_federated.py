@@ -20,8 +20,9 @@ from experiments import tiny_config
 from siteflow.strategies.federated.aggregation import site_weights, weighted_average
 from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
+from siteflow.datasets.pooling import build_dataset
 from siteflow.engine.runner import ExperimentRun
-from siteflow.strategies.federated.fedavg import ROUND_STATE, FedAvgStrategy, FedProxStrategy, ProximalTerm
+from siteflow.strategies.federated import ROUND_STATE, FedAvgStrategy, FederatedSite, FedProxStrategy, ProximalTerm, SiteStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,21 +69,20 @@ class Recording(FedAvgStrategy):
         super().__init__(**kwargs)
         self.updates, self.aggregates = [], []
 
-    def local_update(self, runner, task, start, round_number):
-        update = super().local_update(runner, task, start, round_number)
+    def local_update(self, site, start, round_number, extra_losses=()):
+        update = super().local_update(site, start, round_number, extra_losses)
         self.updates.append((round_number, update))
         return update
 
-    def aggregate(self, updates, shared_keys):
-        result = super().aggregate(updates, shared_keys)
+    def aggregate(self, round_number, global_weights, updates):
+        result = super().aggregate(round_number, global_weights, updates)
         self.aggregates.append(result)
         return result
 
 
 def federated_run(folder: Path, **strategy_kwargs) -> tuple[ExperimentRun, Recording]:
     config = load_config(tiny_config(folder, "fedavg", sites=2, common={"strategy": {"kwargs": strategy_kwargs}}))
-    runner = ExperimentRun(config, folder / "run")
-    runner.strategy = Recording(**config.strategy.kwargs)
+    runner = ExperimentRun(config, folder / "run", strategy=Recording(**config.strategy.kwargs))
     runner.summary = runner.execute()
     return runner, runner.strategy
 
@@ -99,29 +99,35 @@ def test_a_round_averages_the_sites_by_sample_count(tmp_path):
     assert not torch.equal(strategy.aggregates[0][name], first_round[0].weights[name])
     # round 2 starts from round 1's aggregate
     saved, info = runner.load_state(ROUND_STATE)
-    assert info == {"round": 2}
+    assert info["round"] == 2 and len(info["digests"]) == 2
     assert torch.equal(saved[f"global/{name}"], strategy.aggregates[1][name])
     assert runner.summary["stages"] == ["round1", "round2"]
     assert runner.summary["dice"]["backward_transfer"] is None
-    final = load_weights(runner.checkpoints_dir / "global" / "final.safetensors")
+    final = load_weights(runner.folder.checkpoints / "global" / "final.safetensors")
     assert torch.equal(final[name], strategy.aggregates[1][name])
-    assert runner.stage_weights() == [("round2", runner.checkpoints_dir / "global" / "final.safetensors", {})]
+    assert runner.folder.stage_weights() == [("round2", runner.folder.checkpoints / "global" / "final.safetensors", {})]
 
 
 def test_fedbn_keeps_normalisation_at_each_site(tmp_path):
     runner, strategy = federated_run(tmp_path, rounds=1, local_epochs=1, keep_local_norm=True)
-    local_keys = strategy.local_keys(runner)
-    state = strategy.updates[0][1].weights
+    local_keys = strategy.local_keys(runner.task)
+    saved, _ = runner.load_state(ROUND_STATE)
+    state = {k[len("global/"):]: v for k, v in saved.items() if k.startswith("global/")}
     norm_modules = {k.rsplit(".", 1)[0] for k in state if k.endswith("running_mean")}  # the U-Net's BatchNorms
     assert {k.rsplit(".", 1)[0] for k in local_keys} == norm_modules
     assert {k.rsplit(".", 1)[1] for k in local_keys} == {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
-    assert not local_keys & set(strategy.aggregates[0]), "a normalisation weight was averaged"
-    assert set(strategy.aggregates[0]) == set(state) - local_keys
-    saved, _ = runner.load_state(ROUND_STATE)
-    running_mean = next(k for k in local_keys if k.endswith("running_mean"))
     for _, update in strategy.updates:
-        assert torch.equal(saved[f"local/{update.site}/{running_mean}"], update.weights[running_mean])
-    assert not torch.equal(strategy.updates[0][1].weights[running_mean], strategy.updates[1][1].weights[running_mean])
+        assert not local_keys & set(update.weights), "a normalisation weight left its site"
+        assert set(update.weights) == set(state) - local_keys
+    initial = load_weights(runner.folder.checkpoints / "initial.safetensors")
+    assert all(torch.equal(state[k], initial[k]) for k in local_keys), "the server's copy of a local weight changed"
+    running_mean = next(k for k in local_keys if k.endswith("running_mean"))
+    kept = {site: SiteStore(runner.site_folder(site)).load("local", before=2) for site in ("site1", "site2")}
+    assert set(kept["site1"]) == local_keys
+    assert not torch.equal(kept["site1"][running_mean], kept["site2"][running_mean])
+    assert not torch.equal(kept["site1"][running_mean], initial[running_mean])
+    own = load_weights(runner.folder.checkpoints / "global" / "final_site2.safetensors")  # site 2's own model
+    assert torch.equal(own[running_mean], kept["site2"][running_mean])
 
 
 def test_fedprox_stays_closer_to_the_global_weights(tmp_path):
@@ -130,10 +136,9 @@ def test_fedprox_stays_closer_to_the_global_weights(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         config = load_config(tiny_config(folder, "fedavg", sites=1))
-        runner = ExperimentRun(config, folder / "run")
-        runner.strategy = strategy
-        start = runner.initial_state(config.tasks[0]).weights
-        update = strategy.local_update(runner, config.tasks[0], start, 1)
+        runner = ExperimentRun(config, folder / "run", strategy=strategy)
+        start = runner.start(config.tasks[0], lambda: strategy.build_network(runner.task)).weights
+        update = strategy.local_update(FederatedSite(runner, config.tasks[0]), start, 1)
         results[name] = sum((update.weights[k] - start[k]).pow(2).sum() for k in start if start[k].is_floating_point() and "running" not in k)
     assert results["fedprox"] < 0.5 * results["fedavg"]
 
@@ -141,6 +146,7 @@ def test_fedprox_stays_closer_to_the_global_weights(tmp_path):
 def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, caplog):
     config = load_config(tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 1, "min_sites": 1}}}))
     runner = ExperimentRun(config, tmp_path / "run")
+    build_dataset(config.sites[1], "train")  # the synthetic sites are written on first use
     train_images = next((tmp_path / "data").glob("*/Domain2/train/image"))
     shutil.rmtree(train_images)  # site 2's training data becomes unreadable mid-study
     with caplog.at_level(logging.ERROR):

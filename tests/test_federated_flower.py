@@ -26,10 +26,11 @@ from flower_local import LocalFederation
 from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
 from siteflow.deploy.flower.protocol import METRICS, TASK_ID, NodeSettings, RunSettings
-from siteflow.deploy.flower.site import FederatedSite
+from siteflow.deploy.flower.site import DeployedSite
 from siteflow.deploy.flower.sites import SiteDirectory
 from siteflow.engine.runner import ExperimentRun
-from siteflow.strategies.federated.fedavg import ROUND_STATE, SiteUpdate
+from siteflow.datasets.pooling import build_dataset
+from siteflow.strategies.federated import ROUND_STATE, FederatedSite, SiteUpdate
 
 APP = Path(__file__).resolve().parent.parent / "flower-app"
 
@@ -60,11 +61,13 @@ def run_config(config: Path, server_root: Path) -> str:
 def by_hand(config: Path, folder: Path, rounds: int, task_ids: tuple[int, ...] = (1, 2)) -> list[dict[str, torch.Tensor]]:
     """The global weights after each round, the update of every site of ``task_ids``
     reproduced here and the average taken by hand: sum of samples * weights over the sum of samples."""
-    sites = [ExperimentRun(load_config(config, task_ids=[i]), folder / f"site{i}") for i in task_ids]
-    weights = sites[0].initial_state(sites[0].tasks[0]).weights
+    runs = [ExperimentRun(load_config(config, task_ids=[i]), folder / f"site{i}") for i in task_ids]
+    strategy = runs[0].strategy
+    weights = runs[0].start(runs[0].tasks[0], lambda: strategy.build_network(runs[0].task)).weights
+    sites = [FederatedSite(run, run.tasks[0]) for run in runs]
     history = []
     for round_number in range(1, rounds + 1):
-        updates = [site.strategy.local_update(site, site.tasks[0], weights, round_number) for site in sites]
+        updates = [strategy.local_update(site, weights, round_number) for site in sites]
         total = sum(update.num_samples for update in updates)
         weights = {
             name: sum(update.num_samples * update.weights[name] for update in updates) / total
@@ -89,12 +92,13 @@ def matrix(results: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_rounds_on_flower_average_the_sites_and_a_killed_server_resumes(tmp_path, federation):
     config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 2}}})
-    server = ExperimentRun(load_config(config), tmp_path / "server" / "fedavg" / "t")  # also writes the data, once
+    server = ExperimentRun(load_config(config), tmp_path / "server" / "fedavg" / "t")
+    build_dataset(server.config.sites[0], "test")  # writes the synthetic sites, once
     local = federation(hospitals(tmp_path))
     local.submit(APP, run_config(config, tmp_path / "server"))
     expected = by_hand(config, tmp_path / "by_hand", rounds=2)
 
-    progress = server.results_dir / "progress.json"
+    progress = server.folder.results_dir / "progress.json"
     deadline = time.monotonic() + 240
     while not progress.is_file():  # written atomically once round 1 is saved and tested
         assert time.monotonic() < deadline, f"round 1 did not finish\n{local.log_tails()}"
@@ -102,20 +106,20 @@ def test_rounds_on_flower_average_the_sites_and_a_killed_server_resumes(tmp_path
     time.sleep(2)  # the sites are training round 2 (a kill while a message is half sent stalls the sites for a minute)
     local.kill_server_app()
     saved, info = server.load_state(ROUND_STATE)
-    assert info == {"round": 1}
+    assert info["round"] == 1
     assert_close({k[len("global/"):]: v for k, v in saved.items()}, expected[0])
 
     result = local.flwr("run", str(APP), "test", "--run-config", run_config(config, tmp_path / "server"), "--stream", timeout=300)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
     assert "resuming the federation after round 1" in result.stdout
     saved, info = server.load_state(ROUND_STATE)
-    assert info == {"round": 2}
-    assert_close(load_weights(server.checkpoints_dir / "global" / "final.safetensors"), expected[1])
+    assert info["round"] == 2
+    assert_close(load_weights(server.folder.checkpoints / "global" / "final.safetensors"), expected[1])
 
-    rows = matrix(server.results_dir)
+    rows = matrix(server.folder.results_dir)
     assert [row["after_stage"] for row in rows] == ["round1", "round2"]
     assert all(0.0 <= float(row[site]) <= 1.0 for row in rows for site in ("site1", "site2"))
-    summary = json.loads((server.results_dir / "summary.json").read_text())
+    summary = json.loads((server.folder.results_dir / "summary.json").read_text())
     assert summary["stages"] == ["round1", "round2"] and summary["sites"] == ["site1", "site2"]
     assert summary["dice"]["final_per_site"]["site1"] == pytest.approx(float(rows[1]["site1"]), abs=1e-6)
     stages = json.loads(progress.read_text())["stages"]
@@ -130,18 +134,19 @@ def test_rounds_on_flower_average_the_sites_and_a_killed_server_resumes(tmp_path
 def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, federation):
     config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 1, "min_sites": 1}}})
     server = ExperimentRun(load_config(config), tmp_path / "server" / "fedavg" / "t")
+    build_dataset(server.config.sites[1], "train")  # writes the synthetic sites, once
     shutil.rmtree(next((tmp_path / "data").glob("*/Domain2/train/image")))  # site 2 cannot train; it can test
     local = federation(hospitals(tmp_path))
     result = local.flwr("run", str(APP), "test", "--run-config", run_config(config, tmp_path / "server"), "--stream", timeout=300)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
     assert "round 1: site site2 failed (training)" in result.stdout
-    (log_file,) = (server.logs_dir).glob("flower_server*.log")
+    (log_file,) = (server.folder.logs).glob("flower_server*.log")
     assert "round 1: site site2 failed (training)" in log_file.read_text()
-    assert "round 1: averaged site1 (4 samples)" in result.stdout
+    assert "round 1: aggregated site1 (4 samples)" in result.stdout
 
-    final = load_weights(server.checkpoints_dir / "global" / "final.safetensors")
+    final = load_weights(server.folder.checkpoints / "global" / "final.safetensors")
     assert_close(final, by_hand(config, tmp_path / "by_hand", rounds=1, task_ids=(1,))[0])  # site 1's update alone
-    (row,) = matrix(server.results_dir)
+    (row,) = matrix(server.folder.results_dir)
     assert row["after_stage"] == "round1"
     assert not math.isnan(float(row["site1"])) and not math.isnan(float(row["site2"]))  # both tested the global model
 
@@ -160,22 +165,23 @@ def test_a_site_keeps_its_normalisation_weights_on_its_own_disk(tmp_path, monkey
     settings, node = RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2")
     started: dict[int, dict[str, torch.Tensor]] = {}
 
-    def local_update(runner, task, start, round_number):  # each round marks the weights with its number
+    def fit(stage, start, trainee, **kwargs):  # each round marks the weights with its number
+        round_number = int(stage.split("/")[0][len("round"):])
         started[round_number] = start
-        return SiteUpdate(task.task_name, {k: v + round_number if v.is_floating_point() else v for k, v in start.items()}, 4)
+        return {k: v + round_number if v.is_floating_point() else v for k, v in start.items()}
 
-    def site() -> FederatedSite:  # every message is a new process
-        new = FederatedSite(settings, node)
-        monkeypatch.setattr(new.strategy, "local_update", local_update)
+    def site() -> DeployedSite:  # every message is a new process
+        new = DeployedSite(settings, node)
+        monkeypatch.setattr(new.site, "fit", fit)
         return new
 
     first = site()
-    local_keys = first.local_keys
+    local_keys = first.strategy.local_keys(first.run.task)
     assert local_keys
-    global_weights = first.run.initial_state(first.task).weights
+    global_weights = first.run.start(first.site.task, lambda: first.strategy.build_network(first.run.task)).weights
     update = first.train(global_weights, 1)
     assert set(update.weights) == set(global_weights) - local_keys, "a normalisation weight left the site"
-    local_dir = first.run.run_dir / "checkpoints" / "local"
+    local_dir = first.run.site_folder("site2") / "local"
     assert set(load_weights(local_dir / "round1.safetensors")) == local_keys
 
     site().train(global_weights, 2)  # round 2 starts from the global weights with round 1's own normalisation
@@ -188,7 +194,7 @@ def test_a_site_keeps_its_normalisation_weights_on_its_own_disk(tmp_path, monkey
     assert torch.equal(started[3][name], global_weights[name] + 3)  # round 1's + 2
 
     tested = site()
-    monkeypatch.setattr(tested.run, "evaluate", lambda weights, sites: {sites[0]: {"dice": float(weights[name].sum())}})
+    monkeypatch.setattr(tested.run, "evaluate", lambda weights, solver, sites: {sites[0]: {"dice": float(weights[name].sum())}})
     assert tested.test(global_weights, 3)["dice"] == pytest.approx(float((global_weights[name] + 6).sum()))
     with pytest.raises(ValueError, match="the server's config differs from this site's"):
         tested.check("another experiment")

@@ -9,13 +9,13 @@ import torch
 
 from experiments import tiny_config
 from siteflow.core.atomic import load_weights
-from siteflow.tasks.multilabel import UnionLabels, positive_weights
+from siteflow.tasks.multilabel import MultiLabelTask, UnionLabels, positive_weights
 from siteflow.config import load_config
 from siteflow.datasets.pooling import build_dataset
 from siteflow.losses import MaskedBCEWithLogitsLoss
 from siteflow.metrics import masked_auroc, sensitivity_specificity, youden_thresholds
 from siteflow.engine.runner import ExperimentRun
-from siteflow.strategies.federated.fedavg import ROUND_STATE, FFLStrategy
+from siteflow.strategies.federated import ROUND_STATE, FFLStrategy, SiteStore
 
 CXR = {
     "name": "synthetic_cxr",
@@ -41,8 +41,8 @@ class RecordingFFL(FFLStrategy):
         super().__init__(**kwargs)
         self.updates = []
 
-    def local_update(self, runner, task, start, round_number):
-        update = super().local_update(runner, task, start, round_number)
+    def local_update(self, site, start, round_number, extra_losses=()):
+        update = super().local_update(site, start, round_number, extra_losses)
         self.updates.append(update)
         return update
 
@@ -51,16 +51,15 @@ class RecordingFFL(FFLStrategy):
 def ffl_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ffl")
     config = load_config(cxr_config(folder, "ffl", rounds=1, weighting="samples"))
-    runner = ExperimentRun(config, folder / "run")
-    runner.strategy = RecordingFFL(**config.strategy.kwargs)
+    runner = ExperimentRun(config, folder / "run", strategy=RecordingFFL(**config.strategy.kwargs))
     runner.summary = runner.execute()
     return runner
 
 
 def test_the_label_space_is_the_union_of_the_sites_labels(ffl_run):
-    assert ffl_run.task == "multilabel"
-    assert ffl_run.class_names == ("cardiomegaly", "pleural_effusion", "pneumonia", "edema", "pneumothorax")
-    site2 = UnionLabels(build_dataset(ffl_run.config.sites[1], "train"), ffl_run.class_names)
+    assert isinstance(ffl_run.task, MultiLabelTask)
+    assert ffl_run.task.class_names == ("cardiomegaly", "pleural_effusion", "pneumonia", "edema", "pneumothorax")
+    site2 = UnionLabels(build_dataset(ffl_run.config.sites[1], "train"), ffl_run.task.class_names)
     item = site2[0]
     assert item["mask"].tolist() == [0, 0, 1, 1, 0]  # site 2 annotates pneumonia and edema only
     assert item["labels"][[0, 1, 4]].tolist() == [0, 0, 0]
@@ -78,10 +77,12 @@ def test_after_a_round_the_trunk_is_the_weighted_mean_and_each_head_its_sites(ff
         assert torch.allclose(saved[f"global/{name}"].double(), expected, atol=1e-6), name
     conv = "trunk.stem.0.weight" if "trunk.stem.0.weight" in saved else next(k for k in trunk if k.endswith("weight"))
     assert all(not torch.equal(saved[f"global/{conv}"], u.weights[conv]) for u in updates)
+    heads = {u.site: SiteStore(ffl_run.site_folder(u.site)).load("local", before=2) for u in updates}
     for update in updates:
-        for name in ("head.weight", "head.bias"):
-            assert torch.equal(saved[f"local/{update.site}/{name}"], update.weights[name])
-    assert not torch.equal(updates[0].weights["head.weight"], updates[1].weights["head.weight"])
+        assert not any(name.startswith("head.") for name in update.weights), "a head left its site"
+        assert set(heads[update.site]) == {"head.weight", "head.bias"}
+        assert not torch.equal(heads[update.site]["head.weight"], saved["global/head.weight"]), "the head did not train"
+    assert not torch.equal(heads["site1"]["head.weight"], heads["site2"]["head.weight"])
 
 
 def test_each_site_is_tested_on_its_own_labels_with_its_own_head(ffl_run):
@@ -90,10 +91,10 @@ def test_each_site_is_tested_on_its_own_labels_with_its_own_head(ffl_run):
     assert set(row["site2"]) == {"auroc", "auroc_pneumonia", "auroc_edema"}
     assert set(row["site3"]) == {"auroc", "auroc_cardiomegaly", "auroc_pneumonia", "auroc_pneumothorax"}
     assert ffl_run.summary["metrics"] == ["auroc"]
-    ((stage, _, own),) = ffl_run.stage_weights()
+    ((stage, _, own),) = ffl_run.folder.stage_weights()
     assert stage == "round1" and set(own) == {"site1", "site2", "site3"}
-    saved, _ = ffl_run.load_state(ROUND_STATE)
-    assert torch.equal(load_weights(own["site2"])["head.weight"], saved["local/site2/head.weight"])
+    kept = SiteStore(ffl_run.site_folder("site2")).load("local", before=2)
+    assert torch.equal(load_weights(own["site2"])["head.weight"], kept["head.weight"])
 
 
 def test_masked_bce_ignores_unknown_labels():
@@ -121,7 +122,7 @@ def test_auroc_and_youden_threshold_by_hand():
 
 
 def test_pos_weight_from_the_sites_known_training_labels(ffl_run):
-    site1 = UnionLabels(build_dataset(ffl_run.config.sites[0], "train"), ffl_run.class_names)
+    site1 = UnionLabels(build_dataset(ffl_run.config.sites[0], "train"), ffl_run.task.class_names)
     positives, known = site1.dataset.positive_counts()
     weights = positive_weights([site1])
     expected = [(k - p) / p if p else 1.0 for p, k in zip(positives.tolist(), known.tolist())]
@@ -134,7 +135,7 @@ def test_predict_writes_auroc_with_intervals_and_validation_thresholds(ffl_run):
 
     from siteflow.engine.predict import predict_run
 
-    output = predict_run(ffl_run.config, ffl_run.run_dir)
+    output = predict_run(ffl_run.config, ffl_run.folder.path)
     with open(output / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     site2 = [r for r in rows if r["site"] == "site2"]
@@ -152,14 +153,14 @@ def test_predict_writes_auroc_with_intervals_and_validation_thresholds(ffl_run):
 
 def test_deployed_on_flower_only_the_trunk_leaves_a_site(tmp_path):
     from siteflow.deploy.flower.protocol import NodeSettings, RunSettings
-    from siteflow.deploy.flower.site import FederatedSite
+    from siteflow.deploy.flower.site import DeployedSite
 
     config = cxr_config(tmp_path, "ffl", rounds=1)
-    site = FederatedSite(RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2"))
-    global_weights = site.run.initial_state(site.task).weights
+    site = DeployedSite(RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2"))
+    global_weights = site.run.start(site.site.task, lambda: site.strategy.build_network(site.run.task)).weights
     update = site.train(global_weights, 1)  # a real round of local training at site 2
     assert update.weights and not any(name.startswith("head.") for name in update.weights)
     assert set(update.weights) == {name for name in global_weights if not name.startswith("head.")}
-    kept = load_weights(site.run.run_dir / "checkpoints" / "local" / "round1.safetensors")
+    kept = load_weights(site.run.site_folder("site2") / "local" / "round1.safetensors")
     assert set(kept) == {"head.weight", "head.bias"}
     assert not torch.equal(kept["head.weight"], global_weights["head.weight"]), "the head did not train"

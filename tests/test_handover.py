@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import pickle
@@ -370,6 +372,95 @@ def test_weights_that_do_not_fit_the_receivers_model_are_refused(tmp_path):
         read_handover(path, key=KEY, expected_shapes={name: tensor.shape for name, tensor in deeper.items()})
     same = UNet(3, 3, base_channels=8, depth=2).state_dict()
     read_handover(path, key=KEY, expected_shapes={name: tuple(tensor.shape) for name, tensor in same.items()})
+
+
+# Refusal 4b: other strategy options
+
+
+RELAY_OPTIONS = {"replay_fraction": 0.5, "merge": "mean", "milestones": (2, 4)}
+
+
+def test_other_strategy_options_are_refused_naming_each_option_and_both_values(tmp_path):
+    path = tmp_path / "handover.safetensors"
+    assert write(path, strategy_options=RELAY_OPTIONS).strategy_options == {**RELAY_OPTIONS, "milestones": [2, 4]}
+    message = (
+        r"handover.safetensors: written with strategy option replay_fraction=0.5, this site is configured with 0.25; "
+        r"both sites must run the same strategy options$"
+    )
+    with pytest.raises(HandoverError, match=message):
+        read_handover(path, key=KEY, strategy="relay", strategy_options={**RELAY_OPTIONS, "replay_fraction": 0.25})
+    several = (
+        r"written with strategy option buffer=unset, this site is configured with 10; "
+        r"strategy option merge=\"mean\", this site is configured with \"sum\"; "
+        r"strategy option milestones=\[2, 4\], this site is configured with unset; both sites must"
+    )
+    with pytest.raises(HandoverError, match=several):
+        read_handover(path, key=KEY, strategy_options={"replay_fraction": 0.5, "merge": "sum", "buffer": 10})
+    with pytest.raises(HandoverError, match=r"strategy option replay_fraction=0.5, this site is configured with unset"):
+        read_handover(path, key=KEY, strategy_options={})
+    _, manifest = read_handover(path, key=KEY, strategy="relay", strategy_options={**RELAY_OPTIONS, "milestones": [2, 4]})
+    assert manifest.strategy_options == {"replay_fraction": 0.5, "merge": "mean", "milestones": [2, 4]}
+    read_handover(path, key=KEY)  # not asked for, not checked
+
+
+def test_a_strategy_without_options_writes_an_empty_object_that_is_checked_too(tmp_path):
+    path = tmp_path / "handover.safetensors"
+    assert write(path).strategy_options == {}
+    with safe_open(str(path), framework="pt") as handle:
+        assert json.loads(handle.metadata()["siteflow.handover"])["strategy_options"] == {}
+    read_handover(path, key=KEY, strategy_options={})
+    with pytest.raises(HandoverError, match=r"written with strategy option lr=unset, this site is configured with 0.1; both"):
+        read_handover(path, key=KEY, strategy_options={"lr": 0.1})
+
+
+def test_strategy_options_are_covered_by_the_signature_and_must_be_an_object(tmp_path):
+    write(tmp_path / "signed.safetensors", strategy_options=RELAY_OPTIONS)
+    rewrite_manifest(
+        tmp_path / "signed.safetensors",
+        tmp_path / "edited.safetensors",
+        lambda m: json.dumps({**m, "strategy_options": {**m["strategy_options"], "replay_fraction": 0.25}}),
+    )
+    with pytest.raises(HandoverError, match=r"edited.safetensors: wrong signature"):
+        read_handover(tmp_path / "edited.safetensors", key=KEY, strategy_options={**RELAY_OPTIONS, "replay_fraction": 0.25})
+    rewrite_manifest(
+        tmp_path / "signed.safetensors",
+        tmp_path / "bad.safetensors",
+        lambda m: json.dumps({**m, "strategy_options": [0.5]}),
+    )
+    with pytest.raises(HandoverError, match=r"bad.safetensors: malformed manifest: strategy_options is \[0.5\], not an object"):
+        read_handover(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        write(tmp_path / "nan.safetensors", strategy_options={"replay_fraction": float("nan")})
+
+
+def write_older(path: Path) -> None:
+    """A signed file as an older siteflow wrote it: no strategy_options field."""
+    current = path.with_name("current.safetensors")
+    write(current)
+
+    def older(manifest: dict) -> str:
+        del manifest["strategy_options"], manifest["signature"]
+        canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+        signature = hmac.new(KEY, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+        return json.dumps({**manifest, "signature": signature})
+
+    rewrite_manifest(current, path, older)
+    current.unlink()
+
+
+def test_an_older_file_without_strategy_options_is_read_but_refused_when_options_are_checked(tmp_path):
+    path = tmp_path / "older.safetensors"
+    write_older(path)
+    _, manifest = read_handover(path, key=KEY, strategy="relay")  # its signature verifies without the field
+    assert manifest.strategy_options is None and "strategy_options" not in manifest.to_dict()
+    assert read_manifest(path, key=KEY) == manifest
+    message = r"older.safetensors: written without its strategy options \(by an older siteflow\), so they cannot be checked"
+    with pytest.raises(HandoverError, match=message):
+        read_handover(path, key=KEY, strategy_options={})
+    result = run_cli("verify", str(path), key=KEY.decode())
+    assert result.returncode == 0, result.stderr
+    assert "  options         not recorded (written by an older siteflow)" in result.stdout.splitlines()
+    assert "  signature       verified" in result.stdout.splitlines()
 
 
 # Refusal 5: sites out of order

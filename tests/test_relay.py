@@ -46,8 +46,8 @@ class CapturingRelay(RelayStrategy):
         super().__init__(**kwargs)
         self.learners = {}
 
-    def make_learner(self, runner, network, tasks, carried):
-        learner = super().make_learner(runner, network, tasks, carried)
+    def make_learner(self, context, network, tasks, carried):
+        learner = super().make_learner(context, network, tasks, carried)
         self.learners[tasks[0].task_name] = (learner, carried)
         return learner
 
@@ -69,8 +69,8 @@ def test_codes_and_sample_counts_come_from_the_chain(relay_run):
     runner, strategy = relay_run
     learner, carried = strategy.learners["site3"]
     assert [s.task_name for s in carried.sites] == ["site1", "site2"]
-    assert learner.site_code == 2 and learner.previous_codes.tolist() == [0, 1]
-    assert learner.samples_before == 4 + 4 and learner.samples_here == 4
+    assert learner.position.site_code == 2 and learner.previous_codes.tolist() == [0, 1]
+    assert learner.position.samples_before == 4 + 4 and learner.position.samples_here == 4
     first, _ = strategy.learners["site1"]
     assert first.old is None and first.previous_codes.numel() == 0
 
@@ -83,15 +83,15 @@ def test_old_networks_are_the_received_ones_frozen(relay_run):
     assert all(torch.equal(old[name], received[name]) for name in received)
     assert not any(p.requires_grad for p in learner.old.parameters())
     assert not learner.old.training
-    final = load_weights(runner.checkpoints_dir / "task_3" / "final.safetensors")
+    final = load_weights(runner.folder.checkpoints / "task_3" / "final.safetensors")
     assert any(not torch.equal(final[name], received[name]) for name in final if name.startswith("solver."))
     assert bool(learner.merged), "the midpoint merge did not happen"
 
 
 def test_replay_draws_label_maps_and_images_of_the_requested_sites(relay_run):
     runner, _ = relay_run
-    network = runner.strategy.build_network(runner)
-    network.load_state_dict(load_weights(runner.checkpoints_dir / "task_3" / "final.safetensors"))
+    network = runner.strategy.build_network(runner.task)
+    network.load_state_dict(load_weights(runner.folder.checkpoints / "task_3" / "final.safetensors"))
     network.eval()
     torch.manual_seed(0)
     images, labels = network.replay(torch.tensor([0, 1, 2, 0]), num_classes=3)
@@ -102,7 +102,7 @@ def test_replay_draws_label_maps_and_images_of_the_requested_sites(relay_run):
 
 def test_the_hand_over_carries_solver_and_generators_and_the_chain(relay_run):
     runner, _ = relay_run
-    path = runner.checkpoints_dir / "task_3" / "handover.safetensors"
+    path = runner.folder.checkpoints / "task_3" / "handover.safetensors"
     manifest = read_manifest(path)
     assert manifest.strategy == "relay"
     assert [(s.task_id, s.num_samples) for s in manifest.sites] == [(1, 4), (2, 4), (3, 4)]
@@ -129,7 +129,7 @@ def test_a_deployed_relay_in_three_processes_ends_with_the_simulated_weights(rel
         assert result.returncode == 0, result.stderr[-3000:]
         received = site / "exps" / "relay" / "deployed" / "checkpoints" / f"task_{task_id}" / "handover.safetensors"
     deployed = load_weights(received)
-    simulated_weights = load_weights(runner.checkpoints_dir / "task_3" / "handover.safetensors")
+    simulated_weights = load_weights(runner.folder.checkpoints / "task_3" / "handover.safetensors")
     assert deployed.keys() == simulated_weights.keys()
     for name in deployed:
         assert torch.allclose(deployed[name], simulated_weights[name], rtol=1e-5, atol=1e-6), name

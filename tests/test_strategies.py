@@ -12,7 +12,8 @@ from siteflow.core.atomic import load_weights
 from siteflow.handover import HandoverError
 from siteflow.config import load_config
 from siteflow.datasets.pooling import build_dataset, pooled_dataset
-from siteflow.engine.runner import ExperimentRun, RunFolderConflict
+from siteflow.engine.run_folder import RunFolderConflict
+from siteflow.engine.runner import ExperimentRun
 from siteflow.strategies import Carried
 
 
@@ -21,13 +22,22 @@ class RecordingRun(ExperimentRun):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.started_from: dict[str, Carried] = {}
+        self.started_from: dict[str, dict[str, torch.Tensor]] = {}
         self.trained_on: dict[str, list[str]] = {}
+        self.handed: dict[str, Carried] = {}
 
-    def fit(self, stage, tasks, carried, *, save_dir):
-        self.started_from[stage] = carried
+    def fit(self, stage, tasks, start, trainee, **kwargs):
+        self.started_from[stage] = start
         self.trained_on[stage] = [t.task_name for t in tasks]
-        return super().fit(stage, tasks, carried, save_dir=save_dir)
+        return super().fit(stage, tasks, start, trainee, **kwargs)
+
+    def hand_over(self, carried, *, save_dir):
+        self.handed[save_dir] = carried
+        return super().hand_over(carried, save_dir=save_dir)
+
+    def received(self, task):
+        """What ``task`` starts from, as the sequential strategy asks for it."""
+        return self.start(task, lambda: self.strategy.build_network(self.task), site_order=self.strategy.relay_order(self))
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -44,8 +54,8 @@ def run(tmp_path, strategy: str, **overrides) -> RecordingRun:
 def test_local_every_site_starts_from_the_same_initial_weights(tmp_path):
     runner = run(tmp_path, "local")
     initial = load_weights(tmp_path / "run" / "checkpoints" / "initial.safetensors")
-    assert same(runner.started_from["site1"].weights, initial)
-    assert same(runner.started_from["site2"].weights, initial)
+    assert same(runner.started_from["site1"], initial)
+    assert same(runner.started_from["site2"], initial)
     first_final = load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors")
     assert not same(first_final, initial), "site 1 did not train"
     assert runner.trained_on == {"site1": ["site1"], "site2": ["site2"]}
@@ -61,10 +71,11 @@ def test_local_every_site_starts_from_the_same_initial_weights(tmp_path):
 def test_sequential_site_k_starts_from_site_k_minus_1(tmp_path):
     runner = run(tmp_path, "sequential")
     first_final = load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors")
-    assert same(runner.started_from["site2"].weights, first_final)
-    assert [site.task_name for site in runner.started_from["site2"].sites] == ["site1"]
+    assert same(runner.started_from["site2"], first_final)
+    assert same(runner.handed["task_1"].weights, first_final)  # what site 2 received, with the chain so far
+    assert [site.task_name for site in runner.handed["task_1"].sites] == ["site1"]
     initial = load_weights(tmp_path / "run" / "checkpoints" / "initial.safetensors")
-    assert same(runner.started_from["site1"].weights, initial)
+    assert same(runner.started_from["site1"], initial)
     matrix = (tmp_path / "run" / "results" / "site_matrix_dice.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in matrix] == ["after_stage", "site1", "site2"]
     values = [[float(v) for v in line.split(",")[2:4]] for line in matrix[1:]]
@@ -76,7 +87,7 @@ def test_sequential_cycles_repeat_the_order(tmp_path):
     runner = run(tmp_path, "sequential", common={"strategy": {"kwargs": {"cycles": 2}}})
     assert list(runner.started_from) == ["cycle1/site1", "cycle1/site2", "cycle2/site1", "cycle2/site2"]
     previous = load_weights(tmp_path / "run" / "checkpoints" / "cycle1" / "task_2" / "final.safetensors")
-    assert same(runner.started_from["cycle2/site1"].weights, previous)
+    assert same(runner.started_from["cycle2/site1"], previous)
     assert runner.summary["stages"] == ["cycle1/site1", "cycle1/site2", "cycle2/site1", "cycle2/site2"]
 
 
@@ -116,7 +127,7 @@ def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(
         tiny_config(deployed, "sequential", current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(handed)}}}})
     )
     runner = RecordingRun(config, deployed / "run")
-    received = runner.initial_state(config.tasks[0])
+    received = runner.received(config.tasks[0])
     assert same(received.weights, load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors"))
     assert [site.task_name for site in received.sites] == ["site1"]
 
@@ -125,7 +136,7 @@ def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(
         tiny_config(deployed, "sequential", current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(late)}}}})
     )
     with pytest.raises(HandoverError, match="site out of order"):
-        RecordingRun(config, deployed / "run2").initial_state(config.tasks[0])
+        RecordingRun(config, deployed / "run2").received(config.tasks[0])
 
     wider = tmp_path / "wider"
     wider.mkdir()
@@ -138,7 +149,7 @@ def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(
         )
     )
     with pytest.raises(HandoverError, match=r"model"):
-        RecordingRun(config, wider / "run").initial_state(config.tasks[0])
+        RecordingRun(config, wider / "run").received(config.tasks[0])
 
 
 def test_vessel_sites_in_three_layouts_skip_pixels_outside_the_field_of_view(tmp_path):
@@ -160,7 +171,7 @@ def test_vessel_sites_in_three_layouts_skip_pixels_outside_the_field_of_view(tmp
         common={"train": {"loss": {"name": "dice_ce", "kwargs": {"ignore_index": 255}}}},
     )
     runner = RecordingRun(load_config(path), tmp_path / "run")
-    assert runner.ignore_index == 255 and runner.class_names == ("background", "vessel")
+    assert runner.task.ignore_index == 255 and runner.task.class_names == ("background", "vessel")
     summary = runner.execute()["dice"]
     assert set(summary["final_per_site"]) == {"DRIVE", "STARE", "CHASE_DB1"}
     assert all(0.0 <= v <= 1.0 for v in summary["final_per_site"].values())
@@ -182,7 +193,7 @@ def test_a_deployed_sequential_chain_ends_with_the_simulated_weights(tmp_path):
         config = load_config(tiny_config(hospital, "sequential", sites=3, current_tasks={"task_ids": [task_id], "task_confs": confs}))
         ExperimentRun(config, hospital / "run").execute()
         received = hospital / "run" / "checkpoints" / f"task_{task_id}" / "handover.safetensors"
-    expected = load_weights(simulated.checkpoints_dir / "task_3" / "final.safetensors")
+    expected = load_weights(simulated.folder.checkpoints / "task_3" / "final.safetensors")
     deployed = load_weights(received)
     assert deployed.keys() == expected.keys()
     assert all(torch.allclose(deployed[k], expected[k], rtol=1e-5, atol=1e-6) for k in expected)

@@ -3,15 +3,20 @@
 The config layer uses these to check ``kwargs`` against the constructor of the class a name
 refers to (datasets, models, losses, strategies), so that a typo or a wrong type is reported
 with its key path before any training starts, instead of as a traceback from deep inside.
+A constructor that passes its ``**kwargs`` on to its parent's has its own options and its
+parents' (see :func:`schema`): each option is declared once, where it belongs.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import inspect
+import textwrap
 import types
 import typing
-from typing import Any, Callable, Iterable, Literal, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Literal, Union
 
 
 class ConfigError(ValueError):
@@ -130,6 +135,135 @@ def _mismatch(value: Any, hint: Any, key_path: str) -> ConfigError:
     return ConfigError(key_path, f"expected {describe(hint)}, got {value!r}")
 
 
+@dataclass(frozen=True)
+class Option:
+    """One keyword option of a class or function, as the signature that declares it says.
+
+    ``parameter`` holds its name, kind and default (``inspect.Parameter.empty`` when the
+    option is required); ``hint`` is its resolved type hint (the raw annotation when the
+    hints cannot be resolved, ``inspect.Parameter.empty`` when there is none); ``owner`` is
+    the class (or the function) whose signature declares it.
+    """
+
+    parameter: inspect.Parameter
+    hint: Any
+    owner: Callable
+
+    @property
+    def required(self) -> bool:
+        return self.parameter.default is inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The options a config may give a class or a function, by name, in the order of the
+    signatures that declare them (the class's own first, then each parent's new ones).
+    ``open``: any other key is accepted too, unchecked (``**kwargs`` that are not passed on
+    to a parent's ``__init__``)."""
+
+    options: dict[str, Option]
+    open: bool
+
+
+def schema(target: Callable) -> Schema:
+    """The options of ``target``: a function's keyword parameters, or those of a class's
+    ``__init__`` followed through ``**kwargs`` into its parents.
+
+    A class's ``__init__`` that passes its ``**kwargs`` on to ``super().__init__`` (as its
+    source reads) takes the options of the next ``__init__`` along the class's MRO too, and so
+    on until an ``__init__`` that does not pass them on; ``object``'s takes no option (nor does
+    a class that defines no ``__init__``, like ``torch.utils.data.Dataset``). Where several
+    signatures declare an option, the nearest to the class wins: its default and its type hint
+    (a child may override a parent's default). An option without a default is required,
+    whichever signature declares it. A class whose ``options_class`` attribute names an
+    options class takes that class's options for its ``**kwargs``. ``**kwargs`` used
+    otherwise (or whose source cannot be read) accept any other key, unchecked.
+    """
+    options: dict[str, Option] = {}
+    open_ended = False
+    for function, signature, owner, forwarded in _signatures(target):
+        try:
+            hints = typing.get_type_hints(function)
+        except Exception:  # unresolvable annotations: the raw ones are checked leniently
+            hints = {}
+        parameters = list(signature.parameters.values())[1 if inspect.isclass(target) else 0 :]
+        for p in parameters:
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in options:
+                options[p.name] = Option(p, hints.get(p.name, p.annotation), owner)
+        open_ended = _var_keyword(signature) is not None and not forwarded
+    return Schema(options, open_ended)
+
+
+OPTIONS_CLASS = "options_class"
+"""A class attribute naming the class (an options dataclass) that receives ``__init__``'s
+``**kwargs``: its fields are then the class's options too (relay's ``RelayOptions``)."""
+
+
+def _signatures(target: Callable) -> Iterator[tuple[Callable, inspect.Signature, Callable, bool]]:
+    """(function, its signature, owner, whether it passes its ``**kwargs`` on to the next
+    one) of each signature that makes up ``target``'s options (see :func:`schema`): a
+    function's own; for a class, the ``__init__`` it uses, then, while the last one passes its
+    ``**kwargs`` to ``super().__init__``, the next ``__init__`` along its MRO (``object``'s
+    excluded)."""
+    if not inspect.isclass(target):
+        yield target, inspect.signature(target), target, False
+        return
+    for cls in target.__mro__:
+        function = cls.__dict__.get("__init__")
+        if cls is object or function is None:
+            continue
+        signature = inspect.signature(function)
+        options_class = cls.__dict__.get(OPTIONS_CLASS)
+        if options_class is not None and _var_keyword(signature) is not None:
+            yield function, signature, cls, True
+            yield options_class.__init__, inspect.signature(options_class.__init__), options_class, False
+            return
+        forwarded = _passes_to_super(function, _var_keyword(signature))
+        yield function, signature, cls, forwarded
+        if not forwarded:
+            return
+
+
+def _var_keyword(signature: inspect.Signature) -> str | None:
+    """The name of the ``**kwargs`` parameter of ``signature``, if it has one."""
+    return next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+
+
+def _passes_to_super(function: Callable, var_keyword: str | None) -> bool:
+    """Whether the source of ``function`` calls ``super().__init__(..., **<var_keyword>)``
+    (False without ``var_keyword`` or without readable source)."""
+    if var_keyword is None:
+        return False
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    return any(
+        _is_super_init(node) and any(k.arg is None and _is_name(k.value, var_keyword) for k in node.keywords)
+        for node in ast.walk(tree)
+    )
+
+
+def _is_super_init(node: ast.AST) -> bool:
+    """Whether ``node`` is a call ``super().__init__(...)`` (or ``super(...).__init__(...)``)."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "__init__"
+        and isinstance(node.func.value, ast.Call)
+        and _is_name(node.func.value.func, "super")
+    )
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def defaults(target: Callable) -> dict[str, Any]:
+    """The default of every option of ``target`` that has one (see :func:`schema`)."""
+    return {name: o.parameter.default for name, o in schema(target).options.items() if not o.required}
+
+
 def check_kwargs(
     target: Callable,
     kwargs: dict,
@@ -137,10 +271,13 @@ def check_kwargs(
     *,
     supplied: Iterable[str] = (),
 ) -> None:
-    """Check ``kwargs`` against the signature and type hints of ``target``.
+    """Check ``kwargs`` against the options of ``target`` (see :func:`schema`).
+
+    Raises :class:`ConfigError` naming the key path for an unknown option (with the nearest
+    known name and every allowed one), a value of the wrong type, or a missing required option.
 
     Args:
-        target: a class (its ``__init__`` is inspected) or a function.
+        target: a class (its ``__init__``, followed through ``**kwargs``) or a function.
         kwargs: the keyword arguments a config gives it.
         key_path: where ``kwargs`` sits in the config, for messages.
         supplied: parameters that siteflow passes itself (for example ``split`` for a
@@ -148,29 +285,19 @@ def check_kwargs(
     """
     if not isinstance(kwargs, dict):
         raise ConfigError(key_path, f"expected a mapping, got {kwargs!r}")
-    function = target.__init__ if inspect.isclass(target) else target
-    signature = inspect.signature(function)
-    try:
-        hints = typing.get_type_hints(function)
-    except Exception:  # unresolvable annotations: check names only
-        hints = {}
-    params = {
-        name: p
-        for name, p in signature.parameters.items()
-        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    found = schema(target)
     supplied = set(supplied)
     for key, value in kwargs.items():
-        if key not in params:
-            if takes_any:
+        option = found.options.get(key)
+        if option is None:
+            if found.open:
                 continue
-            allowed = [n for n in params if n not in supplied]
+            allowed = [name for name in found.options if name not in supplied]
             raise ConfigError(
                 join(key_path, key),
                 f"unknown option{nearest(str(key), allowed)} (allowed: {', '.join(allowed)})",
             )
-        check_type(value, hints.get(key, params[key].annotation), join(key_path, key))
-    for name, p in params.items():
-        if p.default is p.empty and name not in kwargs and name not in supplied:
+        check_type(value, option.hint, join(key_path, key))
+    for name, option in found.options.items():
+        if option.required and name not in kwargs and name not in supplied:
             raise ConfigError(join(key_path, name), "required option is missing")

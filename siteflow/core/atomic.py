@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,12 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "save_weights", "load_weights"]
+__all__ = ["safe_name", "atomic_path", "write_bytes", "write_text", "write_json", "save_weights", "load_weights"]
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a site, stage, model or image name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 @contextmanager

@@ -2,9 +2,10 @@
 :data:`siteflow.core.registry.DATASETS`: ``fundus``, ``drive``, ``stare``, ``chase_db1``,
 ``synthetic_fundus`` and ``synthetic_vessels`` (segmentation); ``chexpert``,
 ``chestxray14``, ``vindr_cxr``, ``mimic_cxr`` and ``synthetic_cxr`` (multi-label chest
-X-ray classification)."""
+X-ray classification). ``DATASETS.get(name).describe(**kwargs)`` tells from a config's
+options alone what a dataset's items look like (a :class:`DataSpec`)."""
 
-from siteflow.datasets.base import SegmentationDataset
+from siteflow.datasets.base import SegmentationDataset, SiteDataset
 from siteflow.datasets.chest_xray import (
     ChestXray14Dataset,
     CheXpertDataset,
@@ -16,8 +17,10 @@ from siteflow.datasets.chest_xray import (
     generate_cxr_sites,
 )
 from siteflow.datasets.files import SampleFiles
-from siteflow.datasets.fundus import FundusDataset
+from siteflow.datasets.fundus import DofeDomainDataset, FundusDataset
+from siteflow.datasets.spec import DataSpec
 from siteflow.datasets.synthetic import (
+    GeneratedSites,
     SyntheticFundusDataset,
     SyntheticVesselsDataset,
     generate_fundus_sites,
@@ -29,12 +32,16 @@ __all__ = [
     "ChaseDataset",
     "ChestXray14Dataset",
     "CheXpertDataset",
+    "DataSpec",
+    "DofeDomainDataset",
     "DriveDataset",
     "FundusDataset",
+    "GeneratedSites",
     "MimicCxrDataset",
     "MultiLabelDataset",
     "SampleFiles",
     "SegmentationDataset",
+    "SiteDataset",
     "StareDataset",
     "SyntheticChestXrayDataset",
     "SyntheticFundusDataset",

@@ -1,4 +1,6 @@
-"""The base class of every segmentation dataset of siteflow."""
+"""The bases of the site datasets of siteflow: :class:`SiteDataset`, the options and checks
+every site dataset shares, and :class:`SegmentationDataset`, the base of the segmentation
+datasets."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from siteflow.config.validation import defaults
 from siteflow.datasets.files import (
     SampleFiles,
     grey_to_class_ids,
@@ -18,13 +21,98 @@ from siteflow.datasets.files import (
     read_rgb_or_grey,
     resize_nearest,
 )
+from siteflow.datasets.spec import DataSpec, image_size
 from siteflow.datasets.splits import carve_val
 
 Split = Literal["train", "val", "test"]
 SPLITS = ("train", "val", "test")
 
 
-class SegmentationDataset(Dataset):
+class SiteDataset(Dataset):
+    """One site's split of a release: the options every site dataset shares, declared and
+    checked here once.
+
+    Options: ``root_path``, the release's folder; ``img_size``, the (height, width) images
+    are resized to (None: their native size); ``out_range``, the values that black and white
+    become; ``val_fraction`` and ``split_seed``, the val split that a subclass carves from the
+    release's training part (see :func:`~siteflow.datasets.splits.carve_val`); ``num_replica``,
+    how many times the train split repeats its samples to lengthen an epoch (val and test never
+    repeat). A subclass's ``__init__`` takes its own options and passes the others on with
+    ``**kwargs``: the config layer follows them here (see
+    :func:`~siteflow.config.validation.schema`). A subclass may override a default by
+    declaring the option again.
+
+    :meth:`describe` tells from the options alone what the items look like.
+    """
+
+    task: ClassVar[str]
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        root_path: str,
+        img_size: tuple[int, ...] | None = None,
+        out_range: tuple[float, ...] = (-1.0, 1.0),
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        num_replica: int = 1,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        if len(out_range) != 2 or not out_range[0] < out_range[1]:
+            raise ValueError(f"out_range must be [low, high] with low < high, not {out_range!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
+        if num_replica < 1:
+            raise ValueError(f"num_replica must be >= 1, not {num_replica!r}")
+        super().__init__()
+        self.split = split
+        self.root_path = Path(root_path)
+        self.img_size = image_size(img_size)
+        self.out_range = (float(out_range[0]), float(out_range[1]))
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.num_replica = num_replica if split == "train" else 1
+
+    @classmethod
+    def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
+        """Paths that must exist before training, keyed by the kwarg that sets them."""
+        return {"root_path": Path(kwargs["root_path"])} if "root_path" in kwargs else {}
+
+    @classmethod
+    def describe(cls, **kwargs: Any) -> DataSpec:
+        """What the items of this dataset built with the config options ``kwargs`` look like
+        (the declared defaults fill in the options they omit), from the options alone: no
+        file is read, nothing is generated."""
+        return cls._spec({**defaults(cls), **kwargs})
+
+    @classmethod
+    def _spec(cls, options: dict[str, Any]) -> DataSpec:
+        """:meth:`describe` from ``options``, which hold every option that has a default."""
+        raise NotImplementedError
+
+    @property
+    def release_part(self) -> Literal["train", "test"]:
+        """The part of the release this split comes from: val is carved from train."""
+        return "test" if self.split == "test" else "train"
+
+    @property
+    def num_samples(self) -> int:
+        """Unique samples of this split."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.num_samples * self.num_replica
+
+    def _row(self, index: int) -> int:
+        """The unique sample that item ``index`` shows; IndexError when out of range."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        return index % self.num_samples
+
+
+class SegmentationDataset(SiteDataset):
     """One site's split of a 2D segmentation release, read lazily from its files.
 
     A subclass declares its classes and mask convention (``class_names``, background first,
@@ -37,12 +125,9 @@ class SegmentationDataset(Dataset):
 
     Item ``i`` is ``{"image": float32 (C, H, W) scaled from [0, 255] to out_range,
     "label": int64 (H, W) class ids, "id": str}``, (H, W) being ``img_size`` or the native size
-    (image resized bilinearly, label by nearest neighbour). The train split repeats its
-    samples ``num_replica`` times to lengthen an epoch; val and test never repeat.
-
-    A subclass's ``__init__`` stores its own options, then calls this one (which calls
-    :meth:`_release_samples`); its signature lists every option with a type hint, as the
-    config layer validates YAML kwargs against it.
+    (image resized bilinearly, label by nearest neighbour). The options are those of
+    :class:`SiteDataset`; a subclass's ``__init__`` stores its own, then calls this one (which
+    calls :meth:`_release_samples`).
     """
 
     task: ClassVar[str] = "segmentation"
@@ -58,50 +143,31 @@ class SegmentationDataset(Dataset):
             if len(cls.mask_levels) != cls.num_classes:
                 raise TypeError(f"{cls.__name__}: one mask level per class is needed")
 
-    def __init__(
-        self,
-        split: Split,
-        *,
-        img_size: list[int] | None = None,
-        out_range: tuple[float, ...] = (-1.0, 1.0),
-        val_fraction: float = 0.2,
-        split_seed: int = 0,
-        num_replica: int = 1,
-    ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        if img_size is not None and (len(img_size) != 2 or min(img_size) < 1):
-            raise ValueError(f"img_size must be [height, width] > 0, not {img_size!r}")
-        if len(out_range) != 2 or not out_range[0] < out_range[1]:
-            raise ValueError(f"out_range must be [low, high] with low < high, not {out_range!r}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
-        if num_replica < 1:
-            raise ValueError(f"num_replica must be >= 1, not {num_replica!r}")
-        super().__init__()
-        self.split = split
-        self.img_size = None if img_size is None else (int(img_size[0]), int(img_size[1]))
-        self.out_range = (float(out_range[0]), float(out_range[1]))
-        self.num_replica = num_replica if split == "train" else 1
-
-        release = self._release_samples("test" if split == "test" else "train")
+    def __init__(self, split: Split, **kwargs: Any) -> None:
+        super().__init__(split, **kwargs)
+        release = self._release_samples(self.release_part)
         ids = [sample.id for sample in release]
         duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
         if duplicates:
             raise ValueError(f"{type(self).__name__}: several files share the ids {duplicates}")
         if split != "test":
-            release = carve_val(release, split, val_fraction, split_seed)
+            release = carve_val(release, split, self.val_fraction, self.split_seed)
         if not release:
             raise ValueError(
                 f"{type(self).__name__}: the {split} split is empty "
-                f"({len(ids)} training samples, val_fraction={val_fraction})"
+                f"({len(ids)} training samples, val_fraction={self.val_fraction})"
             )
         self.samples: list[SampleFiles] = release
 
     @classmethod
-    def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
-        """Paths that must exist before training, keyed by the kwarg that sets them."""
-        return {"root_path": Path(kwargs["root_path"])} if "root_path" in kwargs else {}
+    def _spec(cls, options: dict[str, Any]) -> DataSpec:
+        return DataSpec(
+            task=cls.task,
+            class_names=cls.class_names,
+            in_channels=cls.in_channels,
+            image_size=image_size(options["img_size"]),
+            ignore_index=None,
+        )
 
     def _release_samples(self, release: Literal["train", "test"]) -> list[SampleFiles]:
         """The samples of the release's train or test part, in a stable (sorted) order."""
@@ -121,13 +187,8 @@ class SegmentationDataset(Dataset):
     def num_samples(self) -> int:
         return len(self.samples)
 
-    def __len__(self) -> int:
-        return self.num_samples * self.num_replica
-
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        sample = self.samples[index % self.num_samples]
+        sample = self.samples[self._row(index)]
         image = read_rgb_or_grey(sample.image, self.in_channels)
         label = self._read_label(sample)
         if label.shape != (image.height, image.width):

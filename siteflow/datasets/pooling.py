@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
@@ -18,31 +18,14 @@ def build_dataset(site: SiteConfig, split: Split) -> Dataset:
     return DATASETS.get(site.dataset.name)(split, **site.dataset.kwargs)
 
 
-def pooled_dataset(sites: Sequence[SiteConfig], split: Split, label_space: Sequence[str] | None = None) -> Dataset:
-    """One site's split, or the concatenation of several sites' splits (joint training).
-
-    Args:
-        label_space: for multi-label sites, the union of all sites' labels: each site's
-            labels are placed in it (see :class:`siteflow.tasks.multilabel.UnionLabels`).
-
-    Raises:
-        ValueError: segmentation sites disagree on classes or input channels, so they cannot
-            be pooled.
-    """
+def pooled_dataset(
+    sites: Sequence[SiteConfig], split: Split, wrap: Callable[[Dataset], Dataset] | None = None
+) -> Dataset:
+    """One site's split, or the concatenation of several sites' splits (joint training);
+    ``wrap`` adapts each site's dataset first (e.g. places its labels in a label space)."""
     parts = [build_dataset(site, split) for site in sites]
-    if label_space is not None:
-        from siteflow.tasks.multilabel import UnionLabels
-
-        parts = [UnionLabels(part, label_space) for part in parts]
-    else:
-        first = parts[0]
-        for site, part in zip(sites[1:], parts[1:]):
-            if (part.class_names, part.in_channels) != (first.class_names, first.in_channels):
-                raise ValueError(
-                    f"site {site.task_name!r} has classes {part.class_names} and {part.in_channels} input "
-                    f"channels, site {sites[0].task_name!r} has {first.class_names} and {first.in_channels}: "
-                    "they cannot be pooled"
-                )
+    if wrap is not None:
+        parts = [wrap(part) for part in parts]
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 

@@ -6,14 +6,16 @@ sites (:mod:`siteflow.datasets.synthetic`) read their files through the very sam
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from siteflow.datasets.base import SegmentationDataset, Split
 from siteflow.datasets.files import SampleFiles, list_images, read_grey, require_partner
+from siteflow.datasets.spec import DataSpec
 from siteflow.datasets.splits import fixed_test_split
 from siteflow.core.registry import DATASETS
 
@@ -94,26 +96,13 @@ class VesselDataset(SegmentationDataset):
     mask_levels = (0, 255)
     in_channels = 3
 
-    def __init__(
-        self,
-        split: Split,
-        *,
-        fov_ignore_index: int | None,
-        img_size: list[int] | None,
-        out_range: tuple[float, ...],
-        val_fraction: float,
-        split_seed: int,
-        num_replica: int,
-    ) -> None:
+    def __init__(self, split: Split, *, fov_ignore_index: int | None = None, **kwargs: Any) -> None:
         self.fov_ignore_index = fov_ignore_index
-        super().__init__(
-            split,
-            img_size=img_size,
-            out_range=out_range,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            num_replica=num_replica,
-        )
+        super().__init__(split, **kwargs)
+
+    @classmethod
+    def _spec(cls, options: dict[str, Any]) -> DataSpec:
+        return dataclasses.replace(super()._spec(options), ignore_index=options["fov_ignore_index"])
 
     @property
     def ignore_index(self) -> int | None:
@@ -136,29 +125,6 @@ class DriveDataset(VesselDataset):
     val carved from ``training``. ``fov_ignore_index``: label value given to the pixels
     outside the FOV masks (``mask/*.gif``), None to keep them as background."""
 
-    def __init__(
-        self,
-        split: Split,
-        *,
-        root_path: str,
-        fov_ignore_index: int | None = None,
-        img_size: list[int] | None = None,
-        out_range: tuple[float, ...] = (-1.0, 1.0),
-        val_fraction: float = 0.2,
-        split_seed: int = 0,
-        num_replica: int = 1,
-    ) -> None:
-        self.root_path = Path(root_path)
-        super().__init__(
-            split,
-            fov_ignore_index=fov_ignore_index,
-            img_size=img_size,
-            out_range=out_range,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            num_replica=num_replica,
-        )
-
     def _release_samples(self, release: Release) -> list[SampleFiles]:
         return drive_samples(self.root_path, release, self.fov_ignore_index is not None)
 
@@ -177,28 +143,13 @@ class UnsplitVesselDataset(VesselDataset):
         self,
         split: Split,
         *,
-        root_path: str,
         test_ids: list[str] | None = None,
         num_test: int | None = None,
-        fov_ignore_index: int | None = None,
-        img_size: list[int] | None = None,
-        out_range: tuple[float, ...] = (-1.0, 1.0),
-        val_fraction: float = 0.2,
-        split_seed: int = 0,
-        num_replica: int = 1,
+        **kwargs: Any,
     ) -> None:
-        self.root_path = Path(root_path)
         self.test_ids = test_ids
         self.num_test = self.default_num_test if num_test is None else num_test
-        super().__init__(
-            split,
-            fov_ignore_index=fov_ignore_index,
-            img_size=img_size,
-            out_range=out_range,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            num_replica=num_replica,
-        )
+        super().__init__(split, **kwargs)
 
     def _release_samples(self, release: Release) -> list[SampleFiles]:
         return self.read_release(self.root_path, release, self.test_ids, self.num_test)

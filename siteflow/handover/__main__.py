@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 import warnings
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from siteflow.handover import HandoverError, HandoverWarning, Manifest, load_key, read_handover
+from siteflow.handover.keys import generate_key
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "keygen":
-        print(secrets.token_hex(32))
+        print(generate_key())
         return 0
     try:
         key = load_key(args.key_file)
@@ -61,6 +61,7 @@ def _describe(path: str, manifest: Manifest, weights: dict[str, torch.Tensor], s
         f"hand-over file {path}: OK",
         f"  format version  {manifest.format_version}",
         f"  strategy        {manifest.strategy}",
+        f"  options         {_options(manifest)}",
         f"  model           {manifest.model_name} {json.dumps(manifest.model_kwargs, sort_keys=True)}",
         f"  weights         {len(weights)} tensors, {size:,} bytes, sha256 {manifest.weights_sha256}",
         f"  signature       {signature}",
@@ -73,6 +74,13 @@ def _describe(path: str, manifest: Manifest, weights: dict[str, torch.Tensor], s
     if manifest.extra:
         lines.append(f"  extra           {json.dumps(manifest.extra, sort_keys=True)}")
     return "\n".join(lines)
+
+
+def _options(manifest: Manifest) -> str:
+    """The strategy options of ``manifest`` as one line."""
+    if manifest.strategy_options is None:
+        return "not recorded (written by an older siteflow)"
+    return json.dumps(manifest.strategy_options, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """The strategy interface: which sites train in which order, and how weights move.
 
 A strategy answers two questions: what a site does with the weights it receives and its own
-data (the site step, carried out by :meth:`SiteRunner.fit` with the strategy's network and
-learner), and how weights move between sites (the order, rounds and aggregation, written in
-:meth:`Strategy.run`). The runner that executes the steps (output folders, Lightning
-trainers, resuming, hand-over files, the test matrix) is passed in, so a strategy is a
-short, readable loop.
+data (the site step: the network and learner it passes to :meth:`StudyContext.fit`), and how
+weights move between sites (the order, rounds and aggregation, written in
+:meth:`Strategy.run`). The engine that executes the steps (run folder, Lightning trainers,
+resuming, hand-over files, the site matrix) implements :class:`StudyContext` and never asks
+what kind of strategy called it: everything that differs is passed in.
+
+A strategy with state (server momentum, control variates, counters) returns it from
+:meth:`Strategy.state_dict` and takes it back in :meth:`Strategy.load_state_dict`; the
+federated rounds save it atomically with every round and restore it on resume.
 """
 
 from __future__ import annotations
@@ -13,18 +17,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import pytorch_lightning as pl
-import torch
 from torch import nn
 
-from siteflow.config import TaskConfig, TrainConfig
+from siteflow.config import ExperimentConfig, TaskConfig
+from siteflow.core.site_matrix import StageResult, summarize
+from siteflow.core.types import State
 from siteflow.handover import SiteRecord
-from siteflow.tasks.learner import ExtraLoss
+from siteflow.tasks import Task
 
-State = dict[str, torch.Tensor]
-"""A network's weights by parameter/buffer name (a ``state_dict`` on the CPU)."""
+SolverFactory = Callable[[State], nn.Module]
+"""Weights -> the network that is tested (the solver of a network with several parts)."""
 
 
 @dataclass(frozen=True)
@@ -35,68 +40,50 @@ class Carried:
     sites: tuple[SiteRecord, ...] = ()
 
 
-class SiteRunner(Protocol):
-    """What a strategy can ask of the run that executes it."""
+@dataclass(frozen=True)
+class Trainee:
+    """What trains at a site, as factories the engine calls after seeding: the network
+    (which then receives the start weights) and the LightningModule that trains it."""
+
+    build_network: Callable[[], nn.Module]
+    make_learner: Callable[[nn.Module], pl.LightningModule]
+
+
+class StudyContext(Protocol):
+    """What a strategy can ask of the run that executes it (implemented by the engine)."""
+
+    config: ExperimentConfig
+    task: Task
 
     @property
     def tasks(self) -> Sequence[TaskConfig]:
         """The sites trained in this run, in the config's order."""
 
-    def build_model(self) -> nn.Module:
-        """A new model of the configured architecture, sized by the data."""
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """Segmentation classes (background first), or the study's multi-label label space
-        (the union of all sites' labels)."""
-
-    @property
-    def in_channels(self) -> int:
-        """Channels of the input images."""
-
-    @property
-    def image_size(self) -> tuple[int, ...]:
-        """Spatial size of the (resized) input images."""
-
-    @property
-    def ignore_index(self) -> int | None:
-        """Label value that losses and metrics skip, if any."""
-
-    def build_loss(self, train: TrainConfig, tasks: Sequence[TaskConfig] = ()) -> nn.Module:
-        """The configured loss (multi-label: ``pos_weight`` from the training data of ``tasks``)."""
-
-    def learner(
-        self,
-        model: nn.Module,
-        train: TrainConfig,
-        *,
-        tasks: Sequence[TaskConfig] = (),
-        test_site_names: Sequence[str] = (),
-        extra_losses: Sequence[ExtraLoss] = (),
-    ) -> pl.LightningModule:
-        """The standard learner of the data's task (segmentation or multi-label
-        classification) around ``model``, for training at ``tasks`` or testing on
-        ``test_site_names``; ``extra_losses`` are added to the loss of every training step."""
-
-    def initial_state(self, task: TaskConfig) -> Carried:
+    def start(self, task: TaskConfig, build_network: Callable[[], nn.Module], *, site_order: Sequence[int] | None = None) -> Carried:
         """What ``task`` starts from when nothing was handed to it in this run: its
-        ``checkpoint.load`` file (verified) if set, else the run's seeded initial weights."""
+        ``checkpoint.load`` hand-over file, verified (against the network's shapes, and,
+        with ``site_order``, against the relay order: the chain so far must be its prefix
+        and ``task`` the next site), else the run's seeded initial weights."""
 
     def fit(
         self,
         stage: str,
         tasks: Sequence[TaskConfig],
-        carried: Carried,
+        start: State,
+        trainee: Trainee,
         *,
         save_dir: str | None,
         epochs: int | None = None,
         seed_offset: int = 0,
     ) -> State:
-        """Train from ``carried`` on the pooled training data of ``tasks``; return the final
-        weights. With ``save_dir``, the stage checkpoints every epoch and saves its final
-        weights, and a finished stage is not trained again (its weights are read back);
-        without, nothing is saved (a site's step in a federated round). ``epochs`` overrides
-        the site's ``train.epochs``; ``seed_offset`` varies the seed (e.g. by round)."""
+        """Train ``trainee`` from ``start`` on the pooled training data of ``tasks``; return
+        the final weights. With ``save_dir``, the stage checkpoints every epoch and saves its
+        final weights, and a finished stage is not trained again (its weights are read
+        back); without, nothing is saved (a site's step in a federated round). ``epochs``
+        overrides the site's ``train.epochs``; ``seed_offset`` varies the seed."""
+
+    def sample_count(self, task: TaskConfig) -> int:
+        """The number of training samples of ``task``."""
 
     def site_record(self, task: TaskConfig) -> SiteRecord:
         """The record of ``task`` for the chain of a hand-over (id, name, samples, time)."""
@@ -104,56 +91,98 @@ class SiteRunner(Protocol):
     def hand_over(self, carried: Carried, *, save_dir: str) -> Path:
         """Write ``carried`` as the hand-over file of the stage saved in ``save_dir``."""
 
+    def evaluate(
+        self, weights: State, solver: SolverFactory, *, site_weights: Mapping[str, State] | None = None,
+        sites: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, float]]:
+        """Test ``solver(weights)`` on the test split of every site whose data is here (only
+        ``sites``, if given); ``site_weights`` gives some sites weights of their own.
+        Returns ``values[site][metric]``."""
+
     def test(
-        self, stage: str, weights: State, *, trained_site: str | None, site_weights: Mapping[str, State] | None = None
+        self, stage: str, weights: State, solver: SolverFactory, *, trained_site: str | None,
+        site_weights: Mapping[str, State] | None = None,
     ) -> None:
-        """Test the strategy's solver in ``weights`` on every site's test split and record
-        the row ``stage`` of the site matrix (``trained_site``: the site this stage trained).
-        ``site_weights`` gives some test sites (by name) weights of their own."""
+        """:meth:`evaluate`, then :meth:`record` the row ``stage`` (not again if recorded)."""
+
+    def record(self, stage: str, values: Mapping[str, Mapping[str, float]], *, trained_site: str | None) -> None:
+        """Add the row ``stage`` of the site matrix, ``values[site][metric]`` (tested here or
+        reported by the sites); a row recorded before is kept."""
+
+    def recorded(self, stage: str) -> bool:
+        """Whether the row ``stage`` is in the site matrix already."""
 
     def save_state(self, name: str, tensors: State, info: dict) -> None:
         """Save strategy state atomically (``checkpoints/<name>.safetensors`` with JSON ``info``)."""
+
+    def load_state(self, name: str) -> tuple[State, dict] | None:
+        """What :meth:`save_state` saved under ``name``, or None."""
 
     def save_final(self, stage: str, weights: State, *, save_dir: str, site_weights: Mapping[str, State] | None = None) -> None:
         """Save a stage's final weights (and each site's own, where sites keep some) for
         prediction, when :meth:`fit` did not."""
 
-    def load_state(self, name: str) -> tuple[State, dict] | None:
-        """What :meth:`save_state` saved under ``name``, or None."""
+    def site_folder(self, site: str) -> Path:
+        """A folder of ``site``'s own files (a deployed site's disk; in a simulation, one
+        folder per site inside the run)."""
 
 
 class Strategy(ABC):
     """Base class of multi-site strategies; subclasses register with ``STRATEGIES``.
 
-    Options come from ``common.strategy.kwargs`` as typed constructor parameters. By default
-    the network that trains and travels is the configured segmentation model, trained by the
-    standard learner; a strategy with more networks (relay's generators) overrides
-    :meth:`build_network`, :meth:`make_learner` and :meth:`solver`.
+    Options come from ``common.strategy.kwargs`` as typed constructor parameters (a subclass
+    takes its own and passes the rest with ``**kwargs``). By default the network that trains
+    and travels is the task's model, trained by the task's learner; a strategy with more
+    networks (relay's generators) overrides :meth:`build_network`, :meth:`make_learner` and
+    :meth:`solver`.
     """
 
-    own_model_per_site: ClassVar[bool] = False
-    """True when every site keeps its own final model (local), not one model for all."""
-
-    hands_over: ClassVar[bool] = False
-    """True when the model travels from site to site (a hand-over file after every site)."""
-
-    cycles: int = 1
-    """Passes over the site order (the relay order a hand-over is checked against repeats)."""
-
-    def build_network(self, runner: SiteRunner) -> nn.Module:
+    def build_network(self, task: Task) -> nn.Module:
         """A new network whose weights train at a site and move between sites."""
-        return runner.build_model()
+        return task.build_model()
 
     def make_learner(
-        self, runner: SiteRunner, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
+        self, context: StudyContext, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
     ) -> pl.LightningModule:
         """The LightningModule that trains ``network`` at ``tasks`` after receiving ``carried``."""
-        return runner.learner(network, tasks[0].train, tasks=tasks)
+        train = tasks[0].train
+        task = context.task
+        return task.learner(network, task.build_loss(train, [t.site for t in tasks]), train)
 
     def solver(self, network: nn.Module) -> nn.Module:
-        """The part of ``network`` that segments images (what is tested)."""
+        """The part of ``network`` that is tested (segments or classifies images)."""
         return network
 
+    def solver_from(self, task: Task) -> SolverFactory:
+        """Weights -> the solver loaded with them."""
+
+        def build(weights: State) -> nn.Module:
+            network = self.build_network(task)
+            network.load_state_dict(weights)
+            return self.solver(network)
+
+        return build
+
+    def trainee(self, context: StudyContext, tasks: Sequence[TaskConfig], carried: Carried) -> Trainee:
+        """The network and learner factories of a site step at ``tasks`` from ``carried``."""
+        return Trainee(
+            lambda: self.build_network(context.task),
+            lambda network: self.make_learner(context, network, tasks, carried),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The strategy's own state (tensors and JSON-able values), saved with every round or
+        stage; nothing by default."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def summarize(self, rows: Sequence[StageResult], site_names: Sequence[str], metric: str) -> dict:
+        """The summary of ``metric`` over the site matrix: by default the last row's values
+        per site and the backward transfer."""
+        return summarize(rows, site_names, metric)
+
     @abstractmethod
-    def run(self, runner: SiteRunner) -> None:
-        """Train and test all stages through ``runner``."""
+    def run(self, context: StudyContext) -> None:
+        """Train and test all stages through ``context``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.strategies.base import SiteRunner, Strategy
+from siteflow.strategies.base import StudyContext, Strategy
 
 
 @STRATEGIES.register("joint")
@@ -11,12 +11,16 @@ class JointStrategy(Strategy):
     """One model trained on the union of every current site's training split.
 
     The first site's ``train`` settings (epochs, batch size, ...) apply to the pooled run.
+
+    Args:
+        save_dir: the checkpoint folder of the pooled run.
     """
 
     def __init__(self, save_dir: str = "joint") -> None:
         self.save_dir = save_dir
 
-    def run(self, runner: SiteRunner) -> None:
-        first = runner.tasks[0]
-        weights = runner.fit("joint", runner.tasks, runner.initial_state(first), save_dir=self.save_dir)
-        runner.test("joint", weights, trained_site=None)
+    def run(self, context: StudyContext) -> None:
+        start = context.start(context.tasks[0], lambda: self.build_network(context.task))
+        trainee = self.trainee(context, context.tasks, start)
+        weights = context.fit("joint", context.tasks, start.weights, trainee, save_dir=self.save_dir)
+        context.test("joint", weights, self.solver_from(context.task), trained_site=None)

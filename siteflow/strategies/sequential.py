@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from siteflow.config import TaskConfig
 from siteflow.core.registry import STRATEGIES
-from siteflow.strategies.base import Carried, SiteRunner, Strategy
+from siteflow.strategies.base import Carried, StudyContext, Strategy
 
 
 @STRATEGIES.register("sequential")
@@ -11,24 +12,38 @@ class SequentialStrategy(Strategy):
     """Site ``k`` starts from site ``k-1``'s final weights; the order repeats ``cycles`` times.
 
     After every site the weights and the chain of sites so far are written as a hand-over
-    file, which a deployed next site names in its ``checkpoint.load``. The first site starts
-    from its ``checkpoint.load`` file if one is set, else from the run's initial weights.
-    """
+    file, which a deployed next site names in its ``checkpoint.load``; the chain says where
+    in the relay order a received file stands (its cycle too). The first site starts from its
+    ``checkpoint.load`` file if one is set, else from the run's initial weights.
 
-    hands_over = True
+    Args:
+        cycles: passes over the site order.
+    """
 
     def __init__(self, cycles: int = 1) -> None:
         if cycles < 1:
             raise ValueError(f"cycles must be at least 1, got {cycles}")
         self.cycles = cycles
 
-    def run(self, runner: SiteRunner) -> None:
-        carried = runner.initial_state(runner.tasks[0])
-        for cycle in range(1, self.cycles + 1):
-            for task in runner.tasks:
-                stage = task.task_name if self.cycles == 1 else f"cycle{cycle}/{task.task_name}"
-                save_dir = task.save_dir if self.cycles == 1 else f"cycle{cycle}/{task.save_dir}"
-                weights = runner.fit(stage, [task], carried, save_dir=save_dir)
-                carried = Carried(weights, carried.sites + (runner.site_record(task),))
-                runner.hand_over(carried, save_dir=save_dir)
-                runner.test(stage, weights, trained_site=task.task_name)
+    def relay_order(self, context: StudyContext) -> list[int]:
+        """The task ids in the order the model visits them, every cycle."""
+        return [site.task_id for site in context.config.sites] * self.cycles
+
+    def stages(self, context: StudyContext) -> list[tuple[str, str, TaskConfig]]:
+        """(stage name, checkpoint folder, site) of every visit of this run, in order."""
+        if self.cycles == 1:
+            return [(task.task_name, task.save_dir, task) for task in context.tasks]
+        return [
+            (f"cycle{cycle}/{task.task_name}", f"cycle{cycle}/{task.save_dir}", task)
+            for cycle in range(1, self.cycles + 1)
+            for task in context.tasks
+        ]
+
+    def run(self, context: StudyContext) -> None:
+        solver = self.solver_from(context.task)
+        carried = context.start(context.tasks[0], lambda: self.build_network(context.task), site_order=self.relay_order(context))
+        for stage, save_dir, task in self.stages(context):
+            weights = context.fit(stage, [task], carried.weights, self.trainee(context, [task], carried), save_dir=save_dir)
+            carried = Carried(weights, carried.sites + (context.site_record(task),))
+            context.hand_over(carried, save_dir=save_dir)
+            context.test(stage, weights, solver, trained_site=task.task_name)

@@ -1,1 +1,19 @@
-"""The ML problems siteflow trains (segmentation, multi-label classification)."""
+"""The ML problems siteflow trains; importing this package registers them in
+:data:`siteflow.core.registry.TASKS` (``segmentation``, ``multilabel``)."""
+
+from siteflow.tasks.base import ExtraLoss, Learner, ModelToTest, PredictionOutput, Task, build_task
+from siteflow.tasks.multilabel import MultiLabelLearner, MultiLabelTask
+from siteflow.tasks.segmentation import SegmentationLearner, SegmentationTask
+
+__all__ = [
+    "ExtraLoss",
+    "Learner",
+    "ModelToTest",
+    "MultiLabelLearner",
+    "MultiLabelTask",
+    "PredictionOutput",
+    "SegmentationLearner",
+    "SegmentationTask",
+    "Task",
+    "build_task",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -10,9 +11,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from siteflow.datasets.base import SPLITS, Split
+from siteflow.datasets.base import SiteDataset, Split
 from siteflow.datasets.chest_xray.images import read_xray
 from siteflow.datasets.chest_xray.labels import (
     BlankPolicy,
@@ -20,6 +20,7 @@ from siteflow.datasets.chest_xray.labels import (
     encode_labels,
     resolve_labels,
 )
+from siteflow.datasets.spec import DataSpec, image_size
 from siteflow.datasets.splits import carve_val
 
 Release = Literal["train", "test"]
@@ -37,7 +38,7 @@ class Record:
     listed_in: Path
 
 
-class MultiLabelDataset(Dataset):
+class MultiLabelDataset(SiteDataset):
     """One site's split of a chest X-ray release with multi-label findings.
 
     A subclass names the findings its release can label (``all_labels``, canonical names, see
@@ -56,10 +57,11 @@ class MultiLabelDataset(Dataset):
     over ``channels`` (1 or 3). ``labels`` are 0 / 1; ``mask`` is 1 where the label is known
     and 0 where it is not. Uncertain cells (-1) follow ``uncertain``: "zeros" (negative),
     "ones" (positive) or "ignore" (unknown); blank cells follow ``blank``: "zeros" or
-    "ignore". The train split repeats its images ``num_replica`` times.
+    "ignore". The other options are those of :class:`~siteflow.datasets.base.SiteDataset`,
+    with the defaults of the chest X-ray releases here.
 
-    A subclass's ``__init__`` stores its own options, then calls this one; its signature lists
-    every option with a type hint, as the config layer validates YAML kwargs against it.
+    A subclass's ``__init__`` stores its own options, then calls this one (which calls
+    :meth:`_release_records`).
     """
 
     task: ClassVar[str] = "multilabel"
@@ -70,32 +72,32 @@ class MultiLabelDataset(Dataset):
         self,
         split: Split,
         *,
-        labels: list[str] | None,
-        img_size: tuple[int, ...] | None,
-        out_range: tuple[float, ...],
-        channels: Literal[1, 3],
-        val_fraction: float,
-        split_seed: int,
-        uncertain: UncertainPolicy,
-        blank: BlankPolicy,
-        num_replica: int,
+        labels: list[str] | None = None,
+        channels: Literal[1, 3] = 1,
+        uncertain: UncertainPolicy = "zeros",
+        blank: BlankPolicy = "zeros",
+        img_size: tuple[int, ...] | None = (224, 224),
+        out_range: tuple[float, ...] = (0.0, 1.0),
+        val_fraction: float = 0.1,
+        **kwargs: Any,
     ) -> None:
-        _check_options(split, img_size, out_range, channels, val_fraction, uncertain, blank, num_replica)
-        super().__init__()
-        self.split = split
-        self.img_size = None if img_size is None else (int(img_size[0]), int(img_size[1]))
-        self.out_range = (float(out_range[0]), float(out_range[1]))
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+        if uncertain not in ("zeros", "ones", "ignore"):
+            raise ValueError(f"uncertain must be 'zeros', 'ones' or 'ignore', not {uncertain!r}")
+        if blank not in ("zeros", "ignore"):
+            raise ValueError(f"blank must be 'zeros' or 'ignore', not {blank!r}")
+        super().__init__(split, img_size=img_size, out_range=out_range, val_fraction=val_fraction, **kwargs)
         self.in_channels = channels
-        self.num_replica = num_replica if split == "train" else 1
         self.label_names = resolve_labels(labels, self.all_labels, type(self).__name__)
 
-        records = self._release_records("test" if split == "test" else "train")
+        records = self._release_records(self.release_part)
         duplicates = sorted(i for i, n in Counter(r.id for r in records).items() if n > 1)
         if duplicates:
             raise ValueError(f"{type(self).__name__}: several images share the ids {duplicates[:10]}")
         if split != "test":
             patients = sorted({record.patient for record in records})
-            chosen = set(carve_val(patients, split, val_fraction, split_seed))
+            chosen = set(carve_val(patients, split, val_fraction, self.split_seed))
             records = [record for record in records if record.patient in chosen]
         if not records:
             raise ValueError(
@@ -108,9 +110,14 @@ class MultiLabelDataset(Dataset):
         self.mask = torch.from_numpy(mask)  # (N, L)
 
     @classmethod
-    def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
-        """Paths that must exist before training, keyed by the kwarg that sets them."""
-        return {"root_path": Path(kwargs["root_path"])} if "root_path" in kwargs else {}
+    def _spec(cls, options: dict[str, Any]) -> DataSpec:
+        return DataSpec(
+            task=cls.task,
+            class_names=resolve_labels(options["labels"], cls.all_labels, cls.__name__),
+            in_channels=options["channels"],
+            image_size=image_size(options["img_size"]),
+            ignore_index=cls.ignore_index,
+        )
 
     def _release_records(self, release: Release) -> list[Record]:
         """The images of the release's train or test part, in a stable order, with raw values
@@ -132,13 +139,8 @@ class MultiLabelDataset(Dataset):
         positives = (self.targets * self.mask).sum(dim=0)
         return positives.to(torch.int64), self.mask.sum(dim=0).to(torch.int64)
 
-    def __len__(self) -> int:
-        return self.num_samples * self.num_replica
-
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        row = index % self.num_samples
+        row = self._row(index)
         record = self.records[row]
         if not record.image.is_file():
             raise FileNotFoundError(f"image {record.image} listed in {record.listed_in} does not exist")
@@ -159,30 +161,15 @@ class MultiLabelDataset(Dataset):
         return image.unsqueeze(0).expand(self.in_channels, -1, -1).contiguous()
 
 
-def _check_options(
-    split: str,
-    img_size: tuple[int, ...] | None,
-    out_range: tuple[float, ...],
-    channels: int,
-    val_fraction: float,
-    uncertain: str,
-    blank: str,
-    num_replica: int,
-) -> None:
-    """Raise ValueError for the first option out of its range."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    if img_size is not None and (len(img_size) != 2 or min(img_size) < 1):
-        raise ValueError(f"img_size must be [height, width] > 0, not {img_size!r}")
-    if len(out_range) != 2 or not out_range[0] < out_range[1]:
-        raise ValueError(f"out_range must be [low, high] with low < high, not {out_range!r}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
-    if uncertain not in ("zeros", "ones", "ignore"):
-        raise ValueError(f"uncertain must be 'zeros', 'ones' or 'ignore', not {uncertain!r}")
-    if blank not in ("zeros", "ignore"):
-        raise ValueError(f"blank must be 'zeros' or 'ignore', not {blank!r}")
-    if num_replica < 1:
-        raise ValueError(f"num_replica must be >= 1, not {num_replica!r}")
+class FrontalLateralDataset(MultiLabelDataset):
+    """A release with frontal and lateral views whose images ``read_records`` lists;
+    ``frontal_only`` keeps the frontal views."""
+
+    read_records: ClassVar[Callable[[Path, Release, tuple[str, ...], bool], list[Record]]]
+
+    def __init__(self, split: Split, *, frontal_only: bool = True, **kwargs: Any) -> None:
+        self.frontal_only = frontal_only
+        super().__init__(split, **kwargs)
+
+    def _release_records(self, release: Release) -> list[Record]:
+        return self.read_records(self.root_path, release, self.label_names, self.frontal_only)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from siteflow.datasets.base import Split
 from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
-from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
+from siteflow.datasets.chest_xray.labels import canonical_label
 from siteflow.datasets.chest_xray.tables import read_list, read_table
 from siteflow.core.registry import DATASETS
 
@@ -89,35 +87,6 @@ class ChestXray14Dataset(MultiLabelDataset):
     so that one config serves every site). Items: see :class:`MultiLabelDataset`."""
 
     all_labels = tuple(canonical_label(name) for name in CHESTXRAY14_FINDINGS)
-
-    def __init__(
-        self,
-        split: Split,
-        *,
-        root_path: str,
-        labels: list[str] | None = None,
-        img_size: tuple[int, ...] | None = (224, 224),
-        out_range: tuple[float, ...] = (0.0, 1.0),
-        channels: Literal[1, 3] = 1,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        uncertain: UncertainPolicy = "zeros",
-        blank: BlankPolicy = "zeros",
-        num_replica: int = 1,
-    ) -> None:
-        self.root_path = Path(root_path)
-        super().__init__(
-            split,
-            labels=labels,
-            img_size=img_size,
-            out_range=out_range,
-            channels=channels,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            uncertain=uncertain,
-            blank=blank,
-            num_replica=num_replica,
-        )
 
     def _release_records(self, release: Release) -> list[Record]:
         return chestxray14_records(self.root_path, release, self.label_names)

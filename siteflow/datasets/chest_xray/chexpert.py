@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
-from siteflow.datasets.base import Split
-from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
-from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
+from siteflow.datasets.chest_xray.base import FrontalLateralDataset, Record, Release
+from siteflow.datasets.chest_xray.labels import canonical_label
 from siteflow.datasets.chest_xray.tables import Table, read_table
 from siteflow.core.registry import DATASETS
 
@@ -75,7 +73,7 @@ def _patient(path: str, table: Table, row: int) -> str:
 
 
 @DATASETS.register("chexpert")
-class CheXpertDataset(MultiLabelDataset):
+class CheXpertDataset(FrontalLateralDataset):
     """CheXpert at ``root_path`` (the folder with ``train.csv`` and ``valid.csv``): train and
     val from ``train.csv``, split by patient; test is the official ``valid.csv``
     (labelled by radiologists). Findings: the 14 CheXpert observations,
@@ -85,37 +83,4 @@ class CheXpertDataset(MultiLabelDataset):
     :class:`MultiLabelDataset`."""
 
     all_labels = tuple(canonical_label(name) for name in CHEXPERT_FINDINGS)
-
-    def __init__(
-        self,
-        split: Split,
-        *,
-        root_path: str,
-        frontal_only: bool = True,
-        labels: list[str] | None = None,
-        img_size: tuple[int, ...] | None = (224, 224),
-        out_range: tuple[float, ...] = (0.0, 1.0),
-        channels: Literal[1, 3] = 1,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        uncertain: UncertainPolicy = "zeros",
-        blank: BlankPolicy = "zeros",
-        num_replica: int = 1,
-    ) -> None:
-        self.root_path = Path(root_path)
-        self.frontal_only = frontal_only
-        super().__init__(
-            split,
-            labels=labels,
-            img_size=img_size,
-            out_range=out_range,
-            channels=channels,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            uncertain=uncertain,
-            blank=blank,
-            num_replica=num_replica,
-        )
-
-    def _release_records(self, release: Release) -> list[Record]:
-        return chexpert_records(self.root_path, release, self.label_names, self.frontal_only)
+    read_records = staticmethod(chexpert_records)

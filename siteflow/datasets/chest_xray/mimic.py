@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
 
-from siteflow.datasets.base import Split
-from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
+from siteflow.datasets.chest_xray.base import FrontalLateralDataset, Record, Release
 from siteflow.datasets.chest_xray.chexpert import CHEXPERT_FINDINGS
-from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
+from siteflow.datasets.chest_xray.labels import canonical_label
 from siteflow.datasets.chest_xray.tables import find_table, read_table
 from siteflow.core.registry import DATASETS
 
@@ -71,7 +69,7 @@ def mimic_records(
 
 
 @DATASETS.register("mimic_cxr")
-class MimicCxrDataset(MultiLabelDataset):
+class MimicCxrDataset(FrontalLateralDataset):
     """MIMIC-CXR-JPG at ``root_path`` (the folder with the ``mimic-cxr-2.0.0-*.csv[.gz]``
     tables and ``files/``): train and val from the official train and validate splits, split
     again by patient with ``val_fraction``; test is the official test split. Findings: the 14
@@ -81,37 +79,4 @@ class MimicCxrDataset(MultiLabelDataset):
 
     # In the order of the columns of mimic-cxr-2.0.0-chexpert.csv (alphabetical).
     all_labels = tuple(sorted(canonical_label(name) for name in CHEXPERT_FINDINGS))
-
-    def __init__(
-        self,
-        split: Split,
-        *,
-        root_path: str,
-        frontal_only: bool = True,
-        labels: list[str] | None = None,
-        img_size: tuple[int, ...] | None = (224, 224),
-        out_range: tuple[float, ...] = (0.0, 1.0),
-        channels: Literal[1, 3] = 1,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        uncertain: UncertainPolicy = "zeros",
-        blank: BlankPolicy = "zeros",
-        num_replica: int = 1,
-    ) -> None:
-        self.root_path = Path(root_path)
-        self.frontal_only = frontal_only
-        super().__init__(
-            split,
-            labels=labels,
-            img_size=img_size,
-            out_range=out_range,
-            channels=channels,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            uncertain=uncertain,
-            blank=blank,
-            num_replica=num_replica,
-        )
-
-    def _release_records(self, release: Release) -> list[Record]:
-        return mimic_records(self.root_path, release, self.label_names, self.frontal_only)
+    read_records = staticmethod(mimic_records)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from siteflow.datasets.base import Split
 from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
-from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy, canonical_label
+from siteflow.datasets.chest_xray.labels import canonical_label
 from siteflow.datasets.chest_xray.tables import read_table
 from siteflow.core.registry import DATASETS
 
@@ -102,38 +102,11 @@ class VinDrCxrDataset(MultiLabelDataset):
 
     all_labels = tuple(canonical_label(name) for name in VINDR_FINDINGS)
 
-    def __init__(
-        self,
-        split: Split,
-        *,
-        root_path: str,
-        aggregate: Aggregation = "majority",
-        labels: list[str] | None = None,
-        img_size: tuple[int, ...] | None = (224, 224),
-        out_range: tuple[float, ...] = (0.0, 1.0),
-        channels: Literal[1, 3] = 1,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        uncertain: UncertainPolicy = "zeros",
-        blank: BlankPolicy = "zeros",
-        num_replica: int = 1,
-    ) -> None:
+    def __init__(self, split: Split, *, aggregate: Aggregation = "majority", **kwargs: Any) -> None:
         if aggregate not in ("majority", "any"):
             raise ValueError(f"aggregate must be 'majority' or 'any', not {aggregate!r}")
-        self.root_path = Path(root_path)
         self.aggregate = aggregate
-        super().__init__(
-            split,
-            labels=labels,
-            img_size=img_size,
-            out_range=out_range,
-            channels=channels,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            uncertain=uncertain,
-            blank=blank,
-            num_replica=num_replica,
-        )
+        super().__init__(split, **kwargs)
 
     def _release_records(self, release: Release) -> list[Record]:
         return vindr_records(self.root_path, release, self.label_names, self.aggregate)

@@ -5,8 +5,9 @@
 names the experiment. Three kinds of message:
 
 - query: which site this node serves (its task id), answered without touching any data;
-- train: the global weights of the previous round -> train the site for the round -> the
-  shared weights and the training-sample count (FedBN's normalisation weights stay here);
+- train: what the server sends in a round -> the strategy's site step -> what the site sends
+  back and its training-sample count (what never leaves the site stays on its disk); with
+  ``phase=finish``, the strategy's finishing step, answered with its test metrics;
 - evaluate: the global weights of a round -> the metrics on the site's own test split.
 
 A failure raises, and Flower returns it to the server as an error reply. Every message runs
@@ -25,8 +26,10 @@ from siteflow.deploy.flower.protocol import (
     ARRAYS,
     CONFIG,
     FINGERPRINT,
+    FINISH,
     METRICS,
     NUM_EXAMPLES,
+    PHASE,
     ROUND,
     TASK_ID,
     NodeSettings,
@@ -34,7 +37,7 @@ from siteflow.deploy.flower.protocol import (
 )
 
 if TYPE_CHECKING:
-    from siteflow.deploy.flower.site import FederatedSite
+    from siteflow.deploy.flower.site import DeployedSite
 
 app = ClientApp()
 
@@ -48,12 +51,16 @@ def identify(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Train the site for one round from the received global weights."""
+    """The site step of a round (or the finishing step) from what the server sent."""
     from siteflow.deploy.flower.weights import from_arrays, to_arrays
 
     site, round_number = _site(message, context)
-    update = site.train(from_arrays(message.content[ARRAYS]), round_number)
-    metrics = MetricRecord({TASK_ID: site.task.task_id, NUM_EXAMPLES: update.num_samples})
+    received = from_arrays(message.content[ARRAYS])
+    if message.content[CONFIG].get(PHASE) == FINISH:
+        values = site.finish(received)
+        return Message(RecordDict({METRICS: MetricRecord({TASK_ID: site.task_id, **values})}), reply_to=message)
+    update = site.train(received, round_number)
+    metrics = MetricRecord({TASK_ID: site.task_id, NUM_EXAMPLES: update.num_samples})
     return Message(RecordDict({ARRAYS: to_arrays(update.weights), METRICS: metrics}), reply_to=message)
 
 
@@ -64,14 +71,14 @@ def evaluate(message: Message, context: Context) -> Message:
 
     site, round_number = _site(message, context)
     values = site.test(from_arrays(message.content[ARRAYS]), round_number)
-    return Message(RecordDict({METRICS: MetricRecord({TASK_ID: site.task.task_id, **values})}), reply_to=message)
+    return Message(RecordDict({METRICS: MetricRecord({TASK_ID: site.task_id, **values})}), reply_to=message)
 
 
-def _site(message: Message, context: Context) -> tuple[FederatedSite, int]:
+def _site(message: Message, context: Context) -> tuple[DeployedSite, int]:
     """The site this node serves, checked against the server's experiment, and the round."""
-    from siteflow.deploy.flower.site import FederatedSite
+    from siteflow.deploy.flower.site import DeployedSite
 
     config: ConfigRecord = message.content[CONFIG]
-    site = FederatedSite(RunSettings.from_run_config(context.run_config), NodeSettings.from_node_config(context.node_config))
+    site = DeployedSite(RunSettings.from_run_config(context.run_config), NodeSettings.from_node_config(context.node_config))
     site.check(str(config[FINGERPRINT]))
     return site, int(config[ROUND])

@@ -1,10 +1,12 @@
 """The server side of a deployed federation: siteflow's federated rounds as a Flower strategy.
 
 Flower's ``Strategy.start`` drives the rounds (send to the sites, wait for their replies,
-aggregate, evaluate); what happens in them is the simulation's own code:
-:meth:`FedAvgStrategy.close_round` averages the replies with ``siteflow.strategies.federated.aggregation`` and
-saves the round atomically through the runner (the same ``ROUND_STATE`` as a simulated run),
-and the sites' test results become the row ``round<r>`` of the site matrix.
+aggregate, evaluate); what happens in them is the simulation's own code: the same
+:class:`~siteflow.strategies.federated.Federation` configures what the sites receive,
+aggregates their replies with the strategy's ``aggregate`` and saves every round atomically
+(the same ``round_state`` as a simulated run, the strategy's own state included), and the
+sites' test results become the row ``round<r>`` of the site matrix. The server builds no
+dataset: what it needs to know of the data comes from the config.
 
 Flower has no resume of its own: a restarted ServerApp reads the last saved round and asks
 Flower for the remaining rounds only (Flower numbers them from 1 again; :meth:`round_of`
@@ -25,8 +27,10 @@ from siteflow.deploy.flower.protocol import (
     ARRAYS,
     CONFIG,
     FINGERPRINT,
+    FINISH,
     METRICS,
     NUM_EXAMPLES,
+    PHASE,
     ROUND,
     TASK_ID,
     RunSettings,
@@ -35,13 +39,13 @@ from siteflow.deploy.flower.protocol import (
 from siteflow.deploy.flower.sites import SiteDirectory
 from siteflow.deploy.flower.weights import from_arrays, to_arrays
 from siteflow.engine.runner import ExperimentRun
-from siteflow.strategies.federated.fedavg import FedAvgStrategy, SiteUpdate, round_stage
+from siteflow.strategies.federated import FederatedStrategy, Federation, SiteUpdate, round_stage
 
 log = logging.getLogger(__name__)
 
 
 class FederatedServer(Strategy):
-    """Runs the rounds of the config's ``fedavg``/``fedprox`` strategy on the connected sites.
+    """Runs the rounds of the config's federated strategy on the connected sites.
 
     Args:
         run: the server's run (its folder holds the round state, results and logs).
@@ -49,12 +53,12 @@ class FederatedServer(Strategy):
     """
 
     def __init__(self, run: ExperimentRun, settings: RunSettings) -> None:
-        if not isinstance(run.strategy, FedAvgStrategy):
-            raise ValueError(f"{run.config.source}: strategy {run.config.strategy.name!r} is not federated (fedavg, fedprox)")
+        if not isinstance(run.strategy, FederatedStrategy):
+            raise ValueError(f"{run.config.source}: strategy {run.config.strategy.name!r} is not federated")
         self.run = run
-        self.strategy: FedAvgStrategy = run.strategy
+        self.strategy: FederatedStrategy = run.strategy
         self.settings = settings
-        self.federation = self.strategy.resume(run)
+        self.federation = Federation(self.strategy, run)
         self.resumed_after = self.federation.round
         self.sites = SiteDirectory(run.tasks)
         self.fingerprint = experiment_fingerprint(run.config)
@@ -65,17 +69,20 @@ class FederatedServer(Strategy):
         return self.resumed_after + server_round
 
     def execute(self, grid: Grid) -> None:
-        """Run the remaining rounds on the sites connected to ``grid``."""
+        """Run the remaining rounds on the sites connected to ``grid``, then the strategy's
+        finishing step."""
         nodes = self.sites.wait_for_all(grid, self.settings.wait_for_sites)
         if missing := self.sites.missing(nodes.values()):
             log.warning("starting without %s: not connected after %.0f s", ", ".join(missing), self.settings.wait_for_sites)
-        done = self.federation.round
         arrays = to_arrays(self.federation.global_weights)
-        if done and self.strategy.tests_after(done) and all(row.stage != round_stage(done) for row in self.run.results):
-            # resumed: the last saved round may have stopped before its test (server_round 0 is it)
+        if self.federation.done:  # resumed after the last round: its final weights may not be saved yet
+            self.federation.save_final()
+        if self.federation.pending_test():  # server_round 0 is the last saved round
             messages = self.configure_evaluate(0, arrays, ConfigRecord(), grid)
             self.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=self.settings.round_timeout))
-        self.start(grid, arrays, num_rounds=self.strategy.rounds - done, timeout=self.settings.round_timeout)
+        self.start(grid, arrays, num_rounds=self.strategy.rounds - self.federation.round, timeout=self.settings.round_timeout)
+        if self.strategy.finishes and not self.run.recorded(self.strategy.finish_stage):
+            self._finish(grid)
 
     # -- Flower's strategy hooks -----------------------------------------------------------
 
@@ -89,11 +96,12 @@ class FederatedServer(Strategy):
         )
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        """The global weights to every connected site, to train round ``round_of(server_round)``."""
-        return self._messages(server_round, arrays, config, grid, MessageType.TRAIN)
+        """What the strategy sends every connected site for round ``round_of(server_round)``."""
+        payload = to_arrays(self.federation.configure(self.round_of(server_round)))
+        return self._messages(server_round, payload, config, grid, MessageType.TRAIN)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Average the sites' updates (siteflow's aggregation) and save the round."""
+        """Aggregate the sites' updates (the strategy's ``aggregate``) and save the round."""
         round_number = self.round_of(server_round)
         updates = []
         for name, content in self._answers(round_number, replies, "training"):
@@ -101,8 +109,10 @@ class FederatedServer(Strategy):
                 updates.append(SiteUpdate(name, from_arrays(content[ARRAYS]), int(content[METRICS][NUM_EXAMPLES])))
             except (KeyError, TypeError, ValueError) as error:
                 log.error("round %d: site %s sent an update without weights or sample count: %r", round_number, name, error)
-        self.strategy.close_round(self.run, self.federation, updates, round_number)
-        log.info("round %d: averaged %s", round_number, ", ".join(f"{u.site} ({u.num_samples} samples)" for u in updates))
+        self.federation.close_round(round_number, updates, len(self.run.tasks))
+        if self.federation.done:
+            self.federation.save_final()
+        log.info("round %d: aggregated %s", round_number, ", ".join(f"{u.site} ({u.num_samples} samples)" for u in updates))
         return to_arrays(self.federation.global_weights), MetricRecord({"sites": len(updates)})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -113,16 +123,26 @@ class FederatedServer(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Record the sites' test results as the row ``round<r>`` of the site matrix."""
-        round_number = self.round_of(server_round)
+        return self._record(round_stage(self.round_of(server_round)), self.round_of(server_round), replies)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _finish(self, grid: Grid) -> None:
+        """Ask every site for the strategy's finishing step; record its test results."""
+        config = ConfigRecord({PHASE: FINISH})
+        messages = self._messages(0, to_arrays(self.federation.global_weights), config, grid, MessageType.TRAIN)
+        self._record(self.strategy.finish_stage, self.federation.round, grid.send_and_receive(messages, timeout=self.settings.round_timeout))
+
+    def _record(self, stage: str, round_number: int, replies: Iterable[Message]) -> MetricRecord | None:
         values = {
             name: {key: float(value) for key, value in content[METRICS].items() if key != TASK_ID}
             for name, content in self._answers(round_number, replies, "testing")
         }
         if not values:
-            log.error("round %d: no site returned test results", round_number)
+            log.error("%s: no site returned test results", stage)
             return None
-        self.run.record(round_stage(round_number), values, trained_site=None)
-        metric = self.run.matrix_metrics[0]
+        self.run.record(stage, values, trained_site=None)
+        metric = self.run.task.matrix_metrics[0]
         return MetricRecord({f"mean-{metric}": sum(v[metric] for v in values.values()) / len(values)})
 
     # -- helpers ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from siteflow.config import load_config
-from siteflow.engine.results import matrix_table
+from siteflow.core.site_matrix import matrix_table
 from siteflow.deploy.flower.logs import log_to
 from siteflow.deploy.flower.protocol import RunSettings
 from siteflow.deploy.flower.server import FederatedServer
@@ -34,11 +34,11 @@ def main(grid: Grid, context: Context) -> None:
     settings = RunSettings.from_run_config(context.run_config)
     config = load_config(settings.config)
     run = ExperimentRun(config, settings.exps_root / config.name / settings.note)
-    log_to(run.logs_dir / f"flower_server_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log")
+    log_to(run.folder.logs / f"flower_server_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log")
     run.prepare()
     FederatedServer(run, settings).execute(grid)
     summary = run.write_results()
-    metric = run.matrix_metrics[0]
+    metric = run.task.matrix_metrics[0]
     table = matrix_table(run.results, summary["sites"], metric)
     log.info("site matrix of %s (row: after round, column: test site)\n%s", metric, table)
-    log.info("final mean %s %s; results in %s", metric, summary[metric]["final_mean"], run.results_dir)
+    log.info("final mean %s %s; results in %s", metric, summary[metric]["final_mean"], run.folder.results_dir)

@@ -12,15 +12,15 @@ from siteflow.datasets.base import Split
 from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
 from siteflow.datasets.chest_xray.chestxray14 import chestxray14_records
 from siteflow.datasets.chest_xray.chexpert import chexpert_records
-from siteflow.datasets.chest_xray.labels import BlankPolicy, UncertainPolicy
 from siteflow.datasets.chest_xray.mimic import mimic_records
 from siteflow.datasets.chest_xray.synthetic.render import FINDINGS
 from siteflow.datasets.chest_xray.synthetic.sites import SITES, generate_cxr_sites, site_root
 from siteflow.datasets.chest_xray.vindr import vindr_records
-from siteflow.datasets.synthetic import cached_generation
+from siteflow.datasets.spec import DataSpec
+from siteflow.datasets.synthetic import GeneratedSites
 from siteflow.core.registry import DATASETS
 
-DEFAULT_CACHE = ".cache/synthetic"
+SITES_BY_FOLDER = {spec.folder: spec for spec in SITES}
 # Part of the cache key: bump when the generated files change, so that old caches are not reused.
 CXR_GENERATOR_VERSION = 1
 # The reader of each layout, with the registered datasets' defaults.
@@ -33,9 +33,9 @@ READERS: dict[str, Callable[[Path, Release, tuple[str, ...]], list[Record]]] = {
 
 
 @DATASETS.register("synthetic_cxr")
-class SyntheticChestXrayDataset(MultiLabelDataset):
+class SyntheticChestXrayDataset(GeneratedSites, MultiLabelDataset):
     """Site ``folder`` of the synthetic chest X-ray set made by :func:`generate_cxr_sites`
-    with the given parameters, read by the loader of its layout:
+    with the given parameters (None: its defaults), read by the loader of its layout:
 
     ========  =============  ==========================================  ===============
     folder    layout         annotated findings (default ``labels``)     image files
@@ -47,64 +47,53 @@ class SyntheticChestXrayDataset(MultiLabelDataset):
     ========  =============  ==========================================  ===============
 
     Every image may show any of the five findings; ``labels`` may name any of them (one a
-    site does not annotate is blank, or absent on site2). ``root_path`` is the cache folder
-    (relative paths start at the working directory); the four sites are generated into
-    ``<root_path>/cxr-<hash of parameters>`` on first use. Images are resized to
-    ``img_size`` (default 64x64, so that all sites batch together). Items: see
-    :class:`MultiLabelDataset`.
+    site does not annotate is blank, or absent on site2). The four sites are generated into
+    ``<root_path>/cxr-<hash of parameters>`` on first use (see :class:`GeneratedSites`).
+    Images are resized to ``img_size`` (default 64x64, so that all sites batch together).
+    Items: see :class:`MultiLabelDataset`.
     """
 
     all_labels = FINDINGS
+    kind = "cxr"
+    generator = staticmethod(generate_cxr_sites)
+    cache_key_extra = {"cxr_generator_version": CXR_GENERATOR_VERSION}
 
     def __init__(
         self,
         split: Split,
         *,
-        root_path: str = DEFAULT_CACHE,
         folder: Literal["site1", "site2", "site3", "site4"] = "site1",
-        train_per_site: int = 200,
-        test_per_site: int = 60,
-        native_size: tuple[int, ...] = (64, 80),
-        seed: int = 0,
         labels: list[str] | None = None,
         img_size: tuple[int, ...] | None = (64, 64),
-        out_range: tuple[float, ...] = (0.0, 1.0),
-        channels: Literal[1, 3] = 1,
         val_fraction: float = 0.2,
-        split_seed: int = 0,
-        uncertain: UncertainPolicy = "zeros",
-        blank: BlankPolicy = "zeros",
-        num_replica: int = 1,
+        **kwargs: Any,
     ) -> None:
-        sites = {spec.folder: spec for spec in SITES}
-        if folder not in sites:
-            raise ValueError(f"folder {folder!r} is not a generated site; choose one of {list(sites)}")
-        params = {
-            "train_per_site": train_per_site,
-            "test_per_site": test_per_site,
-            "native_size": list(native_size),
-            "seed": seed,
-        }
-        key = {**params, "cxr_generator_version": CXR_GENERATOR_VERSION}
-        data = cached_generation(root_path, "cxr", key, partial(generate_cxr_sites, **params))
-        self.site = sites[folder]
-        self.release_root = site_root(data, self.site)
         super().__init__(
             split,
-            labels=list(self.site.findings) if labels is None else labels,
+            folder=folder,
+            labels=_site_labels(folder, labels),
             img_size=img_size,
-            out_range=out_range,
-            channels=channels,
             val_fraction=val_fraction,
-            split_seed=split_seed,
-            uncertain=uncertain,
-            blank=blank,
-            num_replica=num_replica,
+            **kwargs,
         )
 
     @classmethod
-    def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
-        return {}
+    def _spec(cls, options: dict[str, Any]) -> DataSpec:
+        return super()._spec({**options, "labels": _site_labels(options["folder"], options["labels"])})
+
+    def _site_folders(self) -> list[str]:
+        return list(SITES_BY_FOLDER)
+
+    def _loader_options(self, data: Path) -> dict[str, Any]:
+        return {"root_path": str(site_root(data, SITES_BY_FOLDER[self.site]))}
 
     def _release_records(self, release: Release) -> list[Record]:
-        return READERS[self.site.layout](self.release_root, release, self.label_names)
+        return READERS[SITES_BY_FOLDER[self.site].layout](self.root_path, release, self.label_names)
+
+
+def _site_labels(folder: str, labels: list[str] | None) -> list[str] | None:
+    """``labels``, or when None the findings that site ``folder`` annotates (None for a folder
+    that is no site: the site check then names it)."""
+    if labels is None and folder in SITES_BY_FOLDER:
+        return list(SITES_BY_FOLDER[folder].findings)
+    return labels

@@ -1,0 +1,85 @@
+"""The base of the synthetic site datasets: a multi-site set generated into a cache on first
+use, one site of which the real loader of its layout then reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from siteflow.config.validation import defaults
+from siteflow.datasets.base import Split
+from siteflow.datasets.synthetic.cache import cached_generation
+
+DEFAULT_CACHE = ".cache/synthetic"
+
+
+class GeneratedSites:
+    """Mixin placed before the real loader in a synthetic dataset's bases, e.g.
+    ``class SyntheticFundusDataset(GeneratedSites, DofeDomainDataset)``.
+
+    The options every generator shares: ``root_path``, the cache folder (relative paths start
+    at the working directory), into which the whole set is generated as
+    ``<root_path>/<kind>-<hash of the generator's arguments>`` on first use (see
+    :func:`~siteflow.datasets.synthetic.cache.cached_generation`); ``folder``, the site to
+    read; ``train_per_site``, ``test_per_site``, ``native_size`` and ``seed``, passed to the
+    generator (None: the generator's own default). The other options go to the loader.
+
+    A subclass names the ``kind`` of set and its ``generator`` (``generator(root, **arguments)``
+    writes every site under ``root``), lists the generated sites with :meth:`_site_folders`,
+    says with :meth:`_loader_options` where the loader finds the site, and may add generator
+    arguments of its own options with :meth:`_generator_options`. After ``__init__``,
+    ``self.site`` is the site read and ``self.generation`` all the generator's arguments.
+    """
+
+    kind: ClassVar[str]
+    generator: ClassVar[Callable[..., Path]]
+    # Entries added to the cache key, e.g. a version to bump when the generated files change.
+    cache_key_extra: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        root_path: str = DEFAULT_CACHE,
+        folder: str,
+        train_per_site: int | None = None,
+        test_per_site: int | None = None,
+        native_size: tuple[int, ...] | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        given = {
+            "train_per_site": train_per_site,
+            "test_per_site": test_per_site,
+            "native_size": native_size,
+            "seed": seed,
+            **self._generator_options(),
+        }
+        chosen = {name: value for name, value in given.items() if value is not None}
+        self.generation: dict[str, Any] = {**defaults(self.generator), **chosen}
+        sites = self._site_folders()
+        if folder not in sites:
+            raise ValueError(f"folder {folder!r} is not a generated site; choose one of {sites}")
+        self.site = folder
+        key = {**self.generation, **self.cache_key_extra}
+        data = cached_generation(root_path, self.kind, key, partial(self.generator, **self.generation))
+        super().__init__(split, **self._loader_options(data), **kwargs)
+
+    @classmethod
+    def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
+        """None: the data is generated when missing."""
+        return {}
+
+    def _generator_options(self) -> dict[str, Any]:
+        """Generator arguments from the subclass's own options (None: the generator's default)."""
+        return {}
+
+    def _site_folders(self) -> list[str]:
+        """The sites that the generator writes with ``self.generation``."""
+        raise NotImplementedError
+
+    def _loader_options(self, data: Path) -> dict[str, Any]:
+        """The loader's options that locate ``self.site`` in the generated set ``data``."""
+        raise NotImplementedError

@@ -1,0 +1,167 @@
+"""The run folder: its layout, the config it belongs to, progress and saved state.
+
+Layout of ``exps/<config>/<note>/``::
+
+    processed_config.yaml            the merged, validated config
+    checkpoints/initial.safetensors  the seeded initial weights shared by every site
+    checkpoints/<save dir>/last.ckpt Lightning checkpoint of the latest epoch (for resuming)
+    checkpoints/<save dir>/final.safetensors  the stage's final weights
+    checkpoints/<name>.safetensors   strategy state (a federation's rounds, ...)
+    sites/<site>/                    a site's own files in a simulation (its local weights)
+    logs/<stage>/                    TensorBoard and CSV logs
+    results/progress.json            the test results of every finished stage
+    results/site_matrix_<metric>.csv/.png, results/summary.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+from safetensors import safe_open
+from pytorch_lightning.utilities import rank_zero_only
+
+from siteflow.core.atomic import load_weights, safe_name, save_weights, write_json, write_text
+from siteflow.core.site_matrix import StageResult
+from siteflow.core.types import State
+
+log = logging.getLogger(__name__)
+
+FINAL_WEIGHTS = "final.safetensors"
+INITIAL_WEIGHTS = "initial.safetensors"
+
+
+class RunFolderConflict(ValueError):
+    """The run folder holds the outputs of a different config."""
+
+
+class RunFolder:
+    """The files of one run; reading it back is how a run resumes.
+
+    Args:
+        path: the run folder, ``exps/<config>/<note>``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.logs = self.path / "logs"
+        self.results_dir = self.path / "results"
+        self.results: list[StageResult] = self._read_progress()
+        self._stage_weights: dict[str, Path] = {}
+        self._stage_site_weights: dict[str, dict[str, Path]] = {}
+
+    # -- the config ------------------------------------------------------------------------
+
+    def claim(self, processed: dict) -> None:
+        """Check that the folder holds this config's run (or none) and record the config."""
+        path = self.path / "processed_config.yaml"
+        if path.is_file():
+            previous = yaml.safe_load(path.read_text())
+            current = yaml.safe_load(yaml.safe_dump(processed))  # the same round trip as the saved one
+            changed = [key for key in _differences(previous, current) if key != "source"]
+            if changed:
+                raise RunFolderConflict(
+                    f"{self.path} holds a run of a different config (changed: {', '.join(changed[:5])}); "
+                    "resuming it would mix the two: choose another -n/--note or delete that folder"
+                )
+        if rank_zero_only.rank == 0:
+            write_text(path, yaml.safe_dump(processed, sort_keys=False))
+
+    # -- weights and state -----------------------------------------------------------------
+
+    def stage_dir(self, save_dir: str) -> Path:
+        """The checkpoint folder of a stage saved in ``save_dir``."""
+        return self.checkpoints / save_dir
+
+    def finished_weights(self, stage: str, save_dir: str) -> State | None:
+        """The final weights of a stage that finished before (None if it did not); the stage's
+        row in the site matrix will name them."""
+        final = self.stage_dir(save_dir) / FINAL_WEIGHTS
+        self._stage_weights[stage] = final
+        return load_weights(final) if final.is_file() else None
+
+    def save_stage_weights(self, save_dir: str, weights: State) -> None:
+        if rank_zero_only.rank == 0:
+            save_weights(self.stage_dir(save_dir) / FINAL_WEIGHTS, weights)
+
+    def save_final(self, stage: str, weights: State, *, save_dir: str, site_weights: Mapping[str, State] | None = None) -> None:
+        """Save a stage's final weights as ``checkpoints/<save_dir>/final.safetensors`` and
+        each site's own version (``final_<site>.safetensors``) where sites keep some."""
+        directory = self.stage_dir(save_dir)
+        own = {site: directory / f"final_{safe_name(site)}.safetensors" for site in site_weights or {}}
+        if rank_zero_only.rank == 0:
+            save_weights(directory / FINAL_WEIGHTS, weights)
+            for site, path in own.items():
+                save_weights(path, site_weights[site])
+        self._stage_weights[stage] = directory / FINAL_WEIGHTS
+        self._stage_site_weights[stage] = own
+
+    def save_state(self, name: str, tensors: State, info: dict) -> None:
+        """Save state atomically as ``checkpoints/<name>.safetensors`` with the JSON ``info``."""
+        if rank_zero_only.rank == 0:
+            save_weights(self.checkpoints / f"{name}.safetensors", tensors, metadata={"siteflow.state": json.dumps(info)})
+
+    def load_state(self, name: str) -> tuple[State, dict] | None:
+        """What :meth:`save_state` saved under ``name``, or None."""
+        path = self.checkpoints / f"{name}.safetensors"
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as handle:
+            info = json.loads((handle.metadata() or {}).get("siteflow.state", "{}"))
+        return load_weights(path), info
+
+    def site_folder(self, site: str) -> Path:
+        """A simulated site's own folder."""
+        return self.path / "sites" / safe_name(site)
+
+    # -- the site matrix -------------------------------------------------------------------
+
+    def recorded(self, stage: str) -> bool:
+        return any(row.stage == stage for row in self.results)
+
+    def record(self, stage: str, values: Mapping[str, Mapping[str, float]], *, trained_site: str | None) -> StageResult | None:
+        """Add the row ``stage``, naming the stage's saved weights; a recorded row is kept."""
+        if self.recorded(stage):
+            return None
+        path = self._stage_weights.get(stage)
+        own = {site: str(p.relative_to(self.path)) for site, p in self._stage_site_weights.get(stage, {}).items()}
+        result = StageResult(
+            stage,
+            trained_site,
+            {site: dict(metrics) for site, metrics in values.items()},
+            path and str(path.relative_to(self.path)),
+            own or None,
+        )
+        self.results.append(result)
+        if rank_zero_only.rank == 0:
+            write_json(self.results_dir / "progress.json", {"stages": [dataclasses.asdict(r) for r in self.results]})
+        return result
+
+    def stage_weights(self) -> list[tuple[str, Path, dict[str, Path]]]:
+        """(stage, final weights file, each site's own weights file) of every finished stage
+        with saved weights, in order (for prediction)."""
+        return [
+            (row.stage, self.path / row.weights, {site: self.path / p for site, p in (row.site_weights or {}).items()})
+            for row in self.results
+            if row.weights
+        ]
+
+    def _read_progress(self) -> list[StageResult]:
+        path = self.results_dir / "progress.json"
+        if not path.is_file():
+            return []
+        return [StageResult(**entry) for entry in json.loads(path.read_text())["stages"]]
+
+
+def _differences(old: object, new: object, path: str = "") -> list[str]:
+    """Key paths at which two plain-data trees differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(old.keys() | new.keys(), key=str) for d in _differences(old.get(key), new.get(key), f"{path}.{key}".lstrip("."))]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(a, b, f"{path}[{i}]")]
+    return [] if old == new else [path or "<whole config>"]

@@ -1,0 +1,163 @@
+"""The one site step: a Lightning trainer, seeding, resuming, fitting and testing.
+
+Every strategy trains through :meth:`SiteStep.fit` and tests through :meth:`SiteStep.test`,
+whatever moves the weights between sites; what differs between strategies (the network,
+the learner) is passed in as factories, called after the step has seeded everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
+
+from siteflow.config import SiteConfig, TaskConfig, TrainConfig
+from siteflow.core.types import State
+from siteflow.datasets.pooling import loader
+from siteflow.engine.checkpoint_io import AtomicCheckpointIO
+from siteflow.strategies.base import Trainee
+from siteflow.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class SiteStep:
+    """Trains and tests on the sites whose data is here.
+
+    Args:
+        task: the study's ML task (datasets, learners).
+        seed: the experiment's seed; a stage at one site uses ``seed + task_id + offset``.
+        num_workers: dataloader workers.
+        logs: the run's log folder (TensorBoard and CSV per stage).
+        root: Lightning's default root folder.
+        gpus: GPU indices; None trains on the CPU. Several GPUs use DDP.
+    """
+
+    def __init__(self, task: Task, *, seed: int, num_workers: int, logs: Path, root: Path, gpus: Sequence[int] | None) -> None:
+        self.task = task
+        self.seed = seed
+        self.num_workers = num_workers
+        self.logs = logs
+        self.root = root
+        self.gpus = list(gpus) if gpus else None
+
+    def fit(
+        self,
+        stage: str,
+        tasks: Sequence[TaskConfig],
+        start: State,
+        trainee: Trainee,
+        *,
+        checkpoint_dir: Path | None,
+        resume: bool,
+        epochs: int | None = None,
+        seed_offset: int = 0,
+    ) -> State:
+        """Train ``trainee`` from ``start`` on the pooled training data of ``tasks``.
+
+        With ``checkpoint_dir``, ``last.ckpt`` there is rewritten (atomically) after every
+        epoch, and with ``resume`` an existing one is continued. Returns the final weights
+        (on the CPU)."""
+        train_config = tasks[0].train
+        if epochs is not None:
+            train_config = dataclasses.replace(train_config, epochs=epochs)
+        seed = self.seed + (tasks[0].task_id if len(tasks) == 1 else 0) + seed_offset
+        pl.seed_everything(seed, workers=True, verbose=False)
+        sites = [t.site for t in tasks]
+        train_set = self.task.dataset(sites, "train")
+        val_set = self.task.dataset(sites, "val")
+        log.info("stage %s: %d training and %d validation samples", stage, len(train_set), len(val_set))
+        network = trainee.build_network()
+        network.load_state_dict(start)
+        learner = trainee.make_learner(network)
+        last = checkpoint_dir / "last.ckpt" if checkpoint_dir is not None else None
+        resume_from = last if resume and last is not None and last.is_file() else None
+        if resume_from is not None:
+            log.info("stage %s: resuming from %s", stage, resume_from)
+        # one checkpoint, rewritten (atomically) after every epoch: what a crashed stage resumes from
+        callbacks = [] if checkpoint_dir is None else [
+            ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False)
+        ]
+        trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0)
+        batch_size = train_config.batch_size
+        trainer.fit(
+            learner,
+            train_dataloaders=loader(train_set, batch_size=batch_size, num_workers=self.num_workers, shuffle=True, seed=seed),
+            val_dataloaders=loader(val_set, batch_size=batch_size, num_workers=self.num_workers, shuffle=False)
+            if len(val_set)
+            else None,
+            ckpt_path=resume_from,
+        )
+        return cpu_copy(network.state_dict())
+
+    def test(
+        self,
+        train: TrainConfig,
+        solvers: Sequence[tuple[nn.Module, Sequence[SiteConfig]]],
+    ) -> dict[str, dict[str, float]]:
+        """Test each solver on its sites' test splits; returns ``values[site][metric]``."""
+        trainer = self.trainer("test", train, callbacks=[], validate=False, devices=1, loggers=False)
+        values: dict[str, dict[str, float]] = {}
+        loss = self.task.build_loss(train)
+        for solver, sites in solvers:
+            learner = self.task.learner(solver, loss, train, test_site_names=[site.task_name for site in sites])
+            trainer.test(
+                learner,
+                dataloaders=[
+                    loader(self.task.dataset([site], "test"), batch_size=train.batch_size, num_workers=self.num_workers, shuffle=False)
+                    for site in sites
+                ],
+                verbose=False,
+            )
+            values.update(learner.test_results)
+        return values
+
+    def trainer(
+        self,
+        stage: str,
+        train: TrainConfig,
+        *,
+        callbacks: list,
+        validate: bool,
+        devices: int | None = None,
+        loggers: bool = True,
+    ) -> pl.Trainer:
+        """A Lightning trainer for ``stage`` with the configured devices and precision."""
+        gpus = self.gpus[:devices] if self.gpus and devices else self.gpus
+        return pl.Trainer(
+            accelerator="gpu" if gpus else "cpu",
+            devices=gpus or 1,
+            strategy="ddp" if gpus and len(gpus) > 1 else "auto",
+            precision=train.precision,
+            max_epochs=train.epochs,
+            check_val_every_n_epoch=train.val_every_n_epochs,
+            limit_val_batches=None if validate else 0,
+            num_sanity_val_steps=0,
+            log_every_n_steps=train.log_every_n_steps,
+            gradient_clip_val=train.gradient_clip_val,
+            accumulate_grad_batches=train.accumulate_grad_batches,
+            logger=[
+                TensorBoardLogger(self.logs, name=stage, version="tensorboard"),
+                CSVLogger(self.logs, name=stage, version="csv"),
+            ]
+            if loggers
+            else False,
+            callbacks=callbacks,
+            enable_checkpointing=bool(callbacks),
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=self.root,
+            enable_model_summary=False,
+            deterministic=False,
+        )
+
+
+def cpu_copy(state: Mapping[str, torch.Tensor]) -> State:
+    """Detached CPU copies of ``state``'s tensors."""
+    return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}

@@ -1,0 +1,157 @@
+"""The federated round API, the same for the in-process simulation and for Flower.
+
+A round has four steps, each a method a strategy may override:
+
+1. :meth:`FederatedStrategy.configure`: what every site receives (the server side);
+2. :meth:`FederatedStrategy.site_step`: what a site does with it and its own data, and what it
+   sends back (a :class:`SiteUpdate`); what never leaves the site stays in its
+   :class:`~siteflow.strategies.federated.store.SiteStore`;
+3. :meth:`FederatedStrategy.aggregate`: the new global weights from the current ones and the
+   updates (the server side; server state such as momentum lives in the strategy and is
+   saved with the round through :meth:`state_dict`);
+4. after the last round, :meth:`FederatedStrategy.site_finish`: an optional last step per
+   site (FFL's fine-tuning), tested as the row :attr:`finish_stage`.
+
+:class:`~siteflow.strategies.federated.federation.Federation` keeps the server's side between
+rounds; :mod:`~siteflow.strategies.federated.simulation` and ``siteflow.deploy.flower`` drive
+the rounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Sequence
+
+from siteflow.core.types import State
+from siteflow.strategies.base import StudyContext, Strategy, Trainee
+from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
+from siteflow.strategies.federated.simulation import simulate
+from siteflow.strategies.federated.site import FederatedSite
+from siteflow.strategies.federated.store import LOCAL
+from siteflow.tasks import ExtraLoss, Task
+
+@dataclass
+class SiteUpdate:
+    """A site's answer in a round: what it sends back, and its training-sample count."""
+
+    site: str
+    weights: State
+    num_samples: int
+
+
+class FederatedStrategy(Strategy):
+    """Base of the federated strategies: rounds of local training and aggregation.
+
+    Args:
+        rounds: number of rounds.
+        local_epochs: epochs each site trains per round.
+        weighting: ``"samples"`` (FedAvg: by training-sample count) or ``"equal"``.
+        min_sites: a round goes on while at least this many sites replied (default: all);
+            a site that fails is logged with its name.
+        test_every: test the global model on every site every this many rounds (and after
+            the last one).
+    """
+
+    finish_stage: ClassVar[str] = "finished"
+    """The site-matrix row of what :meth:`site_finish` returns."""
+
+    def __init__(
+        self,
+        rounds: int = 10,
+        local_epochs: int = 1,
+        weighting: Literal["samples", "equal"] = "samples",
+        min_sites: int | None = None,
+        test_every: int = 1,
+    ) -> None:
+        for name, value in (("rounds", rounds), ("local_epochs", local_epochs), ("test_every", test_every)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if min_sites is not None and min_sites < 1:
+            raise ValueError(f"min_sites must be at least 1, got {min_sites}")
+        self.rounds = rounds
+        self.local_epochs = local_epochs
+        self.weighting: Weighting = weighting
+        self.min_sites = min_sites
+        self.test_every = test_every
+
+    # -- what stays at a site ------------------------------------------------------------------
+
+    def local_keys(self, task: Task) -> set[str]:
+        """Names of the weights that stay at each site, never sent nor averaged (none)."""
+        return set()
+
+    def site_weights(self, site: FederatedSite, global_weights: State, *, before: int) -> State:
+        """The weights a site works with: the global ones, with the weights it kept after its
+        last round before round ``before`` over them."""
+        return {**global_weights, **(site.store.load(LOCAL, before=before) or {})}
+
+    # -- 1. configure ----------------------------------------------------------------------------
+
+    def configure(self, round_number: int, global_weights: State) -> State:
+        """What every site receives in round ``round_number``: the global weights."""
+        return global_weights
+
+    # -- 2. the site step ------------------------------------------------------------------------
+
+    def site_step(self, site: FederatedSite, received: State, round_number: int) -> SiteUpdate:
+        """Train ``site`` for a round from what it received (its own kept weights over it);
+        keep the local weights, send back the others."""
+        return self.local_update(site, self.site_weights(site, received, before=round_number), round_number)
+
+    def local_update(
+        self, site: FederatedSite, start: State, round_number: int, extra_losses: Sequence[ExtraLoss] = ()
+    ) -> SiteUpdate:
+        """Train ``site`` for ``local_epochs`` from ``start`` (with ``extra_losses`` in every
+        step), keep its local weights in its store; the update holds the shared weights."""
+        context = site.context
+        trainee = Trainee(
+            lambda: self.build_network(context.task),
+            lambda network: self.site_learner(context, site, network, start, extra_losses),
+        )
+        weights = site.fit(f"round{round_number}/{site.name}", start, trainee, epochs=self.local_epochs, seed_offset=1000 * round_number)
+        local_keys = self.local_keys(context.task)
+        if local_keys:
+            site.store.save(LOCAL, round_number, {k: v for k, v in weights.items() if k in local_keys})
+        shared = {name: tensor for name, tensor in weights.items() if name not in local_keys}
+        return SiteUpdate(site.name, shared, site.num_samples)
+
+    def site_learner(self, context: StudyContext, site: FederatedSite, network, start: State, extra_losses: Sequence[ExtraLoss]):
+        """The learner of a site's round: the task's, with the strategy's extra loss terms."""
+        task, train = context.task, site.task.train
+        terms = [*self.extra_losses(start), *extra_losses]
+        return task.learner(network, task.build_loss(train, [site.task.site]), train, extra_losses=terms)
+
+    def extra_losses(self, start: State) -> list[ExtraLoss]:
+        """Terms added to every local step of a round that started from ``start`` (none)."""
+        return []
+
+    # -- 3. aggregate ----------------------------------------------------------------------------
+
+    def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
+        """The new global weights: the weighted average of what the sites sent, over the
+        current global weights (which keep what nobody sent)."""
+        weights = site_weights([u.num_samples for u in updates], self.weighting)
+        shared = list(updates[0].weights)
+        return {**global_weights, **weighted_average([u.weights for u in updates], weights, keys=shared)}
+
+    # -- 4. finish ---------------------------------------------------------------------------------
+
+    @property
+    def finishes(self) -> bool:
+        """Whether the sites take a finishing step (:meth:`site_finish`) after the rounds."""
+        return False
+
+    def site_finish(self, site: FederatedSite, global_weights: State) -> State:
+        """A site's last step after the final round, from the final global weights; its
+        result is tested as the row :attr:`finish_stage`. Only called when :attr:`finishes`."""
+        raise NotImplementedError(f"{type(self).__name__} has no finishing step")
+
+    # -- testing ---------------------------------------------------------------------------------
+
+    def tests_after(self, round_number: int) -> bool:
+        """Whether the global model is tested after round ``round_number``."""
+        return round_number % self.test_every == 0 or round_number == self.rounds
+
+    def run(self, context: StudyContext) -> None:
+        """The rounds simulated in this process (``siteflow.deploy.flower`` deploys them)."""
+        simulate(self, context)

@@ -1,0 +1,102 @@
+"""The server's side of the rounds, between rounds: the same for both drivers.
+
+After every round, the round number, the global weights, the strategy's own state (server
+momentum, control variates, ...) and the SHA-256 of every round's global weights so far are
+saved atomically in one file (``checkpoints/global/round_state.safetensors``); a restarted
+run continues after the last saved round with everything as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from siteflow.core.types import State
+from siteflow.handover.digest import weights_sha256
+from siteflow.strategies.base import StudyContext
+
+if TYPE_CHECKING:
+    from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
+
+log = logging.getLogger(__name__)
+
+ROUND_STATE = "global/round_state"
+FINAL_DIR = "global"
+
+
+def round_stage(round_number: int) -> str:
+    """The stage name of a round: its row in the site matrix."""
+    return f"round{round_number}"
+
+
+class Federation:
+    """Round number, global weights and strategy state of a federation, saved every round.
+
+    Args:
+        strategy: the federated strategy (its state is saved and restored here).
+        context: the server's run (its folder holds the round state).
+    """
+
+    def __init__(self, strategy: "FederatedStrategy", context: StudyContext) -> None:
+        self.strategy = strategy
+        self.context = context
+        saved = context.load_state(ROUND_STATE)
+        if saved is None:
+            first = context.tasks[0]
+            self.round = 0
+            self.global_weights: State = context.start(first, lambda: strategy.build_network(context.task)).weights
+            self.digests: list[str] = []
+            return
+        tensors, info = saved
+        self.round = info["round"]
+        self.global_weights = _prefixed(tensors, "global/")
+        self.digests = list(info["digests"])
+        strategy.load_state_dict({**_prefixed(tensors, "strategy/"), **info["strategy"]})
+        log.info("resuming the federation after round %d", self.round)
+
+    @property
+    def done(self) -> bool:
+        return self.round >= self.strategy.rounds
+
+    def configure(self, round_number: int) -> State:
+        """What every site receives in ``round_number``."""
+        return self.strategy.configure(round_number, self.global_weights)
+
+    def close_round(self, round_number: int, updates: Sequence["SiteUpdate"], num_sites: int) -> None:
+        """Aggregate the sites' ``updates`` of ``round_number`` and save the federation;
+        fewer than ``min_sites`` updates (of ``num_sites`` asked) stop the run."""
+        required = self.strategy.min_sites or num_sites
+        if len(updates) < required:
+            raise RuntimeError(f"round {round_number}: {len(updates)} of {num_sites} sites replied, fewer than min_sites={required}")
+        self.global_weights = self.strategy.aggregate(round_number, self.global_weights, updates)
+        self.round = round_number
+        self.digests.append(weights_sha256(self.global_weights))
+        self._save()
+
+    def save_final(self, site_weights: dict[str, State] | None = None) -> None:
+        """Save the last round's global weights (and each site's own model, where sites keep
+        weights and the server can see them) for ``predict_test.py``."""
+        self.context.save_final(round_stage(self.round), self.global_weights, save_dir=FINAL_DIR, site_weights=site_weights)
+
+    def pending_test(self) -> bool:
+        """Whether the last saved round is due a test that was not recorded (a run stopped
+        between saving a round and testing it)."""
+        return bool(self.round) and self.strategy.tests_after(self.round) and not self.context.recorded(round_stage(self.round))
+
+    def _save(self) -> None:
+        tensors = {f"global/{k}": v for k, v in self.global_weights.items()}
+        state, info = _split(self.strategy.state_dict())
+        tensors.update({f"strategy/{k}": v for k, v in state.items()})
+        self.context.save_state(ROUND_STATE, tensors, {"round": self.round, "digests": self.digests, "strategy": info})
+
+
+def _prefixed(tensors: State, prefix: str) -> State:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _split(state: dict[str, Any]) -> tuple[State, dict[str, Any]]:
+    """A strategy's state as (tensors, JSON-able values)."""
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return tensors, {k: v for k, v in state.items() if k not in tensors}

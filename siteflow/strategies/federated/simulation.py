@@ -1,0 +1,67 @@
+"""The in-process driver of the federated rounds: every site in turn, in one process.
+
+The sites run the same :class:`~siteflow.strategies.federated.site.FederatedSite` step as a
+deployed site, each with its own store under ``<run>/sites/<site>/``; the server's side is
+the same :class:`~siteflow.strategies.federated.federation.Federation` as on Flower.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from siteflow.core.types import State
+from siteflow.strategies.base import StudyContext
+from siteflow.strategies.federated.federation import Federation, round_stage
+from siteflow.strategies.federated.site import FederatedSite
+from siteflow.strategies.federated.store import LOCAL
+
+if TYPE_CHECKING:
+    from siteflow.strategies.federated.base import FederatedStrategy
+
+log = logging.getLogger(__name__)
+
+
+def simulate(strategy: "FederatedStrategy", context: StudyContext) -> None:
+    """Run (or resume) every round of ``strategy`` over the sites of ``context``, test the
+    global model when due, then each site's finishing step."""
+    federation = Federation(strategy, context)
+    sites = [FederatedSite(context, task) for task in context.tasks]
+    if federation.done:  # resumed after the last round: its final weights may not be saved yet
+        federation.save_final(own_models(strategy, federation, sites) or None)
+    if federation.pending_test():
+        test_round(strategy, federation, sites)
+    for round_number in range(federation.round + 1, strategy.rounds + 1):
+        received = federation.configure(round_number)
+        updates = []
+        for site in sites:
+            try:
+                updates.append(strategy.site_step(site, received, round_number))
+            except Exception:
+                log.exception("round %d: site %s failed", round_number, site.name)
+        federation.close_round(round_number, updates, len(sites))
+        if round_number == strategy.rounds:
+            federation.save_final(own_models(strategy, federation, sites) or None)
+        if strategy.tests_after(round_number):
+            test_round(strategy, federation, sites)
+    if strategy.finishes:
+        finished = {site.name: strategy.site_finish(site, federation.global_weights) for site in sites}
+        solver = strategy.solver_from(context.task)
+        context.test(strategy.finish_stage, federation.global_weights, solver, trained_site=None, site_weights=finished)
+
+
+def own_models(strategy: "FederatedStrategy", federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
+    """Each site's model after the federation's last round, for the sites that keep weights."""
+    after = federation.round + 1
+    return {
+        site.name: strategy.site_weights(site, federation.global_weights, before=after)
+        for site in sites
+        if site.store.rounds(LOCAL)
+    }
+
+
+def test_round(strategy: "FederatedStrategy", federation: Federation, sites: list[FederatedSite]) -> None:
+    """Test the global model of the last round on every site (each with its own kept weights)."""
+    own = own_models(strategy, federation, sites)
+    solver = strategy.solver_from(federation.context.task)
+    federation.context.test(round_stage(federation.round), federation.global_weights, solver, trained_site=None, site_weights=own or None)

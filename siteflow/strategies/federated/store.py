@@ -1,0 +1,50 @@
+"""A site's own tensors between rounds, on that site's disk: the one store of site-local state.
+
+What never leaves a site (FedBN's normalisation layers, FFL's head, SCAFFOLD's control
+variate, a personal model) is kept here, per round, by the site itself: in a simulation one
+folder per site inside the run, in a deployed federation on the hospital's own disk.
+``<folder>/<name>/round<r>.safetensors`` holds what the site kept after round ``r``; a re-run
+of round ``r`` (after a crash) reads what it kept before ``r``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from siteflow.core.atomic import load_weights, save_weights
+from siteflow.core.types import State
+
+LOCAL = "local"
+"""The name of the weights a site keeps under its strategy's ``local_keys``."""
+
+
+class SiteStore:
+    """Named, per-round tensors of one site.
+
+    Args:
+        folder: the site's own folder.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def save(self, name: str, round_number: int, tensors: State) -> None:
+        """Keep ``tensors`` as ``name`` after round ``round_number`` (atomically), and drop
+        what neither a re-run of this round nor the next round reads."""
+        save_weights(self._path(name, round_number), tensors)
+        earlier = [r for r in self.rounds(name) if r < round_number]
+        for old in earlier[:-1]:
+            self._path(name, old).unlink()
+
+    def load(self, name: str, *, before: int) -> State | None:
+        """What the site kept as ``name`` after its last round before round ``before``."""
+        earlier = [r for r in self.rounds(name) if r < before]
+        return load_weights(self._path(name, earlier[-1])) if earlier else None
+
+    def rounds(self, name: str) -> list[int]:
+        """The rounds after which ``name`` was kept, in order."""
+        files = (self.folder / name).glob("round*.safetensors")
+        return sorted(int(path.stem[len("round"):]) for path in files)
+
+    def _path(self, name: str, round_number: int) -> Path:
+        return self.folder / name / f"round{round_number}.safetensors"

@@ -1,0 +1,232 @@
+"""The ML problem of a study as an object, and the one learner base its learners extend.
+
+A :class:`Task` is chosen by the sites' data (``DataSpec.task``, registered in
+:data:`siteflow.core.registry.TASKS`). It knows what the data looks like from the config alone
+(classes or label space, input channels, image size, ignored label), and builds what a site
+trains and tests with: the model, the loss, the learner, the site datasets; it names the
+metrics of the site matrix and writes the sample-wise prediction outputs of ``predict_test.py``.
+Strategies and the engine only ever talk to this interface, so a new problem (3D
+segmentation, masked-image pre-training) is a new task, not a branch in the core.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from siteflow.config import Component, ExperimentConfig, SiteConfig, TrainConfig
+from siteflow.core.registry import DATASETS, LOSSES, MODELS, TASKS
+from siteflow.datasets.spec import DataSpec
+from siteflow.datasets.pooling import Split, pooled_dataset
+
+ExtraLoss = Callable[["Learner"], torch.Tensor]
+"""A strategy's term added to the loss of every training step (FedProx's proximal term)."""
+
+Batch = dict
+"""A collated batch: ``"image"`` (N, C_in, *spatial), the task's targets, ``"id"`` list[str]."""
+
+
+def configure_optimization(train: TrainConfig, parameters) -> Any:
+    """Lightning's ``configure_optimizers`` value for the configured optimizer and scheduler."""
+    optimizer = getattr(torch.optim, train.optimizer.name)(parameters, **train.optimizer.kwargs)
+    if train.scheduler is None:
+        return optimizer
+    scheduler = getattr(torch.optim.lr_scheduler, train.scheduler.name)(optimizer, **train.scheduler.kwargs)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class Learner(pl.LightningModule):
+    """Model + loss + metrics, trained by a Lightning ``Trainer``: the one training step.
+
+    A subclass says how the loss reads a batch (:meth:`loss_of`), which metrics validation and
+    testing update (:meth:`update_validation`, :meth:`update_test`, :meth:`test_result`) and
+    what prediction returns; strategy-specific terms come in as ``extra_losses``.
+
+    Args:
+        model: images (N, C_in, *spatial) -> outputs (logits).
+        loss: the task's loss.
+        train: optimizer, scheduler and logging settings.
+        test_site_names: the name of each test dataloader, in order, for ``trainer.test``.
+        extra_losses: callables added to the loss of every training step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        *,
+        train: TrainConfig,
+        test_site_names: Sequence[str] = (),
+        extra_losses: Sequence[ExtraLoss] = (),
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.train_config = train
+        self.test_site_names = tuple(test_site_names)
+        self.extra_losses = list(extra_losses)
+        self.test_results: dict[str, dict[str, float]] = {}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, *spatial) -> the model's outputs."""
+        return self.model(images)
+
+    @abstractmethod
+    def loss_of(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The task's loss of ``outputs`` against the batch's targets (a scalar)."""
+
+    @abstractmethod
+    def update_validation(self, outputs: torch.Tensor, batch: Batch) -> None:
+        """Update (and log) the validation metrics with one batch."""
+
+    @abstractmethod
+    def update_test(self, site_index: int, outputs: torch.Tensor, batch: Batch) -> None:
+        """Update test site ``site_index``'s metrics with one batch."""
+
+    @abstractmethod
+    def test_result(self, site_index: int) -> dict[str, float]:
+        """Test site ``site_index``'s metrics over its whole test split (then reset)."""
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        outputs = self(batch["image"])
+        loss = self.loss_of(outputs, batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(outputs))
+        for term in self.extra_losses:
+            loss = loss + term(self)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        outputs = self(batch["image"])
+        self.log("val/loss", self.loss_of(outputs, batch), prog_bar=True, batch_size=len(outputs))
+        self.update_validation(outputs, batch)
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.update_test(dataloader_idx, self(batch["image"]), batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = {}
+        for index, site in enumerate(self.test_site_names):
+            result = self.test_result(index)
+            self.test_results[site] = result
+            for key, value in result.items():
+                self.log(f"test/{site}/{key}", value, add_dataloader_idx=False)
+
+    def configure_optimizers(self) -> Any:
+        return configure_optimization(self.train_config, self.parameters())
+
+
+@dataclass(frozen=True)
+class ModelToTest:
+    """Weights to evaluate (``predict_test.py``), and each site's own version where sites
+    keep some (FedBN, FFL), already loaded into solvers by the caller's ``solver_for``."""
+
+    name: str
+    solver_for: Callable[[str], nn.Module]
+    """site name -> the solver network to test on that site."""
+
+
+@dataclass
+class PredictionOutput:
+    """What a task's prediction writes: ``samples.csv`` and ``summary.csv`` rows, and files
+    (pictures, volumes) under ``folder``."""
+
+    folder: Path
+    sample_header: list[str]
+    summary_header: list[str]
+    save_volumes: bool = False
+    """Also write inputs, predictions and truths as NIfTI volumes (segmentation)."""
+    sample_rows: list[list] = field(default_factory=list)
+    summary_rows: list[list] = field(default_factory=list)
+
+
+class Task(ABC):
+    """The ML problem of a study, described by its sites' data.
+
+    Args:
+        config: the validated experiment; every site's :class:`DataSpec` comes from its
+            dataset entry (no data is read).
+    """
+
+    matrix_metrics: ClassVar[tuple[str, ...]]
+    """The metrics of the site matrix, the first being the headline one."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.specs: dict[str, DataSpec] = {site.task_name: describe(site) for site in config.sites}
+        first = self.specs[config.sites[0].task_name]
+        self.in_channels: int = first.in_channels
+        self.ignore_index: int | None = first.ignore_index
+        self.image_size: tuple[int, ...] | None = first.image_size
+        self.class_names: tuple[str, ...] = self.study_classes()
+
+    def study_classes(self) -> tuple[str, ...]:
+        """The model's output classes: the first site's classes (all sites must agree)."""
+        first, *others = self.config.sites
+        names = self.specs[first.task_name].class_names
+        for site in others:
+            spec = self.specs[site.task_name]
+            if (spec.class_names, spec.in_channels) != (names, self.in_channels):
+                raise ValueError(
+                    f"site {site.task_name!r} has classes {spec.class_names} and {spec.in_channels} input channels, "
+                    f"site {first.task_name!r} has {names} and {self.in_channels}: one model cannot serve both"
+                )
+        return names
+
+    def build_model(self) -> nn.Module:
+        """A new model of the configured architecture, sized by the data."""
+        spec: Component = self.config.model
+        kwargs = {"in_channels": self.in_channels, "num_classes": len(self.class_names), **spec.kwargs}
+        if kwargs["num_classes"] != len(self.class_names) or kwargs["in_channels"] != self.in_channels:
+            raise ValueError(
+                f"common.model.kwargs: the model has in_channels={kwargs['in_channels']}, num_classes="
+                f"{kwargs['num_classes']}, the data has {self.in_channels} channels and {len(self.class_names)} classes"
+            )
+        return MODELS.get(spec.name)(**kwargs)
+
+    def build_loss(self, train: TrainConfig, train_sites: Sequence[SiteConfig] = ()) -> nn.Module:
+        """The configured loss; ``train_sites`` are the sites whose training data it may
+        need (a task fills data-derived options such as BCE's ``pos_weight: auto``)."""
+        return LOSSES.get(train.loss.name)(**train.loss.kwargs)
+
+    def dataset(self, sites: Sequence[SiteConfig], split: Split) -> Dataset:
+        """The ``split`` of one site, or of several pooled (joint training), as the learner
+        reads it."""
+        return pooled_dataset(sites, split)
+
+    @abstractmethod
+    def learner(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        train: TrainConfig,
+        *,
+        test_site_names: Sequence[str] = (),
+        extra_losses: Sequence[ExtraLoss] = (),
+    ) -> Learner:
+        """The task's learner around ``model``."""
+
+    @abstractmethod
+    def predict(self, model: ModelToTest, site: SiteConfig, trainer: pl.Trainer, output: PredictionOutput) -> None:
+        """Evaluate ``model`` on ``site``'s test split sample by sample: add its rows to
+        ``output`` and write the task's pictures into its folder."""
+
+    @abstractmethod
+    def prediction_output(self, folder: Path, *, save_volumes: bool = False) -> PredictionOutput:
+        """Empty prediction tables with the task's headers, writing into ``folder``."""
+
+
+def describe(site: SiteConfig) -> DataSpec:
+    """What ``site``'s data looks like, from its config entry alone."""
+    return DATASETS.get(site.dataset.name).describe(**site.dataset.kwargs)
+
+
+def build_task(config: ExperimentConfig) -> Task:
+    """The task that the first site's data declares (``DataSpec.task``)."""
+    return TASKS.get(describe(config.sites[0]).task)(config)
