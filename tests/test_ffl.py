@@ -164,3 +164,21 @@ def test_deployed_on_flower_only_the_trunk_leaves_a_site(tmp_path):
     kept = load_weights(site.run.site_folder("site2") / "local" / "round1.safetensors")
     assert set(kept) == {"head.weight", "head.bias"}
     assert not torch.equal(kept["head.weight"], global_weights["head.weight"]), "the head did not train"
+
+
+def test_deployed_each_hospital_fine_tunes_and_tests_its_own_model(tmp_path):
+    from siteflow.deploy.flower.protocol import NodeSettings, RunSettings
+    from siteflow.deploy.flower.site import DeployedSite
+
+    config = cxr_config(tmp_path, "ffl", rounds=1, fine_tune_epochs=1)
+    settings, node = RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2")
+    site = DeployedSite(settings, node)
+    assert site.strategy.finishes
+    global_weights = site.run.start(site.site.task, lambda: site.strategy.build_network(site.run.task)).weights
+    site.train(global_weights, 1)  # round 1: the head trains and stays here
+    values = DeployedSite(settings, node).finish(global_weights)  # a new process, as every Flower message
+    assert set(values) == {"auroc", "auroc_pneumonia", "auroc_edema"}  # site 2's own labels only
+    tuned = load_weights(site.run.folder.checkpoints / "finetune" / "task_2" / "final.safetensors")
+    kept = SiteStore(site.run.site_folder("site2")).load("local", before=2)
+    assert not torch.equal(tuned["head.weight"], kept["head.weight"]), "fine-tuning did not train the head"
+    assert any(not torch.equal(tuned[k], global_weights[k]) for k in tuned if k.startswith("trunk.") and tuned[k].is_floating_point())

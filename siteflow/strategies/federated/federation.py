@@ -70,6 +70,8 @@ class Federation:
         required = self.strategy.min_sites or num_sites
         if len(updates) < required:
             raise RuntimeError(f"round {round_number}: {len(updates)} of {num_sites} sites replied, fewer than min_sites={required}")
+        order = {site.task_name: index for index, site in enumerate(self.context.config.sites)}
+        updates = sorted(updates, key=lambda update: order[update.site])  # the same sums, whatever the arrival order
         self.global_weights = self.strategy.aggregate(round_number, self.global_weights, updates)
         self.round = round_number
         self.digests.append(weights_sha256(self.global_weights))

@@ -1,0 +1,138 @@
+"""Imports run one way: entry points -> engine -> strategies -> tasks -> data, nn -> config,
+handover -> core. The test reads every module's imports (function-level ones too, not those
+under ``if TYPE_CHECKING:``) and fails on a cycle or on a module importing a higher layer."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "siteflow"
+
+LAYERS = [
+    ("core",),
+    ("config", "handover"),
+    ("datasets", "models", "losses", "metrics", "kernels", "_C"),
+    ("tasks",),
+    ("strategies",),
+    ("engine",),
+    ("deploy", "cli"),
+]
+"""Sub-packages of siteflow from the lowest layer to the highest."""
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``siteflow.<package>...``; the package root itself is below everything."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return -1
+    for index, packages in enumerate(LAYERS):
+        if parts[1] in packages:
+            return index
+    raise AssertionError(f"{module} is in no layer: add its package to LAYERS")
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except what sits under ``if TYPE_CHECKING:``."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The modules that module ``name`` imports when it runs (siteflow's by module name)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in known else base)
+    return found
+
+
+@pytest.fixture(scope="module")
+def all_imports() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imports(name, path, set(found)) for name, path in found.items()}
+
+
+@pytest.fixture(scope="module")
+def graph(all_imports) -> dict[str, set[str]]:
+    """siteflow module -> the siteflow modules it imports."""
+    known = set(all_imports) | {"siteflow._C"}
+    return {name: {t for t in targets if t in known} for name, targets in all_imports.items()}
+
+
+def test_the_graph_is_read(graph):
+    assert "siteflow.strategies.federated.fedavg" in graph
+    assert "siteflow.strategies.federated.base" in graph["siteflow.strategies.federated.fedavg"]
+    assert "siteflow.core.registry" in graph["siteflow.config.loading"]
+
+
+def test_no_module_imports_a_higher_layer(graph):
+    upward = [
+        f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})"
+        for module, targets in graph.items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_there_is_no_import_cycle(graph):
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert not cycles, "\n".join(cycles)
+
+
+@pytest.mark.parametrize("package", ["core", "config", "handover"])
+def test_the_low_layers_import_no_lightning_and_no_plotting(all_imports, package):
+    for module, targets in all_imports.items():
+        if module.startswith(f"siteflow.{package}"):
+            heavy = {t for t in targets if t.split(".")[0] in ("pytorch_lightning", "lightning", "matplotlib", "flwr")}
+            assert not heavy, f"{module} imports {heavy}"
+
+
+def test_no_module_switches_the_plotting_backend_at_import():
+    for module, path in modules().items():
+        assert "matplotlib.use(" not in path.read_text(), module
