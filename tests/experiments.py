@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -61,3 +64,14 @@ def tiny_config(
     path = folder / f"{strategy}.yaml"
     path.write_text(yaml.safe_dump(deep_merge(config, overrides), sort_keys=False))
     return path
+
+
+def kill_once_written(command: list[str], path: Path, *, cwd: Path, env: dict[str, str], timeout: float = 240) -> None:
+    """Start ``command`` and SIGKILL it (a crash: no clean-up of any kind) as soon as ``path``
+    exists (or it ends, or ``timeout`` seconds pass)."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from experiments import tiny_config
+from experiments import kill_once_written, tiny_config
 from siteflow.config import load_config
 from siteflow.datasets.pooling import build_dataset
 
@@ -44,13 +42,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     )
     run_dir = tmp_path / "exps" / "sequential" / "t"
     last = run_dir / "checkpoints" / "task_2" / "last.ckpt"
-    process = subprocess.Popen(command("train.py", config, tmp_path / "exps"), env=ENV, cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)  # a crash: no clean-up of any kind
-    process.wait()
+    kill_once_written(command("train.py", config, tmp_path / "exps"), last, cwd=tmp_path, env=ENV)
     interrupted_epoch = torch.load(last, weights_only=True)["epoch"]
     assert interrupted_epoch < epochs - 1, "the run finished before it could be interrupted"
     first_site = (run_dir / "checkpoints" / "task_1" / "final.safetensors").read_bytes()

@@ -6,17 +6,15 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from experiments import tiny_config
+from experiments import kill_once_written, tiny_config
 from siteflow.strategies.federated.aggregation import site_weights, weighted_average
 from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
@@ -168,12 +166,7 @@ def test_a_killed_federation_resumes_after_its_last_round(tmp_path):
     state = run_dir / "checkpoints" / "global" / "round_state.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "t", "--exps-root", str(tmp_path / "exps")]
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_once_written(command, state, cwd=tmp_path, env=env)
     runner = ExperimentRun(load_config(config), run_dir)
     _, info = runner.load_state(ROUND_STATE)
     assert info["round"] < 3, "the run finished before it could be interrupted"

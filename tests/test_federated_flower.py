@@ -30,7 +30,7 @@ from siteflow.deploy.flower.site import DeployedSite
 from siteflow.deploy.flower.sites import SiteDirectory
 from siteflow.engine.runner import ExperimentRun
 from siteflow.datasets.pooling import build_dataset
-from siteflow.strategies.federated import ROUND_STATE, FederatedSite, SiteUpdate
+from siteflow.strategies.federated import ROUND_STATE, FederatedSite
 
 APP = Path(__file__).resolve().parent.parent / "flower-app"
 

@@ -15,10 +15,9 @@ from torch import nn
 from experiments import tiny_config
 from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
-from siteflow.handover import SiteRecord, read_manifest
+from siteflow.handover import read_manifest
 from siteflow.engine.runner import ExperimentRun
-from siteflow.strategies import Carried
-from siteflow.strategies.relay import RelayNetwork, RelayStrategy, merge_by_samples
+from siteflow.strategies.relay import RelayStrategy, merge_by_samples
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

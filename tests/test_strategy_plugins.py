@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from experiments import tiny_config
+from experiments import kill_once_written, tiny_config
 from siteflow.config import load_config
 from siteflow.core.atomic import load_weights
 from siteflow.core.registry import STRATEGIES, load_components
@@ -55,6 +53,7 @@ def plugins(plugin_path, monkeypatch):
 
 
 def simulate(folder: Path, strategy: str, **kwargs) -> ExperimentRun:
+    folder.mkdir()
     config = load_config(tiny_config(folder, strategy, sites=2, common={"strategy": {"kwargs": kwargs}}))
     run = ExperimentRun(config, folder / "run")
     run.execute()
@@ -72,19 +71,34 @@ def test_each_plugin_is_one_small_file():
         assert len(lines) < 150, f"{path.name} has {len(lines)} lines"
 
 
-def test_fedavgm_without_momentum_is_fedavg_and_its_momentum_is_saved(tmp_path, plugins):
-    fedavg = simulate(tmp_path / "fedavg", "fedavg", rounds=2)
-    plain = simulate(tmp_path / "plain", "fedavgm_plugin", rounds=2, momentum=0.0, server_lr=1.0)
+def test_fedavgm_steps_with_momentum_by_hand(plugins):
+    from siteflow.strategies.federated import SiteUpdate
+
+    strategy = STRATEGIES.get("fedavgm_plugin")(momentum=0.9, server_lr=1.0)
+    g0 = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(5)}
+    first = [SiteUpdate("a", {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(1)}, 1),
+             SiteUpdate("b", {"w": torch.tensor([2.0, 4.0]), "n": torch.tensor(2)}, 3)]
+    g1 = strategy.aggregate(1, g0, first)  # average [1.5, 3.5]; v = g0 - average = [-0.5, -1.5]
+    assert torch.allclose(g1["w"], torch.tensor([1.5, 3.5])) and g1["n"].item() == 2
+    resumed = STRATEGIES.get("fedavgm_plugin")(momentum=0.9, server_lr=1.0)
+    resumed.load_state_dict(strategy.state_dict())  # what a restarted server reads back
+    second = [SiteUpdate("a", {"w": torch.tensor([2.5, 3.5]), "n": torch.tensor(1)}, 1),
+              SiteUpdate("b", {"w": torch.tensor([1.5, 3.5]), "n": torch.tensor(2)}, 3)]
+    g2 = resumed.aggregate(2, g1, second)  # average [1.75, 3.5]; v = 0.9 v + (g1 - average) = [-0.7, -1.35]
+    assert torch.allclose(g2["w"], torch.tensor([2.2, 4.85]))
+    assert torch.allclose(resumed.state_dict()["momentum/w"], torch.tensor([-0.7, -1.35]))
+
+
+def test_fedavgm_runs_rounds_and_saves_its_momentum_with_them(tmp_path, plugins):
+    fedavg = simulate(tmp_path / "fedavg", "fedavg", rounds=1)
+    plain = simulate(tmp_path / "plain", "fedavgm_plugin", rounds=1, momentum=0.0, server_lr=1.0)
     expected, got = global_weights(fedavg), global_weights(plain)
-    assert all(torch.allclose(got[k].double(), expected[k].double(), atol=1e-6) for k in expected)
+    assert all(torch.allclose(got[k].double(), expected[k].double(), atol=1e-6) for k in expected)  # FedAvg's step
 
     heavy = simulate(tmp_path / "heavy", "fedavgm_plugin", rounds=2, momentum=0.9, server_lr=1.0)
     saved, info = heavy.load_state(ROUND_STATE)
     velocity = {k[len("strategy/momentum/"):]: v for k, v in saved.items() if k.startswith("strategy/momentum/")}
-    name = next(k for k, v in velocity.items() if v.ndim == 4)
-    assert info["round"] == 2 and velocity
-    # round 2's step is 0.9 * round 1's step plus round 2's pseudo-gradient: not FedAvg's
-    assert not torch.allclose(global_weights(heavy)[name], expected[name], atol=1e-4)
+    assert info["round"] == 2 and velocity.keys() == {k for k, v in expected.items() if v.is_floating_point()}
 
 
 def test_scaffold_keeps_the_site_variates_at_the_sites_and_resumes_after_a_kill(tmp_path, plugins):
@@ -106,12 +120,7 @@ def test_scaffold_keeps_the_site_variates_at_the_sites_and_resumes_after_a_kill(
     command = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "t", "--exps-root", str(tmp_path / "exps")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     state = run_dir / "checkpoints" / "global" / "round_state.safetensors"
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_once_written(command, state, cwd=tmp_path, env=env)
     resumed = ExperimentRun(load_config(config), run_dir)
     assert resumed.load_state(ROUND_STATE)[1]["round"] < 3, "the run finished before it could be interrupted"
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)

@@ -17,7 +17,6 @@ from PIL import Image
 
 from siteflow.datasets.synthetic.render import (
     Fundus,
-    SiteStyle,
     apply_style,
     draw_fundus,
     site_style,
