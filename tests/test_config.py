@@ -276,3 +276,20 @@ def test_a_function_with_kwargs_accepts_any_other_option():
     check_kwargs(build, {"width": 2, "colour": "red"}, "f")
     with pytest.raises(ConfigError, match=r"f\.width: expected an integer"):
         check_kwargs(build, {"width": "2"}, "f")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"replay_fracton": 0.3}, r"k\.replay_fracton: unknown option; did you mean 'replay_fraction'\? \(allowed: cycles, z_dim, "),
+        ({"z_dim": "wide"}, r"k\.z_dim: expected an integer, got 'wide'"),
+        ({"cycles": 1.5}, r"k\.cycles: expected an integer, got 1\.5"),
+    ],
+)
+def test_an_options_class_takes_the_forwarded_options(kwargs, message):
+    from siteflow.config.validation import check_kwargs
+    from siteflow.strategies.relay import RelayStrategy
+
+    check_kwargs(RelayStrategy, {"cycles": 2, "replay_fraction": 0.25, "gan_lr": 1e-4}, "k")  # own and options-class options
+    with pytest.raises(ConfigError, match=message):
+        check_kwargs(RelayStrategy, kwargs, "k")

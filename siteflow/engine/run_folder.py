@@ -86,6 +86,7 @@ class RunFolder:
         return load_weights(final) if final.is_file() else None
 
     def save_stage_weights(self, save_dir: str, weights: State) -> None:
+        """Save a trained stage's final weights (``checkpoints/<save_dir>/final.safetensors``)."""
         if rank_zero_only.rank == 0:
             save_weights(self.stage_dir(save_dir) / FINAL_WEIGHTS, weights)
 
@@ -122,6 +123,7 @@ class RunFolder:
     # -- the site matrix -------------------------------------------------------------------
 
     def recorded(self, stage: str) -> bool:
+        """Whether the row ``stage`` is in the site matrix."""
         return any(row.stage == stage for row in self.results)
 
     def record(self, stage: str, values: Mapping[str, Mapping[str, float]], *, trained_site: str | None) -> StageResult | None:

@@ -62,6 +62,9 @@ class ExperimentRun:
         self.site_step = SiteStep(
             self.task, seed=config.seed, num_workers=config.num_workers, logs=self.folder.logs, root=self.folder.path, gpus=gpus
         )
+        for site in config.sites:
+            if not site.available:
+                log.warning("site %s: its data is not here, so it is not tested", site.task_name)
 
     @property
     def tasks(self) -> Sequence[TaskConfig]:
@@ -143,9 +146,6 @@ class ExperimentRun:
         sites: Sequence[str] | None = None,
     ) -> dict[str, dict[str, float]]:
         here = [site for site in self.config.sites if site.available and (sites is None or site.task_name in sites)]
-        for site in self.config.sites:
-            if not site.available:
-                log.warning("site %s: its data is not here, so it is not tested", site.task_name)
         if site_weights is None:
             groups = [(solver(weights), here)]
         else:  # every test site has a model of its own (e.g. its own normalisation)

@@ -130,7 +130,8 @@ class FederatedServer(Strategy):
     def _finish(self, grid: Grid) -> None:
         """Ask every site for the strategy's finishing step; record its test results."""
         config = ConfigRecord({PHASE: FINISH})
-        messages = self._messages(0, to_arrays(self.federation.global_weights), config, grid, MessageType.TRAIN)
+        last = self.federation.round - self.resumed_after  # Flower's number of the last round
+        messages = self._messages(last, to_arrays(self.federation.global_weights), config, grid, MessageType.TRAIN)
         self._record(self.strategy.finish_stage, self.federation.round, grid.send_and_receive(messages, timeout=self.settings.round_timeout))
 
     def _record(self, stage: str, round_number: int, replies: Iterable[Message]) -> MetricRecord | None:

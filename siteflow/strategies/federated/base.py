@@ -22,13 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Sequence
 
+from torch import nn
+
 from siteflow.core.types import State
 from siteflow.strategies.base import StudyContext, Strategy, Trainee
 from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
 from siteflow.strategies.federated.simulation import simulate
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
-from siteflow.tasks import ExtraLoss, Task
+from siteflow.tasks import ExtraLoss, Learner, Task
 
 @dataclass
 class SiteUpdate:
@@ -115,7 +117,9 @@ class FederatedStrategy(Strategy):
         shared = {name: tensor for name, tensor in weights.items() if name not in local_keys}
         return SiteUpdate(site.name, shared, site.num_samples)
 
-    def site_learner(self, context: StudyContext, site: FederatedSite, network, start: State, extra_losses: Sequence[ExtraLoss]):
+    def site_learner(
+        self, context: StudyContext, site: FederatedSite, network: nn.Module, start: State, extra_losses: Sequence[ExtraLoss]
+    ) -> Learner:
         """The learner of a site's round: the task's, with the strategy's extra loss terms."""
         task, train = context.task, site.task.train
         terms = [*self.extra_losses(start), *extra_losses]

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from siteflow.config import TaskConfig
 from siteflow.core.types import State
-from siteflow.strategies.base import StudyContext, Trainee
+from siteflow.strategies.base import SolverFactory, StudyContext, Trainee
 from siteflow.strategies.federated.store import SiteStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,6 @@ class FederatedSite:
         """Train the site from ``start`` (saved under ``save_dir`` only if given)."""
         return self.context.fit(stage, [self.task], start, trainee, save_dir=save_dir, epochs=epochs, seed_offset=seed_offset)
 
-    def evaluate(self, weights: State, solver, sites: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    def evaluate(self, weights: State, solver: SolverFactory, sites: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         """Test ``weights`` on this site's own test split (or on ``sites``)."""
         return self.context.evaluate(weights, solver, sites=[self.name] if sites is None else sites)
