@@ -42,11 +42,15 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     run_dir = args.exps_root / config.name / args.note
     log_file = run_dir / "logs" / f"{program}_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file)
+    except OSError as error:
+        parser.exit(2, f"{parser.prog}: error: cannot write {log_file.parent}: {error.strerror}\n")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(log_file)],
+        handlers=[logging.StreamHandler(sys.stderr), file_handler],
         force=True,
     )
     return config, run_dir
@@ -55,7 +59,8 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Train every current site of a config with its strategy; see README.md."""
     from siteflow.core.site_matrix import matrix_table
-    from siteflow.engine.run_folder import RunFolderConflict
+    from siteflow.core.atomic import OutputError
+    from siteflow.engine.run_folder import RunFolderConflict, RunFolderLocked
     from siteflow.engine.runner import ExperimentRun
     from siteflow.handover import HandoverError
 
@@ -83,7 +88,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     run = ExperimentRun(config, run_dir, gpus=gpus, key_file=args.key_file)
     try:
         summary = run.execute()
-    except (RunFolderConflict, HandoverError) as error:
+    except (RunFolderConflict, RunFolderLocked, HandoverError, OutputError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if summary:
         metric = summary["metrics"][0]
@@ -101,6 +106,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
     """Test trained weights on every site's test split, sample by sample; see README.md."""
+    from siteflow.core.atomic import OutputError
     from siteflow.engine.predict import predict_run
 
     parser = _common_parser("Sample-wise evaluation of trained weights on every test site.")
@@ -114,7 +120,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         output = predict_run(
             config, run_dir, gpu=gpus[0] if gpus else None, save_nifti=args.save_results, weights=args.weights, stages=args.stage
         )
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, OutputError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"test results in {output}")
     return 0

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from siteflow.core.atomic import atomic_path, load_weights, save_weights, write_json, write_text
+from siteflow.core.atomic import FILE_MODE, OutputError, atomic_path, load_weights, save_weights, write_json, write_text
 from siteflow.engine.checkpoint_io import AtomicCheckpointIO
 
 
@@ -66,3 +66,32 @@ def test_write_text_replaces_whole_content(tmp_path):
     write_text(tmp_path / "a.txt", "long old content")
     write_text(tmp_path / "a.txt", "new")
     assert (tmp_path / "a.txt").read_text() == "new"
+
+
+def test_output_files_get_the_users_normal_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = tmp_path / "summary.json"
+        write_json(path, {"ok": True})
+        assert path.stat().st_mode & 0o777 == FILE_MODE == 0o666 & ~mask
+    finally:
+        os.umask(mask)
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_loses_nothing(tmp_path):
+    import errno
+
+    path = tmp_path / "results.json"
+    write_json(path, {"round": 1})
+    with pytest.raises(OutputError, match=rf"cannot write {path}: No space left on device"):
+        with atomic_path(path) as tmp:
+            tmp.write_text("{")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert path.read_text() == '{\n  "round": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    with pytest.raises(OutputError, match=rf"cannot write {blocked / 'x.json'}"):
+        write_json(blocked / "x.json", {})

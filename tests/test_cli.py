@@ -125,3 +125,21 @@ def test_a_deployed_site_refuses_a_tampered_hand_over_before_training(tmp_path):
     assert f"{received}: the weights do not match the manifest's SHA-256 digest" in second.stderr
     assert "Traceback" not in second.stderr
     assert not list((tmp_path / "site2").rglob("last.ckpt")), "training started from a tampered file"
+
+
+def test_a_second_run_on_a_locked_folder_and_an_unwritable_folder_are_clear_errors(tmp_path):
+    from siteflow.engine.run_folder import RunFolder
+
+    config = tiny_config(tmp_path)
+    run_dir = tmp_path / "exps" / "sequential" / "t"
+    with RunFolder(run_dir).locked():  # as a first train.py would hold it
+        result = subprocess.run(command("train.py", config, tmp_path / "exps"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{run_dir} is being written by another run (process {os.getpid()})" in result.stderr
+    assert "Traceback" not in result.stderr and not (run_dir / "checkpoints").exists()
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the run folders should go")
+    result = subprocess.run(command("train.py", config, blocked), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"cannot write {blocked / 'sequential' / 't' / 'logs'}" in result.stderr and "Traceback" not in result.stderr

@@ -197,3 +197,38 @@ def test_the_one_pass_weighted_sum_equals_the_reference():
     buffers = {"w": torch.empty(2)}
     result = weighted_average([{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}], [0.25, 0.75], out=buffers)
     assert result["w"].data_ptr() == buffers["w"].data_ptr() and torch.equal(buffers["w"], torch.tensor([2.5, 5.0]))
+
+
+def test_the_server_leaves_bad_replies_out_with_the_site_and_the_reason(tmp_path, caplog):
+    from siteflow.strategies.federated import Federation, SiteUpdate
+
+    config = load_config(tiny_config(tmp_path, "fedavg", sites=3, common={"strategy": {"kwargs": {"rounds": 1, "min_sites": 1}}}))
+    runner = ExperimentRun(config, tmp_path / "run")
+    federation = Federation(runner.strategy, runner)
+    start = federation.global_weights
+    good = {k: v + 1 if v.is_floating_point() else v for k, v in start.items()}
+    name = next(k for k, v in start.items() if v.is_floating_point() and v.ndim == 4)
+    poisoned = {**good, name: good[name].clone().fill_(float("nan"))}
+    retyped = {**good, name: good[name].double()}
+    replies = [
+        SiteUpdate("site1", good, 4),
+        SiteUpdate("site2", poisoned, 4),
+        SiteUpdate("site3", retyped, 4),
+        SiteUpdate("site1", start, 4),
+        SiteUpdate("site9", good, 4),
+        SiteUpdate("site2", good, 0),
+    ]
+    with caplog.at_level(logging.ERROR):
+        federation.close_round(1, replies, num_sites=3)
+    assert all(torch.equal(federation.global_weights[k], good[k]) for k in good), "only site 1's update is valid"
+    for expected in (
+        f"site site2 left out of the average: {name} holds values that are not finite",
+        f"site site3 left out of the average: {name} is torch.float64",
+        "site site1 left out of the average: a second reply in the same round",
+        "site site9 left out of the average: it is not a site of this study",
+        "site site2 left out of the average: sample count 0 is not a positive integer",
+    ):
+        assert expected in caplog.text
+    with pytest.raises(RuntimeError, match="round 2: 0 of 3 sites replied, fewer than min_sites=1"):
+        federation.close_round(2, [SiteUpdate("site1", {}, 4)], num_sites=3)
+    assert "site site1 left out of the average: " in caplog.text and "weights are missing" in caplog.text

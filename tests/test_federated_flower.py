@@ -198,6 +198,10 @@ def test_a_site_keeps_its_normalisation_weights_on_its_own_disk(tmp_path, monkey
     assert tested.test(global_weights, 3)["dice"] == pytest.approx(float((global_weights[name] + 6).sum()))
     with pytest.raises(ValueError, match="the server's config differs from this site's"):
         tested.check("another experiment")
+    elsewhere = NodeSettings(task_id=1, exps_root=tmp_path / "hospital1")
+    with pytest.raises(ValueError, match="site site1: the server's config differs from this site's"):
+        DeployedSite(settings, elsewhere, server_fingerprint="another experiment")
+    assert not (tmp_path / "hospital1").exists(), "the site wrote files before it checked the server"
 
 
 def test_the_server_learns_which_node_serves_which_site(tmp_path, monkeypatch, caplog):

@@ -18,7 +18,21 @@ from typing import Any, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["safe_name", "atomic_path", "write_bytes", "write_text", "write_json", "save_weights", "load_weights"]
+__all__ = ["OutputError", "safe_name", "atomic_path", "write_bytes", "write_text", "write_json", "save_weights", "load_weights"]
+
+
+class OutputError(OSError):
+    """An output file could not be written (full disk, read-only or foreign folder); names it."""
+
+
+def _file_mode() -> int:
+    """The permissions a new file gets from the user's umask (0o644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
 
 
 def safe_name(name: str) -> str:
@@ -36,16 +50,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             figure.savefig(tmp, format="png")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name ends like the destination (".nii.gz"), for writers that go by suffix.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix="".join(path.suffixes), dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name ends like the destination (".nii.gz"), for writers that go by suffix.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix="".join(path.suffixes), dir=path.parent)
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes files only their owner may read
+        os.close(fd)
+    except OSError as error:
+        raise OutputError(error.errno, f"cannot write {path}: {error.strerror}") from error
     tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(error.errno, f"cannot write {path}: {error.strerror or error}") from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -16,16 +16,19 @@ Layout of ``exps/<config>/<note>/``::
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import yaml
 from safetensors import safe_open
 from pytorch_lightning.utilities import rank_zero_only
 
-from siteflow.core.atomic import load_weights, safe_name, save_weights, write_json, write_text
+from siteflow.core.atomic import OutputError, load_weights, safe_name, save_weights, write_json, write_text
 from siteflow.core.site_matrix import StageResult
 from siteflow.core.types import State
 
@@ -37,6 +40,10 @@ INITIAL_WEIGHTS = "initial.safetensors"
 
 class RunFolderConflict(ValueError):
     """The run folder holds the outputs of a different config."""
+
+
+class RunFolderLocked(RuntimeError):
+    """Another process is writing the run folder."""
 
 
 class RunFolder:
@@ -55,7 +62,36 @@ class RunFolder:
         self._stage_weights: dict[str, Path] = {}
         self._stage_site_weights: dict[str, dict[str, Path]] = {}
 
-    # -- the config ------------------------------------------------------------------------
+    # -- the config and the lock -----------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock (``.lock``, an advisory ``flock``) while a run writes it: a
+        second run on the same folder is refused, not interleaved. The lock goes with the
+        process, so a killed run leaves none behind."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / ".lock", "a+")
+        except OSError as error:
+            raise OutputError(error.errno, f"cannot write {self.path}: {error.strerror}") from error
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise RunFolderLocked(
+                    f"{self.path} is being written by another run (process {holder}): wait for it to end, "
+                    "or choose another -n/--note"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def claim(self, processed: dict) -> None:
         """Check that the folder holds this config's run (or none) and record the config."""

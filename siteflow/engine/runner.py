@@ -190,10 +190,12 @@ class ExperimentRun:
     # -- the whole run ---------------------------------------------------------------------
 
     def execute(self) -> dict:
-        """Run the strategy over all stages, then write the site matrices and summary."""
-        self.prepare()
-        self.strategy.run(self)
-        return self.write_results()
+        """Run the strategy over all stages, then write the site matrices and summary (the
+        run folder locked meanwhile)."""
+        with self.folder.locked():
+            self.prepare()
+            self.strategy.run(self)
+            return self.write_results()
 
     def prepare(self) -> None:
         """Check that the run folder holds this config's run (or none) and record the config."""

@@ -22,6 +22,7 @@ from siteflow.config import SiteConfig, TaskConfig, TrainConfig
 from siteflow.core.types import State
 from siteflow.datasets.pooling import loader
 from siteflow.engine.checkpoint_io import AtomicCheckpointIO
+from siteflow.engine.random_state import RandomStateCheckpoint
 from siteflow.strategies.base import Trainee
 from siteflow.tasks import Task
 
@@ -81,15 +82,18 @@ class SiteStep:
         resume_from = last if resume and last is not None and last.is_file() else None
         if resume_from is not None:
             log.info("stage %s: resuming from %s", stage, resume_from)
-        # one checkpoint, rewritten (atomically) after every epoch: what a crashed stage resumes from
+        batch_size = train_config.batch_size
+        train_loader = loader(train_set, batch_size=batch_size, num_workers=self.num_workers, shuffle=True, seed=seed)
+        # one checkpoint, rewritten (atomically) after every epoch with the random streams: what a
+        # crashed stage resumes from, to the same weights as a run that never stopped
         callbacks = [] if checkpoint_dir is None else [
-            ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False)
+            ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False),
+            RandomStateCheckpoint(train_loader.generator),
         ]
         trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0)
-        batch_size = train_config.batch_size
         trainer.fit(
             learner,
-            train_dataloaders=loader(train_set, batch_size=batch_size, num_workers=self.num_workers, shuffle=True, seed=seed),
+            train_dataloaders=train_loader,
             val_dataloaders=loader(val_set, batch_size=batch_size, num_workers=self.num_workers, shuffle=False)
             if len(val_set)
             else None,

@@ -79,6 +79,9 @@ def _site(message: Message, context: Context) -> tuple[DeployedSite, int]:
     from siteflow.deploy.flower.site import DeployedSite
 
     config: ConfigRecord = message.content[CONFIG]
-    site = DeployedSite(RunSettings.from_run_config(context.run_config), NodeSettings.from_node_config(context.node_config))
-    site.check(str(config[FINGERPRINT]))
+    site = DeployedSite(
+        RunSettings.from_run_config(context.run_config),
+        NodeSettings.from_node_config(context.node_config),
+        server_fingerprint=str(config[FINGERPRINT]),
+    )
     return site, int(config[ROUND])

@@ -135,16 +135,25 @@ class FederatedServer(Strategy):
         self._record(self.strategy.finish_stage, self.federation.round, grid.send_and_receive(messages, timeout=self.settings.round_timeout))
 
     def _record(self, stage: str, round_number: int, replies: Iterable[Message]) -> MetricRecord | None:
-        values = {
-            name: {key: float(value) for key, value in content[METRICS].items() if key != TASK_ID}
-            for name, content in self._answers(round_number, replies, "testing")
-        }
+        """Record the sites' test results as the row ``stage``; a reply without the site
+        matrix's metrics is left out with the site's name."""
+        metrics = self.run.task.matrix_metrics
+        values = {}
+        for name, content in self._answers(round_number, replies, "testing"):
+            try:
+                result = {key: float(value) for key, value in content[METRICS].items() if key != TASK_ID}
+            except (KeyError, TypeError, ValueError) as error:
+                log.error("%s: site %s sent test results that cannot be read: %r", stage, name, error)
+                continue
+            if missing := [metric for metric in metrics if metric not in result]:
+                log.error("%s: site %s sent test results without %s: left out", stage, name, ", ".join(missing))
+                continue
+            values[name] = result
         if not values:
             log.error("%s: no site returned test results", stage)
             return None
         self.run.record(stage, values, trained_site=None)
-        metric = self.run.task.matrix_metrics[0]
-        return MetricRecord({f"mean-{metric}": sum(v[metric] for v in values.values()) / len(values)})
+        return MetricRecord({f"mean-{metrics[0]}": sum(v[metrics[0]] for v in values.values()) / len(values)})
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -159,10 +168,14 @@ class FederatedServer(Strategy):
         return [Message(content, dst_node_id=node_id, message_type=kind) for node_id in self._asked]
 
     def _answers(self, round_number: int, replies: Iterable[Message], what: str) -> Iterable[tuple[str, RecordDict]]:
-        """(site name, content) of every good reply; failures and silences logged by site."""
+        """(site name, content) of every good reply; failures and silences logged by site;
+        replies from nodes that were not asked, and a node's second reply, are ignored."""
         replied = set()
         for reply in replies:
             node_id = reply.metadata.src_node_id
+            if node_id not in self._asked or node_id in replied:
+                log.warning("round %d: ignored an unasked or repeated reply from node %d (%s)", round_number, node_id, what)
+                continue
             replied.add(node_id)
             if reply.has_error():
                 log.error("round %d: site %s failed (%s): %s", round_number, self.sites.name(node_id), what, reply.error.reason)

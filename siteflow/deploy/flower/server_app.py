@@ -35,9 +35,10 @@ def main(grid: Grid, context: Context) -> None:
     config = load_config(settings.config)
     run = ExperimentRun(config, settings.exps_root / config.name / settings.note)
     log_to(run.folder.logs / f"flower_server_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log")
-    run.prepare()
-    FederatedServer(run, settings).execute(grid)
-    summary = run.write_results()
+    with run.folder.locked():
+        run.prepare()
+        FederatedServer(run, settings).execute(grid)
+        summary = run.write_results()
     metric = run.task.matrix_metrics[0]
     table = matrix_table(run.results, summary["sites"], metric)
     log.info("site matrix of %s (row: after round, column: test site)\n%s", metric, table)

@@ -30,11 +30,15 @@ class DeployedSite:
     Args:
         run_settings: the run config (the config name, the run's note).
         node: the SuperNode's node config (task id, the site's own config, exps root, GPU).
+        server_fingerprint: the server's :func:`experiment_fingerprint`, checked against this
+            site's config before the site writes anything.
     """
 
-    def __init__(self, run_settings: RunSettings, node: NodeSettings) -> None:
+    def __init__(self, run_settings: RunSettings, node: NodeSettings, *, server_fingerprint: str | None = None) -> None:
         config = load_config(node.config or run_settings.config, task_ids=[node.task_id])
         self.fingerprint = experiment_fingerprint(config)
+        if server_fingerprint is not None:
+            self.check(server_fingerprint, site=config.tasks[0].task_name)
         task = config.tasks[0]
         run_dir = node.exps_root / config.name / run_settings.note / task.task_name
         log_to(run_dir / "logs" / "flower_site.log")  # one file: every message is a new process
@@ -54,11 +58,11 @@ class DeployedSite:
     def task_id(self) -> int:
         return self.site.task.task_id
 
-    def check(self, fingerprint: str) -> None:
+    def check(self, fingerprint: str, *, site: str | None = None) -> None:
         """Refuse a server whose config differs in seed, model, strategy or the list of sites."""
         if fingerprint != self.fingerprint:
             raise ValueError(
-                f"site {self.name}: the server's config differs from this site's in seed, model, strategy "
+                f"site {site or self.name}: the server's config differs from this site's in seed, model, strategy "
                 "or the list of sites; both must describe the same experiment"
             )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Sequence
 
+import torch
 from torch import nn
 
 from siteflow.core.types import State
@@ -130,6 +131,25 @@ class FederatedStrategy(Strategy):
         return []
 
     # -- 3. aggregate ----------------------------------------------------------------------------
+
+    def check_update(self, update: SiteUpdate, global_weights: State, shared: set[str]) -> str | None:
+        """Why ``update`` cannot be aggregated (None if it can): a sample count that is not a
+        positive integer, a missing shared weight (``shared``: the names every site sends),
+        a weight of another shape or dtype than the global one, or a value that is not finite."""
+        if isinstance(update.num_samples, bool) or not isinstance(update.num_samples, int) or update.num_samples < 1:
+            return f"sample count {update.num_samples!r} is not a positive integer"
+        missing = sorted(shared - set(update.weights))
+        if missing:
+            return f"{len(missing)} weights are missing, e.g. {missing[:3]}"
+        for name, tensor in update.weights.items():
+            if not isinstance(tensor, torch.Tensor):
+                return f"{name} is not a tensor"
+            expected = global_weights.get(name)
+            if expected is not None and (tensor.shape != expected.shape or tensor.dtype != expected.dtype):
+                return f"{name} is {tensor.dtype} {tuple(tensor.shape)}, the global weights hold {expected.dtype} {tuple(expected.shape)}"
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return f"{name} holds values that are not finite"
+        return None
 
     def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
         """The new global weights: the weighted average of what the sites sent, over the

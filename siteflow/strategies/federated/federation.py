@@ -42,6 +42,7 @@ class Federation:
     def __init__(self, strategy: "FederatedStrategy", context: StudyContext) -> None:
         self.strategy = strategy
         self.context = context
+        self.local_keys = strategy.local_keys(context.task)
         saved = context.load_state(ROUND_STATE)
         if saved is None:
             first = context.tasks[0]
@@ -65,8 +66,11 @@ class Federation:
         return self.strategy.configure(round_number, self.global_weights)
 
     def close_round(self, round_number: int, updates: Sequence["SiteUpdate"], num_sites: int) -> None:
-        """Aggregate the sites' ``updates`` of ``round_number`` and save the federation;
-        fewer than ``min_sites`` updates (of ``num_sites`` asked) stop the run."""
+        """Aggregate the sites' valid ``updates`` of ``round_number`` and save the federation.
+        An update that cannot be aggregated (see ``check_update``), or a second one from the
+        same site, is left out with the site's name and the reason in the log; fewer than
+        ``min_sites`` valid updates (of ``num_sites`` asked) stop the run."""
+        updates = self._valid(round_number, updates)
         required = self.strategy.min_sites or num_sites
         if len(updates) < required:
             raise RuntimeError(f"round {round_number}: {len(updates)} of {num_sites} sites replied, fewer than min_sites={required}")
@@ -81,6 +85,23 @@ class Federation:
         """Save the last round's global weights (and each site's own model, where sites keep
         weights and the server can see them) for ``predict_test.py``."""
         self.context.save_final(round_stage(self.round), self.global_weights, save_dir=FINAL_DIR, site_weights=site_weights)
+
+    def _valid(self, round_number: int, updates: Sequence["SiteUpdate"]) -> list["SiteUpdate"]:
+        shared = set(self.global_weights) - self.local_keys
+        known = {site.task_name for site in self.context.config.sites}
+        valid: dict[str, "SiteUpdate"] = {}
+        for update in updates:
+            if update.site not in known:
+                reason = "it is not a site of this study"
+            elif update.site in valid:
+                reason = "a second reply in the same round (the first is kept)"
+            else:
+                reason = self.strategy.check_update(update, self.global_weights, shared)
+            if reason is None:
+                valid[update.site] = update
+            else:
+                log.error("round %d: site %s left out of the average: %s", round_number, update.site, reason)
+        return list(valid.values())
 
     def pending_test(self) -> bool:
         """Whether the last saved round is due a test that was not recorded (a run stopped
