@@ -60,9 +60,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     """Train every current site of a config with its strategy; see README.md."""
     from siteflow.core.site_matrix import matrix_table
     from siteflow.core.atomic import OutputError
+    from siteflow.datasets import DataError
     from siteflow.engine.run_folder import RunFolderConflict, RunFolderLocked
     from siteflow.engine.runner import ExperimentRun
     from siteflow.handover import HandoverError
+    from siteflow.strategies.base import SetupRefused
 
     parser = _common_parser("Train a multi-site experiment.")
     parser.add_argument(
@@ -72,6 +74,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--handover", type=Path, default=None,
         help="deployed run: the hand-over file received from the previous site (instead of checkpoint.load)",
+    )
+    parser.add_argument(
+        "--cpu-processes", type=int, default=1,
+        help="without -g: train every site with this many CPU processes under DDP (gloo), as several GPUs would",
     )
     parser.add_argument(
         "--key-file", type=Path, default=None,
@@ -85,10 +91,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--handover is for a deployed run of one site; {args.config} trains {len(config.tasks)}")
         config = config.with_load(args.handover.resolve())
     started = time.perf_counter()
-    run = ExperimentRun(config, run_dir, gpus=gpus, key_file=args.key_file)
+    if args.cpu_processes < 1:
+        parser.error(f"--cpu-processes: expected at least 1, got {args.cpu_processes}")
+    run = ExperimentRun(config, run_dir, gpus=gpus, cpu_processes=args.cpu_processes, key_file=args.key_file)
     try:
         summary = run.execute()
-    except (RunFolderConflict, RunFolderLocked, HandoverError, OutputError) as error:
+    except (RunFolderConflict, RunFolderLocked, HandoverError, OutputError, SetupRefused, DataError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if summary:
         metric = summary["metrics"][0]

@@ -143,3 +143,14 @@ def test_a_second_run_on_a_locked_folder_and_an_unwritable_folder_are_clear_erro
     result = subprocess.run(command("train.py", config, blocked), capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert result.returncode == 2
     assert f"cannot write {blocked / 'sequential' / 't' / 'logs'}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_corrupt_image_at_the_last_site_is_found_before_the_first_site_trains(tmp_path):
+    config = tiny_config(tmp_path)
+    build_dataset(load_config(config).sites[1], "test")  # writes the synthetic sites
+    broken = sorted((tmp_path / "data").glob("*/Domain2/train/image/*"))[0]
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated
+    result = subprocess.run(command("train.py", config, tmp_path / "exps"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert str(broken) in result.stderr and "Traceback" not in result.stderr
+    assert not list((tmp_path / "exps").rglob("*.safetensors")), "a site trained before the data was checked"

@@ -3,7 +3,11 @@
 ``synthetic_fundus`` and ``synthetic_vessels`` (segmentation); ``chexpert``,
 ``chestxray14``, ``vindr_cxr``, ``mimic_cxr`` and ``synthetic_cxr`` (multi-label chest
 X-ray classification). ``DATASETS.get(name).describe(**kwargs)`` tells from a config's
-options alone what a dataset's items look like (a :class:`DataSpec`)."""
+options alone what a dataset's items look like (a :class:`DataSpec`).
+
+Every problem of a site's data files is a :class:`DataError` naming the file; a dataset's
+``check()`` finds them all before training, and :func:`check_sites` checks every split of
+every site of an experiment."""
 
 from siteflow.datasets.base import SegmentationDataset, SiteDataset
 from siteflow.datasets.chest_xray import (
@@ -16,8 +20,10 @@ from siteflow.datasets.chest_xray import (
     canonical_label,
     generate_cxr_sites,
 )
+from siteflow.datasets.errors import DataError, MissingFileError
 from siteflow.datasets.files import SampleFiles
 from siteflow.datasets.fundus import DofeDomainDataset, FundusDataset
+from siteflow.datasets.pooling import check_sites
 from siteflow.datasets.spec import DataSpec
 from siteflow.datasets.synthetic import (
     GeneratedSites,
@@ -32,12 +38,14 @@ __all__ = [
     "ChaseDataset",
     "ChestXray14Dataset",
     "CheXpertDataset",
+    "DataError",
     "DataSpec",
     "DofeDomainDataset",
     "DriveDataset",
     "FundusDataset",
     "GeneratedSites",
     "MimicCxrDataset",
+    "MissingFileError",
     "MultiLabelDataset",
     "SampleFiles",
     "SegmentationDataset",
@@ -49,6 +57,7 @@ __all__ = [
     "VesselDataset",
     "VinDrCxrDataset",
     "canonical_label",
+    "check_sites",
     "generate_cxr_sites",
     "generate_fundus_sites",
     "generate_vessel_sites",

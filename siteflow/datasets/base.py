@@ -1,6 +1,6 @@
 """The bases of the site datasets of siteflow: :class:`SiteDataset`, the options and checks
-every site dataset shares, and :class:`SegmentationDataset`, the base of the segmentation
-datasets."""
+every site dataset shares (with :meth:`SiteDataset.check`, the preflight of its files), and
+:class:`SegmentationDataset`, the base of the segmentation datasets."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from siteflow.config.validation import defaults
+from siteflow.datasets.errors import DataError, combined
 from siteflow.datasets.files import (
     SampleFiles,
     grey_to_class_ids,
-    read_grey,
-    read_rgb_or_grey,
+    require_image_size,
+    resize_bilinear,
     resize_nearest,
 )
+from siteflow.datasets.image_files import check_image, read_grey, read_pixels
 from siteflow.datasets.spec import DataSpec, image_size
 from siteflow.datasets.splits import carve_val
 
@@ -42,7 +43,8 @@ class SiteDataset(Dataset):
     :func:`~siteflow.config.validation.schema`). A subclass may override a default by
     declaring the option again.
 
-    :meth:`describe` tells from the options alone what the items look like.
+    :meth:`describe` tells from the options alone what the items look like; :meth:`check`
+    checks the split's files before training.
     """
 
     task: ClassVar[str]
@@ -105,6 +107,28 @@ class SiteDataset(Dataset):
     def __len__(self) -> int:
         return self.num_samples * self.num_replica
 
+    def check(self) -> None:
+        """Preflight of this split, cheap enough to run on every site before training: every
+        unique sample's files are opened and checked as reading an item checks them (see
+        :meth:`_check_row`), without decoding an image's pixels where its format allows.
+
+        Raises one DataError naming the bad files (the first
+        :data:`~siteflow.datasets.errors.MAX_LISTED` in its message, all in its ``paths``).
+        """
+        problems = []
+        for row in range(self.num_samples):
+            try:
+                self._check_row(row)
+            except DataError as problem:
+                problems.append(problem)
+        if problems:
+            where = f"{type(self).__name__} {self.split} split of {self.root_path}"
+            raise combined(f"{where}: {len(problems)} of {self.num_samples} samples have bad files", problems)
+
+    def _check_row(self, row: int) -> None:
+        """Checks the files of unique sample ``row``, raising DataError naming a bad one. This
+        default checks nothing: a dataset whose items are not read from files."""
+
     def _row(self, index: int) -> int:
         """The unique sample that item ``index`` shows; IndexError when out of range."""
         if not -len(self) <= index < len(self):
@@ -123,11 +147,15 @@ class SegmentationDataset(SiteDataset):
     the rest of the training part. The selection is deterministic and val and train are
     disjoint.
 
-    Item ``i`` is ``{"image": float32 (C, H, W) scaled from [0, 255] to out_range,
-    "label": int64 (H, W) class ids, "id": str}``, (H, W) being ``img_size`` or the native size
-    (image resized bilinearly, label by nearest neighbour). The options are those of
-    :class:`SiteDataset`; a subclass's ``__init__`` stores its own, then calls this one (which
-    calls :meth:`_release_samples`).
+    Item ``i`` is ``{"image": float32 (C, H, W) scaled from [0, 255] (8-bit files) or
+    [0, 65535] (16-bit grey files) to out_range, "label": int64 (H, W) class ids, "id": str}``,
+    (H, W) being ``img_size`` or the native size (image resized bilinearly, label by nearest
+    neighbour). Image and mask files are read as :mod:`~siteflow.datasets.image_files` says
+    (pixel modes, 16-bit masks); a mask must have its image's size and follow ``mask_levels``
+    (see :func:`~siteflow.datasets.files.grey_to_class_ids` for the tolerance); any problem is
+    a DataError naming the file, when an item is read as in :meth:`check`. The options are
+    those of :class:`SiteDataset`; a subclass's ``__init__`` stores its own, then calls this
+    one (which calls :meth:`_release_samples`).
     """
 
     task: ClassVar[str] = "segmentation"
@@ -149,7 +177,7 @@ class SegmentationDataset(SiteDataset):
         ids = [sample.id for sample in release]
         duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
         if duplicates:
-            raise ValueError(f"{type(self).__name__}: several files share the ids {duplicates}")
+            raise DataError(f"{type(self).__name__}: several files share the ids {duplicates}")
         if split != "test":
             release = carve_val(release, split, self.val_fraction, self.split_seed)
         if not release:
@@ -189,25 +217,31 @@ class SegmentationDataset(SiteDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[self._row(index)]
-        image = read_rgb_or_grey(sample.image, self.in_channels)
-        label = self._read_label(sample)
-        if label.shape != (image.height, image.width):
-            raise ValueError(
-                f"mask {sample.mask} is {label.shape[1]}x{label.shape[0]} pixels but image "
-                f"{sample.image} is {image.width}x{image.height}"
-            )
+        pixels = read_pixels(sample.image, self.in_channels)
+        white = np.iinfo(pixels.dtype).max
+        label = self._read_label(sample, (pixels.shape[1], pixels.shape[0]))
         if self.img_size is not None:
-            image = image.resize(self.img_size[::-1], Image.Resampling.BILINEAR)
+            pixels = resize_bilinear(pixels, self.img_size)
             label = resize_nearest(label, self.img_size)
-        return {"image": self._to_tensor(image), "label": torch.from_numpy(label), "id": sample.id}
+        return {"image": self._to_tensor(pixels, white), "label": torch.from_numpy(label), "id": sample.id}
 
-    def _read_label(self, sample: SampleFiles) -> np.ndarray:
-        """Class ids, int64 (H, W) at native size, of ``sample``'s mask."""
-        return grey_to_class_ids(read_grey(sample.mask), self.mask_levels, sample.mask)
+    def _check_row(self, row: int) -> None:
+        """The image's header and completeness (:func:`~siteflow.datasets.image_files.check_image`),
+        then the mask (and FOV mask) as an item reads them: decoded, of the image's size, on
+        the class levels."""
+        sample = self.samples[row]
+        self._read_label(sample, check_image(sample.image))
 
-    def _to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """float32 (C, H, W) of a Pillow image, scaled from [0, 255] to out_range."""
-        array = np.asarray(image, dtype=np.float32).reshape(image.height, image.width, -1)
+    def _read_label(self, sample: SampleFiles, image_size: tuple[int, int]) -> np.ndarray:
+        """Class ids, int64 (H, W) at native size, of ``sample``'s mask; raises DataError naming
+        the mask unless its size is the image's, ``image_size`` = (width, height)."""
+        label = grey_to_class_ids(read_grey(sample.mask), self.mask_levels, sample.mask)
+        require_image_size(label, sample.mask, "mask", sample.image, image_size)
+        return label
+
+    def _to_tensor(self, pixels: np.ndarray, white: int) -> torch.Tensor:
+        """float32 (C, H, W) of ``pixels`` (H, W, C), scaled from [0, ``white``] (the file's full
+        intensity: 255 or 65535) to out_range."""
         low, high = self.out_range
-        array = array * ((high - low) / 255.0) + low
+        array = pixels.astype(np.float32) * ((high - low) / white) + low
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

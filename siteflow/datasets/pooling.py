@@ -1,4 +1,4 @@
-"""Datasets and dataloaders of the sites of an experiment."""
+"""Datasets and dataloaders of the sites of an experiment, and the preflight of their data."""
 
 from __future__ import annotations
 
@@ -9,13 +9,36 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from siteflow.config import SiteConfig
 from siteflow.core.registry import DATASETS
+from siteflow.datasets.errors import DataError, combined
 
 Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 
 def build_dataset(site: SiteConfig, split: Split) -> Dataset:
     """The ``split`` of ``site``'s dataset, built from its merged config entry."""
     return DATASETS.get(site.dataset.name)(split, **site.dataset.kwargs)
+
+
+def check_sites(sites: Sequence[SiteConfig], splits: Sequence[Split] = SPLITS) -> None:
+    """Preflight of the data of ``sites`` before any training: every split in ``splits`` of
+    every site whose data is here (``available``) is built (which lists its files) and
+    checked (:meth:`~siteflow.datasets.base.SiteDataset.check`).
+
+    Raises one DataError over every bad site and split, each with the files it names (all of
+    them in ``paths``); any other error (e.g. an option no dataset accepts) propagates.
+    """
+    problems = []
+    for site in sites:
+        if not site.available:
+            continue
+        for split in splits:
+            try:
+                build_dataset(site, split).check()
+            except DataError as problem:
+                problems.append(DataError(f"site {site.task_name!r}, {split} split: {problem}", paths=problem.paths))
+    if problems:
+        raise combined(f"the data of {len(problems)} site split(s) is not usable", problems)
 
 
 def pooled_dataset(

@@ -14,12 +14,20 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from siteflow.datasets.base import SegmentationDataset, Split
-from siteflow.datasets.files import SampleFiles, list_images, read_grey, require_partner
+from siteflow.datasets.files import (
+    SampleFiles,
+    grey_to_class_ids,
+    list_images,
+    require_image_size,
+    require_partner,
+)
+from siteflow.datasets.image_files import read_grey
 from siteflow.datasets.spec import DataSpec
 from siteflow.datasets.splits import fixed_test_split
 from siteflow.core.registry import DATASETS
 
 Release = Literal["train", "test"]
+FOV_LEVELS = (0, 255)  # grey levels of a FOV mask: outside, inside
 
 
 def drive_samples(root: Path, release: Release, with_fov: bool) -> list[SampleFiles]:
@@ -90,7 +98,9 @@ class VesselDataset(SegmentationDataset):
     """Binary vessel segmentation of RGB fundus images: masks 0 background, 255 vessel (grey,
     GIF, PPM or PNG), classes 0 background and 1 vessel. Items: image float32 (3, H, W),
     label int64 (H, W) in {0, 1}, or ``fov_ignore_index`` outside the field of view where
-    the release ships FOV masks (DRIVE only; on the others nothing is ignored)."""
+    the release ships FOV masks (DRIVE only; on the others nothing is ignored). A FOV mask
+    is grey, 0 outside and 255 inside (:data:`FOV_LEVELS`, decoded like a mask: to the nearest
+    level, with the same tolerance), of the image's size."""
 
     class_names = ("background", "vessel")
     mask_levels = (0, 255)
@@ -108,13 +118,13 @@ class VesselDataset(SegmentationDataset):
     def ignore_index(self) -> int | None:
         return self.fov_ignore_index
 
-    def _read_label(self, sample: SampleFiles) -> np.ndarray:
-        """Class ids, int64 (H, W), with ``fov_ignore_index`` outside the sample's FOV mask."""
-        label = super()._read_label(sample)
+    def _read_label(self, sample: SampleFiles, image_size: tuple[int, int]) -> np.ndarray:
+        """Class ids, int64 (H, W), with ``fov_ignore_index`` outside the sample's FOV mask
+        (which must have the image's size too)."""
+        label = super()._read_label(sample, image_size)
         if self.fov_ignore_index is not None and sample.fov is not None:
-            inside = read_grey(sample.fov) > 127
-            if inside.shape != label.shape:
-                raise ValueError(f"FOV mask {sample.fov} and mask {sample.mask} differ in size")
+            inside = grey_to_class_ids(read_grey(sample.fov, "FOV mask"), FOV_LEVELS, sample.fov) == 1
+            require_image_size(inside, sample.fov, "FOV mask", sample.image, image_size)
             label[~inside] = self.fov_ignore_index
         return label
 

@@ -8,6 +8,7 @@ federation continues after its last saved round.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ from siteflow.core.atomic import load_weights, save_weights
 from siteflow.core.registry import STRATEGIES
 from siteflow.core.site_matrix import StageResult
 from siteflow.core.types import State
-from siteflow.datasets.pooling import build_dataset
+from siteflow.datasets.pooling import build_dataset, check_sites
 from siteflow.engine.results import write_results
 from siteflow.engine.run_folder import INITIAL_WEIGHTS, RunFolder
 from siteflow.engine.site_step import SiteStep, cpu_copy
@@ -41,6 +42,8 @@ class ExperimentRun:
         config: the validated experiment.
         run_dir: the output folder, ``exps/<config>/<note>``.
         gpus: GPU indices to train on; ``None`` trains on the CPU. Several GPUs use DDP.
+        cpu_processes: without GPUs, train every site with this many CPU processes under
+            DDP (gloo): how DDP is tested on a machine without GPUs.
         key_file: the consortium key that signs and verifies hand-over files.
         strategy: the strategy to run (default: the config's).
     """
@@ -51,6 +54,7 @@ class ExperimentRun:
         run_dir: Path,
         *,
         gpus: Sequence[int] | None = None,
+        cpu_processes: int = 1,
         key_file: Path | None = None,
         strategy: Strategy | None = None,
     ) -> None:
@@ -60,7 +64,8 @@ class ExperimentRun:
         self.strategy: Strategy = strategy or STRATEGIES.get(config.strategy.name)(**config.strategy.kwargs)
         self.task: Task = build_task(config)
         self.site_step = SiteStep(
-            self.task, seed=config.seed, num_workers=config.num_workers, logs=self.folder.logs, root=self.folder.path, gpus=gpus
+            self.task, seed=config.seed, num_workers=config.num_workers, logs=self.folder.logs, root=self.folder.path, gpus=gpus,
+            cpu_processes=cpu_processes,
         )
         for site in config.sites:
             if not site.available:
@@ -191,14 +196,18 @@ class ExperimentRun:
 
     def execute(self) -> dict:
         """Run the strategy over all stages, then write the site matrices and summary (the
-        run folder locked meanwhile)."""
-        with self.folder.locked():
+        run folder locked meanwhile by the first process; the other processes of a DDP run
+        are its own)."""
+        with self.folder.locked() if rank_zero_only.rank == 0 else contextlib.nullcontext():
             self.prepare()
             self.strategy.run(self)
             return self.write_results()
 
     def prepare(self) -> None:
-        """Check that the run folder holds this config's run (or none) and record the config."""
+        """Check every split of every site whose data is here (each file opened, see
+        ``SiteDataset.check``), check that the run folder holds this config's run (or none),
+        and record the config: all before anything trains."""
+        check_sites(self.config.sites)
         self.folder.claim(self.config.processed())
 
     def write_results(self) -> dict:
@@ -222,6 +231,7 @@ class ExperimentRun:
         path = path if path.is_absolute() else self.folder.checkpoints / path
         if not path.is_file():
             raise FileNotFoundError(f"{key_path}: hand-over file {str(path)!r} does not exist")
+        expected = build_network().state_dict()
         weights, manifest = read_handover(
             path,
             key=self.handover_key,
@@ -229,7 +239,8 @@ class ExperimentRun:
             model_kwargs=self.config.model.kwargs,
             strategy=self.config.strategy.name,
             strategy_options=self.config.strategy.kwargs,
-            expected_shapes={name: tensor.shape for name, tensor in build_network().state_dict().items()},
+            expected_shapes={name: tensor.shape for name, tensor in expected.items()},
+            expected_dtypes={name: tensor.dtype for name, tensor in expected.items()},
             receiving_task_id=task.task_id if site_order is not None else None,
             site_order=site_order or [site.task_id for site in self.config.sites],
         )

@@ -39,15 +39,27 @@ class SiteStep:
         logs: the run's log folder (TensorBoard and CSV per stage).
         root: Lightning's default root folder.
         gpus: GPU indices; None trains on the CPU. Several GPUs use DDP.
+        cpu_processes: without GPUs, train with this many CPU processes under DDP (gloo).
     """
 
-    def __init__(self, task: Task, *, seed: int, num_workers: int, logs: Path, root: Path, gpus: Sequence[int] | None) -> None:
+    def __init__(
+        self,
+        task: Task,
+        *,
+        seed: int,
+        num_workers: int,
+        logs: Path,
+        root: Path,
+        gpus: Sequence[int] | None,
+        cpu_processes: int = 1,
+    ) -> None:
         self.task = task
         self.seed = seed
         self.num_workers = num_workers
         self.logs = logs
         self.root = root
         self.gpus = list(gpus) if gpus else None
+        self.cpu_processes = cpu_processes
 
     def fit(
         self,
@@ -134,11 +146,15 @@ class SiteStep:
         loggers: bool = True,
     ) -> pl.Trainer:
         """A Lightning trainer for ``stage`` with the configured devices and precision."""
-        gpus = self.gpus[:devices] if self.gpus and devices else self.gpus
+        if self.gpus:
+            chosen: list[int] | int = self.gpus[:devices] if devices else self.gpus
+            count = len(chosen)
+        else:
+            chosen = count = min(devices or self.cpu_processes, self.cpu_processes)
         return pl.Trainer(
-            accelerator="gpu" if gpus else "cpu",
-            devices=gpus or 1,
-            strategy="ddp" if gpus and len(gpus) > 1 else "auto",
+            accelerator="gpu" if self.gpus else "cpu",
+            devices=chosen,
+            strategy="ddp" if count > 1 else "auto",
             precision=train.precision,
             max_epochs=train.epochs,
             check_val_every_n_epoch=train.val_every_n_epochs,

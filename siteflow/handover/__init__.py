@@ -10,20 +10,31 @@ weights' digest, and a signature with the consortium key.
 :class:`HandoverError` that names the file and the reason. ``python -m siteflow.handover
 verify FILE`` runs the same checks from the command line; ``keygen`` prints a fresh key.
 
+The limits on a received file, each refused with its reason: only a regular file is read
+(no device, FIFO or directory); a safetensors header of at most 16 MiB, its length checked
+before it is read; JSON nested at most 32 deep; names without control characters; 1 to
+10**9 samples per site; finishing times at most 1 day ahead of the receiver's clock (a
+writer lifts its own time to a received one that is ahead, so it never refuses its own
+hand-over); weights that are finite (no NaN, no infinity); and, when the receiver names
+them, the names, shapes and dtypes of its model's tensors.
+
 The modules, one job each:
 
 - :mod:`~siteflow.handover.errors`: :class:`HandoverError` and :class:`HandoverWarning`.
 - :mod:`~siteflow.handover.records`: :class:`SiteRecord` and the rules of the chain of sites
-  (times never go backwards; the relay order).
+  (sample counts; times never go backwards, nor run ahead of the clock; the relay order).
 - :mod:`~siteflow.handover.manifest`: the manifest's fields, format version and validation.
-- :mod:`~siteflow.handover.container`: the manifest inside a safetensors header; files that
-  are something else (pickles, ``torch.save`` zips).
-- :mod:`~siteflow.handover.jsontext`: strict JSON parsing and canonical JSON text.
+- :mod:`~siteflow.handover.files`: opening a received file, a regular file only.
+- :mod:`~siteflow.handover.container`: the manifest inside a safetensors header, its length
+  bounded; files that are something else (pickles, ``torch.save`` zips).
+- :mod:`~siteflow.handover.jsontext`: strict JSON parsing (nesting bounded) and canonical JSON
+  text.
 - :mod:`~siteflow.handover.digest`: the canonical SHA-256 of the weights.
 - :mod:`~siteflow.handover.signing`: the HMAC-SHA256 signature and the policy on it.
 - :mod:`~siteflow.handover.keys`: loading the consortium key, and making one.
 - :mod:`~siteflow.handover.compatibility`: whether a file fits the receiving site (strategy
-  and options, model, shapes).
+  and options, model, shapes and dtypes).
+- :mod:`~siteflow.handover.finite`: whether the weights are finite.
 - :mod:`~siteflow.handover.writing`: :func:`write_handover`, atomically.
 - :mod:`~siteflow.handover.reading`: :func:`read_handover` and :func:`read_manifest`.
 """

@@ -2,7 +2,10 @@
 
 ``verify`` reads the hand-over file with every check that needs no config (format, manifest,
 digest, and the signature when a key is given by ``--key-file`` or ``$SITEFLOW_HANDOVER_KEY``),
-prints its manifest and exits 0; or prints why the file is refused and exits 1.
+prints its manifest and exits 0; or prints why the file is refused and exits 1. Everything it
+prints comes from the file or the command line, so every character that is not printable (a
+newline, an escape sequence, ...) is printed escaped, as Python writes it in a string
+(``\\n``): a line of its output is never forged by what the file holds.
 ``keygen`` prints a fresh random consortium key (64 hex digits).
 """
 
@@ -40,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore", HandoverWarning)  # the signature status is printed below
             weights, manifest = read_handover(args.path, key=key)
     except HandoverError as error:
-        print(f"refused: {error}", file=sys.stderr)
+        print(f"refused: {_printable(str(error))}", file=sys.stderr)
         return 1
     if manifest.signature is None:
         signature = "unsigned"
@@ -73,7 +76,7 @@ def _describe(path: str, manifest: Manifest, weights: dict[str, torch.Tensor], s
     ]
     if manifest.extra:
         lines.append(f"  extra           {json.dumps(manifest.extra, sort_keys=True)}")
-    return "\n".join(lines)
+    return "\n".join(_printable(line) for line in lines)
 
 
 def _options(manifest: Manifest) -> str:
@@ -81,6 +84,11 @@ def _options(manifest: Manifest) -> str:
     if manifest.strategy_options is None:
         return "not recorded (written by an older siteflow)"
     return json.dumps(manifest.strategy_options, sort_keys=True)
+
+
+def _printable(text: str) -> str:
+    """``text`` with each character that is not printable escaped as Python escapes it (``\\n``)."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Whether a hand-over file fits the receiving site: same strategy and options, same model.
+"""Whether a hand-over file fits the receiving site: same strategy and options, same model,
+weights of the names, shapes and dtypes its model has.
 
 Each check compares what the file's manifest (or its weights) says with what the receiving
 site is configured with, and refuses a difference with a :class:`HandoverError` that names
@@ -18,7 +19,7 @@ from siteflow.handover.errors import HandoverError
 from siteflow.handover.jsontext import as_json
 from siteflow.handover.manifest import Manifest
 
-__all__ = ["check_model", "check_shapes", "check_strategy"]
+__all__ = ["check_fit", "check_model", "check_strategy"]
 
 
 def check_strategy(
@@ -70,16 +71,30 @@ def check_model(
         raise HandoverError(path, f"a different model architecture: {'; '.join(differences)}")
 
 
-def check_shapes(
-    path: str | os.PathLike, weights: Mapping[str, torch.Tensor], expected: Mapping[str, Sequence[int]]
+def check_fit(
+    path: str | os.PathLike,
+    weights: Mapping[str, torch.Tensor],
+    shapes: Mapping[str, Sequence[int]] | None,
+    dtypes: Mapping[str, torch.dtype] | None,
 ) -> None:
-    """Refuse weights whose names or shapes differ from ``expected``."""
-    problems = [f"missing {name!r}" for name in sorted(expected.keys() - weights.keys())]
-    problems += [f"unexpected {name!r}" for name in sorted(weights.keys() - expected.keys())]
-    for name in sorted(expected.keys() & weights.keys()):
-        theirs, ours = list(weights[name].shape), [int(size) for size in expected[name]]
-        if theirs != ours:
-            problems.append(f"{name!r} has shape {theirs}, this site's model {ours}")
+    """Refuse weights whose names differ from those that ``shapes`` and ``dtypes`` name, or
+    whose shapes or dtypes differ from theirs (None: not checked).
+
+    Up to 5 differences are named, each tensor with both values.
+    """
+    if shapes is None and dtypes is None:
+        return
+    expected = {**(shapes or {}), **(dtypes or {})}.keys()
+    problems = [f"missing {name!r}" for name in sorted(expected - weights.keys())]
+    problems += [f"unexpected {name!r}" for name in sorted(weights.keys() - expected)]
+    for name in sorted(expected & weights.keys()):
+        tensor = weights[name]
+        if shapes is not None and name in shapes:
+            theirs, ours = list(tensor.shape), [int(size) for size in shapes[name]]
+            if theirs != ours:
+                problems.append(f"{name!r} has shape {theirs}, this site's model {ours}")
+        if dtypes is not None and name in dtypes and tensor.dtype != dtypes[name]:
+            problems.append(f"{name!r} has dtype {_dtype(tensor.dtype)}, this site's model {_dtype(dtypes[name])}")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise HandoverError(path, f"the weights do not fit this site's model: {shown}")
@@ -97,3 +112,8 @@ def _differing(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
 def _shown(options: Mapping[str, Any], name: str) -> str:
     """The value of option ``name`` as JSON text, or ``unset``."""
     return json.dumps(options[name]) if name in options else "unset"
+
+
+def _dtype(dtype: torch.dtype) -> str:
+    """The name of ``dtype`` without its ``torch.`` prefix (``float32``)."""
+    return str(dtype).removeprefix("torch.")

@@ -5,34 +5,53 @@ the header; the tensors follow. A hand-over file's header metadata has exactly o
 ``"siteflow.handover"``, the manifest as canonical JSON text. Safetensors holds tensors
 only, so the file cannot run code; a file that is something else (a pickle, a ``torch.save``
 zip) is refused by what its first bytes show, without ever being unpickled.
+
+The header is read only once its length is known to fit the file and to be at most
+:data:`MAX_HEADER_BYTES` (16 MiB). A hand-over header holds about 100 bytes per tensor (a
+UNet of depth 4: 114 tensors, 10.6 kB) and a manifest of a few kB, so the limit leaves room
+for 100,000 tensors while bounding what an absurd length can cost: memory, and the time to
+parse it (the safetensors format itself allows 100 MB, which takes tens of seconds to parse).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from typing import BinaryIO
 
 from siteflow.handover.errors import HandoverError
 from siteflow.handover.jsontext import strict_json
 from siteflow.handover.manifest import Manifest, parse_manifest
 
-__all__ = ["MAX_HEADER_BYTES", "METADATA_KEY", "header_length", "manifest_from_header"]
+__all__ = ["MAX_HEADER_BYTES", "METADATA_KEY", "manifest_from_header", "read_header"]
 
 METADATA_KEY = "siteflow.handover"
-MAX_HEADER_BYTES = 100_000_000  # the safetensors limit
+MAX_HEADER_BYTES = 16 * 2**20
 
 
-def header_length(path: str | os.PathLike, start: bytes, size: int) -> int:
-    """The header length that the first 8 bytes of a safetensors file of ``size`` bytes give.
+def read_header(path: str | os.PathLike, handle: BinaryIO, size: int) -> bytes:
+    """The header of the safetensors file ``path``, open as ``handle`` at its start, ``size`` bytes long.
+
+    Its length (the first 8 bytes) is checked before anything more is read.
 
     Raises:
-        HandoverError: naming ``path`` and what the file seems to be instead.
+        HandoverError: naming ``path`` and what the file seems to be instead, or the length
+            over :data:`MAX_HEADER_BYTES`.
     """
-    if len(start) == 8:
-        length = struct.unpack("<Q", start)[0]
-        if 2 <= length <= min(size - 8, MAX_HEADER_BYTES):
-            return length
-    raise HandoverError(path, f"not a safetensors hand-over file: {_what_else(start)}")
+    start = handle.read(8)
+    other = _other_format(start)
+    if other is not None:
+        raise HandoverError(path, f"not a safetensors hand-over file: {other}")
+    length = struct.unpack("<Q", start)[0] if len(start) == 8 else 0
+    if length > MAX_HEADER_BYTES:
+        raise HandoverError(
+            path,
+            f"not a safetensors hand-over file: its header length is {length:,} bytes, "
+            f"over the limit of {MAX_HEADER_BYTES:,}",
+        )
+    if not 2 <= length <= size - 8:
+        raise HandoverError(path, "not a safetensors hand-over file: its header is cut short or absent")
+    return handle.read(length)
 
 
 def manifest_from_header(path: str | os.PathLike, header: bytes) -> Manifest:
@@ -56,10 +75,10 @@ def manifest_from_header(path: str | os.PathLike, header: bytes) -> Manifest:
     return parse_manifest(path, manifest)
 
 
-def _what_else(start: bytes) -> str:
-    """What a file that starts with ``start`` and is not safetensors seems to be."""
+def _other_format(start: bytes) -> str | None:
+    """What a file that starts with ``start`` is, if its first bytes show another format."""
     if start.startswith(b"PK\x03\x04"):
         return "it is a zip archive, as torch.save writes (siteflow never unpickles files)"
     if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "it is a Python pickle (siteflow never unpickles files)"
-    return "its header is cut short or absent"
+    return None

@@ -13,8 +13,8 @@ Fields of format version 1 (exactly these; no others):
     :func:`siteflow.handover.compatibility.check_strategy`).
 ``sites``
     the chain of sites so far, in order: ``{"task_id", "task_name", "num_samples",
-    "finished_at"}``, the time as ISO-8601 with a zero UTC offset; never decreasing
-    (see :mod:`siteflow.handover.records`).
+    "finished_at"}``, the number of samples from 1 to 10**9, the time as ISO-8601 with a
+    zero UTC offset; never decreasing (see :mod:`siteflow.handover.records`).
 ``weights_sha256``
     SHA-256 over the weights in a canonical form that does not depend on the file layout
     (see :func:`siteflow.handover.digest.weights_sha256`).
@@ -23,6 +23,11 @@ Fields of format version 1 (exactly these; no others):
 ``signature``
     HMAC-SHA256 (hex) with the consortium's key over the canonical JSON of the manifest
     without this field, or null when the writer had no key (see :mod:`siteflow.handover.signing`).
+
+Names and times (``strategy``, ``model.name``, each ``task_name`` and ``finished_at``) hold
+no control characters: no C0/C1 controls (newline, escape, ...), format characters
+(bidirectional overrides, zero-width characters), line or paragraph separators, or lone
+surrogates, so a name printed on a line is that name, on that line.
 
 Manifests without ``strategy_options``: the field came after version 1 was first written, so
 such a manifest (from an older siteflow) is still well-formed; its
@@ -35,13 +40,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from siteflow.handover.digest import is_hex_digest
 from siteflow.handover.errors import Fail, HandoverError
-from siteflow.handover.records import SiteRecord, check_finishing_times
+from siteflow.handover.records import SiteRecord, check_finishing_times, check_sample_count
 
 __all__ = ["FORMAT_VERSION", "Manifest", "parse_manifest"]
 
@@ -51,6 +57,9 @@ _OPTIONAL_FIELDS = {"strategy_options"}  # absent from manifests of an older sit
 _MODEL_FIELDS = {"name", "kwargs"}
 _SITE_FIELDS = {"task_id", "task_name", "num_samples", "finished_at"}
 _KIND_NAMES = {int: "an integer", str: "a string", dict: "an object", list: "a list"}
+_CONTROL_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+"""The Unicode categories refused in names and times: controls, format characters, line and
+paragraph separators, surrogates."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,13 @@ def parse_manifest(path: str | os.PathLike, manifest: Any) -> Manifest:
             raise fail(f"{where}{name} is {value!r}, not {_KIND_NAMES[kind]}")
         return value
 
+    def get_text(obj: Mapping[str, Any], name: str, where: str = "") -> str:
+        value = get(obj, name, str, where)
+        control = next((char for char in value if unicodedata.category(char) in _CONTROL_CATEGORIES), None)
+        if control is not None:
+            raise fail(f"{where}{name} {value!r} holds a control character (U+{ord(control):04X})")
+        return value
+
     if not isinstance(manifest, dict):
         raise fail("not a JSON object")
     if "format_version" not in manifest:
@@ -120,15 +136,9 @@ def parse_manifest(path: str | os.PathLike, manifest: Any) -> Manifest:
         if not isinstance(site, dict):
             raise fail(f"sites[{index}] is not an object")
         _check_fields(site, _SITE_FIELDS, where, fail)
-        record = SiteRecord(
-            get(site, "task_id", int, where),
-            get(site, "task_name", str, where),
-            get(site, "num_samples", int, where),
-            get(site, "finished_at", str, where),
-        )
-        if record.num_samples < 0:
-            raise fail(f"{where}num_samples is negative")
-        sites.append(record)
+        task_id, task_name = get(site, "task_id", int, where), get_text(site, "task_name", where)
+        samples = check_sample_count(site["num_samples"], f"{where}num_samples", f"task {task_id} ({task_name!r})", fail)
+        sites.append(SiteRecord(task_id, task_name, samples, get_text(site, "finished_at", where)))
     check_finishing_times(sites, fail)
     digest = get(manifest, "weights_sha256", str)
     if not is_hex_digest(digest):
@@ -138,9 +148,9 @@ def parse_manifest(path: str | os.PathLike, manifest: Any) -> Manifest:
         raise fail("signature is neither null nor 64 lowercase hex digits")
     return Manifest(
         format_version=version,
-        strategy=get(manifest, "strategy", str),
+        strategy=get_text(manifest, "strategy"),
         strategy_options=get(manifest, "strategy_options", dict) if "strategy_options" in manifest else None,
-        model_name=get(model, "name", str, "model."),
+        model_name=get_text(model, "name", "model."),
         model_kwargs=get(model, "kwargs", dict, "model."),
         sites=tuple(sites),
         weights_sha256=digest,

@@ -2,7 +2,9 @@
 
 The manifest is validated exactly as a reader will validate it before anything is written,
 and the file appears complete or not at all (:func:`siteflow.core.atomic.atomic_path`): a
-failed write leaves the previous file, if any, untouched.
+failed write leaves the previous file, if any, untouched. A received finishing time ahead of
+this site's clock never makes the write fail: the record behind it is written with its time
+(see :func:`siteflow.handover.records.settle_clock_skew`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -20,7 +23,7 @@ from siteflow.handover.container import METADATA_KEY
 from siteflow.handover.digest import weights_sha256
 from siteflow.handover.jsontext import as_json, canonical_json
 from siteflow.handover.manifest import FORMAT_VERSION, Manifest, parse_manifest
-from siteflow.handover.records import SiteRecord
+from siteflow.handover.records import SiteRecord, settle_clock_skew
 from siteflow.handover.signing import signature
 
 __all__ = ["write_handover"]
@@ -44,7 +47,9 @@ def write_handover(
     none, written as ``{}``), which the receiver checks against its own; ``extra`` is
     strategy state. Both, and ``model_kwargs``, must be JSON (tuples become lists; the
     returned manifest holds them as a reader will see them). With ``key``, the manifest is
-    signed.
+    signed. A record of ``sites`` behind its predecessor only by clock skew (the
+    predecessor, received from another site, is ahead of this site's clock) is written with
+    its predecessor's time; the returned manifest holds the times written.
 
     Raises:
         TypeError: a value of ``weights`` is not a tensor.
@@ -61,7 +66,7 @@ def write_handover(
         "strategy": strategy,
         "strategy_options": as_json(strategy_options or {}),
         "model": {"name": model_name, "kwargs": as_json(model_kwargs)},
-        "sites": [dataclasses.asdict(site) for site in sites],
+        "sites": [dataclasses.asdict(site) for site in settle_clock_skew(sites, datetime.now(timezone.utc))],
         "weights_sha256": weights_sha256(tensors),
         "extra": as_json(extra or {}),
         "signature": None,

@@ -32,6 +32,10 @@ SolverFactory = Callable[[State], nn.Module]
 """Weights -> the network that is tested (the solver of a network with several parts)."""
 
 
+class SetupRefused(ValueError):
+    """A strategy cannot run with this run's setup (devices, precision, ...); says why."""
+
+
 @dataclass(frozen=True)
 class Carried:
     """What a site receives: weights, and the chain of sites that trained them, in order."""

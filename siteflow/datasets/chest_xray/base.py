@@ -13,13 +13,14 @@ import torch
 from PIL import Image
 
 from siteflow.datasets.base import SiteDataset, Split
-from siteflow.datasets.chest_xray.images import read_xray
+from siteflow.datasets.chest_xray.images import check_xray, read_xray
 from siteflow.datasets.chest_xray.labels import (
     BlankPolicy,
     UncertainPolicy,
     encode_labels,
     resolve_labels,
 )
+from siteflow.datasets.errors import DataError, MissingFileError
 from siteflow.datasets.spec import DataSpec, image_size
 from siteflow.datasets.splits import carve_val
 
@@ -58,7 +59,9 @@ class MultiLabelDataset(SiteDataset):
     and 0 where it is not. Uncertain cells (-1) follow ``uncertain``: "zeros" (negative),
     "ones" (positive) or "ignore" (unknown); blank cells follow ``blank``: "zeros" or
     "ignore". The other options are those of :class:`~siteflow.datasets.base.SiteDataset`,
-    with the defaults of the chest X-ray releases here.
+    with the defaults of the chest X-ray releases here. A missing or bad image file is a
+    DataError naming it (and the label file that lists it, if missing), when an item is read
+    as in :meth:`~siteflow.datasets.base.SiteDataset.check`.
 
     A subclass's ``__init__`` stores its own options, then calls this one (which calls
     :meth:`_release_records`).
@@ -94,7 +97,7 @@ class MultiLabelDataset(SiteDataset):
         records = self._release_records(self.release_part)
         duplicates = sorted(i for i, n in Counter(r.id for r in records).items() if n > 1)
         if duplicates:
-            raise ValueError(f"{type(self).__name__}: several images share the ids {duplicates[:10]}")
+            raise DataError(f"{type(self).__name__}: several images share the ids {duplicates[:10]}")
         if split != "test":
             patients = sorted({record.patient for record in records})
             chosen = set(carve_val(patients, split, val_fraction, self.split_seed))
@@ -141,15 +144,27 @@ class MultiLabelDataset(SiteDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self._row(index)
-        record = self.records[row]
-        if not record.image.is_file():
-            raise FileNotFoundError(f"image {record.image} listed in {record.listed_in} does not exist")
         return {
-            "image": self._to_tensor(read_xray(record.image)),
+            "image": self._to_tensor(read_xray(self._image_file(row))),
             "labels": self.targets[row].clone(),
             "mask": self.mask[row].clone(),
-            "id": record.id,
+            "id": self.records[row].id,
         }
+
+    def _check_row(self, row: int) -> None:
+        """The image file's header and completeness (see
+        :func:`~siteflow.datasets.chest_xray.images.check_xray`)."""
+        check_xray(self._image_file(row))
+
+    def _image_file(self, row: int) -> Path:
+        """The image file of unique image ``row``; raises MissingFileError naming it and the
+        label file that lists it when it does not exist."""
+        record = self.records[row]
+        if not record.image.is_file():
+            raise MissingFileError(
+                f"image {record.image} listed in {record.listed_in} does not exist", paths=[record.image]
+            )
+        return record.image
 
     def _to_tensor(self, grey: np.ndarray) -> torch.Tensor:
         """float32 (C, H, W) in out_range of grey levels float32 (H, W) in [0, 1]."""

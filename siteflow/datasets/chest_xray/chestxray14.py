@@ -7,6 +7,7 @@ from pathlib import Path
 from siteflow.datasets.chest_xray.base import MultiLabelDataset, Record, Release
 from siteflow.datasets.chest_xray.labels import canonical_label
 from siteflow.datasets.chest_xray.tables import read_list, read_table
+from siteflow.datasets.errors import DataError
 from siteflow.core.registry import DATASETS
 
 ENTRY_FILE = "Data_Entry_2017.csv"
@@ -57,7 +58,7 @@ def chestxray14_records(root: Path, release: Release, labels: tuple[str, ...]) -
     names = read_list(listing)
     unknown = [name for name in names if name not in entries]
     if unknown:
-        raise ValueError(f"{listing} lists images that {table.path} lacks: {unknown[:5]}")
+        raise DataError(f"{listing} lists images that {table.path} lacks: {unknown[:5]}", paths=[listing])
     folders = [folder for folder in image_folders(root) if folder.is_dir()]
     located = {path.name: path for folder in folders for path in folder.iterdir()}
     records = []

@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 from siteflow.datasets.chest_xray.base import FrontalLateralDataset, Record, Release
 from siteflow.datasets.chest_xray.labels import canonical_label
 from siteflow.datasets.chest_xray.tables import Table, read_table
+from siteflow.datasets.errors import DataError
 from siteflow.core.registry import DATASETS
 
 # The 14 observations of CheXpert's train.csv / valid.csv, in the files' column order; MIMIC-CXR
@@ -65,10 +66,12 @@ def chexpert_records(
 
 
 def _patient(path: str, table: Table, row: int) -> str:
-    """The ``patientNNNNN`` part of a CheXpert path; ValueError naming the file and row if none."""
+    """The ``patientNNNNN`` part of a CheXpert path; DataError naming the file and row if none."""
     match = PATIENT.search(path)
     if match is None:
-        raise ValueError(f"{table.path} row {row + 2}: Path {path!r} names no patientNNNNN folder")
+        raise DataError(
+            f"{table.path} row {row + 2}: Path {path!r} names no patientNNNNN folder", paths=[table.path]
+        )
     return match.group()
 
 

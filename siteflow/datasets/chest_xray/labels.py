@@ -17,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 
+from siteflow.datasets.errors import DataError
+
 UncertainPolicy = Literal["zeros", "ones", "ignore"]
 BlankPolicy = Literal["zeros", "ignore"]
 
@@ -52,7 +54,7 @@ def resolve_labels(
 def parse_label(cell: str, where: str) -> float:
     """The raw value of a label cell: 1.0, 0.0, -1.0, or NaN for an empty cell.
 
-    Raises ValueError naming ``where`` (file, row, column) for any other content.
+    Raises DataError naming ``where`` (file, row, column) for any other content.
     """
     text = cell.strip()
     if not text:
@@ -62,7 +64,7 @@ def parse_label(cell: str, where: str) -> float:
     except ValueError:
         value = math.inf
     if value not in (1.0, 0.0, -1.0):
-        raise ValueError(f"{where}: label value {cell!r} is none of 1, 0, -1 or empty")
+        raise DataError(f"{where}: label value {cell!r} is none of 1, 0, -1 or empty")
     return value
 
 

@@ -9,6 +9,7 @@ from siteflow.datasets.chest_xray.base import FrontalLateralDataset, Record, Rel
 from siteflow.datasets.chest_xray.chexpert import CHEXPERT_FINDINGS
 from siteflow.datasets.chest_xray.labels import canonical_label
 from siteflow.datasets.chest_xray.tables import find_table, read_table
+from siteflow.datasets.errors import DataError
 from siteflow.core.registry import DATASETS
 
 LABELS_FILE = "mimic-cxr-2.0.0-chexpert.csv"
@@ -53,7 +54,9 @@ def mimic_records(
         if split not in wanted:
             continue
         if dicom_id not in views:
-            raise ValueError(f"{metadata.path} has no row for dicom_id {dicom_id} of {splits.path}")
+            raise DataError(
+                f"{metadata.path} has no row for dicom_id {dicom_id} of {splits.path}", paths=[metadata.path]
+            )
         if frontal_only and views[dicom_id] not in FRONTAL_VIEWS:
             continue
         records.append(

@@ -1,5 +1,6 @@
 """Reading the label tables (CSV, optionally gzip-compressed) and file lists of chest X-ray
-releases, with errors that name the file, the row and the column."""
+releases, with errors (:class:`~siteflow.datasets.errors.DataError`) that name the file, the
+row and the column."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from siteflow.datasets.chest_xray.labels import canonical_label, parse_label
+from siteflow.datasets.errors import DataError, MissingFileError
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,11 @@ class Table:
     rows: list[list[str]]
 
     def index(self, column: str) -> int:
-        """Position of ``column``; raises ValueError naming the file and the column."""
+        """Position of ``column``; raises DataError naming the file and the column."""
         if column not in self.header:
-            raise ValueError(f"{self.path} has no column {column!r} (columns: {list(self.header)})")
+            raise DataError(
+                f"{self.path} has no column {column!r} (columns: {list(self.header)})", paths=[self.path]
+            )
         return self.header.index(column)
 
     def column(self, column: str) -> list[str]:
@@ -34,12 +38,13 @@ class Table:
 
     def label_columns(self, labels: Sequence[str]) -> list[int]:
         """Positions of the columns of the canonical findings ``labels`` (a column matches when
-        its canonical name does); raises ValueError naming the file and the finding."""
+        its canonical name does); raises DataError naming the file and the finding."""
         positions = {canonical_label(name): i for i, name in enumerate(self.header)}
         missing = [label for label in labels if label not in positions]
         if missing:
-            raise ValueError(
-                f"{self.path} has no column for the labels {missing} (columns: {list(self.header)})"
+            raise DataError(
+                f"{self.path} has no column for the labels {missing} (columns: {list(self.header)})",
+                paths=[self.path],
             )
         return [positions[label] for label in labels]
 
@@ -56,35 +61,36 @@ class Table:
 def find_table(folder: Path, name: str) -> Path:
     """``folder/name``, or its gzip-compressed ``folder/name.gz`` (as MIMIC-CXR ships them).
 
-    Raises FileNotFoundError naming the expected file when neither exists.
+    Raises MissingFileError (a FileNotFoundError) naming the expected file when neither exists.
     """
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"label file {folder / name} (or {name}.gz) does not exist")
+    raise MissingFileError(f"label file {folder / name} (or {name}.gz) does not exist", paths=[folder / name])
 
 
 def read_table(path: Path) -> Table:
     """The CSV at ``path`` (gzip-compressed if it ends in ``.gz``).
 
     Rows shorter than the header are padded with empty cells (a trailing empty column is
-    common). Raises FileNotFoundError naming a missing file, ValueError naming a file without
-    a header or with a row that has more (non-empty) cells than the header.
+    common). Raises MissingFileError (a FileNotFoundError) naming a missing file, DataError
+    naming a file without a header or with a row that has more (non-empty) cells than the
+    header.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"label file {path} does not exist")
+        raise MissingFileError(f"label file {path} does not exist", paths=[path])
     raw = path.read_bytes()
     text = gzip.decompress(raw) if path.suffix == ".gz" else raw
     reader = csv.reader(io.StringIO(text.decode("utf-8-sig"), newline=""))
     header = next(reader, None)
     if header is None:
-        raise ValueError(f"label file {path} is empty")
+        raise DataError(f"label file {path} is empty", paths=[path])
     rows = []
     for number, row in enumerate(reader, start=2):
         if not row:
             continue
         if any(row[len(header) :]):
-            raise ValueError(f"{path} row {number} has more cells than the header")
+            raise DataError(f"{path} row {number} has more cells than the header", paths=[path])
         rows.append(row[: len(header)] + [""] * (len(header) - len(row)))
     return Table(path, tuple(header), rows)
 
@@ -92,5 +98,5 @@ def read_table(path: Path) -> Table:
 def read_list(path: Path) -> list[str]:
     """The non-empty lines of a text file listing names, e.g. ChestX-ray14's ``test_list.txt``."""
     if not path.is_file():
-        raise FileNotFoundError(f"list file {path} does not exist")
+        raise MissingFileError(f"list file {path} does not exist", paths=[path])
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]

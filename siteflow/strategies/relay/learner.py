@@ -12,6 +12,7 @@ from torch import nn
 from siteflow.config import TrainConfig
 from siteflow.losses import distillation_loss
 from siteflow.models.generators import ProjectionDiscriminator
+from siteflow.strategies.base import SetupRefused
 from siteflow.strategies.relay.network import RelayNetwork, merge_by_samples
 from siteflow.strategies.relay.options import RelayOptions, RelayPosition
 from siteflow.tasks import SegmentationLearner
@@ -58,6 +59,14 @@ class RelayLearner(SegmentationLearner):
         self.position = position
         self.options = options
         self.num_classes = num_classes
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:
+            raise SetupRefused(
+                f"relay trains its generators, discriminators and solver with three optimisers per step (manual "
+                f"optimisation), which DDP over {self.trainer.world_size} processes cannot synchronise: train relay "
+                "on one device (-g with one GPU index, or without --cpu-processes)"
+            )
 
     def train(self, mode: bool = True) -> "RelayLearner":
         super().train(mode)
