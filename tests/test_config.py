@@ -191,6 +191,262 @@ def test_every_shipped_config_is_valid_or_only_lacks_the_users_data():
             assert config.tasks
 
 
+# --- values, sites, folders and parts refused before any training -------------------------------
+
+
+def train_of(raw: dict, site: int | None = None) -> dict:
+    """``common.train``, or site ``site``'s ``train`` override (created if need be)."""
+    if site is None:
+        return raw["common"]["train"]
+    return raw["current_tasks"]["task_confs"].setdefault(site, {}).setdefault("train", {})
+
+
+def checkpoint_of(raw: dict, site: int) -> dict:
+    """Site ``site``'s ``checkpoint`` entry (created if need be)."""
+    return raw["current_tasks"]["task_confs"].setdefault(site, {}).setdefault("checkpoint", {})
+
+
+def self_containing(raw: dict) -> None:
+    raw["common"]["model"]["kwargs"]["x"] = raw["common"]["model"]
+
+
+def alias_bomb(raw: dict) -> None:
+    """Nine levels of nine references to the level below: 9**9 values, 90 objects."""
+    level: list = [1.0] * 9
+    for _ in range(8):
+        level = [level] * 9
+    raw["common"]["train"]["loss"] = {"name": "explog", "kwargs": {"class_weights": level}}
+
+
+def deep(raw: dict) -> None:
+    nested: list = []
+    for _ in range(40):
+        nested = [nested]
+    raw["common"]["model"]["kwargs"]["x"] = nested
+
+
+@pytest.mark.parametrize(
+    "edit, key_path, message",
+    [
+        (
+            lambda r: r["common"]["train"].update(loss={"name": "explog", "kwargs": {"class_weights": [1.0, float("nan"), 2.0]}}),
+            "common.train.loss.kwargs.class_weights[1]",
+            "is nan: only finite numbers are allowed",
+        ),
+        (lambda r: r["common"]["dataset"]["kwargs"].update(root_path="a\x00b"), "common.dataset.kwargs.root_path", "control character"),
+        (self_containing, "common.model.kwargs.x", "contains itself"),
+        (alias_bomb, "common.train.loss.kwargs.class_weights[0][0][0]", "holds more than 100000 values"),
+        (deep, "common.model.kwargs.x" + "[0]" * 28, "nested more than 32 levels deep"),
+        (lambda r: r["common"].update(seed=-1), "common.seed", "must be between 0 and 2147483647, got -1"),
+        (lambda r: r["common"].update(num_workers=-2), "common.num_workers", "must be at least 0"),
+        (lambda r: r["all_tasks_datasets"][0].update(task_id=-1), "all_tasks_datasets[0].task_id", "must be between 0"),
+        # optimizers and schedulers: ranges, then what torch refuses when it builds and steps them
+        (lambda r: train_of(r)["optimizer"]["kwargs"].update(lr=0), "common.train.optimizer.kwargs.lr", "must be greater than 0, got 0"),
+        (
+            lambda r: train_of(r, 2).update(optimizer={"name": "SGD", "kwargs": {"lr": -0.1}}),
+            "current_tasks.task_confs.2.train.optimizer.kwargs.lr",
+            "must be greater than 0, got -0.1",
+        ),
+        (lambda r: train_of(r)["optimizer"]["kwargs"].update(momentum=1.5), "common.train.optimizer.kwargs.momentum", "in [0, 1)"),
+        (
+            lambda r: train_of(r).update(optimizer={"name": "Adam", "kwargs": {"betas": [0.9, 1.0]}}),
+            "common.train.optimizer.kwargs.betas[1]",
+            "in [0, 1), got 1.0",
+        ),
+        (lambda r: train_of(r)["optimizer"]["kwargs"].update(weight_decay=-1), "common.train.optimizer.kwargs.weight_decay", "at least 0"),
+        (lambda r: train_of(r)["optimizer"]["kwargs"].update(params=[1]), "common.train.optimizer.kwargs.params", "set by siteflow"),
+        (
+            lambda r: train_of(r).update(optimizer={"name": "SparseAdam"}),
+            "common.train.optimizer",
+            "torch refuses these settings: RuntimeError: SparseAdam does not support dense gradients",
+        ),
+        (
+            lambda r: train_of(r).update(scheduler={"name": "CosineAnnealingLR", "kwargs": {"T_max": 0}}),
+            "common.train.scheduler.kwargs.T_max",
+            "must be at least 1, got 0",
+        ),
+        (
+            lambda r: train_of(r, 1).update(scheduler={"name": "StepLR", "kwargs": {"step_size": 0}}),
+            "current_tasks.task_confs.1.train.scheduler.kwargs.step_size",
+            "must be at least 1",
+        ),
+        (
+            lambda r: train_of(r).update(scheduler={"name": "StepLR", "kwargs": {"step_size": 2, "gamma": 0}}),
+            "common.train.scheduler.kwargs.gamma",
+            "must be greater than 0",
+        ),
+        (
+            lambda r: train_of(r).update(scheduler={"name": "ReduceLROnPlateau"}),
+            "common.train.scheduler",
+            "missing 1 required positional argument: 'metrics'",
+        ),
+        (
+            lambda r: train_of(r).update(scheduler={"name": "OneCycleLR", "kwargs": {"max_lr": 0.1, "total_steps": 2}}),
+            "common.train.scheduler",
+            "Tried to step 3 times. The specified number of total steps is 2",
+        ),
+        (
+            lambda r: train_of(r).update(scheduler={"name": "ExponentialLR", "kwargs": {"gamma": 1e300}}),
+            "common.train.scheduler",
+            "makes the learning rate inf within 4 epochs",
+        ),
+        (lambda r: train_of(r).update(scheduler={"name": "LRScheduler"}), "common.train.scheduler.name", "unknown torch.optim.lr_scheduler class"),
+        (lambda r: train_of(r).update(optimizer={"name": "Optimizer"}), "common.train.optimizer.name", "unknown torch.optim class"),
+        (lambda r: train_of(r).update(batch_size=0), "common.train.batch_size", "must be at least 1"),
+        (lambda r: train_of(r).update(gradient_clip_val=0), "common.train.gradient_clip_val", "must be greater than 0"),
+        (lambda r: train_of(r).update(precision="32-tru"), "common.train.precision", "did you mean '32-true'?"),
+        (lambda r: train_of(r, 2).update(epochs=[7]), "current_tasks.task_confs.2.train.epochs", "expected an integer"),
+        (lambda r: r["current_tasks"]["task_confs"][2].update(train=[1]), "current_tasks.task_confs.2.train", "expected a mapping"),
+        # components built at validation: their own checks speak
+        (
+            lambda r: train_of(r).update(loss={"name": "explog", "kwargs": {"gamma": -1}}),
+            "common.train.loss",
+            "gamma must be positive, got -1",
+        ),
+        (lambda r: r["common"]["model"]["kwargs"].update(depth=0), "common.model.kwargs", "depth must be at least 1, got 0"),
+        (
+            lambda r: r["common"]["model"]["kwargs"].update(num_classes=2),
+            "common.model.kwargs",
+            "the data has 3 channels and 3 classes",
+        ),
+        (
+            lambda r: r["common"]["strategy"].update(name="local", kwargs={"cycles": 2}),
+            "common.strategy.kwargs.cycles",
+            "unknown option (LocalStrategy takes no options)",
+        ),
+        (
+            lambda r: r["common"]["strategy"].update(name="fedavg", kwargs={"min_sites": 3}),
+            "common.strategy.kwargs.min_sites",
+            "is 3, but the study trains only 2 sites",
+        ),
+        (
+            lambda r: r["common"]["strategy"].update(name="joint", kwargs={"save_dir": "../elsewhere"}),
+            "common.strategy.kwargs.save_dir",
+            "is not a folder under the run's checkpoints/",
+        ),
+        (
+            lambda r: (r["common"]["strategy"].update(name="relay"), r["common"]["dataset"]["kwargs"].update(img_size=[64, 32])),
+            "common.strategy",
+            "relay needs square 2D images (set the dataset's img_size), got size (64, 32)",
+        ),
+        (lambda r: r["common"]["dataset"]["kwargs"].update(img_size=[0, 64]), "all_tasks_datasets[0] (merged over common.dataset).kwargs", "img_size must be"),
+        (lambda r: r["common"]["dataset"]["kwargs"].update(split="test"), "all_tasks_datasets[0] (merged over common.dataset).kwargs.split", "set by siteflow"),
+        # every site of one study: the same kind of data
+        (
+            lambda r: r["all_tasks_datasets"][1].update(name="synthetic_cxr", kwargs={"folder": "site1"}),
+            "all_tasks_datasets[1]",
+            (
+                "site 'two' holds multilabel data of classes ['cardiomegaly', 'pleural_effusion'] with 1 input channels, "
+                "site 'one' holds segmentation data"
+            ),
+        ),
+        (
+            lambda r: r["all_tasks_datasets"][2].update(name="synthetic_vessels", kwargs={"folder": "DRIVE"}),
+            "all_tasks_datasets",
+            "site 'three' has classes ('background', 'vessel')",
+        ),
+        (
+            lambda r: r["current_tasks"]["task_confs"][2].update(dataset={"name": "synthetic_vessels", "kwargs": {"folder": "DRIVE"}}),
+            "current_tasks.task_confs.2.dataset",
+            "site 'two' would train on segmentation data of classes ['background', 'vessel']",
+        ),
+        # site names
+        (lambda r: r["all_tasks_datasets"][2].update(task_name="one"), "all_tasks_datasets[2].task_name", "'one' is taken by another site"),
+        (
+            lambda r: (r["all_tasks_datasets"][0].update(task_name="site 1"), r["all_tasks_datasets"][1].update(task_name="site_1")),
+            "all_tasks_datasets[1].task_name",
+            "site names 'site 1' and 'site_1' both become 'site_1' in file names",
+        ),
+        (lambda r: r["all_tasks_datasets"][1].update(task_name=" "), "all_tasks_datasets[1].task_name", "is empty"),
+        (lambda r: r["all_tasks_datasets"][1].update(task_name="../two"), "all_tasks_datasets[1].task_name", "holds a path"),
+        (lambda r: r["all_tasks_datasets"][1].update(task_name="a/b"), "all_tasks_datasets[1].task_name", "holds a path"),
+        (lambda r: r["all_tasks_datasets"][1].update(task_name="."), "all_tasks_datasets[1].task_name", "holds a path"),
+        (lambda r: r["all_tasks_datasets"][1].update(task_name="two\n"), "all_tasks_datasets[1].task_name", "control character '\\n'"),
+        # checkpoint folders and files
+        (
+            lambda r: checkpoint_of(r, 1).update(save="./b/"),
+            "current_tasks.task_confs.1.checkpoint.save",
+            "'b': two sites save into the same folder (see current_tasks.task_confs.2.checkpoint.save)",
+        ),
+        (
+            lambda r: checkpoint_of(r, 2).update(save="task_1"),
+            "current_tasks.task_confs.1.checkpoint.save",
+            "'task_1': two sites save into the same folder",
+        ),
+        (lambda r: checkpoint_of(r, 1).update(save="a/../../x"), "current_tasks.task_confs.1.checkpoint.save", "is not a folder under"),
+        (lambda r: checkpoint_of(r, 1).update(save=".."), "current_tasks.task_confs.1.checkpoint.save", "is not a folder under"),
+        (lambda r: checkpoint_of(r, 1).update(save="a/.."), "current_tasks.task_confs.1.checkpoint.save", "is not a folder under"),
+        (lambda r: checkpoint_of(r, 1).update(save="/tmp/x"), "current_tasks.task_confs.1.checkpoint.save", "is an absolute path"),
+        (lambda r: checkpoint_of(r, 1).update(load=""), "current_tasks.task_confs.1.checkpoint.load", "is empty"),
+        (lambda r: checkpoint_of(r, 1).update(load="/"), "current_tasks.task_confs.1.checkpoint.load", "'/' is a folder"),
+        (
+            lambda r: r["current_tasks"]["task_confs"].update({"2": {}}),
+            "current_tasks.task_confs.2",
+            "is the second entry of task 2",
+        ),
+    ],
+)
+def test_values_sites_folders_and_parts_are_checked_before_training(raw, edit, key_path, message):
+    raw = copy.deepcopy(raw)
+    edit(raw)
+    error = error_of(raw)
+    assert error.key_path == key_path
+    assert message in error.problem
+
+
+def test_checkpoint_folders_are_normalised_and_a_deployed_run_counts_the_study_sites(raw):
+    raw["current_tasks"]["task_confs"][2]["checkpoint"] = {"save": "./sites//b/", "load": "../site1/handover.safetensors"}
+    assert parse(raw).tasks[0].checkpoint.save == "sites/b"
+    raw["common"]["strategy"] = {"name": "fedavg", "kwargs": {"min_sites": 3}}
+    raw["current_tasks"] = {"task_ids": [1]}  # a deployed site of a federation of three
+    assert parse(raw).deployed
+
+
+def write(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "case.yaml"
+    path.write_bytes(data)
+    return path
+
+
+def alias_bomb_text(levels: int = 9) -> str:
+    lines = ["a0: &a0 [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "data, key_path, message",
+    [
+        (b"common: {seed: 1}\n\xff\xfe\n", "<file>", "is not UTF-8 text: byte 0xff at offset 18"),
+        (b"common: [1\n", "<file>", "not valid YAML"),
+        (b"common: {}\ncommon: {}\n", "<file>", "found the key 'common' twice"),
+        (b"common: " + b"[" * 5000 + b"]" * 5000 + b"\n", "<file>", "nested more than 32 levels deep"),
+        (alias_bomb_text().encode(), "a5", "holds more than 100000 values"),
+        (b"common: &c {x: *c}\n", "common.x", "contains itself"),
+        (b"- common\n", "<top level>", "expected a mapping"),
+        (b"", "<top level>", "expected a mapping"),
+        (b"common: !!python/object/apply:os.system [ls]\n", "<file>", "could not determine a constructor"),
+    ],
+)
+def test_a_file_that_is_no_config_is_one_error_naming_it(tmp_path, data, key_path, message):
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key_path == key_path
+    assert message in info.value.problem
+    assert str(path) in str(info.value)
+
+
+def test_yaml_anchors_aliases_and_merge_keys_still_share_values(tmp_path, raw):
+    text = yaml.safe_dump(raw, sort_keys=False)
+    text = text.replace("  train:\n", "  train: &train\n", 1) + "\nx: *train\n"
+    with pytest.raises(ConfigError, match=r"case\.yaml: x: unknown key"):
+        load_config(write(tmp_path, text.encode()))
+    shared = text.replace("\nx: *train\n", "\n").replace("task_confs:\n", "task_confs:\n    1: {train: {<<: *train, epochs: 9}}\n", 1)
+    config = load_config(write(tmp_path, shared.encode()))
+    assert [t.train.epochs for t in config.tasks] == [7, 9]
+
+
 # --- options inherited through **kwargs ---------------------------------------------------------
 
 

@@ -14,8 +14,12 @@ A config has three top-level keys:
     a simulated run; one site means a deployed run at that site.
 
 Per site, the merge order is: the site's ``task_confs`` entry over its dataset entry over
-``common``. :func:`load_config` validates everything (key names, types, registry names, data
-folders, task ids) before any training and raises :class:`ConfigError` naming the key path.
+``common``. :func:`load_config` validates everything before any training and raises one
+:class:`ConfigError` naming the file and the key path: the file itself (UTF-8, YAML, nesting,
+aliases: :mod:`.reading`, :mod:`.structure`), key names, types, registry names, value ranges,
+data folders, task ids, site names and checkpoint folders (:mod:`.folders`), optimizers and
+schedulers (:mod:`.optim`), and whatever the strategy, the data, the task, the model and the
+losses refuse when they are built from the config (:mod:`.components`).
 """
 
 from __future__ import annotations
@@ -23,17 +27,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import torch
-import yaml
-
+from siteflow.config.components import build_strategy, check_buildable, check_one_model_fits, check_override, check_strategy_fits, data_spec
+from siteflow.config.folders import check_distinct_folders, check_load, check_site_names, checkpoint_folder
+from siteflow.config.optim import check_optimization, optimizer_component, scheduler_component
 from siteflow.config.paths import resolve_config_path
+from siteflow.config.reading import read_config_file
 from siteflow.config.schema import CheckpointConfig, Component, ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
+from siteflow.config.structure import check_structure
 from siteflow.config.validation import ConfigError, check_keys, check_kwargs, check_type, join, nearest
 from siteflow.core.registry import DATASETS, LOSSES, MODELS, STRATEGIES, Registry, UnknownNameError, load_components
 
+MAX_ID = 2**31 - 1
+"""The largest seed and task id: a stage seeds Lightning with their sum, which must stay
+below 2**32."""
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -55,10 +66,7 @@ def load_config(config: str | Path, *, task_ids: Sequence[int] | None = None) ->
             choosing itself from a shared config).
     """
     path, name = resolve_config_path(config)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError("<file>", f"not valid YAML: {error}", str(path)) from None
+    raw = read_config_file(path)
     if task_ids is not None and isinstance(raw, dict) and isinstance(raw.get("current_tasks"), dict):
         raw["current_tasks"]["task_ids"] = list(task_ids)
     try:
@@ -70,49 +78,71 @@ def load_config(config: str | Path, *, task_ids: Sequence[int] | None = None) ->
 def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
     """Validate an already-loaded config mapping (see :func:`load_config`)."""
     load_components()
+    check_structure(raw)
+    common = _sections(raw)
+    seed = _integer(common.get("seed", 0), "common.seed", 0, MAX_ID)
+    num_workers = _integer(common.get("num_workers", 0), "common.num_workers", 0)
+    model = _component(common["model"], "common.model", MODELS, supplied=("in_channels", "num_classes"))
+    strategy_component = _component(common["strategy"], "common.strategy", STRATEGIES)
+    strategy = build_strategy(strategy_component)
+    common_train = common.get("train", {})
+    check_type(common_train, dict, "common.train")
+    trains = [("common.train", _train_config(common_train, "common.train"))]
+
+    sites = _sites(raw["all_tasks_datasets"], common["dataset"], _deployed_site(raw["current_tasks"], raw["all_tasks_datasets"]))
+    tasks = _tasks(raw["current_tasks"], sites, common_train)
+    config = ExperimentConfig(
+        name=name,
+        source=source,
+        seed=seed,
+        num_workers=num_workers,
+        model=model,
+        strategy=strategy_component,
+        sites=tuple(s.config for s in sites.values()),
+        tasks=tasks,
+    )
+    check_strategy_fits(strategy, config)
+    trains += [(join(_conf_path(t.task_id), "train"), t.train) for t in tasks]
+    check_buildable(config, strategy, trains)
+    return config
+
+
+def _sections(raw: Any) -> dict:
+    """Check the top-level keys and those of ``common``; returns ``common``."""
     if not isinstance(raw, dict):
         raise ConfigError("<top level>", "expected a mapping with keys common, all_tasks_datasets, current_tasks")
     check_keys(raw, ["common", "all_tasks_datasets", "current_tasks"], "")
     for key in ("common", "all_tasks_datasets", "current_tasks"):
         if key not in raw:
             raise ConfigError(key, "required key is missing")
-
     common = raw["common"]
     check_type(common, dict, "common")
     check_keys(common, ["seed", "num_workers", "dataset", "model", "strategy", "train"], "common")
     for key in ("dataset", "model", "strategy"):
         if key not in common:
             raise ConfigError(join("common", key), "required key is missing")
-    seed = common.get("seed", 0)
-    check_type(seed, int, "common.seed")
-    num_workers = common.get("num_workers", 0)
-    check_type(num_workers, int, "common.num_workers")
-    model = _component(common["model"], "common.model", MODELS, supplied=("in_channels", "num_classes"))
-    strategy = _component(common["strategy"], "common.strategy", STRATEGIES)
-    try:  # strategies are cheap to build: let them check their option values too
-        STRATEGIES.get(strategy.name)(**strategy.kwargs)
-    except ValueError as error:
-        raise ConfigError("common.strategy.kwargs", str(error)) from None
-    common_train = common.get("train", {})
-    check_type(common_train, dict, "common.train")
-    _train_config(common_train, "common.train")
-
-    sites = _sites(raw["all_tasks_datasets"], common["dataset"], _deployed_site(raw["current_tasks"], raw["all_tasks_datasets"]))
-    tasks = _tasks(raw["current_tasks"], sites, common["dataset"], common_train)
-    return ExperimentConfig(
-        name=name,
-        source=source,
-        seed=seed,
-        num_workers=num_workers,
-        model=model,
-        strategy=strategy,
-        sites=tuple(s for s, _ in sites.values()),
-        tasks=tasks,
-    )
+    return common
 
 
-def _component(value: Any, key_path: str, registry: Registry, supplied: tuple[str, ...] = ()) -> Component:
-    """Validate ``{name, kwargs}`` against ``registry`` and the class's constructor."""
+def _integer(value: Any, key_path: str, low: int, high: int | None = None) -> int:
+    """``value``, an integer in [low, high] (no upper bound without ``high``)."""
+    check_type(value, int, key_path)
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(key_path, f"must be {bounds}, got {value}")
+    return value
+
+
+def _conf_path(task_id: int) -> str:
+    """The key path of a site's ``task_confs`` entry."""
+    return join("current_tasks.task_confs", str(task_id))
+
+
+def _component(
+    value: Any, key_path: str, registry: Registry, *, supplied: tuple[str, ...] = (), reserved: tuple[str, ...] = ()
+) -> Component:
+    """Validate ``{name, kwargs}`` against ``registry`` and the class's constructor (see
+    :func:`~siteflow.config.validation.check_kwargs` for ``supplied`` and ``reserved``)."""
     check_type(value, dict, key_path)
     check_keys(value, ["name", "kwargs"], key_path)
     if "name" not in value:
@@ -123,26 +153,16 @@ def _component(value: Any, key_path: str, registry: Registry, supplied: tuple[st
     except UnknownNameError as error:
         raise ConfigError(join(key_path, "name"), error.message) from None
     kwargs = value.get("kwargs") or {}
-    check_kwargs(target, kwargs, join(key_path, "kwargs"), supplied=supplied)
+    check_kwargs(target, kwargs, join(key_path, "kwargs"), supplied=supplied, reserved=reserved)
     return Component(value["name"], dict(kwargs))
 
 
-def _torch_component(value: Any, key_path: str, module: Any) -> Component:
-    """Validate ``{name, kwargs}`` naming a class of a torch module (optimizers, schedulers)."""
-    check_type(value, dict, key_path)
-    check_keys(value, ["name", "kwargs"], key_path)
-    name = value.get("name")
-    check_type(name, str, join(key_path, "name"))
-    known = [n for n in dir(module) if not n.startswith("_") and isinstance(getattr(module, n), type)]
-    if name not in known:
-        raise ConfigError(join(key_path, "name"), f"unknown {module.__name__} class {name!r}{nearest(name, known)}")
-    kwargs = value.get("kwargs") or {}
-    check_kwargs(getattr(module, name), kwargs, join(key_path, "kwargs"), supplied=("params", "optimizer"))
-    return Component(name, dict(kwargs))
+AT_LEAST_ONE = ("epochs", "batch_size", "val_every_n_epochs", "log_every_n_steps", "accumulate_grad_batches")
+"""The ``train`` counts that must be at least 1."""
 
 
 def _train_config(value: dict, key_path: str) -> TrainConfig:
-    """Validate a (merged) ``train`` mapping."""
+    """Validate a (merged) ``train`` mapping, its optimizer and scheduler included."""
     hints = typing.get_type_hints(TrainConfig)
     check_keys(value, hints, key_path)
     parsed: dict[str, Any] = {}
@@ -151,16 +171,27 @@ def _train_config(value: dict, key_path: str) -> TrainConfig:
         if key == "loss":
             parsed[key] = _component(item, sub_path, LOSSES)
         elif key == "optimizer":
-            parsed[key] = _torch_component(item, sub_path, torch.optim)
+            parsed[key] = optimizer_component(item, sub_path)
         elif key == "scheduler":
-            parsed[key] = None if item is None else _torch_component(item, sub_path, torch.optim.lr_scheduler)
+            parsed[key] = None if item is None else scheduler_component(item, sub_path)
         else:
             check_type(item, hints[key], sub_path)
             parsed[key] = item
-    for key in ("epochs", "batch_size", "val_every_n_epochs", "log_every_n_steps", "accumulate_grad_batches"):
-        if key in parsed and parsed[key] < 1:
-            raise ConfigError(join(key_path, key), f"must be at least 1, got {parsed[key]}")
-    return TrainConfig(**parsed)
+    train = TrainConfig(**parsed)
+    _check_train_numbers(train, key_path)
+    check_optimization(train, key_path)
+    return train
+
+
+def _check_train_numbers(train: TrainConfig, key_path: str) -> None:
+    """Counts of at least 1 (:data:`AT_LEAST_ONE`), a positive ``gradient_clip_val``."""
+    for key in AT_LEAST_ONE:
+        if getattr(train, key) < 1:
+            raise ConfigError(join(key_path, key), f"must be at least 1, got {getattr(train, key)}")
+    if train.gradient_clip_val is not None and train.gradient_clip_val <= 0:
+        raise ConfigError(
+            join(key_path, "gradient_clip_val"), f"must be greater than 0 (or null: no clipping), got {train.gradient_clip_val}"
+        )
 
 
 def _deployed_site(current_tasks: Any, entries: Any) -> int | None:
@@ -171,8 +202,18 @@ def _deployed_site(current_tasks: Any, entries: Any) -> int | None:
     return None
 
 
-def _sites(entries: Any, common_dataset: dict, deployed_site: int | None) -> dict[int, tuple[SiteConfig, dict]]:
-    """Validate ``all_tasks_datasets``; returns task id -> (site, merged dataset mapping).
+@dataclass(frozen=True)
+class _Site:
+    """A validated ``all_tasks_datasets`` entry: the site, its dataset mapping merged over
+    ``common.dataset``, and what its data looks like (a ``DataSpec``)."""
+
+    config: SiteConfig
+    dataset: dict
+    spec: Any
+
+
+def _sites(entries: Any, common_dataset: dict, deployed_site: int | None) -> dict[int, _Site]:
+    """Validate ``all_tasks_datasets``; returns task id -> site.
 
     In a deployed run (``deployed_site`` set), the other sites' data usually is not at this
     hospital: a site whose data folders are missing is kept, marked unavailable (not tested).
@@ -181,7 +222,7 @@ def _sites(entries: Any, common_dataset: dict, deployed_site: int | None) -> dic
     if not entries:
         raise ConfigError("all_tasks_datasets", "lists no site; list at least one")
     check_type(common_dataset, dict, "common.dataset")
-    sites: dict[int, tuple[SiteConfig, dict]] = {}
+    sites: dict[int, _Site] = {}
     for index, entry in enumerate(entries):
         key_path = join("all_tasks_datasets", index)
         check_type(entry, dict, key_path)
@@ -189,40 +230,55 @@ def _sites(entries: Any, common_dataset: dict, deployed_site: int | None) -> dic
         for key in ("task_id", "task_name"):
             if key not in entry:
                 raise ConfigError(join(key_path, key), "required key is missing")
-        check_type(entry["task_id"], int, join(key_path, "task_id"))
+        task_id = _integer(entry["task_id"], join(key_path, "task_id"), 0, MAX_ID)
         check_type(entry["task_name"], str, join(key_path, "task_name"))
-        if entry["task_id"] in sites:
-            raise ConfigError(join(key_path, "task_id"), f"task id {entry['task_id']} is listed twice")
+        if task_id in sites:
+            raise ConfigError(join(key_path, "task_id"), f"task id {task_id} is listed twice")
         dataset = deep_merge(common_dataset, {k: entry[k] for k in ("name", "kwargs") if k in entry})
-        optional = deployed_site is not None and entry["task_id"] != deployed_site
-        component, available = _dataset(dataset, key_path, data_optional=optional)
-        site = SiteConfig(entry["task_id"], entry["task_name"], component, available)
-        sites[site.task_id] = (site, dataset)
+        optional = deployed_site is not None and task_id != deployed_site
+        component, available, spec = _dataset(dataset, key_path, data_optional=optional)
+        sites[task_id] = _Site(SiteConfig(task_id, entry["task_name"], component, available), dataset, spec)
+    check_site_names([(join(join("all_tasks_datasets", i), "task_name"), s.config.task_name) for i, s in enumerate(sites.values())])
+    check_one_model_fits([(join("all_tasks_datasets", i), s.config.task_name, s.spec) for i, s in enumerate(sites.values())])
     return sites
 
 
-def _dataset(merged: dict, key_path: str, *, data_optional: bool = False) -> tuple[Component, bool]:
-    """Validate a merged dataset entry, including the folders it needs; returns it and
-    whether its data is here (missing data is an error unless ``data_optional``)."""
-    component = _component(merged, f"{key_path} (merged over common.dataset)", DATASETS, supplied=("split",))
+def _dataset(merged: dict, key_path: str, *, data_optional: bool = False) -> tuple[Component, bool, Any]:
+    """Validate a merged dataset entry, including the folders it needs; returns it, whether
+    its data is here (missing data is an error unless ``data_optional``) and what its data
+    looks like (a ``DataSpec``)."""
+    merged_path = f"{key_path} (merged over common.dataset)"
+    component = _component(merged, merged_path, DATASETS, reserved=("split",))
+    spec = data_spec(component, merged_path)
     for key, path in DATASETS.get(component.name).required_paths(**component.kwargs).items():
-        if not path.exists():
+        if not _exists(path, join(join(key_path, "kwargs"), key)):
             if data_optional:
-                return component, False
+                return component, False, spec
             raise ConfigError(join(join(key_path, "kwargs"), key), f"data folder {str(path)!r} does not exist")
-    return component, True
+    return component, True, spec
 
 
-def _tasks(
-    value: Any,
-    sites: dict[int, tuple[SiteConfig, dict]],
-    common_dataset: dict,
-    common_train: dict,
-) -> tuple[TaskConfig, ...]:
+def _exists(path: Path, key_path: str) -> bool:
+    """Whether ``path`` exists; a path the system cannot even look up is a ConfigError."""
+    try:
+        return path.exists()
+    except (OSError, ValueError) as error:
+        raise ConfigError(key_path, f"{str(path)[:200]!r} cannot be checked: {error}") from None
+
+
+def _tasks(value: Any, sites: dict[int, _Site], common_train: dict) -> tuple[TaskConfig, ...]:
     """Validate ``current_tasks`` and merge each trained site's config."""
     check_type(value, dict, "current_tasks")
     check_keys(value, ["task_ids", "task_confs"], "current_tasks")
-    task_ids = value.get("task_ids")
+    task_ids = _task_ids(value.get("task_ids"), sites)
+    by_id = _task_confs(value.get("task_confs") or {}, task_ids)
+    tasks = tuple(_task(sites[task_id], by_id.get(task_id, {}), common_train) for task_id in task_ids)
+    check_distinct_folders([(join(_conf_path(t.task_id), "checkpoint.save"), t.save_dir) for t in tasks])
+    return tasks
+
+
+def _task_ids(task_ids: Any, sites: dict[int, _Site]) -> list[int]:
+    """Validate ``current_tasks.task_ids``: known sites, each once, in training order."""
     if task_ids is None:
         raise ConfigError("current_tasks.task_ids", "required key is missing")
     check_type(task_ids, list, "current_tasks.task_ids")
@@ -238,35 +294,60 @@ def _tasks(
             )
     if len(set(task_ids)) != len(task_ids):
         raise ConfigError("current_tasks.task_ids", f"lists a site twice: {task_ids} (use the strategy's cycles)")
-    confs = value.get("task_confs") or {}
+    return task_ids
+
+
+def _task_confs(confs: Any, task_ids: list[int]) -> dict[int, dict]:
+    """Validate ``current_tasks.task_confs``; returns task id -> its (unmerged) entry."""
     check_type(confs, dict, "current_tasks.task_confs")
     by_id: dict[int, dict] = {}
     for key, conf in confs.items():
         key_path = join("current_tasks.task_confs", str(key))
-        task_id = int(key) if isinstance(key, int) or str(key).isdigit() else None
+        task_id = _task_id_of(key)
         if task_id not in task_ids:
             raise ConfigError(key_path, f"is not one of current_tasks.task_ids {task_ids}")
+        if task_id in by_id:
+            raise ConfigError(key_path, f"is the second entry of task {task_id}; merge them")
         check_type(conf, dict, key_path)
         check_keys(conf, ["dataset", "train", "checkpoint"], key_path)
         by_id[task_id] = conf
+    return by_id
 
-    tasks = []
-    for task_id in task_ids:
-        site, site_dataset = sites[task_id]
-        conf = by_id.get(task_id, {})
-        key_path = join("current_tasks.task_confs", str(task_id))
-        if "dataset" in conf:
-            check_type(conf["dataset"], dict, join(key_path, "dataset"))
-            site = dataclasses.replace(site, dataset=_dataset(deep_merge(site_dataset, conf["dataset"]), key_path)[0])
-        train_value = deep_merge(common_train, conf.get("train", {}))
-        checkpoint_value = conf.get("checkpoint") or {}
-        check_type(checkpoint_value, dict, join(key_path, "checkpoint"))
-        hints = typing.get_type_hints(CheckpointConfig)
-        check_keys(checkpoint_value, hints, join(key_path, "checkpoint"))
-        for key, item in checkpoint_value.items():
-            check_type(item, hints[key], join(join(key_path, "checkpoint"), key))
-        tasks.append(TaskConfig(site, _train_config(train_value, join(key_path, "train")), CheckpointConfig(**checkpoint_value)))
-    save_dirs = [t.save_dir for t in tasks]
-    if len(set(save_dirs)) != len(save_dirs):
-        raise ConfigError("current_tasks.task_confs", f"two sites save into the same folder: {save_dirs}")
-    return tuple(tasks)
+
+def _task_id_of(key: Any) -> int | None:
+    """The task id a ``task_confs`` key names (``1`` or ``"1"``), else None."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    if isinstance(key, str) and key.isascii() and key.isdigit():
+        return int(key)
+    return None
+
+
+def _task(site: _Site, conf: dict, common_train: dict) -> TaskConfig:
+    """One trained site: its ``task_confs`` entry merged over its site entry and ``common``."""
+    key_path = _conf_path(site.config.task_id)
+    site_config = site.config
+    if "dataset" in conf:
+        check_type(conf["dataset"], dict, join(key_path, "dataset"))
+        component, _, spec = _dataset(deep_merge(site.dataset, conf["dataset"]), key_path)
+        check_override(site_config.task_name, spec, site.spec, join(key_path, "dataset"))
+        site_config = dataclasses.replace(site_config, dataset=component)
+    train_override = conf.get("train", {})
+    check_type(train_override, dict, join(key_path, "train"))
+    train = _train_config(deep_merge(common_train, train_override), join(key_path, "train"))
+    return TaskConfig(site_config, train, _checkpoint(conf.get("checkpoint") or {}, join(key_path, "checkpoint")))
+
+
+def _checkpoint(value: Any, key_path: str) -> CheckpointConfig:
+    """Validate a ``checkpoint`` mapping; ``save`` comes back normalised."""
+    check_type(value, dict, key_path)
+    hints = typing.get_type_hints(CheckpointConfig)
+    check_keys(value, hints, key_path)
+    for key, item in value.items():
+        check_type(item, hints[key], join(key_path, key))
+    checkpoint = CheckpointConfig(**value)
+    if checkpoint.load is not None:
+        check_load(checkpoint.load, join(key_path, "load"))
+    if checkpoint.save is None:
+        return checkpoint
+    return dataclasses.replace(checkpoint, save=checkpoint_folder(checkpoint.save, join(key_path, "save")))

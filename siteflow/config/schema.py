@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+Precision = Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64"]
+"""Lightning's ``precision`` values (its ``transformer-engine`` ones need NVIDIA's package)."""
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 8
-    precision: str = "32-true"
+    precision: Precision = "32-true"
     loss: Component = Component("explog")
     optimizer: Component = Component("Adam", {"lr": 1e-3})
     scheduler: Component | None = None

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import inspect
+import reprlib
 import textwrap
 import types
 import typing
@@ -32,6 +34,20 @@ class ConfigError(ValueError):
     def in_file(self, source: str) -> "ConfigError":
         """The same error, naming the config file it came from."""
         return ConfigError(self.key_path, self.problem, source)
+
+
+def _short_repr() -> reprlib.Repr:
+    """A ``repr`` that keeps a value in a message short: long strings, lists and mappings
+    (a value that YAML aliases repeat thousands of times) are cut with ``...``."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = short.maxlong = 80
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 8
+    short.maxlevel = 3
+    return short
+
+
+short_repr = _short_repr().repr
+"""``repr(value)``, cut to a few dozen characters for an error message."""
 
 
 def nearest(name: str, candidates: Iterable[str]) -> str:
@@ -94,7 +110,7 @@ def check_type(value: Any, hint: Any, key_path: str) -> None:
     if origin is Literal:
         if value not in args:
             hint_text = nearest(str(value), [str(a) for a in args]) if isinstance(value, str) else ""
-            raise ConfigError(key_path, f"expected {describe(hint)}, got {value!r}{hint_text}")
+            raise ConfigError(key_path, f"expected {describe(hint)}, got {short_repr(value)}{hint_text}")
         return
     if origin in (list, tuple) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -132,7 +148,7 @@ def check_type(value: Any, hint: Any, key_path: str) -> None:
 
 
 def _mismatch(value: Any, hint: Any, key_path: str) -> ConfigError:
-    return ConfigError(key_path, f"expected {describe(hint)}, got {value!r}")
+    return ConfigError(key_path, f"expected {describe(hint)}, got {short_repr(value)}")
 
 
 @dataclass(frozen=True)
@@ -229,6 +245,7 @@ def _var_keyword(signature: inspect.Signature) -> str | None:
     return next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
 
 
+@functools.lru_cache(maxsize=1024)
 def _passes_to_super(function: Callable, var_keyword: str | None) -> bool:
     """Whether the source of ``function`` calls ``super().__init__(..., **<var_keyword>)``
     (False without ``var_keyword`` or without readable source)."""
@@ -270,33 +287,38 @@ def check_kwargs(
     key_path: str,
     *,
     supplied: Iterable[str] = (),
+    reserved: Iterable[str] = (),
 ) -> None:
     """Check ``kwargs`` against the options of ``target`` (see :func:`schema`).
 
     Raises :class:`ConfigError` naming the key path for an unknown option (with the nearest
-    known name and every allowed one), a value of the wrong type, or a missing required option.
+    known name and every allowed one), a reserved one, a value of the wrong type, or a missing
+    required option.
 
     Args:
         target: a class (its ``__init__``, followed through ``**kwargs``) or a function.
         kwargs: the keyword arguments a config gives it.
         key_path: where ``kwargs`` sits in the config, for messages.
-        supplied: parameters that siteflow passes itself (for example ``split`` for a
-            dataset); they may be absent from ``kwargs``.
+        supplied: parameters that siteflow passes itself unless ``kwargs`` sets them (a
+            model's ``in_channels``); they may be absent from ``kwargs``.
+        reserved: parameters that siteflow always passes itself (a dataset's ``split``, an
+            optimizer's ``params``): ``kwargs`` must not set them.
     """
     if not isinstance(kwargs, dict):
-        raise ConfigError(key_path, f"expected a mapping, got {kwargs!r}")
+        raise ConfigError(key_path, f"expected a mapping, got {short_repr(kwargs)}")
     found = schema(target)
-    supplied = set(supplied)
+    reserved = set(reserved)
+    supplied = set(supplied) | reserved
     for key, value in kwargs.items():
+        if key in reserved:
+            raise ConfigError(join(key_path, key), "is set by siteflow itself; remove it")
         option = found.options.get(key)
         if option is None:
             if found.open:
                 continue
             allowed = [name for name in found.options if name not in supplied]
-            raise ConfigError(
-                join(key_path, key),
-                f"unknown option{nearest(str(key), allowed)} (allowed: {', '.join(allowed)})",
-            )
+            known = f"(allowed: {', '.join(allowed)})" if allowed else f"({getattr(target, '__name__', target)} takes no options)"
+            raise ConfigError(join(key_path, key), f"unknown option{nearest(str(key), allowed)} {known}")
         check_type(value, option.hint, join(key_path, key))
     for name, option in found.options.items():
         if option.required and name not in kwargs and name not in supplied:

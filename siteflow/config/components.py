@@ -1,0 +1,130 @@
+"""Validation by building: the parts of an experiment are built once, cheaply, while the
+config is validated, so that their own checks speak before any training.
+
+The strategy is built from its options; every site's data describes itself
+(``DATASETS.get(name).describe(**kwargs)``, a ``DataSpec``: no file is read); the task that
+the data declares is built over the whole config (it checks that one model serves every
+site), then the strategy's network, which holds the model (on PyTorch's ``meta`` device:
+shapes without memory), and the loss of every ``train``. What a constructor refuses becomes a
+:class:`ConfigError` at the key path of the options it was given. The config layer reaches
+these classes through the registries only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from siteflow.config.folders import checkpoint_folder
+from siteflow.config.schema import Component, ExperimentConfig, TrainConfig
+from siteflow.config.validation import ConfigError, join
+from siteflow.core.registry import DATASETS, STRATEGIES, TASKS, UnknownNameError
+
+BUILD_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)
+"""What a constructor raises for options it refuses (RuntimeError: a tensor of a negative
+size; ArithmeticError: a division by zero or an overflow)."""
+
+
+@contextmanager
+def refused(key_path: str) -> Iterator[None]:
+    """Turn a constructor's refusal (:data:`BUILD_ERRORS`) into a ConfigError at ``key_path``."""
+    try:
+        yield
+    except BUILD_ERRORS as error:
+        raise ConfigError(key_path, _message(error)) from None
+
+
+def _message(error: Exception) -> str:
+    """What an exception says (its type's name when it says nothing)."""
+    return str(error) or type(error).__name__
+
+
+def build_strategy(strategy: Component) -> Any:
+    """The configured strategy object, built from its options."""
+    with refused("common.strategy.kwargs"):
+        return STRATEGIES.get(strategy.name)(**strategy.kwargs)
+
+
+def check_strategy_fits(strategy: Any, config: ExperimentConfig) -> None:
+    """Check the strategy's options that depend on the rest of the config: ``min_sites`` (at
+    most the sites that train: in a deployed run, the study's sites) and ``save_dir`` (a
+    folder under the run's ``checkpoints/``), where the strategy has them."""
+    min_sites = getattr(strategy, "min_sites", None)
+    sites = len(config.sites) if config.deployed else len(config.tasks)
+    if isinstance(min_sites, int) and min_sites > sites:
+        raise ConfigError("common.strategy.kwargs.min_sites", f"is {min_sites}, but the study trains only {sites} sites")
+    save_dir = getattr(strategy, "save_dir", None)
+    if isinstance(save_dir, str):
+        checkpoint_folder(save_dir, "common.strategy.kwargs.save_dir")
+
+
+def data_spec(dataset: Component, key_path: str) -> Any:
+    """What the data of a (merged, validated) dataset entry looks like: its ``DataSpec``."""
+    with refused(join(key_path, "kwargs")):
+        return DATASETS.get(dataset.name).describe(**dataset.kwargs)
+
+
+def check_one_model_fits(sites: Sequence[tuple[str, str, Any]]) -> None:
+    """``(key path, site name, DataSpec)`` of every site: each must hold data of the first
+    site's task, with its number of input channels (the task checks the classes)."""
+    _, first_name, first = sites[0]
+    for key_path, name, spec in sites[1:]:
+        if (spec.task, spec.in_channels) != (first.task, first.in_channels):
+            raise ConfigError(
+                key_path,
+                f"site {name!r} holds {_kind(spec)}, site {first_name!r} holds {_kind(first)}: one model cannot serve both",
+            )
+
+
+def check_override(name: str, trained: Any, tested: Any, key_path: str) -> None:
+    """A site's ``task_confs`` dataset (``trained``, a DataSpec) may change how its data is
+    read, not what the data is: the site is tested as its ``all_tasks_datasets`` entry
+    (``tested``) says."""
+    if (trained.task, trained.class_names, trained.in_channels) != (tested.task, tested.class_names, tested.in_channels):
+        raise ConfigError(
+            key_path,
+            f"site {name!r} would train on {_kind(trained)} but is tested on {_kind(tested)}; "
+            "change its all_tasks_datasets entry instead",
+        )
+
+
+def _kind(spec: Any) -> str:
+    """A DataSpec in words: task, classes and input channels."""
+    return f"{spec.task} data of classes {list(spec.class_names)} with {spec.in_channels} input channels"
+
+
+def check_buildable(config: ExperimentConfig, strategy: Any, trains: Sequence[tuple[str, TrainConfig]]) -> None:
+    """Build the task over ``config``, ``strategy``'s network (the model, for most
+    strategies) and the loss of every ``(key path, train)``."""
+    task = _task(config)
+    _check_network(strategy, task)
+    for key_path, train in trains:
+        with refused(join(key_path, "loss")):
+            task.build_loss(train)
+
+
+def _check_network(strategy: Any, task: Any) -> None:
+    """Build ``strategy``'s network on the ``meta`` device (shapes without memory). When it
+    fails, the model alone is built: if that fails too, the model's options are at fault."""
+    with torch.device("meta"):
+        try:
+            strategy.build_network(task)
+        except BUILD_ERRORS as error:
+            with refused("common.model.kwargs"):
+                task.build_model()
+            raise ConfigError("common.strategy", _message(error)) from None
+
+
+def _task(config: ExperimentConfig) -> Any:
+    """The task that the first site's data declares, built over every site."""
+    first = config.sites[0]
+    kind = data_spec(first.dataset, "all_tasks_datasets[0]").task
+    try:
+        task_class = TASKS.get(kind)
+    except UnknownNameError as error:
+        raise ConfigError("all_tasks_datasets[0].name", f"{first.dataset.name} data is for an {error.message}") from None
+    with refused("all_tasks_datasets"):
+        return task_class(config)
