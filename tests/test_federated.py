@@ -143,10 +143,15 @@ def test_fedprox_stays_closer_to_the_global_weights(tmp_path):
 
 def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, caplog):
     config = load_config(tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 1, "min_sites": 1}}}))
-    runner = ExperimentRun(config, tmp_path / "run")
-    build_dataset(config.sites[1], "train")  # the synthetic sites are written on first use
-    train_images = next((tmp_path / "data").glob("*/Domain2/train/image"))
-    shutil.rmtree(train_images)  # site 2's training data becomes unreadable mid-study
+    class LosingSite2(FedAvgStrategy):
+        """Site 2's training data vanishes after the checks before training, mid-study."""
+
+        def site_step(self, site, received, round_number):
+            if site.name == "site2":
+                shutil.rmtree(next(Path(site.task.site.dataset.kwargs["root_path"]).glob("*/Domain2/train/image")))
+            return super().site_step(site, received, round_number)
+
+    runner = ExperimentRun(config, tmp_path / "run", strategy=LosingSite2(**config.strategy.kwargs))
     with caplog.at_level(logging.ERROR):
         summary = runner.execute()
     assert "round 1: site site2 failed" in caplog.text
@@ -154,10 +159,9 @@ def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, caplog
 
     strict = tmp_path / "strict"
     strict.mkdir()
-    shutil.copytree(tmp_path / "data", strict / "data")
     config = load_config(tiny_config(strict, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 1}}}))
     with pytest.raises(RuntimeError, match="round 1: 1 of 2 sites replied, fewer than min_sites=2"):
-        ExperimentRun(config, strict / "run").execute()
+        ExperimentRun(config, strict / "run", strategy=LosingSite2(**config.strategy.kwargs)).execute()
 
 
 def test_a_killed_federation_resumes_after_its_last_round(tmp_path):

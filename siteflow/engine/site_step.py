@@ -99,7 +99,9 @@ class SiteStep:
         # one checkpoint, rewritten (atomically) after every epoch with the random streams: what a
         # crashed stage resumes from, to the same weights as a run that never stopped
         callbacks = [] if checkpoint_dir is None else [
-            ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False),
+            ModelCheckpoint(
+                dirpath=checkpoint_dir, filename="last", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
+            ),
             RandomStateCheckpoint(train_loader.generator),
         ]
         trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0)

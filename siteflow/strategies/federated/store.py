@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pytorch_lightning.utilities import rank_zero_only
+
 from siteflow.core.atomic import load_weights, save_weights
 from siteflow.core.types import State
 
@@ -31,10 +33,12 @@ class SiteStore:
     def save(self, name: str, round_number: int, tensors: State) -> None:
         """Keep ``tensors`` as ``name`` after round ``round_number`` (atomically), and drop
         what neither a re-run of this round nor the next round reads."""
+        if rank_zero_only.rank != 0:  # the other processes of a DDP run hold the same tensors
+            return
         save_weights(self._path(name, round_number), tensors)
         earlier = [r for r in self.rounds(name) if r < round_number]
         for old in earlier[:-1]:
-            self._path(name, old).unlink()
+            self._path(name, old).unlink(missing_ok=True)
 
     def load(self, name: str, *, before: int) -> State | None:
         """What the site kept as ``name`` after its last round before round ``before``."""
