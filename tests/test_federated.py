@@ -18,7 +18,6 @@ from experiments import kill_once_written, tiny_config
 from siteflow.strategies.federated.aggregation import site_weights, weighted_average
 from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
-from siteflow.datasets.pooling import build_dataset
 from siteflow.engine.runner import ExperimentRun
 from siteflow.strategies.federated import ROUND_STATE, FedAvgStrategy, FederatedSite, FedProxStrategy, ProximalTerm, SiteStore
 
