@@ -28,7 +28,7 @@ from PIL import Image
 from experiments import tiny_config
 from siteflow.config import ConfigError, load_config, parse_config
 from siteflow.core.atomic import load_weights
-from siteflow.core.registry import DATASETS, LOSSES, REGISTRIES, STRATEGIES
+from siteflow.core.registry import DATASETS, LOSSES, MODELS, REGISTRIES, STRATEGIES, TASKS  # noqa: F401 (the examples are looked up by registry name)
 from siteflow.datasets.base import SiteDataset, Split
 from siteflow.datasets.pooling import build_dataset
 from siteflow.datasets.spec import DataSpec
