@@ -135,7 +135,7 @@ def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, federa
     config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 1, "min_sites": 1}}})
     server = ExperimentRun(load_config(config), tmp_path / "server" / "fedavg" / "t")
     build_dataset(server.config.sites[1], "train")  # writes the synthetic sites, once
-    shutil.rmtree(next((tmp_path / "data").glob("*/Domain2/train/image")))  # site 2 cannot train; it can test
+    shutil.rmtree(next((tmp_path / "data").glob("*/Domain2/train/image")))  # site 2's data fails its checks
     local = federation(hospitals(tmp_path))
     result = local.flwr("run", str(APP), "test", "--run-config", run_config(config, tmp_path / "server"), "--stream", timeout=300)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
@@ -148,7 +148,9 @@ def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, federa
     assert_close(final, by_hand(config, tmp_path / "by_hand", rounds=1, task_ids=(1,))[0])  # site 1's update alone
     (row,) = matrix(server.folder.results_dir)
     assert row["after_stage"] == "round1"
-    assert not math.isnan(float(row["site1"])) and not math.isnan(float(row["site2"]))  # both tested the global model
+    assert not math.isnan(float(row["site1"]))  # site 1 tested the global model
+    assert math.isnan(float(row["site2"]))  # site 2 refuses to work on data that fails its checks, test included
+    assert "image folder" in result.stdout and "does not exist" in result.stdout  # its reason, by name
 
 
 @pytest.fixture

@@ -203,11 +203,13 @@ class ExperimentRun:
             self.strategy.run(self)
             return self.write_results()
 
-    def prepare(self) -> None:
+    def prepare(self, *, check_data: bool = True) -> None:
         """Check every split of every site whose data is here (each file opened, see
-        ``SiteDataset.check``), check that the run folder holds this config's run (or none),
-        and record the config: all before anything trains."""
-        check_sites(self.config.sites)
+        ``SiteDataset.check``; not on a server that trains nothing: ``check_data=False``),
+        check that the run folder holds this config's run (or none), and record the config:
+        all before anything trains."""
+        if check_data:
+            check_sites(self.config.sites)
         self.folder.claim(self.config.processed())
 
     def write_results(self) -> dict:

@@ -18,6 +18,7 @@ from siteflow.config import load_config
 from siteflow.core.types import State
 from siteflow.deploy.flower.logs import log_to
 from siteflow.deploy.flower.protocol import NodeSettings, RunSettings, experiment_fingerprint
+from siteflow.datasets.pooling import check_sites
 from siteflow.engine.runner import ExperimentRun
 from siteflow.strategies.federated import FederatedSite, FederatedStrategy, SiteUpdate
 
@@ -46,7 +47,8 @@ class DeployedSite:
         if not isinstance(self.run.strategy, FederatedStrategy):
             raise ValueError(f"{config.source}: strategy {config.strategy.name!r} is not federated")
         self.strategy: FederatedStrategy = self.run.strategy
-        self.run.prepare()
+        check_sites([task.site])  # its own data only: the other hospitals' is theirs to check
+        self.run.prepare(check_data=False)
         self.site = FederatedSite(self.run, task)
 
     @property
