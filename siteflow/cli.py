@@ -65,6 +65,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     from siteflow.engine.runner import ExperimentRun
     from siteflow.handover import HandoverError
     from siteflow.strategies.base import SetupRefused
+    from siteflow.strategies.federated import TooFewSites
 
     parser = _common_parser("Train a multi-site experiment.")
     parser.add_argument(
@@ -93,11 +94,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     if args.cpu_processes < 1:
         parser.error(f"--cpu-processes: expected at least 1, got {args.cpu_processes}")
-    run = ExperimentRun(config, run_dir, gpus=gpus, cpu_processes=args.cpu_processes, key_file=args.key_file)
     try:
+        run = ExperimentRun(config, run_dir, gpus=gpus, cpu_processes=args.cpu_processes, key_file=args.key_file)
         summary = run.execute()
     except (RunFolderConflict, RunFolderLocked, HandoverError, OutputError, SetupRefused, DataError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except TooFewSites as error:
+        parser.exit(1, f"{parser.prog}: stopped: {error}\n")
     if summary:
         metric = summary["metrics"][0]
         print(f"\nsite matrix of {metric} (row: after training, column: test site)\n{matrix_table(run.results, summary['sites'], metric)}\n")
@@ -114,8 +117,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
     """Test trained weights on every site's test split, sample by sample; see README.md."""
+    from safetensors import SafetensorError
+
     from siteflow.core.atomic import OutputError
     from siteflow.engine.predict import predict_run
+    from siteflow.handover import HandoverError
 
     parser = _common_parser("Sample-wise evaluation of trained weights on every test site.")
     parser.add_argument("-s", "--save-results", action="store_true", help="also write input, prediction and truth as NIfTI")
@@ -128,7 +134,9 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         output = predict_run(
             config, run_dir, gpu=gpus[0] if gpus else None, save_nifti=args.save_results, weights=args.weights, stages=args.stage
         )
-    except (FileNotFoundError, ValueError, OutputError) as error:
+    except (FileNotFoundError, ValueError, OutputError, HandoverError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except SafetensorError as error:
+        parser.exit(2, f"{parser.prog}: error: {args.weights or run_dir}: not a readable safetensors file ({error})\n")
     print(f"test results in {output}")
     return 0

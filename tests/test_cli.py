@@ -107,6 +107,19 @@ def test_predict_without_a_trained_run_says_what_to_do(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_missing_key_file_and_an_unreadable_weights_file_are_clear_errors(tmp_path):
+    config = tiny_config(tmp_path)
+    missing = tmp_path / "no-such.key"
+    result = subprocess.run([*command("train.py", config, tmp_path / "exps"), "--key-file", str(missing)], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{missing}: cannot read the key file: No such file or directory" in result.stderr and "Traceback" not in result.stderr
+    garbage = tmp_path / "weights.safetensors"
+    garbage.write_bytes(b"not safetensors")
+    result = subprocess.run([*command("predict_test.py", config, tmp_path / "exps"), "--weights", str(garbage)], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{garbage}: not a readable safetensors file" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_deployed_site_refuses_a_tampered_hand_over_before_training(tmp_path):
     config = tiny_config(tmp_path)
     exps = tmp_path / "exps"

@@ -182,3 +182,19 @@ def test_deployed_each_hospital_fine_tunes_and_tests_its_own_model(tmp_path):
     kept = SiteStore(site.run.site_folder("site2")).load("local", before=2)
     assert not torch.equal(tuned["head.weight"], kept["head.weight"]), "fine-tuning did not train the head"
     assert any(not torch.equal(tuned[k], global_weights[k]) for k in tuned if k.startswith("trunk.") and tuned[k].is_floating_point())
+    own = load_weights(site.run.folder.checkpoints / "finetuned" / "final_site2.safetensors")
+    assert all(torch.equal(own[k], tuned[k]) for k in tuned), "the site keeps the model it was tested with"
+
+
+def test_a_simulated_fine_tuned_row_names_each_sites_fine_tuned_weights(tmp_path):
+    config = load_config(cxr_config(tmp_path, "ffl", rounds=1, fine_tune_epochs=1))
+    runner = ExperimentRun(config, tmp_path / "run")
+    runner.execute()
+    stages = {stage: (final, own) for stage, final, own in runner.folder.stage_weights()}
+    assert list(stages) == ["round1", "finetuned"]
+    final, own = stages["finetuned"]
+    assert set(own) == {"site1", "site2", "site3"}
+    for site in own:
+        tuned = load_weights(runner.folder.checkpoints / "finetune" / f"task_{site[-1]}" / "final.safetensors")
+        kept = load_weights(own[site])
+        assert all(torch.equal(kept[k], tuned[k]) for k in tuned)

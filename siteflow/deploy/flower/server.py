@@ -122,10 +122,11 @@ class FederatedServer(Strategy):
         return self._messages(server_round, arrays, config, grid, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Record the sites' test results as the row ``round<r>`` of the site matrix."""
+        """Record the sites' test results as the row ``round<r>`` of the site matrix (nothing
+        in a round that is not tested: no site was asked)."""
+        if not self.strategy.tests_after(self.round_of(server_round)):
+            return None
         return self._record(round_stage(self.round_of(server_round)), self.round_of(server_round), replies)
-
-    # -- helpers ----------------------------------------------------------------------------
 
     def _finish(self, grid: Grid) -> None:
         """Ask every site for the strategy's finishing step; record its test results."""

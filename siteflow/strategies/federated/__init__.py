@@ -2,7 +2,7 @@
 or on Flower (``siteflow.deploy.flower``); one file per algorithm."""
 
 from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
-from siteflow.strategies.federated.federation import ROUND_STATE, Federation, round_stage
+from siteflow.strategies.federated.federation import ROUND_STATE, Federation, TooFewSites, round_stage
 from siteflow.strategies.federated.fedavg import FedAvgStrategy
 from siteflow.strategies.federated.fedprox import FedProxStrategy, ProximalTerm
 from siteflow.strategies.federated.ffl import FFLStrategy
@@ -20,5 +20,6 @@ __all__ = [
     "ProximalTerm",
     "SiteStore",
     "SiteUpdate",
+    "TooFewSites",
     "round_stage",
 ]

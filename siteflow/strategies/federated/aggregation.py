@@ -33,20 +33,18 @@ def weighted_average(
     weights: Sequence[float],
     *,
     keys: Iterable[str] | None = None,
-    out: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``sum_i weights[i] * states[i][name]`` for every name (weights should sum to 1).
 
     Floating tensors are averaged in float32 (float64 stays float64) and returned in their own
-    dtype, in one pass over memory (:func:`siteflow.kernels.weighted_sum`); integer tensors (BatchNorm's ``num_batches_tracked``) cannot be averaged and are
-    taken from the site with the largest weight.
+    dtype, in one pass over memory (:func:`siteflow.kernels.weighted_sum`); integer tensors
+    (BatchNorm's ``num_batches_tracked``) cannot be averaged and are taken from the site with
+    the largest weight.
 
     Args:
         states: one mapping name -> tensor per site, all with the same names and shapes.
         weights: one weight per site.
         keys: the names to aggregate (default: all names of the first state).
-        out: tensors to write the floating results into (a server's buffers, reused across
-            rounds; they must not be any state's tensors).
 
     Raises:
         ValueError: the states disagree on names or shapes, or the counts do not match.
@@ -68,5 +66,5 @@ def weighted_average(
         if not first.is_floating_point():
             averaged[name] = states[heaviest][name].clone()
             continue
-        averaged[name] = weighted_sum([state[name] for state in states], weights, out=None if out is None else out[name])
+        averaged[name] = weighted_sum([state[name] for state in states], weights)
     return averaged

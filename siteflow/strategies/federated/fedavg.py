@@ -20,8 +20,9 @@ class FedAvgStrategy(FederatedStrategy):
     training-sample count, or equally).
 
     Args:
-        keep_local_norm: FedBN (Li et al. 2021): normalisation layers stay at their site,
-            neither averaged nor sent; each site is tested with its own.
+        keep_local_norm: FedBN (Li et al. 2021): the normalisation layers (batch, instance,
+            group and layer norm: their affine weights and running statistics) stay at their
+            site, neither averaged nor sent; each site is tested with its own.
         **kwargs: the options of :class:`FederatedStrategy` (rounds, local_epochs,
             weighting, min_sites, test_every).
     """

@@ -26,6 +26,11 @@ ROUND_STATE = "global/round_state"
 FINAL_DIR = "global"
 
 
+class TooFewSites(RuntimeError):
+    """A round closed with fewer valid updates than the strategy's ``min_sites``: the
+    federation stops (its last saved round stays, to resume from)."""
+
+
 def round_stage(round_number: int) -> str:
     """The stage name of a round: its row in the site matrix."""
     return f"round{round_number}"
@@ -67,13 +72,13 @@ class Federation:
 
     def close_round(self, round_number: int, updates: Sequence["SiteUpdate"], num_sites: int) -> None:
         """Aggregate the sites' valid ``updates`` of ``round_number`` and save the federation.
-        An update that cannot be aggregated (see ``check_update``), or a second one from the
-        same site, is left out with the site's name and the reason in the log; fewer than
+        An update that cannot be aggregated (see ``check_update``), that names other tensors
+        than the first valid one, or a second one from the same site, is left out with the site's name and the reason in the log; fewer than
         ``min_sites`` valid updates (of ``num_sites`` asked) stop the run."""
         updates = self._valid(round_number, updates)
         required = self.strategy.min_sites or num_sites
         if len(updates) < required:
-            raise RuntimeError(f"round {round_number}: {len(updates)} of {num_sites} sites replied, fewer than min_sites={required}")
+            raise TooFewSites(f"round {round_number}: {len(updates)} of {num_sites} sites sent a usable update, fewer than min_sites={required}")
         order = {site.task_name: index for index, site in enumerate(self.context.config.sites)}
         updates = sorted(updates, key=lambda update: order[update.site])  # the same sums, whatever the arrival order
         self.global_weights = self.strategy.aggregate(round_number, self.global_weights, updates)
@@ -96,7 +101,7 @@ class Federation:
             elif update.site in valid:
                 reason = "a second reply in the same round (the first is kept)"
             else:
-                reason = self.strategy.check_update(update, self.global_weights, shared)
+                reason = self.strategy.check_update(update, self.global_weights, shared) or _other_names(update, valid)
             if reason is None:
                 valid[update.site] = update
             else:
@@ -113,6 +118,18 @@ class Federation:
         state, info = _split(self.strategy.state_dict())
         tensors.update({f"strategy/{k}": v for k, v in state.items()})
         self.context.save_state(ROUND_STATE, tensors, {"round": self.round, "digests": self.digests, "strategy": info})
+
+
+def _other_names(update: "SiteUpdate", valid: dict[str, "SiteUpdate"]) -> str | None:
+    """Why ``update`` cannot be averaged with the updates already kept: it names other
+    tensors than the first of them (None when it names the same, or is the first)."""
+    if not valid:
+        return None
+    first = next(iter(valid.values()))
+    extra, lacking = sorted(set(update.weights) - set(first.weights)), sorted(set(first.weights) - set(update.weights))
+    if not extra and not lacking:
+        return None
+    return f"it sends other tensors than site {first.site} (extra {extra[:3]}, lacking {lacking[:3]})"
 
 
 def _prefixed(tensors: State, prefix: str) -> State:

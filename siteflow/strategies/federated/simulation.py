@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from siteflow.core.atomic import OutputError
 from siteflow.core.types import State
-from siteflow.strategies.base import StudyContext
+from siteflow.strategies.base import SetupRefused, StudyContext
 from siteflow.strategies.federated.federation import Federation, round_stage
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
@@ -37,17 +38,34 @@ def simulate(strategy: "FederatedStrategy", context: StudyContext) -> None:
         for site in sites:
             try:
                 updates.append(strategy.site_step(site, received, round_number))
+            except (OutputError, SetupRefused):  # the run's own folder or settings: every site would fail
+                raise
             except Exception:
-                log.exception("round %d: site %s failed", round_number, site.name)
+                log.exception("round %d: site %s failed, left out of the round", round_number, site.name)
         federation.close_round(round_number, updates, len(sites))
         if round_number == strategy.rounds:
             federation.save_final(own_models(strategy, federation, sites) or None)
         if strategy.tests_after(round_number):
             test_round(strategy, federation, sites)
-    if strategy.finishes:
-        finished = {site.name: strategy.site_finish(site, federation.global_weights) for site in sites}
+    if strategy.finishes and not context.recorded(strategy.finish_stage):
+        finished = finish_sites(strategy, federation, sites)
+        context.save_final(strategy.finish_stage, federation.global_weights, save_dir=strategy.finish_stage, site_weights=finished)
         solver = strategy.solver_from(context.task)
         context.test(strategy.finish_stage, federation.global_weights, solver, trained_site=None, site_weights=finished)
+
+
+def finish_sites(strategy: "FederatedStrategy", federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
+    """Each site's model after its finishing step; a site whose step fails is logged and
+    left out (it is tested with the global weights), as a failed site is left out of a round."""
+    finished = {}
+    for site in sites:
+        try:
+            finished[site.name] = strategy.site_finish(site, federation.global_weights)
+        except (OutputError, SetupRefused):
+            raise
+        except Exception:
+            log.exception("%s: site %s failed its finishing step, left out", strategy.finish_stage, site.name)
+    return finished
 
 
 def own_models(strategy: "FederatedStrategy", federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
