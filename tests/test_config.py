@@ -303,7 +303,14 @@ def deep(raw: dict) -> None:
             "common.train.loss",
             "gamma must be positive, got -1",
         ),
-        (lambda r: r["common"]["model"]["kwargs"].update(depth=0), "common.model.kwargs", "depth must be at least 1, got 0"),
+        (lambda r: r["common"]["model"]["kwargs"].update(depth=0), "common.model.kwargs", "depth must be between 1 and 8, got 0"),
+        (lambda r: r["common"]["model"]["kwargs"].update(depth=12), "common.model.kwargs", "depth must be between 1 and 8, got 12"),
+        (lambda r: r["common"]["model"]["kwargs"].update(base_channels=0), "common.model.kwargs", "base_channels must be at least 1"),
+        (
+            lambda r: train_of(r).update(loss={"name": "explog", "kwargs": {"class_weights": [1.0, 2.0]}}),
+            "common.train.loss.kwargs.class_weights",
+            "has 2 values, but the data has 3 classes ['background', 'disc_rim', 'optic_cup']",
+        ),
         (
             lambda r: r["common"]["model"]["kwargs"].update(num_classes=2),
             "common.model.kwargs",

@@ -23,6 +23,9 @@ from siteflow.config.schema import Component, ExperimentConfig, TrainConfig
 from siteflow.config.validation import ConfigError, join
 from siteflow.core.registry import DATASETS, STRATEGIES, TASKS, UnknownNameError
 
+PER_CLASS_OPTIONS = ("class_weights", "pos_weight")
+"""Options of the losses that hold one weight per class."""
+
 BUILD_ERRORS = (ValueError, TypeError, RuntimeError, ArithmeticError)
 """What a constructor raises for options it refuses (RuntimeError: a tensor of a negative
 size; ArithmeticError: a division by zero or an overflow)."""
@@ -103,7 +106,21 @@ def check_buildable(config: ExperimentConfig, strategy: Any, trains: Sequence[tu
     _check_network(strategy, task)
     for key_path, train in trains:
         with refused(join(key_path, "loss")):
-            task.build_loss(train)
+            loss = task.build_loss(train)
+        _check_loss_weights(loss, task.class_names, join(join(key_path, "loss"), "kwargs"))
+
+
+def _check_loss_weights(loss: torch.nn.Module, class_names: Sequence[str], key_path: str) -> None:
+    """A loss's per-class weights (``class_weights``, ``pos_weight``, in the loss or any loss
+    it combines) must have one value per class of the data."""
+    for module in loss.modules():
+        for option in PER_CLASS_OPTIONS:
+            weights = getattr(module, option, None)
+            if isinstance(weights, torch.Tensor) and weights.numel() != len(class_names):
+                raise ConfigError(
+                    join(key_path, option),
+                    f"has {weights.numel()} values, but the data has {len(class_names)} classes {list(class_names)}",
+                )
 
 
 def _check_network(strategy: Any, task: Any) -> None:

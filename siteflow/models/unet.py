@@ -20,6 +20,8 @@ UpsampleKind = Literal["transpose", "interp"]
 
 #: Channel cap of a level, by spatial dims (as in nnU-Net: 512 in 2D, 320 in 3D).
 MAX_CHANNELS = {2: 512, 3: 320}
+#: Most downsamplings of the ``conv`` encoder: inputs are padded to a multiple of 2^depth.
+MAX_DEPTH = 8
 #: Slope of the LeakyReLU after every convolution of a :class:`ConvBlock`.
 NEGATIVE_SLOPE = 0.01
 _RESNET_DEPTHS: dict[str, ResNetDepth] = {"resnet18": 18, "resnet34": 34}
@@ -227,8 +229,10 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         blocks.check_spatial_dims(spatial_dims)
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}")
+        if not 1 <= depth <= MAX_DEPTH:
+            raise ValueError(f"depth must be between 1 and {MAX_DEPTH}, got {depth}")
+        if base_channels < 1:
+            raise ValueError(f"base_channels must be at least 1, got {base_channels}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
