@@ -132,7 +132,7 @@ def test_deep_merge_recurses_into_mappings_and_replaces_the_rest():
         (
             lambda r: r["common"]["dataset"]["kwargs"].update(val_fracton=0.1),
             "all_tasks_datasets[0] (merged over common.dataset).kwargs.val_fracton",
-            "unknown option; did you mean 'val_fraction'? (allowed: use_roi, folder, root_path, img_size,",
+            "unknown option; did you mean 'val_fraction'? (allowed: use_roi, folder, augmentation, patch_size,",
         ),
         (
             lambda r: r["all_tasks_datasets"][2]["kwargs"].update(folder="Domain9"),
@@ -334,7 +334,7 @@ def deep(raw: dict) -> None:
         (
             lambda r: (r["common"]["strategy"].update(name="relay"), r["common"]["dataset"]["kwargs"].update(img_size=[64, 32])),
             "common.strategy",
-            "relay needs square 2D images (set the dataset's img_size), got size (64, 32)",
+            "the solver's input is 64x32: set common.strategy.kwargs.replay_size (a power of two <= 32)",
         ),
         (lambda r: r["common"]["dataset"]["kwargs"].update(img_size=[0, 64]), "all_tasks_datasets[0] (merged over common.dataset).kwargs", "img_size must be"),
         (lambda r: r["common"]["dataset"]["kwargs"].update(split="test"), "all_tasks_datasets[0] (merged over common.dataset).kwargs.split", "set by siteflow"),

@@ -71,13 +71,20 @@ def test_rois_subfolder(domain):
 
 
 def test_resize_keeps_valid_ids(domain):
-    data = FundusDataset("test", root_path=str(domain), folder="Domain1", img_size=[8, 10])
+    data = FundusDataset("train", root_path=str(domain), folder="Domain1", img_size=[8, 10])
     item = data[0]
     assert item["image"].shape == (3, 8, 10)
     assert item["label"].tolist() == np.repeat(np.repeat(IDS, 2, axis=0), 2, axis=1).tolist()
-    small = FundusDataset("test", root_path=str(domain), folder="Domain1", img_size=[3, 3])[0]
+    small = FundusDataset("train", root_path=str(domain), folder="Domain1", img_size=[3, 3])[0]
     assert small["label"].shape == (3, 3)
     assert set(small["label"].unique().tolist()) <= {0, 1, 2}
+
+
+def test_evaluation_labels_keep_the_native_size(domain):
+    for split in ("val", "test"):
+        item = FundusDataset(split, root_path=str(domain), folder="Domain1", img_size=[8, 10])[0]
+        assert item["image"].shape == (3, 8, 10)
+        assert item["label"].tolist() == IDS
 
 
 def test_val_split_is_disjoint_deterministic_and_complete(domain):

@@ -34,8 +34,11 @@ def test_drive(release):
     train = DriveDataset("train", root_path=root, val_fraction=0.0)
     assert train.sample_ids == ["03_training", "04_training", "05_training", "06_training"]
     check_items(train, (41, 40))  # 40 * 584 / 565 = 41.3
-    resized = DriveDataset("test", root_path=root, img_size=[32, 24])[0]
+    resized = DriveDataset("train", root_path=root, img_size=[32, 24])[0]
     assert resized["image"].shape == (3, 32, 24) and resized["label"].shape == (32, 24)
+    # evaluation: the image at the model's input size, the label at the image's native size
+    evaluated = DriveDataset("test", root_path=root, img_size=[32, 24])[0]
+    assert evaluated["image"].shape == (3, 32, 24) and evaluated["label"].shape == (41, 40)
 
 
 def test_drive_fov_ignore_index(release):

@@ -7,8 +7,15 @@ options alone what a dataset's items look like (a :class:`DataSpec`).
 
 Every problem of a site's data files is a :class:`DataError` naming the file; a dataset's
 ``check()`` finds them all before training, and :func:`check_sites` checks every split of
-every site of an experiment."""
+every site of an experiment.
 
+Segmentation datasets train on real images with augmentation (:class:`Augmentation`, which
+also augments a batch of relay's replayed images), native-resolution patches with foreground
+oversampling (:mod:`~siteflow.datasets.patches`) and a decode cache
+(:mod:`~siteflow.datasets.decode_cache`); the randomness of a training item comes from the seed
+that the training loader's :class:`SeededSampler` gives it (:mod:`~siteflow.datasets.sampling`)."""
+
+from siteflow.datasets.augmentation import Augmentation
 from siteflow.datasets.base import SegmentationDataset, SiteDataset
 from siteflow.datasets.chest_xray import (
     ChestXray14Dataset,
@@ -24,6 +31,7 @@ from siteflow.datasets.errors import DataError, MissingFileError
 from siteflow.datasets.files import SampleFiles
 from siteflow.datasets.fundus import DofeDomainDataset, FundusDataset
 from siteflow.datasets.pooling import check_sites
+from siteflow.datasets.sampling import SeededSampler
 from siteflow.datasets.spec import DataSpec
 from siteflow.datasets.synthetic import (
     GeneratedSites,
@@ -35,6 +43,7 @@ from siteflow.datasets.synthetic import (
 from siteflow.datasets.vessels import ChaseDataset, DriveDataset, StareDataset, VesselDataset
 
 __all__ = [
+    "Augmentation",
     "ChaseDataset",
     "ChestXray14Dataset",
     "CheXpertDataset",
@@ -48,6 +57,7 @@ __all__ = [
     "MissingFileError",
     "MultiLabelDataset",
     "SampleFiles",
+    "SeededSampler",
     "SegmentationDataset",
     "SiteDataset",
     "StareDataset",

@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from siteflow.config.validation import defaults
+from siteflow.datasets.augmentation import Augmentation, PresetName
+from siteflow.datasets.decode_cache import DEFAULT_CACHE_DIR, CacheKind, DecodeCache, Decoded, cache_folder
 from siteflow.datasets.errors import DataError, combined
 from siteflow.datasets.files import (
     SampleFiles,
@@ -21,7 +23,16 @@ from siteflow.datasets.files import (
     resize_bilinear,
     resize_nearest,
 )
-from siteflow.datasets.image_files import check_image, read_grey, read_pixels
+from siteflow.datasets.image_files import check_image, native_size, read_grey, read_pixels
+from siteflow.datasets.patches import (
+    PatchSampler,
+    centre_of,
+    checked_foreground_share,
+    checked_patch_size,
+    cut,
+    require_patch_fits,
+)
+from siteflow.datasets.sampling import ItemIndex, split_index
 from siteflow.datasets.spec import DataSpec, image_size
 from siteflow.datasets.splits import carve_val
 
@@ -147,18 +158,49 @@ class SegmentationDataset(SiteDataset):
     the rest of the training part. The selection is deterministic and val and train are
     disjoint.
 
-    Item ``i`` is ``{"image": float32 (C, H, W) scaled from [0, 255] (8-bit files) or
-    [0, 65535] (16-bit grey files) to out_range, "label": int64 (H, W) class ids, "id": str}``,
-    (H, W) being ``img_size`` or the native size (image resized bilinearly, label by nearest
-    neighbour). Image and mask files are read as :mod:`~siteflow.datasets.image_files` says
-    (pixel modes, 16-bit masks); a mask must have its image's size and follow ``mask_levels``
-    (see :func:`~siteflow.datasets.files.grey_to_class_ids` for the tolerance); any problem is
-    a DataError naming the file, when an item is read as in :meth:`check`. The options are
-    those of :class:`SiteDataset`; a subclass's ``__init__`` stores its own, then calls this
-    one (which calls :meth:`_release_samples`).
+    Items are ``{"image": float32 (C, h, w) scaled from [0, 255] (8-bit files) or [0, 65535]
+    (16-bit grey files) to out_range, "label": int64 class ids, "id": str}``:
+
+    * ``train``: image and label of (h, w) = ``patch_size`` when set (a patch cut from the
+      image at its native resolution, or after resizing to ``img_size`` when that is set too),
+      else ``img_size`` or the native size; augmented (``augmentation``). The randomness of an
+      item (its patch, its augmentation) comes from its item seed: index it with
+      ``(index, item_seed)`` (the training loader's
+      :class:`~siteflow.datasets.sampling.SeededSampler` does); a plain ``int`` gives the
+      deterministic item: no augmentation, the patch at the image's centre.
+    * ``val`` and ``test``: the image at the model's input resolution (``img_size``, or
+      native), the label at the image's native resolution, so that metrics are computed
+      there; never augmented, never cut.
+
+    Images are resized bilinearly, training labels by nearest neighbour. Image and mask files
+    are read as :mod:`~siteflow.datasets.image_files` says (pixel modes, 16-bit masks); a mask
+    must have its image's size and follow ``mask_levels`` (see
+    :func:`~siteflow.datasets.files.grey_to_class_ids` for the tolerance); any problem is a
+    DataError naming the file, when an item is read as in :meth:`check`.
+
+    Options, besides those of :class:`SiteDataset`:
+
+    Args:
+        augmentation: a preset (``none``, ``light``, ``default``; see
+            :data:`~siteflow.datasets.augmentation.PRESETS`) or a list of steps
+            ``{name, kwargs}`` from :data:`~siteflow.datasets.augmentation.TRANSFORMS`;
+            applied to the train split only.
+        patch_size: [height, width] of the training patches, None for whole images. Every
+            training image (after ``img_size``) must be at least that large: a smaller one is
+            a DataError naming it, found by :meth:`check`.
+        foreground_share: the share of training patches centred on a random foreground pixel
+            (neither background nor ignored), in [0, 1]; the others are placed uniformly
+            (see :class:`~siteflow.datasets.patches.PatchSampler`).
+        cache: ``memory``, ``disk`` or ``none``: where decoded samples are kept (see
+            :mod:`~siteflow.datasets.decode_cache`).
+        cache_dir: the ``disk`` cache's folder, relative to the working directory.
+
+    A subclass's ``__init__`` stores its own options, then calls this one (which calls
+    :meth:`_release_samples`).
     """
 
     task: ClassVar[str] = "segmentation"
+    takes_item_seeds: ClassVar[bool] = True
     class_names: ClassVar[tuple[str, ...]]
     mask_levels: ClassVar[tuple[int, ...]]
     in_channels: ClassVar[int]
@@ -171,8 +213,29 @@ class SegmentationDataset(SiteDataset):
             if len(cls.mask_levels) != cls.num_classes:
                 raise TypeError(f"{cls.__name__}: one mask level per class is needed")
 
-    def __init__(self, split: Split, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: Split,
+        *,
+        augmentation: PresetName | list[dict] = "none",
+        patch_size: tuple[int, ...] | None = None,
+        foreground_share: float = 1 / 3,
+        cache: CacheKind = "memory",
+        cache_dir: str = DEFAULT_CACHE_DIR,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(split, **kwargs)
+        self.patch_size = checked_patch_size(patch_size, self.img_size)
+        self.augmentation = Augmentation(
+            augmentation,
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            out_range=self.out_range,
+        )
+        share = checked_foreground_share(foreground_share)
+        self.patches = None if self.patch_size is None else PatchSampler(self.patch_size, share, self.ignore_index)
+        self.cache = DecodeCache(cache, cache_folder(cache_dir))
         release = self._release_samples(self.release_part)
         ids = [sample.id for sample in release]
         duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
@@ -189,12 +252,18 @@ class SegmentationDataset(SiteDataset):
 
     @classmethod
     def _spec(cls, options: dict[str, Any]) -> DataSpec:
+        img_size = image_size(options["img_size"])
+        # the options are checked here too, so that the config is refused before any training
+        Augmentation(options["augmentation"], in_channels=cls.in_channels, num_classes=cls.num_classes, ignore_index=None)
+        checked_foreground_share(options["foreground_share"])
+        DecodeCache(options["cache"], cache_folder(options["cache_dir"]))
         return DataSpec(
             task=cls.task,
             class_names=cls.class_names,
             in_channels=cls.in_channels,
-            image_size=image_size(options["img_size"]),
+            image_size=img_size,
             ignore_index=None,
+            patch_size=checked_patch_size(options["patch_size"], img_size),
         )
 
     def _release_samples(self, release: Literal["train", "test"]) -> list[SampleFiles]:
@@ -215,22 +284,92 @@ class SegmentationDataset(SiteDataset):
     def num_samples(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[self._row(index)]
+    def __getitem__(self, index: ItemIndex) -> dict[str, Any]:
+        position, seed = split_index(index)
+        row = self._row(position)
+        sample, decoded = self.samples[row], self._decoded(row)
+        image, label = decoded.image, decoded.label
+        if self.split == "train":
+            if self.img_size is not None:
+                label = resize_nearest(label, self.img_size)
+            rng = None if seed is None else np.random.default_rng(seed)
+            image, label = self._training_view(image, label, sample.image, rng)
+        return {"image": self._to_tensor(image), "label": torch.from_numpy(np.array(label)), "id": sample.id}
+
+    def _training_view(
+        self, image: np.ndarray, label: np.ndarray, path: Path, rng: np.random.Generator | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The patch (when ``patch_size`` is set) and augmentation (with ``rng``) of image
+        (H, W, C) and label int64 (H, W) at the training resolution: spatial steps on a window
+        around the patch (:data:`~siteflow.datasets.patches.WINDOW_FACTOR`), then the patch is
+        cut from the window's centre, then the intensity and colour steps on the patch."""
+        augmentation = self.augmentation
+        if self.patches is not None:
+            require_patch_fits(self.patches.size, label.shape, path)
+            moving = rng is not None and augmentation.has_spatial
+            window = self.patches.window if moving else self.patches.size
+            centre = self.patches.centre(label, rng)
+            image, label = cut(image, centre, window, 0), cut(label, centre, window, augmentation.label_fill)
+        if rng is None or not augmentation:
+            return image, label
+        image, codes = augmentation.move(image, augmentation.encode(label), rng)
+        if self.patch_size is not None and codes.shape != self.patch_size:
+            centre = centre_of(codes.shape)
+            image, codes = cut(image, centre, self.patch_size, 0), cut(codes, centre, self.patch_size, augmentation.fill_code)
+        return augmentation.recolour(image, rng), augmentation.decode(codes)
+
+    def _decoded(self, row: int) -> Decoded:
+        """The decoded sample of unique sample ``row``, through the decode cache."""
+        sample = self.samples[row]
+        files = [path for path in (sample.image, sample.mask, sample.fov) if path is not None]
+        return self.cache.get(files, self._preprocessing(), lambda: self._decode(sample))
+
+    def _preprocessing(self) -> dict[str, Any]:
+        """What, besides its files, makes a sample's decoded arrays (the decode cache's key)."""
+        return {
+            "dataset": f"{type(self).__module__}.{type(self).__qualname__}",
+            "img_size": self.img_size,
+            "in_channels": self.in_channels,
+            "mask_levels": self.mask_levels,
+            "ignore_index": self.ignore_index,
+        }
+
+    def _decode(self, sample: SampleFiles) -> Decoded:
+        """``sample``'s files decoded: the image (resized to ``img_size``), uint8 for 8-bit
+        files, float32 in [0, 1] for 16-bit ones; the label at native size."""
         pixels = read_pixels(sample.image, self.in_channels)
-        white = np.iinfo(pixels.dtype).max
         label = self._read_label(sample, (pixels.shape[1], pixels.shape[0]))
+        if pixels.dtype != np.uint8:
+            pixels = pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
         if self.img_size is not None:
             pixels = resize_bilinear(pixels, self.img_size)
-            label = resize_nearest(label, self.img_size)
-        return {"image": self._to_tensor(pixels, white), "label": torch.from_numpy(label), "id": sample.id}
+        return Decoded(pixels, label)
+
+    def preload(self) -> None:
+        """Decodes every unique sample into the decode cache now (nothing for ``cache: none``):
+        a loader calls it before its workers start, so that they share the arrays."""
+        if self.cache.kind != "none":
+            for row in range(self.num_samples):
+                self._decoded(row)
+
+    def label_sizes(self) -> set[tuple[int, int]]:
+        """The (H, W) of the labels of this split's items (an evaluation loader batches items of
+        one size only): the patch or ``img_size`` for a train split that has one, else the
+        images' native sizes, read from their headers."""
+        fixed = self.patch_size or self.img_size
+        if self.split == "train" and fixed is not None:
+            return {fixed}
+        return {native_size(sample.image) for sample in self.samples}
 
     def _check_row(self, row: int) -> None:
         """The image's header and completeness (:func:`~siteflow.datasets.image_files.check_image`),
         then the mask (and FOV mask) as an item reads them: decoded, of the image's size, on
-        the class levels."""
+        the class levels; for the train split, that the patch fits in the image."""
         sample = self.samples[row]
-        self._read_label(sample, check_image(sample.image))
+        width, height = check_image(sample.image)
+        self._read_label(sample, (width, height))
+        if self.split == "train" and self.patch_size is not None:
+            require_patch_fits(self.patch_size, self.img_size or (height, width), sample.image)
 
     def _read_label(self, sample: SampleFiles, image_size: tuple[int, int]) -> np.ndarray:
         """Class ids, int64 (H, W) at native size, of ``sample``'s mask; raises DataError naming
@@ -239,9 +378,10 @@ class SegmentationDataset(SiteDataset):
         require_image_size(label, sample.mask, "mask", sample.image, image_size)
         return label
 
-    def _to_tensor(self, pixels: np.ndarray, white: int) -> torch.Tensor:
-        """float32 (C, H, W) of ``pixels`` (H, W, C), scaled from [0, ``white``] (the file's full
-        intensity: 255 or 65535) to out_range."""
+    def _to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """float32 (C, H, W) of ``pixels`` (H, W, C), uint8 or float32 in [0, 1], scaled to
+        out_range."""
         low, high = self.out_range
+        white = 255.0 if pixels.dtype == np.uint8 else 1.0
         array = pixels.astype(np.float32) * ((high - low) / white) + low
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

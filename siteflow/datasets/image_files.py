@@ -122,6 +122,13 @@ def check_image(path: Path, what: str = "image") -> tuple[int, int]:
     return size
 
 
+def native_size(path: Path, what: str = "image") -> tuple[int, int]:
+    """(height, width) of the image file at ``path``, from its header (see :func:`open_image`
+    for the errors)."""
+    with open_image(path, what) as image:
+        return image.height, image.width
+
+
 def read_pixels(path: Path, channels: int, what: str = "image") -> np.ndarray:
     """The pixels of the image file at ``path``, (H, W, ``channels``) (1 grey, 3 RGB): uint8
     for 8-bit files, uint16 for 16-bit grey ones (a 16-bit grey image read with 3 channels

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Callable, Literal, Sequence
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from siteflow.config import SiteConfig
 from siteflow.core.registry import DATASETS
 from siteflow.datasets.errors import DataError, combined
+from siteflow.datasets.sampling import SeededConcatDataset, SeededSampler, takes_item_seeds
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -44,26 +45,63 @@ def check_sites(sites: Sequence[SiteConfig], splits: Sequence[Split] = SPLITS) -
 def pooled_dataset(
     sites: Sequence[SiteConfig], split: Split, wrap: Callable[[Dataset], Dataset] | None = None
 ) -> Dataset:
-    """One site's split, or the concatenation of several sites' splits (joint training);
+    """One site's split, or the concatenation of several sites' splits (joint training, a
+    :class:`~siteflow.datasets.sampling.SeededConcatDataset`, which passes item seeds on);
     ``wrap`` adapts each site's dataset first (e.g. places its labels in a label space)."""
     parts = [build_dataset(site, split) for site in sites]
     if wrap is not None:
         parts = [wrap(part) for part in parts]
-    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    return parts[0] if len(parts) == 1 else SeededConcatDataset(parts)
 
 
 def loader(dataset: Dataset, *, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0) -> DataLoader:
     """A DataLoader over ``dataset``; shuffling is seeded so that runs repeat.
 
-    A shuffled (training) loader drops an incomplete last batch when there is more than one
-    batch: a batch of one sample breaks batch normalisation and adds a noisy step."""
+    A shuffled (training) loader draws from its ``generator`` (seeded by ``seed``) the order of
+    every epoch and, for a dataset that takes item seeds (segmentation: patches and
+    augmentation), one seed per item (:class:`~siteflow.datasets.sampling.SeededSampler`); it
+    drops an incomplete last batch when there is more than one batch: a batch of one sample
+    breaks batch normalisation and adds a noisy step. An unshuffled (evaluation) loader whose
+    items' labels differ in size (native-resolution labels of several sites, or of one site
+    whose images differ) reads one item per batch.
+
+    With workers, the dataset's decode cache is filled first, in this process (its
+    ``preload``), so that the workers share the decoded arrays instead of each decoding them.
+    A shuffled loader starts its workers anew every epoch: a DataLoader draws a base seed from
+    its generator whenever an epoch starts its iterator, which persistent workers do once per
+    run only, so they would make the batches depend on ``num_workers``.
+    """
     generator = torch.Generator().manual_seed(seed) if shuffle else None
+    if num_workers > 0:
+        _preload(dataset)
+    if not shuffle and len(_label_sizes(dataset)) > 1:
+        batch_size = 1
+    seeded = shuffle and takes_item_seeds(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and not seeded,
+        sampler=SeededSampler(len(dataset), generator) if seeded else None,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        persistent_workers=num_workers > 0 and not shuffle,
         generator=generator,
         drop_last=shuffle and len(dataset) > batch_size,
     )
+
+
+def _parts(dataset: Dataset) -> list[Dataset]:
+    """The site datasets that ``dataset`` concatenates (itself when it is one)."""
+    return list(dataset.datasets) if isinstance(dataset, SeededConcatDataset) else [dataset]
+
+
+def _preload(dataset: Dataset) -> None:
+    """Fills the decode cache of every part of ``dataset`` that has one."""
+    for part in _parts(dataset):
+        if hasattr(part, "preload"):
+            part.preload()
+
+
+def _label_sizes(dataset: Dataset) -> set[tuple[int, int]]:
+    """The label sizes of ``dataset``'s items, as far as its parts tell them (empty when none
+    does: their items share one size)."""
+    return {size for part in _parts(dataset) if hasattr(part, "label_sizes") for size in part.label_sizes()}

@@ -21,6 +21,9 @@ class DataSpec:
         image_size: (H, W) that every image is resized to; None when images keep their
             native size.
         ignore_index: the label value that losses and metrics skip, or None.
+        patch_size: segmentation: (H, W) of the patches that training cuts from the images
+            (see :class:`~siteflow.datasets.base.SegmentationDataset`), which evaluation uses as
+            its sliding window; None when training sees whole images.
     """
 
     task: str
@@ -28,6 +31,7 @@ class DataSpec:
     in_channels: int
     image_size: tuple[int, ...] | None
     ignore_index: int | None
+    patch_size: tuple[int, int] | None = None
 
 
 def image_size(img_size: Sequence[int] | None) -> tuple[int, int] | None:
