@@ -2,7 +2,15 @@
 
 from siteflow.config.loading import deep_merge, load_config, parse_config
 from siteflow.config.paths import PACKAGED_CONFIGS, resolve_config_path
-from siteflow.config.schema import CheckpointConfig, Component, ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
+from siteflow.config.schema import (
+    CheckpointConfig,
+    Component,
+    ExperimentConfig,
+    InferenceConfig,
+    SiteConfig,
+    TaskConfig,
+    TrainConfig,
+)
 from siteflow.config.validation import ConfigError
 
 __all__ = [
@@ -11,6 +19,7 @@ __all__ = [
     "Component",
     "ConfigError",
     "ExperimentConfig",
+    "InferenceConfig",
     "SiteConfig",
     "TaskConfig",
     "TrainConfig",

@@ -18,8 +18,9 @@ Per site, the merge order is: the site's ``task_confs`` entry over its dataset e
 :class:`ConfigError` naming the file and the key path: the file itself (UTF-8, YAML, nesting,
 aliases: :mod:`.reading`, :mod:`.structure`), key names, types, registry names, value ranges,
 data folders, task ids, site names and checkpoint folders (:mod:`.folders`), optimizers and
-schedulers (:mod:`.optim`), and whatever the strategy, the data, the task, the model and the
-losses refuse when they are built from the config (:mod:`.components`).
+schedulers (:mod:`.optim`), the inference window (:mod:`.inference`), and whatever the
+strategy, the data, the task, the model and the losses refuse when they are built from the
+config (:mod:`.components`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 from siteflow.config.components import build_strategy, check_buildable, check_one_model_fits, check_override, check_strategy_fits, data_spec
 from siteflow.config.folders import check_distinct_folders, check_load, check_site_names, checkpoint_folder
+from siteflow.config.inference import inference_config, window_of_patches
 from siteflow.config.optim import check_optimization, optimizer_component, scheduler_component
 from siteflow.config.paths import resolve_config_path
 from siteflow.config.reading import read_config_file
@@ -174,6 +176,8 @@ def _train_config(value: dict, key_path: str) -> TrainConfig:
             parsed[key] = optimizer_component(item, sub_path)
         elif key == "scheduler":
             parsed[key] = None if item is None else scheduler_component(item, sub_path)
+        elif key == "inference":
+            parsed[key] = inference_config(item, sub_path)
         else:
             check_type(item, hints[key], sub_path)
             parsed[key] = item
@@ -326,7 +330,7 @@ def _task_id_of(key: Any) -> int | None:
 def _task(site: _Site, conf: dict, common_train: dict) -> TaskConfig:
     """One trained site: its ``task_confs`` entry merged over its site entry and ``common``."""
     key_path = _conf_path(site.config.task_id)
-    site_config = site.config
+    site_config, spec = site.config, site.spec
     if "dataset" in conf:
         check_type(conf["dataset"], dict, join(key_path, "dataset"))
         component, _, spec = _dataset(deep_merge(site.dataset, conf["dataset"]), key_path)
@@ -334,7 +338,11 @@ def _task(site: _Site, conf: dict, common_train: dict) -> TaskConfig:
         site_config = dataclasses.replace(site_config, dataset=component)
     train_override = conf.get("train", {})
     check_type(train_override, dict, join(key_path, "train"))
-    train = _train_config(deep_merge(common_train, train_override), join(key_path, "train"))
+    train_path = join(key_path, "train")
+    train = _train_config(deep_merge(common_train, train_override), train_path)
+    inference_path = join(train_path if "inference" in train_override else "common.train", "inference")
+    inference = window_of_patches(train.inference, spec.patch_size, inference_path)
+    train = dataclasses.replace(train, inference=inference)
     return TaskConfig(site_config, train, _checkpoint(conf.get("checkpoint") or {}, join(key_path, "checkpoint")))
 
 

@@ -20,6 +20,27 @@ class Component:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How validation, testing and ``predict_test.py`` run a segmentation model over an image
+    (``train.inference``).
+
+    ``mode``: ``"whole"`` runs the model once on the whole image; ``"sliding_window"`` runs it
+    on windows of ``roi_size`` that overlap by the fraction ``overlap`` and blends their logits
+    (``"gaussian"``: less weight towards a window's edges; ``"constant"``: equal weights),
+    ``sw_batch_size`` windows at a time; ``"auto"`` is a sliding window when ``roi_size`` is
+    set, else the whole image. ``roi_size`` (one size per spatial axis) defaults to the
+    dataset's ``patch_size`` when the config is loaded, so that a model trained on patches is
+    run on windows of its patch size.
+    """
+
+    mode: Literal["auto", "whole", "sliding_window"] = "auto"
+    roi_size: tuple[int, ...] | None = None
+    overlap: float = 0.5
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    sw_batch_size: int = 4
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How one site trains (``common.train``, overridable per site)."""
 
@@ -33,6 +54,7 @@ class TrainConfig:
     log_every_n_steps: int = 10
     gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
+    inference: InferenceConfig = InferenceConfig()
 
 
 @dataclass(frozen=True)

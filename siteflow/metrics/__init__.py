@@ -6,22 +6,27 @@ from siteflow.metrics.classification import (
     sensitivity_specificity,
     youden_thresholds,
 )
-from siteflow.metrics.dice import PooledDice, SampleDice, dice_from_confusion
+from siteflow.metrics.confusion import Confusion, confusion_counts, dice_from_confusion, overlap_scores
+from siteflow.metrics.dice import PooledDice, PooledOverlap, SampleDice
 from siteflow.metrics.hausdorff import HD95, hd95
 from siteflow.metrics.per_sample import PerSampleMetric
 from siteflow.metrics.statistics import bootstrap_confidence_interval, mean_confidence_interval
 
 __all__ = [
     "HD95",
+    "Confusion",
     "MultiLabelAUROC",
     "PerSampleMetric",
     "PooledDice",
+    "PooledOverlap",
     "SampleDice",
     "bootstrap_confidence_interval",
+    "confusion_counts",
     "dice_from_confusion",
     "hd95",
     "masked_auroc",
     "mean_confidence_interval",
+    "overlap_scores",
     "sensitivity_specificity",
     "youden_thresholds",
 ]

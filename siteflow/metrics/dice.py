@@ -1,4 +1,5 @@
-"""Hard Dice scores from confusion counts: pooled over a data set, or per sample."""
+"""Hard overlap scores from confusion counts: pooled over a data set (Dice, IoU, sensitivity,
+specificity), or per sample (Dice)."""
 
 from __future__ import annotations
 
@@ -8,31 +9,20 @@ from torchmetrics import Metric
 
 from siteflow.kernels import confusion
 from siteflow.metrics.classes import Average, average_classes, check_average, reported_classes
+from siteflow.metrics.confusion import Confusion, confusion_counts, dice_from_confusion, overlap_scores
 from siteflow.metrics.per_sample import PerSampleMetric
 
 
-def dice_from_confusion(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
-    """``2 TP / (2 TP + FP + FN)`` elementwise, 1 where the class is absent from prediction and truth.
+class PooledOverlap(Metric):
+    """Overlap scores of the pixel counts pooled over all samples (the "global" or "micro over
+    samples" scores): Dice, IoU, sensitivity and specificity (see
+    :func:`~siteflow.metrics.confusion.overlap_scores` for their definitions and the values of
+    classes absent from prediction or truth).
 
-    Args:
-        tp, fp, fn: integer counts of one shape.
-
-    Returns:
-        Dice in the default float dtype (evaluated in float64), same shape as the counts.
-    """
-    numerator = 2 * tp.double()
-    denominator = numerator + fp.double() + fn.double()
-    dice = torch.where(denominator > 0, numerator / denominator.clamp_min(1), 1.0)
-    return dice.to(torch.get_default_dtype())
-
-
-class PooledDice(Metric):
-    """Dice of the pixel counts pooled over all samples (the "global" or "micro over samples" Dice).
-
-    ``update`` adds the per-class TP/FP/FN of a batch (see :func:`siteflow.kernels.confusion`);
-    ``compute`` returns ``2 TP / (2 TP + FP + FN)`` per reported class, 1 for a class absent from
-    both prediction and truth over the whole set: a scalar mean over the reported classes
-    (``"macro"``), or the vector ``(C_reported,)`` (``"none"``).
+    ``update`` adds the per-class TP/FP/FN/TN of a batch (see
+    :func:`~siteflow.metrics.confusion.confusion_counts`); ``compute`` returns
+    ``{"dice", "iou", "sensitivity", "specificity"}``, each the mean over the reported classes
+    (``"macro"``: a scalar) or the vector ``(C_reported,)`` (``"none"``).
 
     Args:
         num_classes: number of classes, at least 2.
@@ -58,19 +48,28 @@ class PooledDice(Metric):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.average = average
-        for name in ("tp", "fp", "fn"):
+        for name in Confusion._fields:
             self.add_state(name, default=torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, preds_or_logits: Tensor, labels: Tensor) -> None:
         """Add a batch: logits ``(N, C, *spatial)`` or a prediction ``(N, *spatial)``, labels ``(N, *spatial)``."""
-        tp, fp, fn = confusion(preds_or_logits, labels, self.num_classes, ignore_index=self.ignore_index)
-        self.tp += tp.sum(0)
-        self.fp += fp.sum(0)
-        self.fn += fn.sum(0)
+        counts = confusion_counts(preds_or_logits, labels, self.num_classes, ignore_index=self.ignore_index)
+        for name, count in zip(Confusion._fields, counts):
+            setattr(self, name, getattr(self, name) + count.sum(0))
+
+    def compute(self) -> dict[str, Tensor]:
+        scores = overlap_scores(Confusion(self.tp, self.fp, self.fn, self.tn))
+        return {name: average_classes(score[self.classes], self.average) for name, score in scores.items()}
+
+
+class PooledDice(PooledOverlap):
+    """The Dice of :class:`PooledOverlap` alone: ``2 TP / (2 TP + FP + FN)`` of the pixel
+    counts pooled over all samples, per reported class, 1 for a class absent from both
+    prediction and truth over the whole set; a scalar mean over the reported classes
+    (``"macro"``), or the vector ``(C_reported,)`` (``"none"``)."""
 
     def compute(self) -> Tensor:
-        dice = dice_from_confusion(self.tp, self.fp, self.fn)[self.classes]
-        return average_classes(dice, self.average)
+        return super().compute()["dice"]
 
 
 class SampleDice(PerSampleMetric):

@@ -102,13 +102,20 @@ class Learner(pl.LightningModule):
             loss = loss + term(self)
         return loss
 
+    def evaluation_outputs(self, batch: Batch) -> torch.Tensor:
+        """The model's outputs that validation, testing and prediction score against the
+        batch's targets: here the forward pass of ``batch["image"]``. A task whose evaluation
+        runs the model otherwise (segmentation: sliding windows, outputs at the labels' native
+        size) overrides it."""
+        return self(batch["image"])
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        outputs = self(batch["image"])
+        outputs = self.evaluation_outputs(batch)
         self.log("val/loss", self.loss_of(outputs, batch), prog_bar=True, batch_size=len(outputs))
         self.update_validation(outputs, batch)
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.update_test(dataloader_idx, self(batch["image"]), batch)
+        self.update_test(dataloader_idx, self.evaluation_outputs(batch), batch)
 
     def on_test_epoch_end(self) -> None:
         self.test_results = {}

@@ -1,4 +1,5 @@
-"""The segmentation learner: Dice on validation, pooled and per-sample Dice per test site."""
+"""The segmentation learner: Dice on validation; pooled and per-sample Dice, IoU, sensitivity
+and specificity per test site; all at the labels' native resolution."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from torch import nn
 
 from siteflow.config import TrainConfig
 from siteflow.kernels import predict_labels
-from siteflow.metrics import PooledDice, SampleDice
+from siteflow.metrics import PooledDice, PooledOverlap, SampleDice
 from siteflow.tasks.base import Batch, ExtraLoss, Learner
+from siteflow.tasks.segmentation.inference import Inference, resize_spatial
 
 
 class SegmentationLearner(Learner):
-    """Segmentation model + loss + Dice metrics.
+    """Segmentation model + loss + overlap metrics.
 
-    Batches: ``{"image": (N, C_in, *spatial) float, "label": (N, *spatial) int64, "id": list[str]}``.
+    Training batches: ``{"image": (N, C_in, *spatial) float, "label": (N, *spatial) int64,
+    "id": list[str]}`` (patches or resized images). Validation, test and prediction batches may
+    hold labels at each image's native size ``(N, *native)``, the images being at the model's
+    input size: the model runs over the whole image as ``train.inference`` says (one pass, or
+    sliding windows; see :class:`~siteflow.tasks.segmentation.inference.Inference`), its logits
+    are resized to the labels' size (bilinearly) and the metrics are computed there.
 
     Args:
         model: images (N, C_in, *spatial) -> logits (N, C, *spatial).
@@ -40,10 +47,11 @@ class SegmentationLearner(Learner):
         super().__init__(model, loss, train=train, test_site_names=test_site_names, extra_losses=extra_losses)
         self.class_names = tuple(class_names)
         self.ignore_index = ignore_index
+        self.inference = Inference(train.inference)
         num_classes = len(class_names)
         self.val_dice = PooledDice(num_classes, ignore_index=ignore_index)
         self.test_pooled = nn.ModuleList(
-            PooledDice(num_classes, ignore_index=ignore_index, average="none") for _ in self.test_site_names
+            PooledOverlap(num_classes, ignore_index=ignore_index, average="none") for _ in self.test_site_names
         )
         self.test_sample = nn.ModuleList(
             SampleDice(num_classes, ignore_index=ignore_index, average="none") for _ in self.test_site_names
@@ -51,6 +59,12 @@ class SegmentationLearner(Learner):
 
     def loss_of(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.loss(outputs, batch["label"])
+
+    def evaluation_outputs(self, batch: Batch) -> torch.Tensor:
+        """Logits (N, C, *native) of ``batch["image"]`` (N, C_in, *spatial), run as
+        ``train.inference`` says and resized to the size of ``batch["label"]`` (N, *native)."""
+        logits = self.inference(self.model, batch["image"])
+        return resize_spatial(logits, batch["label"].shape[1:])
 
     def update_validation(self, outputs: torch.Tensor, batch: Batch) -> None:
         self.val_dice.update(outputs, batch["label"])
@@ -61,16 +75,22 @@ class SegmentationLearner(Learner):
         self.test_sample[site_index].update(outputs, batch["label"])
 
     def test_result(self, site_index: int) -> dict[str, float]:
+        """Over the site's test pixels pooled, the mean over foreground classes of Dice
+        (``dice``), IoU, sensitivity and specificity, and the Dice of each foreground class
+        (``dice_<class>``); the mean over images of their mean foreground Dice (``dice_sample``)."""
         pooled_metric, sample_metric = self.test_pooled[site_index], self.test_sample[site_index]
-        pooled = pooled_metric.compute().reshape(-1)  # torchmetrics squeezes one class to 0-d
+        pooled = {name: value.reshape(-1) for name, value in pooled_metric.compute().items()}  # one class: 0-d
         sample = sample_metric.compute().reshape(-1)
         pooled_metric.reset()
         sample_metric.reset()
-        result = {"dice": pooled.mean().item(), "dice_sample": sample.mean().item()}
-        result.update({f"dice_{name}": value.item() for name, value in zip(self.class_names[1:], pooled)})
+        result = {"dice": pooled["dice"].mean().item(), "dice_sample": sample.mean().item()}
+        result.update({f"dice_{name}": value.item() for name, value in zip(self.class_names[1:], pooled["dice"])})
+        result.update({name: pooled[name].mean().item() for name in ("iou", "sensitivity", "specificity")})
         return result
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Batch:
-        """The batch with ``"pred"``: predicted class ids (N, *spatial), all on the CPU."""
-        pred = predict_labels(self(batch["image"]), len(self.class_names))
-        return {"image": batch["image"].cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(), "id": batch["id"]}
+        """The batch with ``"pred"``: predicted class ids (N, *native) at the labels' size, and
+        the images resized (bilinearly) to that size for pictures, all on the CPU."""
+        pred = predict_labels(self.evaluation_outputs(batch), len(self.class_names))
+        image = resize_spatial(batch["image"].float(), batch["label"].shape[1:])
+        return {"image": image.cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(), "id": batch["id"]}

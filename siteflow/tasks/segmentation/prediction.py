@@ -1,4 +1,5 @@
-"""Sample-wise outputs of a segmentation model: per-image scores, overlays and NIfTI files."""
+"""Sample-wise outputs of a segmentation model: per-image scores (Dice, HD95, IoU, sensitivity,
+specificity), overlays and NIfTI files."""
 
 from __future__ import annotations
 
@@ -12,42 +13,54 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from siteflow.core.atomic import atomic_path, safe_name
-from siteflow.metrics import SampleDice, hd95
+from siteflow.metrics import confusion_counts, hd95, overlap_scores
 
+SAMPLE_METRICS = ("dice", "hd95", "iou", "sensitivity", "specificity")
+"""The per-sample metrics of ``predict_test.py``, in the order of its columns."""
 OVERLAY_SAMPLES = 6
 OVERLAY_COLOURS = ("#00e5ff", "#ff2bd6", "#ffe600", "#39ff14", "#ff7f0e", "#1f77ff", "#ffffff")
 
 
 def score_samples(
     batches: list[dict], class_names: Sequence[str], ignore_index: int | None
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Image ids, Dice (N, C-1) and HD95 (N, C-1) of every predicted sample."""
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Image ids, and for each metric of :data:`SAMPLE_METRICS` its float64 table (N, C-1)
+    over the foreground classes of every predicted sample.
+
+    Batches: ``{"pred": (B, *spatial) int64, "label": (B, *spatial) int64, "id": list[str]}``.
+    Dice, IoU, sensitivity and specificity count no pixel labelled ``ignore_index`` (see
+    :func:`~siteflow.metrics.overlap_scores`); HD95, which has no notion of ignored pixels,
+    takes them as background in prediction and truth.
+    """
     num_classes = len(class_names)
-    dice = SampleDice(num_classes, ignore_index=ignore_index, average="none")
-    ids, distances = [], []
+    ids: list[str] = []
+    tables: dict[str, list[torch.Tensor]] = {name: [] for name in SAMPLE_METRICS}
     for batch in batches:
-        dice.update(batch["pred"], batch["label"])
         label, pred = batch["label"], batch["pred"]
-        if ignore_index is not None:  # HD95 has no notion of ignored pixels: treat them as background
+        scores = overlap_scores(confusion_counts(pred, label, num_classes, ignore_index=ignore_index))
+        for name, score in scores.items():
+            tables[name].append(score[:, 1:])
+        if ignore_index is not None:
             ignored = label == ignore_index
             label, pred = label.masked_fill(ignored, 0), pred.masked_fill(ignored, 0)
-        distances.append(hd95(pred, label, num_classes))
+        tables["hd95"].append(hd95(pred, label, num_classes))
         ids.extend(batch["id"])
-    return ids, dice.per_sample().double().numpy(), torch.cat(distances).double().numpy()
+    return ids, {name: torch.cat(rows).double().numpy() for name, rows in tables.items()}
 
 
 def plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path) -> None:
-    """A grid of (image, truth, prediction) rows for the first few images, as a PNG."""
-    images = torch.cat([b["image"] for b in batches])[:OVERLAY_SAMPLES]
-    labels = torch.cat([b["label"] for b in batches])[:OVERLAY_SAMPLES]
-    preds = torch.cat([b["pred"] for b in batches])[:OVERLAY_SAMPLES]
-    ids = [i for b in batches for i in b["id"]][:OVERLAY_SAMPLES]
-    if images.ndim != 4:  # volumes: show the middle slice
-        middle = images.shape[2] // 2
-        images, labels, preds = images[:, :, middle], labels[:, middle], preds[:, middle]
-    figure = Figure(figsize=(6.6, 2.2 * len(ids)), dpi=100)
-    axes = figure.subplots(len(ids), 3, squeeze=False)
-    for row, (image, label, pred, image_id) in enumerate(zip(images, labels, preds, ids)):
+    """A grid of (image, truth, prediction) rows for the first few images, as a PNG.
+
+    Batches: ``{"image": (B, C, *spatial) float, "label", "pred": (B, *spatial) int64, "id":
+    list[str]}``, the image of the label's size; images of different batches may differ in size.
+    """
+    items = [item for b in batches for item in zip(b["image"], b["label"], b["pred"], b["id"])][:OVERLAY_SAMPLES]
+    figure = Figure(figsize=(6.6, 2.2 * len(items)), dpi=100)
+    axes = figure.subplots(len(items), 3, squeeze=False)
+    for row, (image, label, pred, image_id) in enumerate(items):
+        if image.ndim != 3:  # a volume: show the middle slice
+            middle = image.shape[1] // 2
+            image, label, pred = image[:, middle], label[middle], pred[middle]
         picture = image.float().permute(1, 2, 0).numpy()
         picture = (picture - picture.min()) / max(float(np.ptp(picture)), 1e-8)
         picture = picture[..., 0] if picture.shape[-1] == 1 else picture[..., :3]

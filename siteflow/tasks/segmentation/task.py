@@ -1,4 +1,5 @@
-"""Segmentation: integer label maps, Dice and HD95."""
+"""Segmentation: integer label maps; Dice, HD95, IoU, sensitivity and specificity at each
+image's native resolution."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ from siteflow.datasets.pooling import loader
 from siteflow.metrics import mean_confidence_interval
 from siteflow.tasks.base import ExtraLoss, ModelToTest, PredictionOutput, Task
 from siteflow.tasks.segmentation.learner import SegmentationLearner
-from siteflow.tasks.segmentation.prediction import plot_overlays, save_nifti, score_samples
+from siteflow.tasks.segmentation.prediction import SAMPLE_METRICS, plot_overlays, save_nifti, score_samples
 
 log = logging.getLogger(__name__)
 
 
 @TASKS.register("segmentation")
 class SegmentationTask(Task):
-    """Per-pixel classes; the site matrix holds pooled and per-sample mean foreground Dice."""
+    """Per-pixel classes; the site matrix holds pooled and per-sample mean foreground Dice, the
+    per-site test results IoU, sensitivity and specificity too (see
+    :meth:`SegmentationLearner.test_result`)."""
 
     matrix_metrics = ("dice", "dice_sample")
 
@@ -59,8 +62,7 @@ class SegmentationTask(Task):
         )
 
     def prediction_output(self, folder: Path, *, save_volumes: bool = False) -> PredictionOutput:
-        metrics = [f"dice_{c}" for c in self.foreground] + ["dice_mean"]
-        metrics += [f"hd95_{c}" for c in self.foreground] + ["hd95_mean"]
+        metrics = [f"{m}_{c}" for m in SAMPLE_METRICS for c in (*self.foreground, "mean")]
         return PredictionOutput(
             folder,
             ["model", "site", "image_id", *metrics],
@@ -69,24 +71,22 @@ class SegmentationTask(Task):
         )
 
     def predict(self, model: ModelToTest, site: SiteConfig, trainer: pl.Trainer, output: PredictionOutput) -> None:
-        """Dice and HD95 per image, their means with 95% confidence intervals, an overlay
-        grid (``overlays/<model>/<site>.png``) and optionally NIfTI files."""
+        """Per image, at its native resolution: Dice, HD95, IoU, sensitivity and specificity
+        of each foreground class and their mean; their means over the images with 95%
+        confidence intervals; an overlay grid (``overlays/<model>/<site>.png``) and optionally
+        NIfTI files."""
         train = self.config.tasks[0].train
         learner = self.learner(model.solver_for(site.task_name), self.build_loss(train), train)
-        dataset = self.dataset([site], "test")
-        batches = trainer.predict(
-            learner, dataloaders=loader(dataset, batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False)
-        )
-        ids, dice, distance = score_samples(batches, self.class_names, self.ignore_index)
-        for image_id, dice_row, distance_row in zip(ids, dice, distance):
-            output.sample_rows.append(
-                [model.name, site.task_name, image_id, *dice_row, dice_row.mean(), *distance_row, distance_row.mean()]
-            )
-        columns = [*dice.T, dice.mean(1), *distance.T, distance.mean(1)]
+        data = loader(self.dataset([site], "test"), batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False)
+        batches = trainer.predict(learner, dataloaders=data)
+        ids, scores = score_samples(batches, self.class_names, self.ignore_index)
+        columns = [column for name in SAMPLE_METRICS for column in (*scores[name].T, scores[name].mean(1))]
+        for index, image_id in enumerate(ids):
+            output.sample_rows.append([model.name, site.task_name, image_id, *(column[index] for column in columns)])
         output.summary_rows.append(
-            [model.name, site.task_name, len(ids), *(f for c in columns for f in mean_confidence_interval(c))]
+            [model.name, site.task_name, len(ids), *(f for column in columns for f in mean_confidence_interval(column))]
         )
         plot_overlays(batches, self.class_names, output.folder / "overlays" / safe_name(model.name) / f"{safe_name(site.task_name)}.png")
         if output.save_volumes:
             save_nifti(batches, output.folder / "nifti" / safe_name(model.name) / safe_name(site.task_name))
-        log.info("%s on %s: mean sample Dice %.4f", model.name, site.task_name, dice.mean())
+        log.info("%s on %s: mean sample Dice %.4f", model.name, site.task_name, scores["dice"].mean())
