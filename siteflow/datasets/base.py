@@ -5,6 +5,7 @@ every site dataset shares (with :meth:`SiteDataset.check`, the preflight of its 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -40,6 +41,17 @@ Split = Literal["train", "val", "test"]
 SPLITS = ("train", "val", "test")
 
 
+def check_shared_options(out_range: Sequence[float], val_fraction: float, num_replica: int) -> None:
+    """Raise ValueError, naming the option, for values of the options every site dataset
+    shares that no data could make valid."""
+    if len(out_range) != 2 or not out_range[0] < out_range[1]:
+        raise ValueError(f"out_range must be [low, high] with low < high, not {list(out_range)!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
+    if num_replica < 1:
+        raise ValueError(f"num_replica must be >= 1, not {num_replica!r}")
+
+
 class SiteDataset(Dataset):
     """One site's split of a release: the options every site dataset shares, declared and
     checked here once.
@@ -73,12 +85,7 @@ class SiteDataset(Dataset):
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        if len(out_range) != 2 or not out_range[0] < out_range[1]:
-            raise ValueError(f"out_range must be [low, high] with low < high, not {out_range!r}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
-        if num_replica < 1:
-            raise ValueError(f"num_replica must be >= 1, not {num_replica!r}")
+        check_shared_options(out_range, val_fraction, num_replica)
         super().__init__()
         self.split = split
         self.root_path = Path(root_path)
@@ -98,7 +105,9 @@ class SiteDataset(Dataset):
         """What the items of this dataset built with the config options ``kwargs`` look like
         (the declared defaults fill in the options they omit), from the options alone: no
         file is read, nothing is generated."""
-        return cls._spec({**defaults(cls), **kwargs})
+        options = {**defaults(cls), **kwargs}
+        check_shared_options(options["out_range"], options["val_fraction"], options["num_replica"])
+        return cls._spec(options)
 
     @classmethod
     def _spec(cls, options: dict[str, Any]) -> DataSpec:
