@@ -178,3 +178,37 @@ class LocalFederation:
                 os.killpg(group, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+APP = Path(__file__).resolve().parent.parent / "flower-app"
+
+
+def simulated_and_deployed(folder: Path, config: Path, sites: int = 2):
+    """Run ``config`` simulated (in ``folder/simulated``, on one thread as the sites'
+    processes: the same arithmetic, bit for bit) and on a local federation of ``sites``
+    SuperNodes (hospital i serves task i, its files in ``folder/hospital<i>``; the server's
+    run in ``folder/server``); returns the two ``ExperimentRun``s (simulated, deployed)."""
+    import torch
+
+    from siteflow.config import load_config
+    from siteflow.datasets.pooling import build_dataset
+    from siteflow.engine.runner import ExperimentRun
+
+    loaded = load_config(config)
+    build_dataset(loaded.sites[0], "test")  # writes the synthetic sites, once
+    simulated = ExperimentRun(loaded, folder / "simulated")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        simulated.execute()
+    finally:
+        torch.set_num_threads(threads)
+    nodes = [f'task-id={i} exps-root="{folder / f"hospital{i}"}"' for i in range(1, sites + 1)]
+    local = LocalFederation(folder, nodes)
+    try:
+        run_config = f"config='{config}' note='t' exps-root='{folder / 'server'}' wait-for-sites=120"
+        result = local.flwr("run", str(APP), "test", "--run-config", run_config, "--stream", timeout=400)
+        assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
+    finally:
+        local.close()
+    return simulated, ExperimentRun(load_config(config), folder / "server" / loaded.strategy.name / "t")

@@ -124,10 +124,11 @@ def test_rounds_on_flower_average_the_sites_and_a_killed_server_resumes(tmp_path
     assert summary["dice"]["final_per_site"]["site1"] == pytest.approx(float(rows[1]["site1"]), abs=1e-6)
     stages = json.loads(progress.read_text())["stages"]
     assert stages[-1]["weights"] == "checkpoints/global/final.safetensors"  # what predict_test.py evaluates
-    for site in (1, 2):  # each hospital kept its own logs, none of the server's files
+    for site in (1, 2):  # each hospital kept its own logs and the model it tested, none of the server's files
         site_dir = tmp_path / f"hospital{site}" / "fedavg" / "t" / f"site{site}"
         assert (site_dir / "logs" / "round2" / f"site{site}").is_dir()
-        assert not (site_dir / "checkpoints" / "global").exists()
+        assert [p.name for p in (site_dir / "checkpoints" / "global").iterdir()] == [f"final_site{site}.safetensors"]
+        assert_close(load_weights(site_dir / "checkpoints" / "global" / f"final_site{site}.safetensors"), expected[1])
 
 
 @pytest.mark.slow

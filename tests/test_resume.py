@@ -40,6 +40,16 @@ CASES = {
         "checkpoints/global/round_state.safetensors",
         "checkpoints/global/final.safetensors",
     ),
+    "fedadam": (
+        {"common": {"strategy": {"kwargs": {"rounds": 4, "server_lr": 0.05}}}},
+        "checkpoints/global/round_state.safetensors",
+        "checkpoints/global/final.safetensors",
+    ),
+    "scaffold": (
+        {"common": {"strategy": {"kwargs": {"rounds": 4}}, "train": {"optimizer": {"name": "SGD", "kwargs": {"lr": 0.05}}}}},
+        "checkpoints/global/round_state.safetensors",
+        "checkpoints/global/final.safetensors",
+    ),
 }
 
 

@@ -1,11 +1,13 @@
-"""Two strategies written as plug-ins outside the package (tests/plugins/): FedAvgM (server
-momentum) and SCAFFOLD (server and per-site control variates). Each is one file registered
-through the ``siteflow.plugins`` entry point; both run simulated and on Flower, keep their
-state across a kill, and a config gives the same global weights after every round both ways."""
+"""Two strategies written as plug-ins outside the package (tests/plugins/): FedAMSGrad (a
+server optimiser on siteflow's shared base: server state) and FedDyn (server state and
+per-site state). Each is one file registered through the ``siteflow.plugins`` entry point;
+both run simulated and on Flower, keep their state across a kill, and a config gives the same
+global weights after every round both ways."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,18 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from experiments import kill_once_written, tiny_config
 from siteflow.config import load_config
 from siteflow.core.atomic import load_weights
 from siteflow.core.registry import STRATEGIES, load_components
-from siteflow.datasets.pooling import build_dataset
 from siteflow.engine.runner import ExperimentRun
-from siteflow.strategies.federated import ROUND_STATE, SiteStore
+from siteflow.strategies.federated import ROUND_STATE, SiteStore, SiteUpdate
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 REPO = Path(__file__).resolve().parent.parent
-APP = REPO / "flower-app"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def plugin_path(tmp_path_factory) -> Path:
     dist_info = folder / "siteflow_test_plugins-1.0.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: siteflow-test-plugins\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text("[siteflow.plugins]\nfedavgm = fedavgm\nscaffold = scaffold\n")
+    (dist_info / "entry_points.txt").write_text("[siteflow.plugins]\nfedamsgrad = fedamsgrad\nfeddyn = feddyn\n")
     return folder
 
 
@@ -46,9 +47,9 @@ def plugins(plugin_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), str(plugin_path), os.environ.get("PYTHONPATH", "")]))
     load_components()
     yield
-    for name in ("fedavgm_plugin", "scaffold_plugin"):
+    for name in ("fedamsgrad_plugin", "feddyn_plugin"):
         STRATEGIES._entries.pop(name, None)
-    for module in ("fedavgm", "scaffold"):
+    for module in ("fedamsgrad", "feddyn"):
         sys.modules.pop(module, None)
 
 
@@ -71,52 +72,58 @@ def test_each_plugin_is_one_small_file():
         assert len(lines) < 150, f"{path.name} has {len(lines)} lines"
 
 
-def test_fedavgm_steps_with_momentum_by_hand(plugins):
-    from siteflow.strategies.federated import SiteUpdate
-
-    strategy = STRATEGIES.get("fedavgm_plugin")(momentum=0.9, server_lr=1.0)
-    g0 = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(5)}
-    first = [SiteUpdate("a", {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(1)}, 1),
-             SiteUpdate("b", {"w": torch.tensor([2.0, 4.0]), "n": torch.tensor(2)}, 3)]
-    g1 = strategy.aggregate(1, g0, first)  # average [1.5, 3.5]; v = g0 - average = [-0.5, -1.5]
-    assert torch.allclose(g1["w"], torch.tensor([1.5, 3.5])) and g1["n"].item() == 2
-    resumed = STRATEGIES.get("fedavgm_plugin")(momentum=0.9, server_lr=1.0)
+def test_fedamsgrad_steps_with_the_running_maximum_by_hand(plugins):
+    strategy = STRATEGIES.get("fedamsgrad_plugin")(server_lr=0.1, beta1=0.5, beta2=0.5, tau=0.1, initial_v=0.0, weighting="equal")
+    strategy.prepare_server(nn.Linear(2, 1, bias=False), ["a", "b"])
+    x0 = {"weight": torch.tensor([[1.0, 2.0]])}
+    first = [SiteUpdate("a", {"weight": torch.tensor([[3.0, 2.0]])}, 1), SiteUpdate("b", {"weight": torch.tensor([[3.0, 6.0]])}, 1)]
+    x1 = strategy.aggregate(1, x0, first)  # delta = [2, 2]: m = 1, v = 2, v_max = 2
+    step1 = 0.1 * 1 / (math.sqrt(2) + 0.1)
+    assert torch.allclose(x1["weight"], torch.tensor([[1 + step1, 2 + step1]]))
+    resumed = STRATEGIES.get("fedamsgrad_plugin")(server_lr=0.1, beta1=0.5, beta2=0.5, tau=0.1, initial_v=0.0, weighting="equal")
+    resumed.prepare_server(nn.Linear(2, 1, bias=False), ["a", "b"])
     resumed.load_state_dict(strategy.state_dict())  # what a restarted server reads back
-    second = [SiteUpdate("a", {"w": torch.tensor([2.5, 3.5]), "n": torch.tensor(1)}, 1),
-              SiteUpdate("b", {"w": torch.tensor([1.5, 3.5]), "n": torch.tensor(2)}, 3)]
-    g2 = resumed.aggregate(2, g1, second)  # average [1.75, 3.5]; v = 0.9 v + (g1 - average) = [-0.7, -1.35]
-    assert torch.allclose(g2["w"], torch.tensor([2.2, 4.85]))
-    assert torch.allclose(resumed.state_dict()["momentum/w"], torch.tensor([-0.7, -1.35]))
+    x2 = resumed.aggregate(2, x1, [SiteUpdate("a", x1, 1), SiteUpdate("b", x1, 1)])  # delta = 0: m = 0.5, v = 1, v_max stays 2
+    step2 = 0.1 * 0.5 / (math.sqrt(2) + 0.1)  # FedAdam would divide by sqrt(1) + 0.1
+    assert torch.allclose(x2["weight"], x1["weight"] + step2)
+    state = resumed.state_dict()
+    assert set(state) == {"m/weight", "v/weight", "v_max/weight"}
+    assert torch.allclose(state["v/weight"], torch.tensor([[1.0, 1.0]])) and torch.allclose(state["v_max/weight"], torch.tensor([[2.0, 2.0]]))
 
 
-def test_fedavgm_runs_rounds_and_saves_its_momentum_with_them(tmp_path, plugins):
-    fedavg = simulate(tmp_path / "fedavg", "fedavg", rounds=1)
-    plain = simulate(tmp_path / "plain", "fedavgm_plugin", rounds=1, momentum=0.0, server_lr=1.0)
-    expected, got = global_weights(fedavg), global_weights(plain)
-    assert all(torch.allclose(got[k].double(), expected[k].double(), atol=1e-6) for k in expected)  # FedAvg's step
-
-    heavy = simulate(tmp_path / "heavy", "fedavgm_plugin", rounds=2, momentum=0.9, server_lr=1.0)
-    saved, info = heavy.load_state(ROUND_STATE)
-    velocity = {k[len("strategy/momentum/"):]: v for k, v in saved.items() if k.startswith("strategy/momentum/")}
-    assert info["round"] == 2 and velocity.keys() == {k for k, v in expected.items() if v.is_floating_point()}
+def test_fedamsgrad_runs_rounds_and_saves_its_buffers_with_them(tmp_path, plugins):
+    run = simulate(tmp_path / "amsgrad", "fedamsgrad_plugin", rounds=2)
+    saved, info = run.load_state(ROUND_STATE)
+    parameters = {name for name, _ in run.strategy.build_network(run.task).named_parameters()}
+    for buffer in ("m", "v", "v_max"):
+        assert {k[len(f"strategy/{buffer}/"):] for k in saved if k.startswith(f"strategy/{buffer}/")} == parameters
+    assert info["round"] == 2
 
 
-def test_scaffold_keeps_the_site_variates_at_the_sites_and_resumes_after_a_kill(tmp_path, plugins):
-    config = tiny_config(tmp_path, "scaffold_plugin", sites=2, common={"strategy": {"kwargs": {"rounds": 3}}})
+def test_feddyn_corrects_the_average_by_hand(plugins):
+    strategy = STRATEGIES.get("feddyn_plugin")(alpha=0.5, weighting="equal")
+    strategy.prepare_server(nn.Linear(2, 1, bias=False), ["a", "b", "c"])  # N = 3, two of them reply
+    x = {"weight": torch.tensor([[1.0, 2.0]])}
+    updates = [SiteUpdate("a", {"weight": torch.tensor([[2.0, 2.0]])}, 1), SiteUpdate("b", {"weight": torch.tensor([[0.0, 4.0]])}, 1)]
+    new = strategy.aggregate(1, x, updates)  # h = -0.5 / 3 * ([1, 0] + [-1, 2]) = [0, -1/3]; average [1, 3] - h / 0.5
+    assert torch.allclose(strategy.state_dict()["h/weight"], torch.tensor([[0.0, -1 / 3]]))
+    assert torch.allclose(new["weight"], torch.tensor([[1.0, 3 + 2 / 3]]))
+
+
+def test_feddyn_keeps_the_site_state_at_the_sites_and_resumes_after_a_kill(tmp_path, plugins):
+    config = tiny_config(tmp_path, "feddyn_plugin", sites=2, common={"strategy": {"kwargs": {"rounds": 3}}})
     whole = ExperimentRun(load_config(config), tmp_path / "whole")
     whole.execute()
     saved, info = whole.load_state(ROUND_STATE)
-    assert info["round"] == 3 and any(k.startswith("strategy/control/") for k in saved)
+    assert info["round"] == 3 and any(k.startswith("strategy/h/") for k in saved)
     for site in ("site1", "site2"):
-        store = SiteStore(whole.site_folder(site))
-        assert store.rounds("control") == [2, 3]  # what a re-run of round 3 or a round 4 would read
-    c1 = SiteStore(whole.site_folder("site1")).load("control", before=4)
-    c2 = SiteStore(whole.site_folder("site2")).load("control", before=4)
-    server = {k[len("strategy/control/"):]: v for k, v in saved.items() if k.startswith("strategy/control/")}
-    name = next(iter(server))
-    assert not torch.equal(c1[name], c2[name])
+        assert SiteStore(whole.site_folder(site)).rounds("feddyn") == [2, 3]  # what a re-run of round 3 or a round 4 would read
+    g1 = SiteStore(whole.site_folder("site1")).load("feddyn", before=4)
+    g2 = SiteStore(whole.site_folder("site2")).load("feddyn", before=4)
+    name = next(k[len("strategy/h/"):] for k in saved if k.startswith("strategy/h/"))
+    assert not torch.equal(g1[name], g2[name])
 
-    run_dir = tmp_path / "exps" / "scaffold_plugin" / "t"
+    run_dir = tmp_path / "exps" / "feddyn_plugin" / "t"
     command = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "t", "--exps-root", str(tmp_path / "exps")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     state = run_dir / "checkpoints" / "global" / "round_state.safetensors"
@@ -128,32 +135,16 @@ def test_scaffold_keeps_the_site_variates_at_the_sites_and_resumes_after_a_kill(
     assert "resuming the federation after round" in result.stderr
     final = load_weights(run_dir / "checkpoints" / "global" / "final.safetensors")
     expected = load_weights(whole.folder.checkpoints / "global" / "final.safetensors")
-    assert all(torch.equal(final[k], expected[k]) for k in expected), "the resumed run lost SCAFFOLD's state"
+    assert all(torch.equal(final[k], expected[k]) for k in expected), "the resumed run lost FedDyn's state"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy, kwargs", [("fedavgm_plugin", {"momentum": 0.5}), ("scaffold_plugin", {})])
+@pytest.mark.parametrize("strategy, kwargs", [("fedamsgrad_plugin", {"server_lr": 0.05}), ("feddyn_plugin", {"alpha": 0.05})])
 def test_a_plugin_on_flower_gives_the_simulated_weights_after_every_round(tmp_path, plugins, strategy, kwargs):
-    from flower_local import LocalFederation
+    from flower_local import simulated_and_deployed
 
     config = tiny_config(tmp_path, strategy, sites=2, common={"strategy": {"kwargs": {"rounds": 2, **kwargs}}})
-    build_dataset(load_config(config).sites[0], "test")  # writes the synthetic sites, once
-    simulated = ExperimentRun(load_config(config), tmp_path / "simulated")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the sites' processes: the same arithmetic, bit for bit
-    try:
-        simulated.execute()
-    finally:
-        torch.set_num_threads(threads)
-    nodes = [f'task-id={i} exps-root="{tmp_path / f"hospital{i}"}"' for i in (1, 2)]
-    local = LocalFederation(tmp_path, nodes)
-    try:
-        run_config = f"config='{config}' note='t' exps-root='{tmp_path / 'server'}' wait-for-sites=120"
-        result = local.flwr("run", str(APP), "test", "--run-config", run_config, "--stream", timeout=400)
-        assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
-    finally:
-        local.close()
-    deployed = ExperimentRun(load_config(config), tmp_path / "server" / strategy / "t")
+    simulated, deployed = simulated_and_deployed(tmp_path, config)
     (_, deployed_info), (_, simulated_info) = deployed.load_state(ROUND_STATE), simulated.load_state(ROUND_STATE)
     assert deployed_info["round"] == 2
     assert deployed_info["digests"] == simulated_info["digests"], "the global weights differ after some round"

@@ -16,7 +16,7 @@ maps them back).
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Collection, Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -63,6 +63,7 @@ class FederatedServer(Strategy):
         self.sites = SiteDirectory(run.tasks)
         self.fingerprint = experiment_fingerprint(run.config)
         self._asked: dict[int, TaskConfig] = {}
+        self._sampled: list[str] = []
 
     def round_of(self, server_round: int) -> int:
         """The study's round number of Flower's ``server_round`` in this run."""
@@ -98,7 +99,8 @@ class FederatedServer(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """What the strategy sends every connected site for round ``round_of(server_round)``."""
         payload = to_arrays(self.federation.configure(self.round_of(server_round)))
-        return self._messages(server_round, payload, config, grid, MessageType.TRAIN)
+        self._sampled = self.federation.sample(self.round_of(server_round))
+        return self._messages(server_round, payload, config, grid, MessageType.TRAIN, sites=self._sampled)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate the sites' updates (the strategy's ``aggregate``) and save the round."""
@@ -109,7 +111,7 @@ class FederatedServer(Strategy):
                 updates.append(SiteUpdate(name, from_arrays(content[ARRAYS]), int(content[METRICS][NUM_EXAMPLES])))
             except (KeyError, TypeError, ValueError) as error:
                 log.error("round %d: site %s sent an update without weights or sample count: %r", round_number, name, error)
-        self.federation.close_round(round_number, updates, len(self.run.tasks))
+        self.federation.close_round(round_number, updates, len(self._sampled))
         if self.federation.done:
             self.federation.save_final()
         log.info("round %d: aggregated %s", round_number, ", ".join(f"{u.site} ({u.num_samples} samples)" for u in updates))
@@ -158,11 +160,15 @@ class FederatedServer(Strategy):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, kind: str) -> list[Message]:
+    def _messages(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, kind: str, sites: Collection[str] | None = None
+    ) -> list[Message]:
+        """One message to every connected site (of ``sites`` only, if given)."""
         round_number = self.round_of(server_round)
-        self._asked = self.sites.connected(grid)
+        self._asked = {node: task for node, task in self.sites.connected(grid).items() if sites is None or task.task_name in sites}
         for name in self.sites.missing(self._asked.values()):
-            log.error("round %d: site %s is not connected", round_number, name)
+            if sites is None or name in sites:
+                log.error("round %d: site %s is not connected", round_number, name)
         config[ROUND] = round_number
         config[FINGERPRINT] = self.fingerprint
         content = RecordDict({ARRAYS: arrays, CONFIG: config})

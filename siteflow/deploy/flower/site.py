@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from siteflow.config import load_config
+from siteflow.core.atomic import safe_name, save_weights
 from siteflow.core.types import State
 from siteflow.deploy.flower.logs import log_to
 from siteflow.deploy.flower.protocol import NodeSettings, RunSettings, experiment_fingerprint
@@ -82,7 +83,7 @@ class DeployedSite:
         with self._logged(round_number, "testing"):
             weights = self.strategy.site_weights(self.site, global_weights, before=round_number + 1)
             if round_number == self.strategy.rounds:
-                self._save_own(round_stage(round_number), FINAL_DIR, global_weights, weights)
+                self._save_own(round_stage(round_number), FINAL_DIR, weights)
             values = self.site.evaluate(weights, self.strategy.solver_from(self.run.task))[self.name]
         metric = self.run.task.matrix_metrics[0]
         log.info("round %d: site %s tested: %s %.4f", round_number, self.name, metric, values[metric])
@@ -92,16 +93,17 @@ class DeployedSite:
         """The strategy's finishing step (FFL's fine-tuning), tested on the site's own split."""
         with self._logged(self.strategy.rounds, "finishing"):
             weights = self.strategy.site_finish(self.site, global_weights)
-            self._save_own(self.strategy.finish_stage, self.strategy.finish_stage, global_weights, weights)
+            self._save_own(self.strategy.finish_stage, self.strategy.finish_stage, weights)
             return self.site.evaluate(weights, self.strategy.solver_from(self.run.task))[self.name]
 
-    def _save_own(self, stage: str, save_dir: str, global_weights: State, weights: State) -> None:
-        """Keep the model this site is tested with at the end of the study, in its own run
-        folder (``checkpoints/<save_dir>/final_<site>.safetensors``, beside the global
-        weights): the server never sees a site's own weights, so ``predict_test.py`` of
+    def _save_own(self, stage: str, save_dir: str, weights: State) -> None:
+        """Keep the model this site is tested with at the end of the study (the stage
+        ``stage``), in its own run folder (``checkpoints/<save_dir>/final_<site>.safetensors``):
+        the server never sees a site's own weights, so ``predict_test.py`` of
         this site's model runs here, on them (``--weights``)."""
-        self.run.save_final(stage, global_weights, save_dir=save_dir, site_weights={self.name: weights})
-        log.info("%s: site %s keeps its final model in %s", stage, self.name, self.run.folder.stage_dir(save_dir))
+        path = self.run.folder.stage_dir(save_dir) / f"final_{safe_name(self.name)}.safetensors"
+        save_weights(path, weights)
+        log.info("%s: site %s keeps its final model as %s", stage, self.name, path)
 
     @contextmanager
     def _logged(self, round_number: int, what: str) -> Iterator[None]:

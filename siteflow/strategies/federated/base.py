@@ -12,6 +12,11 @@ A round has four steps, each a method a strategy may override:
 4. after the last round, :meth:`FederatedStrategy.site_finish`: an optional last step per
    site (FFL's fine-tuning), tested as the row :attr:`finish_stage`.
 
+Which sites train in a round is the strategy's :meth:`FederatedStrategy.sample_sites` (all,
+or a seeded ``fraction``); how much, ``local_epochs`` or ``local_steps``. Before its first
+round the server tells the strategy the network and the sites
+(:meth:`FederatedStrategy.prepare_server`), for aggregations that need them.
+
 :class:`~siteflow.strategies.federated.federation.Federation` keeps the server's side between
 rounds; :mod:`~siteflow.strategies.federated.simulation` and ``siteflow.deploy.flower`` drive
 the rounds.
@@ -28,6 +33,8 @@ from torch import nn
 from siteflow.core.types import State
 from siteflow.strategies.base import StudyContext, Strategy, Trainee
 from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
+from siteflow.strategies.federated.budget import with_step_budget
+from siteflow.strategies.federated.sampling import draw_sites
 from siteflow.strategies.federated.simulation import simulate
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
@@ -49,10 +56,18 @@ class FederatedStrategy(Strategy):
         rounds: number of rounds.
         local_epochs: epochs each site trains per round.
         weighting: ``"samples"`` (FedAvg: by training-sample count) or ``"equal"``.
-        min_sites: a round goes on while at least this many sites replied (default: all);
-            a site that fails is logged with its name.
+        min_sites: a round goes on while at least this many sites replied (default: all the
+            round's sites); a site that fails is logged with its name. With ``fraction``,
+            also the fewest sites a round samples.
         test_every: test the global model on every site every this many rounds (and after
             the last one).
+        fraction: client sampling: the share of the sites that train in a round (in (0, 1]):
+            ``ceil(fraction * sites)`` of them, at least ``min_sites``, drawn afresh every
+            round from the study's seed and the round number (see :meth:`sample_sites`);
+            every site is tested.
+        local_steps: the local work of a round in optimiser steps instead of epochs (the
+            same for sites of any size, as in FLamby's benchmark); replaces
+            ``local_epochs``, which must then be left out.
     """
 
     finish_stage: ClassVar[str] = "finished"
@@ -65,17 +80,38 @@ class FederatedStrategy(Strategy):
         weighting: Literal["samples", "equal"] = "samples",
         min_sites: int | None = None,
         test_every: int = 1,
+        fraction: float = 1.0,
+        local_steps: int | None = None,
     ) -> None:
         for name, value in (("rounds", rounds), ("local_epochs", local_epochs), ("test_every", test_every)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
-        if min_sites is not None and min_sites < 1:
-            raise ValueError(f"min_sites must be at least 1, got {min_sites}")
+        for name, value in (("min_sites", min_sites), ("local_steps", local_steps)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if local_steps is not None and local_epochs != 1:
+            raise ValueError(f"local_steps={local_steps} replaces local_epochs: set one of them, not both")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.rounds = rounds
         self.local_epochs = local_epochs
         self.weighting: Weighting = weighting
         self.min_sites = min_sites
         self.test_every = test_every
+        self.fraction = fraction
+        self.local_steps = local_steps
+
+    # -- the server's view of the study ------------------------------------------------------
+
+    def prepare_server(self, network: nn.Module, sites: Sequence[str]) -> None:
+        """Called on the server before its first round (and again when it resumes) with the
+        strategy's network on PyTorch's ``meta`` device (names and shapes, no values) and the
+        names of the federation's sites, for a strategy whose aggregation needs them (which
+        weights are parameters, how many sites there are); nothing by default."""
+
+    def sample_sites(self, round_number: int, sites: Sequence[str], *, seed: int) -> list[str]:
+        """The sites of ``sites`` that train in round ``round_number`` (see ``fraction``)."""
+        return draw_sites(sites, fraction=self.fraction, min_sites=self.min_sites, seed=seed, round_number=round_number)
 
     # -- what stays at a site ------------------------------------------------------------------
 
@@ -104,19 +140,29 @@ class FederatedStrategy(Strategy):
     def local_update(
         self, site: FederatedSite, start: State, round_number: int, extra_losses: Sequence[ExtraLoss] = ()
     ) -> SiteUpdate:
-        """Train ``site`` for ``local_epochs`` from ``start`` (with ``extra_losses`` in every
+        """Train ``site`` for a round's budget from ``start`` (with ``extra_losses`` in every
         step), keep its local weights in its store; the update holds the shared weights."""
-        context = site.context
-        trainee = Trainee(
-            lambda: self.build_network(context.task),
-            lambda network: self.site_learner(context, site, network, start, extra_losses),
-        )
-        weights = site.fit(f"round{round_number}/{site.name}", start, trainee, epochs=self.local_epochs, seed_offset=1000 * round_number)
-        local_keys = self.local_keys(context.task)
+        weights = self.train_locally(site, f"round{round_number}/{site.name}", start, extra_losses, seed_offset=1000 * round_number)
+        local_keys = self.local_keys(site.context.task)
         if local_keys:
             site.store.save(LOCAL, round_number, {k: v for k, v in weights.items() if k in local_keys})
         shared = {name: tensor for name, tensor in weights.items() if name not in local_keys}
         return SiteUpdate(site.name, shared, site.num_samples)
+
+    def train_locally(
+        self, site: FederatedSite, stage: str, start: State, extra_losses: Sequence[ExtraLoss] = (), *, seed_offset: int
+    ) -> State:
+        """``site``'s weights after a round's budget of training (``local_epochs``, or
+        ``local_steps`` optimiser steps) from ``start``, with ``extra_losses`` in every step."""
+        context = site.context
+
+        def learner(network: nn.Module) -> Learner:
+            made = self.site_learner(context, site, network, start, extra_losses)
+            return made if self.local_steps is None else with_step_budget(made, self.local_steps)
+
+        trainee = Trainee(lambda: self.build_network(context.task), learner)
+        epochs = self.local_epochs if self.local_steps is None else self.local_steps  # a step budget stops earlier
+        return site.fit(stage, start, trainee, epochs=epochs, seed_offset=seed_offset)
 
     def site_learner(
         self, context: StudyContext, site: FederatedSite, network: nn.Module, start: State, extra_losses: Sequence[ExtraLoss]

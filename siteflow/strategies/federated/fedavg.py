@@ -24,7 +24,7 @@ class FedAvgStrategy(FederatedStrategy):
             group and layer norm: their affine weights and running statistics) stay at their
             site, neither averaged nor sent; each site is tested with its own.
         **kwargs: the options of :class:`FederatedStrategy` (rounds, local_epochs,
-            weighting, min_sites, test_every).
+            weighting, min_sites, test_every, fraction, local_steps).
     """
 
     def __init__(self, keep_local_norm: bool = False, **kwargs: Any) -> None:

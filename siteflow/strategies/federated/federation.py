@@ -3,7 +3,9 @@
 After every round, the round number, the global weights, the strategy's own state (server
 momentum, control variates, ...) and the SHA-256 of every round's global weights so far are
 saved atomically in one file (``checkpoints/global/round_state.safetensors``); a restarted
-run continues after the last saved round with everything as it was.
+run continues after the last saved round with everything as it was. The sites that train in
+a round are drawn here (the strategy's ``sample_sites``, seeded by the study's seed and the
+round): the same in both drivers and after a restart.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class Federation:
         self.strategy = strategy
         self.context = context
         self.local_keys = strategy.local_keys(context.task)
+        self.site_names = [task.task_name for task in context.tasks]
+        with torch.device("meta"):  # names and shapes, no memory
+            network = strategy.build_network(context.task)
+        strategy.prepare_server(network, self.site_names)
         saved = context.load_state(ROUND_STATE)
         if saved is None:
             first = context.tasks[0]
@@ -65,6 +71,14 @@ class Federation:
     @property
     def done(self) -> bool:
         return self.round >= self.strategy.rounds
+
+    def sample(self, round_number: int) -> list[str]:
+        """The names of the sites that train in ``round_number`` (the strategy's client
+        sampling, seeded by the study's seed and the round); a sample is logged."""
+        sampled = self.strategy.sample_sites(round_number, self.site_names, seed=self.context.config.seed)
+        if len(sampled) < len(self.site_names):
+            log.info("round %d: %d of %d sites sampled: %s", round_number, len(sampled), len(self.site_names), ", ".join(sampled))
+        return sampled
 
     def configure(self, round_number: int) -> State:
         """What every site receives in ``round_number``."""

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def simulate(strategy: "FederatedStrategy", context: StudyContext) -> None:
-    """Run (or resume) every round of ``strategy`` over the sites of ``context``, test the
-    global model when due, then each site's finishing step."""
+    """Run (or resume) every round of ``strategy`` over the sites of ``context`` (each round's
+    sampled ones), test the global model when due, then each site's finishing step."""
     federation = Federation(strategy, context)
     sites = [FederatedSite(context, task) for task in context.tasks]
     if federation.done:  # resumed after the last round: its final weights may not be saved yet
@@ -34,15 +34,16 @@ def simulate(strategy: "FederatedStrategy", context: StudyContext) -> None:
         test_round(strategy, federation, sites)
     for round_number in range(federation.round + 1, strategy.rounds + 1):
         received = federation.configure(round_number)
+        sampled = federation.sample(round_number)
         updates = []
-        for site in sites:
+        for site in (site for site in sites if site.name in sampled):
             try:
                 updates.append(strategy.site_step(site, received, round_number))
             except (OutputError, SetupRefused):  # the run's own folder or settings: every site would fail
                 raise
             except Exception:
                 log.exception("round %d: site %s failed, left out of the round", round_number, site.name)
-        federation.close_round(round_number, updates, len(sites))
+        federation.close_round(round_number, updates, len(sampled))
         if round_number == strategy.rounds:
             federation.save_final(own_models(strategy, federation, sites) or None)
         if strategy.tests_after(round_number):
