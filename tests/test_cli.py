@@ -74,7 +74,7 @@ def test_predict_writes_sample_wise_results_that_agree_with_training(tmp_path):
     assert len(samples) == 2 * 2 * 3  # models (one per finished site) x test sites x images
     assert list(samples[0]) == ["model", "site", "image_id"] + [
         f"{metric}_{name}"
-        for metric in ("dice", "hd95", "iou", "sensitivity", "specificity")
+        for metric in ("dice", "hd95", "asd", "iou", "sensitivity", "specificity")
         for name in ("disc_rim", "optic_cup", "mean")
     ]
     # the sample-wise Dice of the final model agrees with the site matrix written by training

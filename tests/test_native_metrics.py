@@ -116,7 +116,7 @@ def test_predict_scores_each_sample_by_hand_with_hd95():
     ]
     ids, scores = score_samples(batches, ("background", "vessel"), IGNORE)
     assert ids == ["a", "b"]
-    assert list(scores) == ["dice", "hd95", "iou", "sensitivity", "specificity"]
+    assert list(scores) == ["dice", "hd95", "asd", "iou", "sensitivity", "specificity"]
     # sample b (6 x 6, pixel (2, 2) ignored): TP 2, FP 1, FN 2, TN 36 - 1 - 5 = 30
     for name, value in EXPECTED[False].items():
         assert scores[name][0, 0] == pytest.approx(value), name

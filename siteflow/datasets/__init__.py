@@ -2,7 +2,8 @@
 :data:`siteflow.core.registry.DATASETS`: ``fundus``, ``drive``, ``stare``, ``chase_db1``,
 ``synthetic_fundus`` and ``synthetic_vessels`` (segmentation); ``chexpert``,
 ``chestxray14``, ``vindr_cxr``, ``mimic_cxr`` and ``synthetic_cxr`` (multi-label chest
-X-ray classification). ``DATASETS.get(name).describe(**kwargs)`` tells from a config's
+X-ray classification); ``decathlon``, ``volume_folders`` and ``synthetic_volumes`` (3D
+segmentation, :mod:`~siteflow.datasets.volumes`). ``DATASETS.get(name).describe(**kwargs)`` tells from a config's
 options alone what a dataset's items look like (a :class:`DataSpec`).
 
 Every problem of a site's data files is a :class:`DataError` naming the file; a dataset's
@@ -41,6 +42,7 @@ from siteflow.datasets.synthetic import (
     generate_vessel_sites,
 )
 from siteflow.datasets.vessels import ChaseDataset, DriveDataset, StareDataset, VesselDataset
+from siteflow.datasets.volumes import DecathlonDataset, SyntheticVolumesDataset, VolumeDataset, VolumeFolderDataset
 
 __all__ = [
     "Augmentation",
@@ -48,6 +50,7 @@ __all__ = [
     "ChestXray14Dataset",
     "CheXpertDataset",
     "DataError",
+    "DecathlonDataset",
     "DataSpec",
     "DofeDomainDataset",
     "DriveDataset",
@@ -64,8 +67,11 @@ __all__ = [
     "SyntheticChestXrayDataset",
     "SyntheticFundusDataset",
     "SyntheticVesselsDataset",
+    "SyntheticVolumesDataset",
     "VesselDataset",
     "VinDrCxrDataset",
+    "VolumeDataset",
+    "VolumeFolderDataset",
     "canonical_label",
     "check_sites",
     "generate_cxr_sites",

@@ -2,6 +2,9 @@
 nnU-Net does it (a share of the patches centred on a random foreground pixel, the rest placed
 uniformly), and cutting windows out of arrays.
 
+Everything here works on 2D images (height, width) and on 3D volumes (depth, height, width)
+alike: a size, a point and a window have one entry per spatial axis.
+
 A patch always lies inside its image: a patch larger than an image is refused (see
 :func:`require_patch_fits`), and a patch centred on a foreground pixel near the border is
 shifted just enough to stay inside (the pixel stays in it).
@@ -16,8 +19,9 @@ import numpy as np
 
 from siteflow.datasets.errors import DataError
 
-Size = tuple[int, int]
-Point = tuple[int, int]
+Size = tuple[int, ...]
+Point = tuple[int, ...]
+AXES = {2: "[height, width]", 3: "[depth, height, width]"}
 
 WINDOW_FACTOR = 2
 """Spatial augmentation of a patch runs on a square window of ``WINDOW_FACTOR`` times the
@@ -26,17 +30,20 @@ the centre needs sqrt(2) times the side, zooming out to 0.7 a further 1 / 0.7. P
 the window count as outside the image."""
 
 
-def checked_patch_size(value: Sequence[int] | None, img_size: Size | None, key: str = "patch_size") -> Size | None:
-    """(height, width) of a ``patch_size`` option, None for None.
+def checked_patch_size(
+    value: Sequence[int] | None, img_size: Size | None, key: str = "patch_size", dims: int = 2
+) -> Size | None:
+    """(height, width) of a ``patch_size`` option (``dims`` = 3: (depth, height, width)), None
+    for None.
 
-    Raises ValueError naming ``key`` unless it is two sizes of at least 1, and when it is
+    Raises ValueError naming ``key`` unless it is ``dims`` sizes of at least 1, and when it is
     larger than ``img_size`` (the size every image is resized to), if set.
     """
     if value is None:
         return None
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{key} must be [height, width] > 0, not {list(value)!r}")
-    size = int(value[0]), int(value[1])
+    if len(value) != dims or min(value) < 1:
+        raise ValueError(f"{key} must be {AXES[dims]} > 0, not {list(value)!r}")
+    size = tuple(int(side) for side in value)
     if img_size is not None and not fits(size, img_size):
         raise ValueError(
             f"{key} {list(size)} is larger than img_size {list(img_size)}, the size every image is resized to; "
@@ -53,23 +60,32 @@ def checked_foreground_share(value: float, key: str = "foreground_share") -> flo
 
 
 def fits(patch: Size, size: Size) -> bool:
-    """Whether a patch of (height, width) ``patch`` fits in an image of (height, width) ``size``."""
-    return patch[0] <= size[0] and patch[1] <= size[1]
+    """Whether a patch of (height, width) ``patch`` fits in an image of (height, width) ``size``
+    (any number of axes)."""
+    return all(p <= s for p, s in zip(patch, size))
 
 
 def require_patch_fits(patch: Size, size: Size, image: Path) -> None:
     """Raises DataError naming ``image`` (of (height, width) ``size``, as training reads it)
     when a patch of ``patch`` does not fit in it."""
-    if not fits(patch, size):
+    if fits(patch, size):
+        return
+    if len(size) == 3:
         raise DataError(
-            f"image {image} is {size[1]}x{size[0]} pixels (width x height), smaller than patch_size "
-            f"{list(patch)} (height, width); lower patch_size or set img_size",
+            f"volume {image} is {list(size)} voxels (depth, height, width) after preprocessing, smaller than "
+            f"patch_size {list(patch)}; lower patch_size or choose a finer target spacing",
             paths=[image],
         )
+    raise DataError(
+        f"image {image} is {size[1]}x{size[0]} pixels (width x height), smaller than patch_size "
+        f"{list(patch)} (height, width); lower patch_size or set img_size",
+        paths=[image],
+    )
 
 
 class PatchSampler:
-    """Chooses the centre of a training patch of ``size`` = (height, width).
+    """Chooses the centre of a training patch of ``size`` = (height, width), or (depth,
+    height, width) for volumes.
 
     With a generator, a patch is centred on a foreground pixel (a label neither 0 nor
     ``ignore_index``, drawn uniformly among them) with probability ``foreground_share``, and
@@ -91,41 +107,37 @@ class PatchSampler:
     def window(self) -> Size:
         """(height, width) of the window that spatial augmentation sees (:data:`WINDOW_FACTOR`)."""
         side = WINDOW_FACTOR * max(self.size)
-        return side, side
+        return (side,) * len(self.size)
 
     def centre(self, label: np.ndarray, rng: np.random.Generator | None) -> Point:
-        """(row, column) of the centre of a patch of ``label`` (H, W) int64, at least the
-        patch's size; the patch covers rows ``row - h // 2 .. row - h // 2 + h - 1`` (columns
-        alike) and lies inside the image."""
-        height, width = label.shape
+        """(row, column) of the centre of a patch of ``label`` (H, W) int64 ((D, H, W) for a
+        volume: (slice, row, column)), at least the patch's size; the patch covers rows
+        ``row - h // 2 .. row - h // 2 + h - 1`` (other axes alike) and lies inside the image."""
         if rng is None:
-            return self._inside((height // 2, width // 2), label.shape)
+            return self._inside(tuple(side // 2 for side in label.shape), label.shape)
         if rng.random() < self.foreground_share:
             foreground = label != 0
             if self.ignore_index is not None:
                 foreground &= label != self.ignore_index
             pixels = np.flatnonzero(foreground)
             if len(pixels):
-                row, column = divmod(int(pixels[rng.integers(len(pixels))]), width)
-                return self._inside((row, column), label.shape)
-        h, w = self.size
-        return int(rng.integers(h // 2, height - h + h // 2 + 1)), int(rng.integers(w // 2, width - w + w // 2 + 1))
+                point = np.unravel_index(int(pixels[rng.integers(len(pixels))]), label.shape)
+                return self._inside(tuple(int(p) for p in point), label.shape)
+        return tuple(int(rng.integers(p // 2, s - p + p // 2 + 1)) for p, s in zip(self.size, label.shape))
 
     def _inside(self, point: Point, shape: tuple[int, ...]) -> Point:
         """``point`` moved the least so that the patch centred there lies inside ``shape``."""
-        h, w = self.size
-        return min(max(point[0], h // 2), shape[0] - h + h // 2), min(max(point[1], w // 2), shape[1] - w + w // 2)
+        return tuple(min(max(x, p // 2), s - p + p // 2) for x, p, s in zip(point, self.size, shape))
 
 
 def cut(array: np.ndarray, centre: Point, size: Size, fill: float) -> np.ndarray:
     """The window of ``size`` = (height, width) of ``array`` (H, W, ...) centred on ``centre``
-    (rows ``centre[0] - height // 2`` on, columns alike), ``fill`` where it leaves the array;
-    a copy, of ``array``'s dtype."""
-    top, left = centre[0] - size[0] // 2, centre[1] - size[1] // 2
-    window = np.full((*size, *array.shape[2:]), fill, dtype=array.dtype)
-    rows = slice(max(top, 0), min(top + size[0], array.shape[0]))
-    columns = slice(max(left, 0), min(left + size[1], array.shape[1]))
-    window[rows.start - top : rows.stop - top, columns.start - left : columns.stop - left] = array[rows, columns]
+    (rows ``centre[0] - height // 2`` on, columns alike; with three sizes, the first three
+    axes), ``fill`` where it leaves the array; a copy, of ``array``'s dtype."""
+    starts = [c - s // 2 for c, s in zip(centre, size)]
+    window = np.full((*size, *array.shape[len(size):]), fill, dtype=array.dtype)
+    inside = [slice(max(a, 0), min(a + s, n)) for a, s, n in zip(starts, size, array.shape)]
+    window[tuple(slice(i.start - a, i.stop - a) for i, a in zip(inside, starts))] = array[tuple(inside)]
     return window
 
 

@@ -1,13 +1,14 @@
-"""95th-percentile Hausdorff distance (HD95) per sample and class."""
+"""Surface distances per sample and class, in the units of the spacing (mm for volumes): the
+95th-percentile Hausdorff distance (HD95) and the average symmetric surface distance (ASD)."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.metrics import compute_hausdorff_distance
+from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 from torch import Tensor
 
 from siteflow.kernels.reference import check_labels, predict_labels
@@ -61,6 +62,43 @@ def hd95(
     Returns:
         float32 ``(N, C_reported)`` on the device of ``pred``.
     """
+    return _surface_distance(
+        pred, labels, num_classes, include_background, spacing,
+        lambda p, t, table: compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=table),
+    )
+
+
+def average_surface_distance(
+    pred: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    include_background: bool = False,
+    spacing: Spacing = None,
+) -> Tensor:
+    """Average symmetric surface distance per sample and class, 2D or 3D: the mean, over the
+    boundary voxels of both masks, of the distance to the other mask's boundary (MONAI's
+    ``compute_average_surface_distance(symmetric=True)``), in the units of ``spacing``. A class
+    absent from both masks scores 0, from one of them the image diagonal, as in :func:`hd95`.
+
+    Args and returns: as :func:`hd95`.
+    """
+    return _surface_distance(
+        pred, labels, num_classes, include_background, spacing,
+        lambda p, t, table: compute_average_surface_distance(p, t, include_background=True, symmetric=True, spacing=table),
+    )
+
+
+def _surface_distance(
+    pred: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    include_background: bool,
+    spacing: Spacing,
+    measure: Callable[[Tensor, Tensor, list], Tensor],
+) -> Tensor:
+    """``measure(pred_masks, true_masks, spacing rows)`` (MONAI's, on bool masks
+    (N, C_reported, *spatial)) per sample and class, with the empty cases of :func:`hd95`."""
     classes = reported_classes(num_classes, include_background)
     pred = predict_labels(pred, num_classes)
     check_labels(labels, pred.shape, num_classes, None)
@@ -74,9 +112,7 @@ def hd95(
         # a deprecated argument of its own get_mask_edges.
         warnings.filterwarnings("ignore", message="the (ground truth|prediction) of class", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*get_mask_edges:always_return_as_numpy", category=FutureWarning)
-        distance = compute_hausdorff_distance(
-            pred_masks, true_masks, include_background=True, percentile=95, spacing=spacing_table.tolist()
-        )
+        distance = measure(pred_masks, true_masks, spacing_table.tolist())
 
     pred_any = pred_masks.flatten(2).any(-1)
     true_any = true_masks.flatten(2).any(-1)

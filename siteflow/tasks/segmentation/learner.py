@@ -90,7 +90,9 @@ class SegmentationLearner(Learner):
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Batch:
         """The batch with ``"pred"``: predicted class ids (N, *native) at the labels' size, and
-        the images resized (bilinearly) to that size for pictures, all on the CPU."""
+        the images resized (bilinearly) to that size for pictures, all on the CPU; the voxel
+        spacing (N, n_axes) of volumes passed on."""
         pred = predict_labels(self.evaluation_outputs(batch), len(self.class_names))
         image = resize_spatial(batch["image"].float(), batch["label"].shape[1:])
-        return {"image": image.cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(), "id": batch["id"]}
+        spacing = {"spacing": batch["spacing"].cpu()} if "spacing" in batch else {}
+        return {"image": image.cpu(), "label": batch["label"].cpu(), "pred": pred.cpu(), "id": batch["id"], **spacing}

@@ -1,10 +1,11 @@
-"""Sample-wise outputs of a segmentation model: per-image scores (Dice, HD95, IoU, sensitivity,
-specificity), overlays and NIfTI files."""
+"""Sample-wise outputs of a segmentation model: per-image scores (Dice, HD95, average surface
+distance, IoU, sensitivity, specificity; distances in the units of the voxel spacing, mm for
+volumes), overlays and NIfTI files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -14,8 +15,9 @@ from matplotlib.figure import Figure
 
 from siteflow.core.atomic import atomic_path, safe_name
 from siteflow.metrics import confusion_counts, hd95, overlap_scores
+from siteflow.metrics.hausdorff import average_surface_distance
 
-SAMPLE_METRICS = ("dice", "hd95", "iou", "sensitivity", "specificity")
+SAMPLE_METRICS = ("dice", "hd95", "asd", "iou", "sensitivity", "specificity")
 """The per-sample metrics of ``predict_test.py``, in the order of its columns."""
 OVERLAY_SAMPLES = 6
 OVERLAY_COLOURS = ("#00e5ff", "#ff2bd6", "#ffe600", "#39ff14", "#ff7f0e", "#1f77ff", "#ffffff")
@@ -27,10 +29,12 @@ def score_samples(
     """Image ids, and for each metric of :data:`SAMPLE_METRICS` its float64 table (N, C-1)
     over the foreground classes of every predicted sample.
 
-    Batches: ``{"pred": (B, *spatial) int64, "label": (B, *spatial) int64, "id": list[str]}``.
+    Batches: ``{"pred": (B, *spatial) int64, "label": (B, *spatial) int64, "id": list[str]}``,
+    and for volumes ``"spacing"``: float (B, n_axes), each sample's voxel spacing in mm, which
+    HD95 and the average surface distance (ASD) are measured in (pixels without it).
     Dice, IoU, sensitivity and specificity count no pixel labelled ``ignore_index`` (see
-    :func:`~siteflow.metrics.overlap_scores`); HD95, which has no notion of ignored pixels,
-    takes them as background in prediction and truth.
+    :func:`~siteflow.metrics.overlap_scores`); HD95 and ASD, which have no notion of ignored
+    pixels, take them as background in prediction and truth.
     """
     num_classes = len(class_names)
     ids: list[str] = []
@@ -43,7 +47,9 @@ def score_samples(
         if ignore_index is not None:
             ignored = label == ignore_index
             label, pred = label.masked_fill(ignored, 0), pred.masked_fill(ignored, 0)
-        tables["hd95"].append(hd95(pred, label, num_classes))
+        spacing = batch.get("spacing")
+        tables["hd95"].append(hd95(pred, label, num_classes, spacing=spacing))
+        tables["asd"].append(average_surface_distance(pred, label, num_classes, spacing=spacing))
         ids.extend(batch["id"])
     return ids, {name: torch.cat(rows).double().numpy() for name, rows in tables.items()}
 
@@ -80,10 +86,17 @@ def plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path) -
         figure.savefig(tmp, format="png")
 
 
-def save_nifti(batches: list[dict], folder: Path) -> None:
-    """Write every input, prediction and truth as ``<id>_{image,pred,label}.nii.gz``."""
+def save_nifti(batches: list[dict], folder: Path, on_source_grid: Callable[[str, np.ndarray], sitk.Image] | None = None) -> None:
+    """Write every input, prediction and truth as ``<id>_{image,pred,label}.nii.gz``; or, with
+    ``on_source_grid`` (volumes: ``(id, prediction int (D, H, W)) -> the prediction on the grid
+    of the case's source file``), each prediction alone as ``<id>_pred.nii.gz``, with the
+    source's exact size, spacing, origin and direction (the image and label are the source files)."""
     for batch in batches:
         for image, label, pred, image_id in zip(batch["image"], batch["label"], batch["pred"], batch["id"]):
+            if on_source_grid is not None:
+                with atomic_path(folder / f"{safe_name(image_id)}_pred.nii.gz") as tmp:
+                    sitk.WriteImage(on_source_grid(image_id, pred.numpy()), str(tmp), useCompression=True)
+                continue
             channels_last = image.float().movedim(0, -1).numpy()
             vector = channels_last.shape[-1] > 1
             volumes = {

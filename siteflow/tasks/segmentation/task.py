@@ -1,5 +1,6 @@
-"""Segmentation: integer label maps; Dice, HD95, IoU, sensitivity and specificity at each
-image's native resolution."""
+"""Segmentation: integer label maps; Dice, HD95, average surface distance, IoU, sensitivity and
+specificity at each image's native resolution (volumes: on their preprocessed grid, distances
+in mm)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from siteflow.config import SiteConfig, TrainConfig
 from siteflow.core.atomic import safe_name
 from siteflow.core.registry import TASKS
 from siteflow.datasets.pooling import loader
+from siteflow.datasets.volumes import VolumeDataset
 from siteflow.metrics import mean_confidence_interval
 from siteflow.tasks.base import ExtraLoss, ModelToTest, PredictionOutput, Task
 from siteflow.tasks.segmentation.learner import SegmentationLearner
@@ -71,13 +73,15 @@ class SegmentationTask(Task):
         )
 
     def predict(self, model: ModelToTest, site: SiteConfig, trainer: pl.Trainer, output: PredictionOutput) -> None:
-        """Per image, at its native resolution: Dice, HD95, IoU, sensitivity and specificity
-        of each foreground class and their mean; their means over the images with 95%
-        confidence intervals; an overlay grid (``overlays/<model>/<site>.png``) and optionally
-        NIfTI files."""
+        """Per image, at its native resolution: Dice, HD95, average surface distance, IoU,
+        sensitivity and specificity of each foreground class and their mean; their means over
+        the images with 95% confidence intervals; an overlay grid
+        (``overlays/<model>/<site>.png``) and optionally NIfTI files (volumes: each prediction
+        on its source file's grid, see :func:`save_nifti`)."""
         train = self.config.tasks[0].train
         learner = self.learner(model.solver_for(site.task_name), self.build_loss(train), train)
-        data = loader(self.dataset([site], "test"), batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False)
+        dataset = self.dataset([site], "test")
+        data = loader(dataset, batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False)
         batches = trainer.predict(learner, dataloaders=data)
         ids, scores = score_samples(batches, self.class_names, self.ignore_index)
         columns = [column for name in SAMPLE_METRICS for column in (*scores[name].T, scores[name].mean(1))]
@@ -88,5 +92,6 @@ class SegmentationTask(Task):
         )
         plot_overlays(batches, self.class_names, output.folder / "overlays" / safe_name(model.name) / f"{safe_name(site.task_name)}.png")
         if output.save_volumes:
-            save_nifti(batches, output.folder / "nifti" / safe_name(model.name) / safe_name(site.task_name))
+            on_source_grid = dataset.on_source_grid if isinstance(dataset, VolumeDataset) else None
+            save_nifti(batches, output.folder / "nifti" / safe_name(model.name) / safe_name(site.task_name), on_source_grid)
         log.info("%s on %s: mean sample Dice %.4f", model.name, site.task_name, scores["dice"].mean())
