@@ -1,4 +1,5 @@
-"""Command lines: ``train.py`` / ``siteflow-train`` and ``predict_test.py`` / ``siteflow-predict``."""
+"""Command lines: ``train.py`` / ``siteflow-train``, ``predict_test.py`` / ``siteflow-predict``,
+``compare.py`` / ``siteflow-compare`` and ``report.py`` / ``siteflow-report``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,27 @@ def _gpus(value: str | None, parser: argparse.ArgumentParser) -> list[int] | Non
         parser.error(f"-g/--gpus: expected GPU indices like 0 or 0,1, got {value!r}")
 
 
+def _seeds(value: str | None, parser: argparse.ArgumentParser) -> list[int] | None:
+    """The ``--seeds`` list: distinct non-negative integers."""
+    if value is None:
+        return None
+    try:
+        seeds = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds: expected distinct non-negative integers like 0,1,2, got {value!r}")
+    return seeds
+
+
+def _spread_text(value: dict | None) -> str:
+    """``0.7012 +/- 0.0150 (0.6900, 0.7100, 0.7036)``: a value's mean, std and every seed's."""
+    if value is None:
+        return "n/a"
+    std = "" if value["std"] is None else f" +/- {value['std']:.4f}"
+    return f"{value['mean']:.4f}{std} ({', '.join(f'{v:.4f}' for v in value['values'])})"
+
+
 def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: str) -> tuple[ExperimentConfig, Path]:
     """Load the config (exiting with its error message) and set up logging into the run folder."""
     try:
@@ -63,6 +85,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     from siteflow.datasets import DataError
     from siteflow.engine.run_folder import RunFolderConflict, RunFolderLocked
     from siteflow.engine.runner import ExperimentRun
+    from siteflow.engine.seeds import run_seeds
     from siteflow.handover import HandoverError
     from siteflow.strategies.base import SetupRefused
     from siteflow.strategies.federated import TooFewSites
@@ -84,8 +107,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         "--key-file", type=Path, default=None,
         help="consortium key to sign and verify hand-over files (default: $SITEFLOW_HANDOVER_KEY, if set)",
     )
+    parser.add_argument(
+        "--seeds", default=None,
+        help="repeat the study once per seed, e.g. 0,1,2: <run>/seed<k>/ each, mean and spread in <run>/results/",
+    )
     args = parser.parse_args(argv)
     gpus = _gpus(args.gpus, parser)
+    seeds = _seeds(args.seeds, parser)
+    if seeds is not None and (args.handover is not None or args.task_id is not None):
+        parser.error("--seeds repeats a whole study; a deployed run (--handover, --task-id) trains one site of one seed")
     config, run_dir = _setup(args, parser, "train")
     if args.handover is not None:
         if len(config.tasks) != 1:
@@ -95,13 +125,22 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     if args.cpu_processes < 1:
         parser.error(f"--cpu-processes: expected at least 1, got {args.cpu_processes}")
     try:
-        run = ExperimentRun(config, run_dir, gpus=gpus, cpu_processes=args.cpu_processes, key_file=args.key_file)
-        summary = run.execute()
+        options = {"gpus": gpus, "cpu_processes": args.cpu_processes, "key_file": args.key_file}
+        if seeds is not None:
+            summary = run_seeds(config, run_dir, seeds, **options)
+        else:
+            run = ExperimentRun(config, run_dir, **options)
+            summary = run.execute()
     except (RunFolderConflict, RunFolderLocked, HandoverError, OutputError, SetupRefused, DataError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     except TooFewSites as error:
         parser.exit(1, f"{parser.prog}: stopped: {error}\n")
-    if summary:
+    if summary and seeds is not None:
+        for metric in summary["metrics"]:
+            values = summary[metric]
+            print(f"{metric}: final mean {_spread_text(values['final_mean'])}, backward transfer {_spread_text(values['backward_transfer'])}")
+        print(f"over seeds {seeds}: results in {run_dir / 'results'} ({time.perf_counter() - started:.0f} s)")
+    elif summary:
         metric = summary["metrics"][0]
         print(f"\nsite matrix of {metric} (row: after training, column: test site)\n{matrix_table(run.results, summary['sites'], metric)}\n")
         for metric in summary["metrics"]:
@@ -121,6 +160,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
 
     from siteflow.core.atomic import OutputError
     from siteflow.engine.predict import predict_run
+    from siteflow.engine.seeds import seed_folders
     from siteflow.handover import HandoverError
 
     parser = _common_parser("Sample-wise evaluation of trained weights on every test site.")
@@ -130,13 +170,67 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     gpus = _gpus(args.gpus, parser)
     config, run_dir = _setup(args, parser, "predict")
+    folders = list(seed_folders(run_dir).values()) or [run_dir]  # a study over seeds: every seed's run
     try:
-        output = predict_run(
-            config, run_dir, gpu=gpus[0] if gpus else None, save_nifti=args.save_results, weights=args.weights, stages=args.stage
-        )
+        outputs = [
+            predict_run(config, folder, gpu=gpus[0] if gpus else None, save_nifti=args.save_results, weights=args.weights, stages=args.stage)
+            for folder in folders
+        ]
     except (FileNotFoundError, ValueError, OutputError, HandoverError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     except SafetensorError as error:
         parser.exit(2, f"{parser.prog}: error: {args.weights or run_dir}: not a readable safetensors file ({error})\n")
-    print(f"test results in {output}")
+    print("test results in " + ", ".join(map(str, outputs)))
+    return 0
+
+
+def compare_main(argv: Sequence[str] | None = None) -> int:
+    """Paired comparison of two runs on the same test images; see README.md."""
+    from siteflow.core.atomic import OutputError, write_text
+    from siteflow.reporting.compare import COLUMNS, compare_runs, comparison_csv, comparison_rows
+    from siteflow.reporting.runs import NoFinishedRun, read_run
+
+    parser = argparse.ArgumentParser(description="Compare two runs' predict_test.py results, site by site (A - B).")
+    parser.add_argument("run_a", type=Path, help="run folder exps/<config>/<note> (a study over seeds too)")
+    parser.add_argument("run_b", type=Path, help="run folder to compare with")
+    parser.add_argument("--model-a", default=None, help="model (stage) of run A (default: the last one in its samples.csv)")
+    parser.add_argument("--model-b", default=None, help="model (stage) of run B (default: the last one in its samples.csv)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("-o", "--output", type=Path, default=None, help="also write the table as this CSV file")
+    args = parser.parse_args(argv)
+    if args.resamples < 1:
+        parser.error(f"--resamples: expected at least 1, got {args.resamples}")
+    try:
+        comparisons = compare_runs(
+            read_run(args.run_a), read_run(args.run_b), model_a=args.model_a, model_b=args.model_b, n_resamples=args.resamples
+        )
+        if args.output is not None:
+            write_text(args.output, comparison_csv(comparisons))
+    except (NoFinishedRun, ValueError, OutputError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(f"A = {args.run_a}, B = {args.run_b}")
+    print("  ".join(f"{c:>11}" for c in COLUMNS))
+    for row in comparison_rows(comparisons):
+        print("  ".join(f"{v:>11.4f}" if isinstance(v, float) else f"{v!s:>11}" for v in row))
+    return 0
+
+
+def report_main(argv: Sequence[str] | None = None) -> int:
+    """Write one self-contained HTML report of finished runs; see README.md."""
+    from siteflow.core.atomic import OutputError
+    from siteflow.reporting.report import write_report
+    from siteflow.reporting.runs import NoFinishedRun, read_run
+
+    parser = argparse.ArgumentParser(description="One self-contained HTML report of finished runs (the first is compared with the others).")
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders exps/<config>/<note>")
+    parser.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="the HTML file (default: ./report.html)")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the paired comparisons (default 1000)")
+    args = parser.parse_args(argv)
+    if args.resamples < 1:
+        parser.error(f"--resamples: expected at least 1, got {args.resamples}")
+    try:
+        path = write_report([read_run(run) for run in args.runs], args.output, n_resamples=args.resamples)
+    except (NoFinishedRun, OutputError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(f"report in {path}")
     return 0

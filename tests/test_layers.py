@@ -18,7 +18,7 @@ LAYERS = [
     ("tasks",),
     ("strategies",),
     ("engine",),
-    ("deploy", "cli"),
+    ("deploy", "cli", "reporting"),
 ]
 """Sub-packages of siteflow from the lowest layer to the highest."""
 

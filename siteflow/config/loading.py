@@ -3,7 +3,7 @@
 A config has three top-level keys:
 
 ``common``
-    seed, workers, and ``dataset`` / ``model`` / ``strategy`` as ``{name, kwargs}``, plus
+    seed, workers, ``deterministic`` (bool), and ``dataset`` / ``model`` / ``strategy`` as ``{name, kwargs}``, plus
     ``train`` (epochs, batch size, precision, loss, optimizer, scheduler, ...).
 ``all_tasks_datasets``
     one partial dataset entry per site: ``{task_id, task_name, name?, kwargs}``, deep-merged
@@ -84,6 +84,8 @@ def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
     common = _sections(raw)
     seed = _integer(common.get("seed", 0), "common.seed", 0, MAX_ID)
     num_workers = _integer(common.get("num_workers", 0), "common.num_workers", 0)
+    deterministic = common.get("deterministic", False)
+    check_type(deterministic, bool, "common.deterministic")
     model = _component(common["model"], "common.model", MODELS, supplied=("in_channels", "num_classes"))
     strategy_component = _component(common["strategy"], "common.strategy", STRATEGIES)
     strategy = build_strategy(strategy_component)
@@ -98,6 +100,7 @@ def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
         source=source,
         seed=seed,
         num_workers=num_workers,
+        deterministic=deterministic,
         model=model,
         strategy=strategy_component,
         sites=tuple(s.config for s in sites.values()),
@@ -119,7 +122,7 @@ def _sections(raw: Any) -> dict:
             raise ConfigError(key, "required key is missing")
     common = raw["common"]
     check_type(common, dict, "common")
-    check_keys(common, ["seed", "num_workers", "dataset", "model", "strategy", "train"], "common")
+    check_keys(common, ["seed", "num_workers", "deterministic", "dataset", "model", "strategy", "train"], "common")
     for key in ("dataset", "model", "strategy"):
         if key not in common:
             raise ConfigError(join("common", key), "required key is missing")

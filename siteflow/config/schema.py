@@ -104,7 +104,11 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A validated experiment: every site (all test sites) and the sites trained here."""
+    """A validated experiment: every site (all test sites) and the sites trained here.
+
+    ``deterministic`` runs every trainer in Lightning's deterministic mode (deterministic
+    kernels, no cuDNN benchmarking; see :class:`siteflow.engine.site_step.SiteStep`).
+    """
 
     name: str
     source: Path
@@ -114,6 +118,7 @@ class ExperimentConfig:
     strategy: Component
     sites: tuple[SiteConfig, ...]
     tasks: tuple[TaskConfig, ...]
+    deterministic: bool = False
 
     @property
     def deployed(self) -> bool:
@@ -133,6 +138,7 @@ class ExperimentConfig:
             "source": str(self.source),
             "seed": self.seed,
             "num_workers": self.num_workers,
+            "deterministic": self.deterministic,
             "model": dataclasses.asdict(self.model),
             "strategy": dataclasses.asdict(self.strategy),
             "sites": [dataclasses.asdict(s) for s in self.sites],

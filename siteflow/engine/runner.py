@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -65,8 +66,9 @@ class ExperimentRun:
         self.task: Task = build_task(config)
         self.site_step = SiteStep(
             self.task, seed=config.seed, num_workers=config.num_workers, logs=self.folder.logs, root=self.folder.path, gpus=gpus,
-            cpu_processes=cpu_processes,
+            cpu_processes=cpu_processes, deterministic=config.deterministic,
         )
+        self.started = time.perf_counter()
         for site in config.sites:
             if not site.available:
                 log.warning("site %s: its data is not here, so it is not tested", site.task_name)
@@ -174,6 +176,10 @@ class ExperimentRun:
         if result is not None:
             metric = self.task.matrix_metrics[0]
             log.info("stage %s: %s", stage, ", ".join(f"{site} {metric} {v[metric]:.3f}" for site, v in result.values.items()))
+            log.info(
+                "study %s: %d stages recorded, %.0f s elapsed in this process",
+                self.config.name, len(self.folder.results), time.perf_counter() - self.started,
+            )
 
     def recorded(self, stage: str) -> bool:
         return self.folder.recorded(stage)
@@ -191,6 +197,9 @@ class ExperimentRun:
 
     def site_folder(self, site: str) -> Path:
         return self.folder.site_folder(site)
+
+    def result_path(self, name: str) -> Path:
+        return self.folder.results_dir / name
 
     # -- the whole run ---------------------------------------------------------------------
 

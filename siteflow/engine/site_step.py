@@ -40,6 +40,9 @@ class SiteStep:
         root: Lightning's default root folder.
         gpus: GPU indices; None trains on the CPU. Several GPUs use DDP.
         cpu_processes: without GPUs, train with this many CPU processes under DDP (gloo).
+        deterministic: Lightning's deterministic mode (``torch.use_deterministic_algorithms``,
+            no cuDNN benchmarking, ``CUBLAS_WORKSPACE_CONFIG`` set on GPUs): bit-for-bit
+            repeatable runs on one machine, at some cost in speed.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class SiteStep:
         root: Path,
         gpus: Sequence[int] | None,
         cpu_processes: int = 1,
+        deterministic: bool = False,
     ) -> None:
         self.task = task
         self.seed = seed
@@ -60,6 +64,7 @@ class SiteStep:
         self.root = root
         self.gpus = list(gpus) if gpus else None
         self.cpu_processes = cpu_processes
+        self.deterministic = deterministic
 
     def fit(
         self,
@@ -176,7 +181,7 @@ class SiteStep:
             plugins=[AtomicCheckpointIO()],
             default_root_dir=self.root,
             enable_model_summary=False,
-            deterministic=False,
+            deterministic=self.deterministic,
         )
 
 

@@ -10,11 +10,18 @@ from siteflow.metrics.confusion import Confusion, confusion_counts, dice_from_co
 from siteflow.metrics.dice import PooledDice, PooledOverlap, SampleDice
 from siteflow.metrics.hausdorff import HD95, hd95
 from siteflow.metrics.per_sample import PerSampleMetric
-from siteflow.metrics.statistics import bootstrap_confidence_interval, mean_confidence_interval
+from siteflow.metrics.statistics import (
+    PairedTest,
+    bootstrap_confidence_interval,
+    mean_confidence_interval,
+    paired_bootstrap_test,
+    wilcoxon_signed_rank,
+)
 
 __all__ = [
     "HD95",
     "Confusion",
+    "PairedTest",
     "MultiLabelAUROC",
     "PerSampleMetric",
     "PooledDice",
@@ -27,6 +34,8 @@ __all__ = [
     "masked_auroc",
     "mean_confidence_interval",
     "overlap_scores",
+    "paired_bootstrap_test",
     "sensitivity_specificity",
+    "wilcoxon_signed_rank",
     "youden_thresholds",
 ]

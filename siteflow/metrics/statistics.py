@@ -1,9 +1,10 @@
-"""Confidence intervals of per-sample results."""
+"""Confidence intervals of per-sample results, and paired tests between two models."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -72,22 +73,91 @@ def bootstrap_confidence_interval(
         percentiles of the resampled statistics (NaN if every resample gave NaN).
     """
     _check_confidence(confidence)
+    data = _paired_arrays(arrays)
+    return float(statistic(*data)), *_percentile_interval(_resample(statistic, data, n_resamples, seed), confidence)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A difference between two models on the same samples: the estimate with its confidence
+    interval ``(low, high)`` and the two-sided ``p_value`` of "no difference"."""
+
+    estimate: float
+    low: float
+    high: float
+    p_value: float
+
+
+def paired_bootstrap_test(
+    difference: Callable[..., float],
+    *arrays: ArrayLike,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedTest:
+    """A difference between two models, resampled over the samples they share.
+
+    ``difference`` maps the rows of ``arrays`` (both models' values of each sample, kept
+    together) to a number, e.g. ``mean(a - b)`` or ``auroc(a) - auroc(b)``; the samples are
+    resampled with replacement as in :func:`bootstrap_confidence_interval`. The two-sided
+    p-value of "no difference" is ``min(1, 2 * min(P(d* <= 0), P(d* >= 0)))`` over the
+    resampled differences ``d*``; a difference that is 0 on every resample gives ``p = 1``.
+
+    Returns:
+        :class:`PairedTest`; NaN bounds and p-value if every resample gave NaN.
+    """
+    _check_confidence(confidence)
+    data = _paired_arrays(arrays)
+    resampled = _resample(difference, data, n_resamples, seed)
+    low, high = _percentile_interval(resampled, confidence)
+    p_value = min(1.0, 2 * min(float(np.mean(resampled <= 0)), float(np.mean(resampled >= 0)))) if resampled.size else math.nan
+    return PairedTest(float(difference(*data)), low, high, p_value)
+
+
+def wilcoxon_signed_rank(differences: ArrayLike) -> tuple[float, float]:
+    """Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, two-sided) of paired differences.
+
+    Args:
+        differences: (n,) per-sample differences ``a - b``; zeros are dropped (``"wilcox"``).
+
+    Returns:
+        ``(statistic, p_value)``; ``(0.0, 1.0)`` when every difference is 0 (no evidence of
+        any), NaN for no sample.
+    """
+    d = _as_numpy(differences).ravel()
+    if d.size == 0:
+        return math.nan, math.nan
+    if not np.any(d != 0):
+        return 0.0, 1.0
+    result = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
+    return float(result.statistic), float(result.pvalue)
+
+
+def _paired_arrays(arrays: Sequence[ArrayLike]) -> list[np.ndarray]:
+    """``arrays`` as numpy arrays, checked to be non-empty and of one length."""
     if not arrays:
         raise ValueError("at least one array is required")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
     data = [_as_numpy(a) for a in arrays]
     n = len(data[0])
     if n == 0 or any(len(a) != n for a in data):
         raise ValueError(f"arrays must be non-empty and of one length, got lengths {[len(a) for a in data]}")
+    return data
 
-    rng = np.random.default_rng(seed)
-    resampled = np.array(
-        [float(statistic(*(a[idx] for a in data))) for idx in rng.integers(0, n, size=(n_resamples, n))]
-    )
-    resampled = resampled[~np.isnan(resampled)]
-    estimate = float(statistic(*data))
+
+def _percentile_interval(resampled: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The ``(1 -/+ confidence) / 2`` percentiles of ``resampled`` (NaN, NaN if it is empty)."""
     if resampled.size == 0:
-        return estimate, math.nan, math.nan
+        return math.nan, math.nan
     low, high = np.percentile(resampled, [50 * (1 - confidence), 50 * (1 + confidence)])
-    return estimate, float(low), float(high)
+    return float(low), float(high)
+
+
+def _resample(statistic: Callable[..., float], data: Sequence[np.ndarray], n_resamples: int, seed: int) -> np.ndarray:
+    """``statistic`` on ``n_resamples`` bootstrap resamples of the rows of ``data`` (the same
+    rows of every array), the NaN ones left out."""
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    n = len(data[0])
+    rng = np.random.default_rng(seed)
+    resampled = np.array([float(statistic(*(a[idx] for a in data))) for idx in rng.integers(0, n, size=(n_resamples, n))])
+    return resampled[~np.isnan(resampled)]

@@ -130,6 +130,10 @@ class StudyContext(Protocol):
         """A folder of ``site``'s own files (a deployed site's disk; in a simulation, one
         folder per site inside the run)."""
 
+    def result_path(self, name: str) -> Path:
+        """Where a strategy writes a result of its own (a file ``name`` beside the site
+        matrices: ``results/<name>`` of the run folder)."""
+
 
 class Strategy(ABC):
     """Base class of multi-site strategies; subclasses register with ``STRATEGIES``.

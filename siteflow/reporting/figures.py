@@ -1,0 +1,72 @@
+"""Pictures of a run for the HTML report, as base64 PNG text (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.figure import Figure
+from PIL import Image
+
+MAX_CURVE_STAGES = 12
+"""Learning curves are drawn for at most this many stages (the first ones) per run."""
+
+
+def figure_base64(figure: Figure) -> str:
+    """``figure`` as base64 text of a PNG."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def file_base64(path: Path, max_side: int | None = None) -> str:
+    """The PNG file ``path`` as base64 text; with ``max_side``, shrunk (aspect kept) to at
+    most that many pixels on its longer side first."""
+    if max_side is None:
+        return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    with Image.open(path) as picture:
+        picture.thumbnail((max_side, max_side))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="png", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def learning_curves(logs: Path, stages: Sequence[str]) -> Figure | None:
+    """One panel per stage with a CSV log (``logs/<stage>/csv/metrics.csv``): the training
+    loss per epoch and every validation value per epoch; None when no stage has a log."""
+    curves = [(stage, _epoch_series(path)) for stage in stages if (path := logs / stage / "csv" / "metrics.csv").is_file()]
+    curves = [(stage, series) for stage, series in curves if series][:MAX_CURVE_STAGES]
+    if not curves:
+        return None
+    columns = min(3, len(curves))
+    rows = math.ceil(len(curves) / columns)
+    figure = Figure(figsize=(4.2 * columns, 2.8 * rows), dpi=90)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (stage, series) in zip(axes, curves):
+        for name, (epochs, values) in series.items():
+            ax.plot(epochs, values, marker="o", markersize=3, label=name)
+        ax.set_title(stage, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in axes[len(curves):]:
+        ax.set_visible(False)
+    figure.tight_layout()
+    return figure
+
+
+def _epoch_series(path: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """Epoch-level columns of a Lightning CSV log (``train/loss_epoch``, ``val/*``) as
+    (epochs, values), the empty cells skipped."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [n for n in (rows[0].keys() if rows else []) if n == "train/loss_epoch" or n.startswith("val/")]
+    series = {}
+    for name in names:
+        points = [(int(row["epoch"]), float(row[name])) for row in rows if row.get(name)]
+        if points:
+            series[name] = ([e for e, _ in points], [v for _, v in points])
+    return series

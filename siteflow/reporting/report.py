@@ -1,0 +1,156 @@
+"""The HTML report of one or more finished runs (``siteflow-report``): one self-contained
+file, every picture embedded, no network needed to open it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+from siteflow.core.atomic import safe_name, write_text
+from siteflow.reporting.compare import COLUMNS, compare_runs, comparison_rows
+from siteflow.reporting.figures import figure_base64, file_base64, learning_curves
+from siteflow.reporting.html import image, page, paragraph, table
+from siteflow.reporting.runs import FinishedRun
+
+OVERLAY_SIDE = 480
+"""Overlay pictures are shrunk to at most this many pixels on their longer side."""
+
+SUMMARY_COLUMNS = ("run", "metric", "quantity", "site", "value", "std over seeds", "each seed")
+"""The columns of the report's summary table (``id="summary"``)."""
+
+
+def write_report(runs: Sequence[FinishedRun], path: Path, *, n_resamples: int = 1000) -> Path:
+    """Write the report of ``runs`` to ``path`` (atomically): the runs' configs side by side,
+    the summary table, site-matrix heatmaps, learning curves, ``predict_test.py`` results
+    with their intervals, the best and worst test images per site, and paired comparisons
+    of every run with the first (where both have test results)."""
+    if not runs:
+        raise ValueError("no run to report on")
+    sections = [
+        ("Configs", config_table(runs)),
+        ("Summary", table(SUMMARY_COLUMNS, [row for run in runs for row in summary_rows(run)], table_id="summary")),
+        ("Site matrices", "".join(_site_matrices(run) for run in runs)),
+        ("Learning curves", "".join(_curves(run) for run in runs)),
+        ("Test results", "".join(_test_results(run) for run in runs)),
+        ("Paired comparisons", _comparisons(runs, n_resamples)),
+    ]
+    write_text(path, page(f"siteflow report: {', '.join(run.name for run in runs)}", sections))
+    return path
+
+
+def summary_rows(run: FinishedRun) -> list[list]:
+    """The rows of a run's ``summary.json``: per metric, the final mean, the backward transfer
+    and each site's final value; over seeds, their mean, std and each seed's value."""
+    rows = []
+    for metric in run.summary.get("metrics", []):
+        values = run.summary[metric]
+        entries = [("final_mean", "", values["final_mean"]), ("backward_transfer", "", values["backward_transfer"])]
+        entries += [("final_per_site", site, value) for site, value in values["final_per_site"].items()]
+        for quantity, site, value in entries:
+            if isinstance(value, dict):  # over seeds
+                each = ", ".join(f"{v:.4f}" for v in value["values"])
+                rows.append([run.name, metric, quantity, site, value["mean"], value["std"], each])
+            else:
+                rows.append([run.name, metric, quantity, site, value, None, ""])
+    return rows
+
+
+def config_table(runs: Sequence[FinishedRun]) -> str:
+    """Every config key path with each run's value; the rows that differ are marked."""
+    flat = [_flatten({k: v for k, v in run.config.items() if k != "source"}) for run in runs]
+    keys = sorted(set().union(*flat))
+    rows = [[key, *(str(f.get(key, "")) for f in flat)] for key in keys]
+    differs = ["differs" if len({r for r in row[1:]}) > 1 else "" for row in rows]
+    return table(["key", *(run.name for run in runs)], rows, table_id="configs", row_classes=differs)
+
+
+def _flatten(value: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}.{key}".lstrip(".")).items()}
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return {k: v for i, item in enumerate(value) for k, v in _flatten(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
+
+
+def _site_matrices(run: FinishedRun) -> str:
+    pictures = [
+        image(file_base64(path), f"{run.name}: site matrix of {metric}")
+        for metric in run.summary.get("metrics", [])
+        if (path := run.path / "results" / f"site_matrix_{metric}.png").is_file()
+    ]
+    return f"<h3>{run.name}</h3>" + "".join(pictures)
+
+
+def _curves(run: FinishedRun) -> str:
+    folder = next(iter(run.folders.values()))
+    figure = learning_curves(folder / "logs", run.summary.get("stages", []))
+    which = f" (seed {next(iter(run.folders))})" if run.repeated else ""
+    body = image(figure_base64(figure), f"{run.name}: learning curves") if figure is not None else paragraph("no CSV logs")
+    return f"<h3>{run.name}{which}</h3>{body}"
+
+
+def _test_results(run: FinishedRun) -> str:
+    """Per seed: the intervals of ``summary.csv`` and, per site, the best and worst image of the
+    last model by Dice; for the first seed, the model's overlay picture of each site."""
+    parts = [f"<h3>{run.name}</h3>"]
+    files = run.test_results()
+    if not files:
+        return parts[0] + paragraph("no predict_test.py results")
+    for index, (seed, samples_file) in enumerate(files.items()):
+        label = "" if seed is None else f"seed {seed}: "
+        header, rows = _read(samples_file.with_name("summary.csv"))
+        keep = [i for i, name in enumerate(header) if name in ("model", "site", "n", "label") or name.startswith(("dice_mean_", "auroc"))]
+        parts.append(paragraph(f"{label}means over test images with 95% intervals"))
+        parts.append(table([header[i] for i in keep], [[_value(row[i]) for i in keep] for row in rows], table_id=f"test-{run.name}-{seed}"))
+        parts.append(_extremes(samples_file, label, overlays=index == 0))
+    return "".join(parts)
+
+
+def _extremes(samples_file: Path, label: str, *, overlays: bool) -> str:
+    header, rows = _read(samples_file)
+    if "dice_mean" not in header:
+        return ""
+    model = rows[-1][header.index("model")]
+    column, site_column = header.index("dice_mean"), header.index("site")
+    parts = []
+    for site in dict.fromkeys(row[site_column] for row in rows if row[0] == model):
+        scored = sorted((float(row[column]), row[header.index("image_id")]) for row in rows if row[0] == model and row[site_column] == site)
+        (worst, worst_id), (best, best_id) = scored[0], scored[-1]
+        parts.append(paragraph(f"{label}{model} on {site}: best image {best_id} (Dice {best:.4f}), worst {worst_id} (Dice {worst:.4f})"))
+        overlay = samples_file.parent / "overlays" / safe_name(model) / f"{safe_name(site)}.png"
+        if overlays and overlay.is_file():
+            parts.append(image(file_base64(overlay, OVERLAY_SIDE), f"{model} on {site}: image, truth, prediction"))
+    return "".join(parts)
+
+
+def _comparisons(runs: Sequence[FinishedRun], n_resamples: int) -> str:
+    if len(runs) < 2:
+        return paragraph("one run: nothing to compare")
+    parts = []
+    for other in runs[1:]:
+        title = f"A = {runs[0].name}, B = {other.name}"
+        try:
+            rows = comparison_rows(compare_runs(runs[0], other, n_resamples=n_resamples))
+        except ValueError as error:
+            parts.append(paragraph(f"{title}: not compared: {error}"))
+            continue
+        parts.append(paragraph(title) + table(COLUMNS, rows, table_id=f"compare-{other.name}"))
+    return "".join(parts)
+
+
+def _read(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    return header, rows
+
+
+def _value(text: str) -> object:
+    """A CSV cell as a number where it is one."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text

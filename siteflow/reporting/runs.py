@@ -1,0 +1,66 @@
+"""A finished run read back from its folder: one seed's run folder, or the ``seed<k>/``
+folders of a study repeated over seeds (see :mod:`siteflow.engine.seeds`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from siteflow.engine.seeds import seed_folders
+
+
+class NoFinishedRun(FileNotFoundError):
+    """A folder holds no finished run (no ``results/summary.json``)."""
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a finished run wrote.
+
+    Attributes:
+        path: the run folder given.
+        summary: its ``results/summary.json`` (over seeds for a repeated study).
+        config: its ``processed_config.yaml`` (the first seed's for a repeated study).
+        folders: the run folder of each seed (``{None: path}`` for a run of one seed).
+    """
+
+    path: Path
+    summary: dict
+    config: dict
+    folders: dict[int | None, Path]
+
+    @property
+    def name(self) -> str:
+        """``<config>/<note>``: the last two parts of the folder."""
+        return "/".join(self.path.resolve().parts[-2:])
+
+    @property
+    def repeated(self) -> bool:
+        """Whether the run is a study repeated over seeds."""
+        return None not in self.folders
+
+    def test_results(self) -> dict[int | None, Path]:
+        """Each seed's ``test_results/samples.csv`` written by ``predict_test.py``, where it exists."""
+        return {seed: p / "test_results" / "samples.csv" for seed, p in self.folders.items() if (p / "test_results" / "samples.csv").is_file()}
+
+
+def read_run(path: Path) -> FinishedRun:
+    """Read the finished run in ``path``.
+
+    Raises:
+        NoFinishedRun: ``path`` holds no ``results/summary.json`` (nor does a seed folder of it).
+    """
+    path = Path(path)
+    summary_file = path / "results" / "summary.json"
+    folders: dict[int | None, Path] = dict(seed_folders(path)) or {None: path}
+    if not summary_file.is_file():
+        raise NoFinishedRun(
+            f"{path} holds no finished run (no results/summary.json): train it first with train.py, "
+            "or give the folder exps/<config>/<note> of a run that finished"
+        )
+    config_file = next((p / "processed_config.yaml" for p in folders.values() if (p / "processed_config.yaml").is_file()), None)
+    config = yaml.safe_load(config_file.read_text()) if config_file is not None else {}
+    return FinishedRun(path, json.loads(summary_file.read_text()), config, folders)

@@ -1,0 +1,83 @@
+"""The per-image test results of ``predict_test.py`` (``test_results/samples.csv``) read back."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SiteSamples:
+    """One model's per-image results on one test site, over one or more seeds.
+
+    Attributes:
+        image_ids: the site's test images, sorted.
+        dice: (N, S) float64 per-image mean foreground Dice of each of S seeds
+            (segmentation), else None.
+        scores: (N, S, L) float64 per-image score of each label (multi-label; NaN where
+            the site does not know the label), else None.
+        labels: (N, L) float64 in {0, 1}, NaN where unknown (multi-label), else None.
+    """
+
+    image_ids: tuple[str, ...]
+    dice: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+def read_samples(paths: dict[int | None, Path], model: str | None) -> tuple[str, dict[str, SiteSamples]]:
+    """The rows of ``model`` (default: the last model of the first file) in each seed's
+    ``samples.csv``, by test site; returns the model's name and its :class:`SiteSamples`.
+
+    Raises:
+        ValueError: a file lacks the model, or the seeds were tested on different images.
+    """
+    tables = {seed: _read_csv(path) for seed, path in paths.items()}
+    first_path = next(iter(paths.values()))
+    if model is None:
+        model = list(dict.fromkeys(row["model"] for row in next(iter(tables.values()))))[-1]
+    by_site: dict[str, list[dict[str, dict[str, str]]]] = {}
+    for seed, rows in tables.items():
+        chosen = [row for row in rows if row["model"] == model]
+        if not chosen:
+            models = sorted({row["model"] for row in rows})
+            raise ValueError(f"{paths[seed]}: no model named {model!r} (models: {', '.join(models)})")
+        sites: dict[str, dict[str, dict[str, str]]] = {}
+        for row in chosen:
+            sites.setdefault(row["site"], {})[row["image_id"]] = row
+        for site, images in sites.items():
+            by_site.setdefault(site, []).append(images)
+    header = list(tables[next(iter(tables))][0].keys())
+    result = {}
+    for site, seeds in by_site.items():
+        ids = tuple(sorted(seeds[0]))
+        if len(seeds) != len(tables) or any(tuple(sorted(images)) != ids for images in seeds):
+            raise ValueError(f"{first_path.parent.parent.parent}: its seeds were tested on different images of site {site}")
+        result[site] = _site_samples(ids, seeds, header)
+    return model, result
+
+
+def _site_samples(ids: tuple[str, ...], seeds: list[dict[str, dict[str, str]]], header: list[str]) -> SiteSamples:
+    if "dice_mean" in header:
+        return SiteSamples(ids, dice=np.array([[float(images[i]["dice_mean"]) for images in seeds] for i in ids]))
+    labels = [column[2:] for column in header if column.startswith("p_")]
+    if not labels:
+        raise ValueError(f"samples.csv has neither a dice_mean column nor p_<label> columns (columns: {', '.join(header)})")
+    scores = np.array([[[_number(images[i][f"p_{name}"]) for name in labels] for images in seeds] for i in ids])
+    truth = np.array([[_number(seeds[0][i][f"y_{name}"]) for name in labels] for i in ids])
+    return SiteSamples(ids, scores=scores, labels=truth)
+
+
+def _number(text: str) -> float:
+    return float(text) if text != "" else np.nan
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path}: no test results in it")
+    return rows

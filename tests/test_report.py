@@ -1,0 +1,119 @@
+"""``siteflow-report``: one self-contained HTML file over real tiny runs, read back."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+from experiments import tiny_config
+from siteflow.cli import predict_main, report_main, train_main
+
+
+class ReportReader(HTMLParser):
+    """Collects the report's images, its sections and the cells of every table by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.headings: list[str] = []
+        self.tables: dict[str, list[list[tuple[str | None, str]]]] = {}
+        self.scripts = 0
+        self._table: str | None = None
+        self._cell: list | None = None
+        self._tag: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self._tag = tag
+        if tag == "img":
+            self.images.append(attrs["src"])
+        elif tag == "table":
+            self._table = attrs["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self.tables[self._table].append([])
+        elif tag == "td" and self._table is not None:
+            self._cell = [attrs.get("data-value"), ""]
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.tables[self._table][-1].append(tuple(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[1] += data
+        elif self._tag == "h2":
+            self.headings.append(data)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A sequential study over seeds 0 and 1 and a joint run of one seed, both tested by
+    predict_test.py."""
+    root = tmp_path_factory.mktemp("report")
+    folders = []
+    for strategy, seeds in (("sequential", ["--seeds", "0,1"]), ("joint", [])):
+        config = tiny_config(root, strategy)
+        common = ["-c", str(config), "-n", "r", "--exps-root", str(root / "exps")]
+        assert train_main(common + seeds) == 0
+        assert predict_main(common) == 0
+        folders.append(root / "exps" / strategy / "r")
+    return folders
+
+
+def test_report_embeds_every_part_and_the_summary_of_each_run(runs, tmp_path, capsys):
+    output = tmp_path / "report.html"
+    assert report_main([str(runs[0]), str(runs[1]), "-o", str(output), "--resamples", "50"]) == 0
+    reader = ReportReader()
+    reader.feed(output.read_text())
+    reader.close()
+    assert reader.headings == ["Configs", "Summary", "Site matrices", "Learning curves", "Test results", "Paired comparisons"]
+    assert "http" not in output.read_text().replace("http-equiv", "")  # nothing to fetch
+    assert reader.scripts == 1
+    # 2 runs x 2 metrics heatmaps, 2 learning-curve figures, 2 sites x 2 runs overlays (first seed only)
+    assert len(reader.images) == 4 + 2 + 4
+    for source in reader.images:
+        assert source.startswith("data:image/png;base64,")
+        picture = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        picture.load()
+        assert picture.size[0] > 50 and picture.size[1] > 50
+
+    summaries = {run.parent.name + "/r": json.loads((run / "results" / "summary.json").read_text()) for run in runs}
+    rows = reader.tables["summary"][1:]  # the header row has no cells
+    assert len(rows) == sum(len(s["metrics"]) * (2 + len(s[s["metrics"][0]]["final_per_site"])) for s in summaries.values())
+    for (_, run), (_, metric), (_, quantity), (_, site), (value, shown), (std, _), (_, each) in rows:
+        entry = summaries[run][metric][quantity]
+        entry = entry[site] if site else entry
+        if isinstance(entry, dict):  # over seeds
+            assert float(value) == entry["mean"] and float(std) == entry["std"]
+            assert [float(v) for v in each.split(", ")] == pytest.approx(entry["values"], abs=5e-5)
+        elif entry is None:
+            assert value is None and shown == ""
+        else:
+            assert float(value) == entry and std is None
+        assert value is None or shown == f"{float(value):.4f}"
+
+    configs = {cells[0][1]: [c[1] for c in cells[1:]] for cells in reader.tables["configs"][1:]}
+    assert configs["strategy.name"] == ["sequential", "joint"]
+    comparison = reader.tables["compare-joint/r"][1:]
+    assert sorted(cells[0][1] for cells in comparison) == ["site1", "site2"]
+    assert all(0 <= float(cells[10][0]) <= 1 for cells in comparison)  # p-values
+
+
+def test_report_of_a_folder_without_a_finished_run_is_refused(runs, tmp_path, capsys):
+    (tmp_path / "unfinished" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(SystemExit) as raised:
+        report_main([str(runs[0]), str(tmp_path / "unfinished"), "-o", str(tmp_path / "report.html")])
+    assert raised.value.code == 2
+    assert f"{tmp_path / 'unfinished'} holds no finished run (no results/summary.json)" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
