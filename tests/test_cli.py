@@ -86,8 +86,10 @@ def test_predict_writes_sample_wise_results_that_agree_with_training(tmp_path):
     with open(output / "summary.csv") as handle:
         summary = list(csv.DictReader(handle))
     assert len(summary) == 4 and summary[0]["n"] == "3"
-    low, mean, high = (float(summary[0][f"dice_mean_{k}"]) for k in ("ci_low", "mean", "ci_high"))
-    assert low <= mean <= high
+    low, mean, high, boot_low, boot_high = (
+        float(summary[0][f"dice_mean_{k}"]) for k in ("ci_low", "mean", "ci_high", "boot_low", "boot_high")
+    )
+    assert low <= mean <= high and boot_low <= mean <= boot_high
 
     assert (output / "overlays" / "site2" / "site1.png").stat().st_size > 1000
     config = load_config(config_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -215,3 +216,13 @@ def test_lightning_tests_images_of_different_native_sizes_one_at_a_time(tmp_path
     assert result["specificity"] == pytest.approx(197 / 204)
     # per sample: 4/8, and 0 for the twelve (foreground predicted, none in truth)
     assert result["dice_sample"] == pytest.approx((4 / 8 + 0) / 2)
+
+
+def test_the_summary_of_a_score_has_a_t_and_a_bootstrap_interval():
+    from siteflow.tasks.segmentation.task import summary_statistics
+
+    assert summary_statistics(np.array([0.8, 0.8, 0.8])) == pytest.approx((0.8,) * 5)  # no spread: every bound is the mean
+    mean, low, high, boot_low, boot_high = summary_statistics(np.array([0.0, 1.0]))
+    # t: 0.5 -/+ t(0.975, 1) * 0.7071 / sqrt(2) = 0.5 -/+ 12.706 * 0.5; bootstrap of two values: means 0, 0.5 or 1
+    assert (mean, boot_low, boot_high) == (0.5, 0.0, 1.0)
+    assert (low, high) == pytest.approx((0.5 - 12.7062 * 0.5, 0.5 + 12.7062 * 0.5), abs=1e-3)

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 from torch import nn
 
@@ -16,12 +17,24 @@ from siteflow.core.atomic import safe_name
 from siteflow.core.registry import TASKS
 from siteflow.datasets.pooling import loader
 from siteflow.datasets.volumes import VolumeDataset
-from siteflow.metrics import mean_confidence_interval
+from siteflow.metrics import bootstrap_confidence_interval, mean_confidence_interval
 from siteflow.tasks.base import ExtraLoss, ModelToTest, PredictionOutput, Task
 from siteflow.tasks.segmentation.learner import SegmentationLearner
 from siteflow.tasks.segmentation.prediction import SAMPLE_METRICS, plot_overlays, save_nifti, score_samples
 
 log = logging.getLogger(__name__)
+
+
+SUMMARY_STATISTICS = ("mean", "ci_low", "ci_high", "boot_low", "boot_high")
+"""The summary of a per-image score: its mean, the Student t 95% interval and the percentile
+bootstrap 95% interval (no assumption of normality: per-image Dice is often skewed)."""
+
+
+def summary_statistics(column: np.ndarray) -> tuple[float, ...]:
+    """:data:`SUMMARY_STATISTICS` of one per-image score ``column`` (N,)."""
+    mean, low, high = mean_confidence_interval(column)
+    _, boot_low, boot_high = bootstrap_confidence_interval(np.mean, column)
+    return mean, low, high, boot_low, boot_high
 
 
 @TASKS.register("segmentation")
@@ -68,7 +81,7 @@ class SegmentationTask(Task):
         return PredictionOutput(
             folder,
             ["model", "site", "image_id", *metrics],
-            ["model", "site", "n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "ci_low", "ci_high")],
+            ["model", "site", "n"] + [f"{m}_{s}" for m in metrics for s in SUMMARY_STATISTICS],
             save_volumes,
         )
 
@@ -88,7 +101,7 @@ class SegmentationTask(Task):
         for index, image_id in enumerate(ids):
             output.sample_rows.append([model.name, site.task_name, image_id, *(column[index] for column in columns)])
         output.summary_rows.append(
-            [model.name, site.task_name, len(ids), *(f for column in columns for f in mean_confidence_interval(column))]
+            [model.name, site.task_name, len(ids), *(value for column in columns for value in summary_statistics(column))]
         )
         plot_overlays(batches, self.class_names, output.folder / "overlays" / safe_name(model.name) / f"{safe_name(site.task_name)}.png")
         if output.save_volumes:
