@@ -230,7 +230,7 @@ def report_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--resamples: expected at least 1, got {args.resamples}")
     try:
         path = write_report([read_run(run) for run in args.runs], args.output, n_resamples=args.resamples)
-    except (NoFinishedRun, OutputError) as error:
+    except (NoFinishedRun, ValueError, OutputError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"report in {path}")
     return 0

@@ -134,3 +134,18 @@ def test_compare_command_prints_and_writes_the_table(tmp_path, capsys):
     assert "no test_results/samples.csv (for every seed): run predict_test.py on it first" in capsys.readouterr().err
     with pytest.raises(NoFinishedRun):
         read_run(tmp_path / "missing")
+
+
+def test_a_repeated_run_is_read_with_the_seeds_its_summary_covers_only(tmp_path):
+    # seed2/ is left over from an earlier --seeds 0,1,2 of the same folder; the summary is of 0,1
+    a = tmp_path / "a"
+    write_run(a / "seed0", dice_rows({"site1": BASE}))
+    write_run(a / "seed1", dice_rows({"site1": BASE}))
+    write_run(a / "seed2", dice_rows({"site1": [0.0] * len(BASE)}))
+    (a / "results").mkdir()
+    (a / "results" / "summary.json").write_text(json.dumps({"metrics": [], "seeds": [0, 1]}))
+    run = read_run(a)
+    assert sorted(run.folders) == [0, 1]
+    b = write_run(tmp_path / "b", dice_rows({"site1": BASE}))
+    (result,) = compare_runs(run, read_run(b), n_resamples=100)
+    assert result.seeds_a == 2 and result.bootstrap.estimate == pytest.approx(0.0)

@@ -103,3 +103,13 @@ def test_registered_with_required_root():
     for name, cls in registered.items():
         assert DATASETS.get(name) is cls
         assert cls.required_paths(root_path="/data/x") == {"root_path": Path("/data/x")}
+
+
+@pytest.mark.parametrize("value", [0, 1])
+def test_a_fov_ignore_index_that_is_a_class_id_is_refused_naming_the_option(release, value):
+    # 0 would ignore every background pixel in the metrics, 1 would label outside the FOV as vessel
+    with pytest.raises(ValueError, match=f"fov_ignore_index {value} is the id of class"):
+        DriveDataset.describe(root_path=str(release / "DRIVE"), fov_ignore_index=value)
+    with pytest.raises(ValueError, match="fov_ignore_index"):
+        DriveDataset("test", root_path=str(release / "DRIVE"), fov_ignore_index=value)
+    assert DriveDataset.describe(root_path=str(release / "DRIVE"), fov_ignore_index=255).ignore_index == 255

@@ -226,3 +226,14 @@ def test_the_summary_of_a_score_has_a_t_and_a_bootstrap_interval():
     # t: 0.5 -/+ t(0.975, 1) * 0.7071 / sqrt(2) = 0.5 -/+ 12.706 * 0.5; bootstrap of two values: means 0, 0.5 or 1
     assert (mean, boot_low, boot_high) == (0.5, 0.0, 1.0)
     assert (low, high) == pytest.approx((0.5 - 12.7062 * 0.5, 0.5 + 12.7062 * 0.5), abs=1e-3)
+
+
+def test_the_summary_leaves_out_images_where_a_score_is_undefined():
+    from siteflow.tasks.segmentation.task import summary_statistics
+
+    # sensitivity is NaN for an image without the class: the summary is that of the others, not
+    # a NaN mean beside a bootstrap interval of only the resamples that missed the NaN image
+    with_undefined = summary_statistics(np.array([0.9, np.nan, 0.7, 0.8]))
+    assert with_undefined == pytest.approx(summary_statistics(np.array([0.9, 0.7, 0.8])))
+    assert with_undefined[0] == pytest.approx(0.8)
+    assert all(math.isnan(value) for value in summary_statistics(np.array([np.nan, np.nan])))

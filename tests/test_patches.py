@@ -222,3 +222,15 @@ def test_evaluation_loaders_batch_one_item_when_label_sizes_differ(tmp_path):
     mixed = FundusDataset("test", root_path=str(write_domain(tmp_path / "mixed", images, "test")), folder="Domain1", img_size=[16, 16])
     shapes = [tuple(batch["label"].shape) for batch in loader(mixed, batch_size=2, num_workers=0, shuffle=False)]
     assert shapes == [(1, 30, 40), (1, 30, 40), (1, 20, 40)]
+
+
+def test_a_training_loader_over_images_of_several_sizes_is_refused_naming_them(tmp_path):
+    mask = np.full((30, 40), BACKGROUND, dtype=np.uint8)
+    images = {"a": (coordinates_image(30, 40), mask), "b": (coordinates_image(20, 40), mask[:20])}
+    root = str(write_domain(tmp_path, images))
+    native = FundusDataset("train", root_path=root, folder="Domain1", val_fraction=0.0)
+    with pytest.raises(DataError, match=r"differ in size \(\[20, 40\], \[30, 40\]\) and cannot be batched by 2: set the dataset's patch_size"):
+        loader(native, batch_size=2, num_workers=0, shuffle=True)
+    assert next(iter(loader(native, batch_size=1, num_workers=0, shuffle=True)))["label"].shape[0] == 1
+    resized = FundusDataset("train", root_path=root, folder="Domain1", val_fraction=0.0, img_size=[16, 16])
+    assert next(iter(loader(resized, batch_size=2, num_workers=0, shuffle=True)))["label"].shape == (2, 16, 16)

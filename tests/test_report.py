@@ -117,3 +117,25 @@ def test_report_of_a_folder_without_a_finished_run_is_refused(runs, tmp_path, ca
     assert raised.value.code == 2
     assert f"{tmp_path / 'unfinished'} holds no finished run (no results/summary.json)" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_run_folder_name_is_escaped_in_the_report(tmp_path):
+    from siteflow.reporting.report import write_report
+    from siteflow.reporting.runs import read_run
+
+    folder = tmp_path / "exps" / "a<b>&c" / "note"
+    (folder / "results").mkdir(parents=True)
+    (folder / "results" / "summary.json").write_text(json.dumps({"metrics": []}))
+    text = write_report([read_run(folder)], tmp_path / "report.html").read_text()
+    assert "<b>" not in text and "a&lt;b&gt;&amp;c/note" in text
+
+
+def test_a_summary_that_does_not_parse_is_refused_naming_the_file(tmp_path, capsys):
+    folder = tmp_path / "exps" / "c" / "n"
+    (folder / "results").mkdir(parents=True)
+    (folder / "results" / "summary.json").write_text('{"metrics": [')  # cut short
+    with pytest.raises(SystemExit) as raised:
+        report_main([str(folder), "-o", str(tmp_path / "report.html")])
+    assert raised.value.code == 2
+    assert f"{folder / 'results' / 'summary.json'}: unreadable" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()

@@ -61,9 +61,11 @@ def loader(dataset: Dataset, *, batch_size: int, num_workers: int, shuffle: bool
     every epoch and, for a dataset that takes item seeds (segmentation: patches and
     augmentation), one seed per item (:class:`~siteflow.datasets.sampling.SeededSampler`); it
     drops an incomplete last batch when there is more than one batch: a batch of one sample
-    breaks batch normalisation and adds a noisy step. An unshuffled (evaluation) loader whose
-    items' labels differ in size (native-resolution labels of several sites, or of one site
-    whose images differ) reads one item per batch.
+    breaks batch normalisation and adds a noisy step; training items of several sizes (whole
+    native images: no ``patch_size`` nor ``img_size``) cannot be batched, a DataError naming
+    the sizes. An unshuffled (evaluation) loader whose items' labels differ in size
+    (native-resolution labels of several sites, or of one site whose images differ) reads one
+    item per batch.
 
     With workers, the dataset's decode cache is filled first, in this process (its
     ``preload``), so that the workers share the decoded arrays instead of each decoding them.
@@ -74,7 +76,13 @@ def loader(dataset: Dataset, *, batch_size: int, num_workers: int, shuffle: bool
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     if num_workers > 0:
         _preload(dataset)
-    if not shuffle and len(_label_sizes(dataset)) > 1:
+    sizes = _label_sizes(dataset)
+    if len(sizes) > 1 and shuffle and batch_size > 1:
+        raise DataError(
+            f"the training items differ in size ({', '.join(str(list(size)) for size in sorted(sizes))}) and cannot be "
+            f"batched by {batch_size}: set the dataset's patch_size (or img_size, for 2D images)"
+        )
+    if len(sizes) > 1:
         batch_size = 1
     seeded = shuffle and takes_item_seeds(dataset)
     return DataLoader(

@@ -107,12 +107,24 @@ class VesselDataset(SegmentationDataset):
     in_channels = 3
 
     def __init__(self, split: Split, *, fov_ignore_index: int | None = None, **kwargs: Any) -> None:
-        self.fov_ignore_index = fov_ignore_index
+        self.fov_ignore_index = self._checked_ignore_index(fov_ignore_index)
         super().__init__(split, **kwargs)
 
     @classmethod
     def _spec(cls, options: dict[str, Any]) -> DataSpec:
-        return dataclasses.replace(super()._spec(options), ignore_index=options["fov_ignore_index"])
+        ignore_index = cls._checked_ignore_index(options["fov_ignore_index"])
+        return dataclasses.replace(super()._spec(options), ignore_index=ignore_index)
+
+    @classmethod
+    def _checked_ignore_index(cls, value: int | None) -> int | None:
+        """A ``fov_ignore_index`` option; ValueError naming it when it is a class id (its pixels
+        would be counted as that class, and every pixel of that class ignored)."""
+        if value is not None and 0 <= value < cls.num_classes:
+            raise ValueError(
+                f"fov_ignore_index {value} is the id of class {cls.class_names[value]!r}; "
+                f"choose a value outside 0..{cls.num_classes - 1}, e.g. 255"
+            )
+        return value
 
     @property
     def ignore_index(self) -> int | None:

@@ -68,3 +68,8 @@ def page(title: str, sections: Sequence[tuple[str, str]]) -> str:
 
 def paragraph(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
+
+
+def heading(text: str) -> str:
+    """A run's heading inside a section (escaped: a folder name may hold ``<`` or ``&``)."""
+    return f"<h3>{html.escape(text)}</h3>"

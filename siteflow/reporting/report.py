@@ -10,7 +10,7 @@ from typing import Sequence
 from siteflow.core.atomic import safe_name, write_text
 from siteflow.reporting.compare import COLUMNS, compare_runs, comparison_rows
 from siteflow.reporting.figures import figure_base64, file_base64, learning_curves
-from siteflow.reporting.html import image, page, paragraph, table
+from siteflow.reporting.html import heading, image, page, paragraph, table
 from siteflow.reporting.runs import FinishedRun
 
 OVERLAY_SIDE = 480
@@ -79,7 +79,7 @@ def _site_matrices(run: FinishedRun) -> str:
         for metric in run.summary.get("metrics", [])
         if (path := run.path / "results" / f"site_matrix_{metric}.png").is_file()
     ]
-    return f"<h3>{run.name}</h3>" + "".join(pictures)
+    return heading(run.name) + "".join(pictures)
 
 
 def _curves(run: FinishedRun) -> str:
@@ -87,13 +87,13 @@ def _curves(run: FinishedRun) -> str:
     figure = learning_curves(folder / "logs", run.summary.get("stages", []))
     which = f" (seed {next(iter(run.folders))})" if run.repeated else ""
     body = image(figure_base64(figure), f"{run.name}: learning curves") if figure is not None else paragraph("no CSV logs")
-    return f"<h3>{run.name}{which}</h3>{body}"
+    return heading(f"{run.name}{which}") + body
 
 
 def _test_results(run: FinishedRun) -> str:
     """Per seed: the intervals of ``summary.csv`` and, per site, the best and worst image of the
     last model by Dice; for the first seed, the model's overlay picture of each site."""
-    parts = [f"<h3>{run.name}</h3>"]
+    parts = [heading(run.name)]
     files = run.test_results()
     if not files:
         return parts[0] + paragraph("no predict_test.py results")

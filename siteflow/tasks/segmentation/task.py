@@ -5,6 +5,7 @@ in mm)."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -31,9 +32,14 @@ bootstrap 95% interval (no assumption of normality: per-image Dice is often skew
 
 
 def summary_statistics(column: np.ndarray) -> tuple[float, ...]:
-    """:data:`SUMMARY_STATISTICS` of one per-image score ``column`` (N,)."""
-    mean, low, high = mean_confidence_interval(column)
-    _, boot_low, boot_high = bootstrap_confidence_interval(np.mean, column)
+    """:data:`SUMMARY_STATISTICS` of one per-image score ``column`` (N,), over the images where
+    it is defined: a NaN (sensitivity of an image without the class, specificity of one that is
+    all class) is left out, and a column with no defined value gives NaN everywhere."""
+    defined = column[~np.isnan(column)]
+    if defined.size == 0:
+        return (math.nan,) * len(SUMMARY_STATISTICS)
+    mean, low, high = mean_confidence_interval(defined)
+    _, boot_low, boot_high = bootstrap_confidence_interval(np.mean, defined)
     return mean, low, high, boot_low, boot_high
 
 
