@@ -59,17 +59,29 @@ class SyntheticVesselsDataset(GeneratedSites, VesselDataset):
     read by the reader of its layout: "DRIVE" (with FOV masks, so ``fov_ignore_index`` applies),
     "STARE" or "CHASE_DB1" (no FOV masks; their test split is the last ``test_per_site`` ids).
     The three sites are generated into ``<root_path>/vessels-<hash of parameters>`` on first
-    use (see :class:`GeneratedSites`). Items: image float32 (3, H, W), label int64 (H, W) in
-    {0, 1} (or ``fov_ignore_index``).
+    use (see :class:`GeneratedSites`). ``vessel_width``, ``vessel_contrast`` and ``texture``
+    make the vessels harder (see :func:`generate_vessel_sites`; None: its defaults). Items:
+    image float32 (3, H, W), label int64 (H, W) in {0, 1} (or ``fov_ignore_index``).
     """
 
     kind = "vessels"
     generator = staticmethod(generate_vessel_sites)
 
     def __init__(
-        self, split: Split, *, folder: Literal["DRIVE", "STARE", "CHASE_DB1"] = "DRIVE", **kwargs: Any
+        self,
+        split: Split,
+        *,
+        folder: Literal["DRIVE", "STARE", "CHASE_DB1"] = "DRIVE",
+        vessel_width: float | None = None,
+        vessel_contrast: float | None = None,
+        texture: float | None = None,
+        **kwargs: Any,
     ) -> None:
+        self.difficulty = {"vessel_width": vessel_width, "vessel_contrast": vessel_contrast, "texture": texture}
         super().__init__(split, folder=folder, **kwargs)
+
+    def _generator_options(self) -> dict[str, Any]:
+        return self.difficulty
 
     def _site_folders(self) -> list[str]:
         return list(VESSEL_ASPECTS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 
 FOV_RADIUS = 0.95
 RETINA_RGB = (0.80, 0.36, 0.17)
@@ -84,10 +85,23 @@ def site_style(site: int, num_sites: int, native_size: tuple[int, int], aspect: 
     )
 
 
-def draw_fundus(rng: np.random.Generator, height: int, width: int) -> Fundus:
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard the vessels are to see: ``vessel_width`` scales their drawn thickness (the tree
+    is the same), ``vessel_contrast`` their darkening, and ``texture`` is the amplitude of a
+    blotchy choroid-like pattern that multiplies the retina (0: a smooth retina). The default
+    draws the original eyes, pixel for pixel."""
+
+    vessel_width: float = 1.0
+    vessel_contrast: float = 1.0
+    texture: float = 0.0
+
+
+def draw_fundus(rng: np.random.Generator, height: int, width: int, difficulty: Difficulty = Difficulty()) -> Fundus:
     """A fundus-like eye: dark outside a circular field of view, orange-red retina lit by a
     gradient, a darker macula, a bright elliptic optic disc (left or right, random size) with
-    a brighter cup inside, and dark-red branching vessels that start at the disc."""
+    a brighter cup inside, and dark-red branching vessels that start at the disc; then the
+    ``difficulty``'s texture (drawn last, so that it leaves the eye's geometry unchanged)."""
     half = min(height, width) / 2
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     x = (x + 0.5 - width / 2) / half
@@ -119,8 +133,10 @@ def draw_fundus(rng: np.random.Generator, height: int, width: int) -> Fundus:
     image = _blend(image, DISC_RGB, np.clip((1.0 - disc_d) / 0.1 + 0.5, 0.0, 1.0) * 0.9)
     image = _blend(image, CUP_RGB, np.clip((1.0 - cup_d) / 0.12 + 0.5, 0.0, 1.0) * 0.9)
 
-    alpha = _vessel_alpha(rng, height, width, (disc_x, disc_y), disc_rx) * fov
-    image *= 1.0 - alpha[..., None] * np.asarray(VESSEL_DARKENING, dtype=np.float32)
+    alpha = _vessel_alpha(rng, height, width, (disc_x, disc_y), disc_rx, difficulty.vessel_width) * fov
+    image *= 1.0 - alpha[..., None] * np.asarray(VESSEL_DARKENING, dtype=np.float32) * difficulty.vessel_contrast
+    if difficulty.texture > 0:
+        image *= 1.0 + difficulty.texture * _texture(rng, height, width)[..., None]
     image[~fov] = OUTSIDE_GREY
     return Fundus(image.astype(np.float32), fov, disc_d <= 1.0, cup_d <= 1.0, alpha >= 0.5)
 
@@ -142,15 +158,26 @@ def _blend(image: np.ndarray, rgb: tuple[float, float, float], weight: np.ndarra
     return image + weight[..., None] * (np.asarray(rgb, dtype=np.float32) - image)
 
 
+def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A blotchy pattern, float32 (H, W) in [-1, 1]: white noise smoothed at three scales
+    (1/40, 1/20 and 1/10 of the shorter side), each normalised and summed, then rescaled."""
+    side = min(height, width)
+    layers = [ndimage.gaussian_filter(rng.standard_normal((height, width)), side * scale) for scale in (0.025, 0.05, 0.1)]
+    pattern = sum(layer / (np.abs(layer).max() + 1e-12) for layer in layers)
+    return (pattern / (np.abs(pattern).max() + 1e-12)).astype(np.float32)
+
+
 def _vessel_alpha(
     rng: np.random.Generator,
     height: int,
     width: int,
     disc: tuple[float, float],
     disc_radius: float,
+    width_scale: float = 1.0,
 ) -> np.ndarray:
     """Vessel coverage, float32 (H, W) in [0, 1]: random-walk branches that leave the disc in
-    four arcades and a few nasal trunks, thinning and forking as they go."""
+    four arcades and a few nasal trunks, thinning and forking as they go; drawn
+    ``width_scale`` times as thick as they are."""
     scale = min(height, width) / 2 * SUPERSAMPLING
     centre = np.array([width, height], dtype=np.float64) * SUPERSAMPLING / 2
     canvas = Image.new("L", (width * SUPERSAMPLING, height * SUPERSAMPLING), 0)
@@ -172,7 +199,7 @@ def _vessel_alpha(
         points, angles, thicknesses = _walk(rng, origin, angle, thickness)
         segments += len(thicknesses)
         pixels = points * scale + centre
-        widths = np.maximum(1, np.round(thicknesses * scale)).astype(int)
+        widths = np.maximum(1, np.round(thicknesses * scale * width_scale)).astype(int)
         for first, last in _runs(widths):
             run = [tuple(p) for p in pixels[first : last + 2]]
             draw.line(run, fill=255, width=int(widths[first]), joint="curve")

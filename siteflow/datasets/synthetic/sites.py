@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from siteflow.datasets.synthetic.render import (
+    Difficulty,
     Fundus,
     apply_style,
     draw_fundus,
@@ -79,17 +80,30 @@ def generate_vessel_sites(
     test_per_site: int = 10,
     native_size: Sequence[int] = (96, 128),
     seed: int = 0,
+    vessel_width: float = 1.0,
+    vessel_contrast: float = 1.0,
+    texture: float = 0.0,
 ) -> Path:
     """Write three vessel sites and return ``root``: ``<root>/DRIVE`` (tif images, gif
     annotations and FOV masks; test images numbered first, as DRIVE's 01-20), ``<root>/STARE``
     (ppm; the test images are the last ids) and ``<root>/CHASE_DB1`` (jpg images, png
     annotations; the test images are the last ids). Widths spread over ``native_size``,
-    heights follow each release's aspect ratio. At most 99 images per site."""
+    heights follow each release's aspect ratio. At most 99 images per site.
+
+    ``vessel_width``, ``vessel_contrast`` and ``texture`` make the vessels harder to segment
+    (see :class:`~siteflow.datasets.synthetic.render.Difficulty`; the defaults change nothing):
+    e.g. 0.6, 0.6 and 0.25 at a native size of (288, 320) give thin, faint vessels on a
+    blotchy retina."""
     if train_per_site + test_per_site > 99:
         raise ValueError("the vessel layouts number at most 99 images per site")
+    if not (vessel_width > 0 and 0 < vessel_contrast <= 1 and 0 <= texture < 1):
+        raise ValueError(
+            f"need vessel_width > 0, 0 < vessel_contrast <= 1 and 0 <= texture < 1, not {vessel_width}, {vessel_contrast}, {texture}"
+        )
     root = Path(root)
     sites = {"DRIVE": _write_drive, "STARE": _write_stare, "CHASE_DB1": _write_chase}
-    _write_sites(root, sites, VESSEL_ASPECTS, train_per_site, test_per_site, native_size, seed)
+    difficulty = Difficulty(vessel_width, vessel_contrast, texture)
+    _write_sites(root, sites, VESSEL_ASPECTS, train_per_site, test_per_site, native_size, seed, difficulty)
     return root
 
 
@@ -101,6 +115,7 @@ def _write_sites(
     test: int,
     native_size: Sequence[int],
     seed: int,
+    difficulty: Difficulty = Difficulty(),
 ) -> None:
     """Draw and write every sample of every site (folder name -> layout writer)."""
     if train < 1 or test < 1:
@@ -110,7 +125,7 @@ def _write_sites(
         for release_code, (release, count) in enumerate(zip(RELEASES, (train, test))):
             for index in range(count):
                 rng = np.random.default_rng([seed, site, release_code, index])
-                eye = draw_fundus(rng, style.height, style.width)
+                eye = draw_fundus(rng, style.height, style.width, difficulty)
                 picture = apply_style(eye, style, rng)
                 write(root / folder, Slot(release, index, train, test), picture, eye)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,24 +11,44 @@ from torch import nn
 
 from siteflow.config import TrainConfig
 from siteflow.losses import distillation_loss
-from siteflow.models.generators import ProjectionDiscriminator
+from siteflow.models.discriminators import ProjectionDiscriminator
 from siteflow.strategies.base import SetupRefused
-from siteflow.strategies.relay.network import RelayNetwork, merge_by_samples
+from siteflow.strategies.relay.adversarial import Critic, mode_seeking_penalty
+from siteflow.strategies.relay.network import RelayNetwork, merge_by_samples, random_crops
 from siteflow.strategies.relay.options import RelayOptions, RelayPosition
 from siteflow.tasks import SegmentationLearner
 from siteflow.tasks.base import Batch
+
+class Replay(NamedTuple):
+    """Replayed pairs of earlier sites: images (R, C, P, P), labels (R, P, P) int64, site codes (R,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    sites: torch.Tensor
+
+
+BatchAugment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""(images (N, C, H, W), labels (N, H, W)) -> the same, augmented (replay post-augmentation)."""
 
 
 class RelayLearner(SegmentationLearner):
     """Trains the solver and the generators at one site (Lightning manual optimisation).
 
+    Every step: the discriminators, then the generators, learn (image, label map) pairs of
+    side ``replay_size`` (random crops of the real pairs, and in stage 2 the replays of earlier
+    sites); then the solver learns the real pairs and the replays (augmented by
+    ``replay_augment``), with distillation towards the old solver on the replays.
+
     Args:
         network: the received network (solver and generators), trained in place.
         loss: the segmentation loss.
         train, class_names, ignore_index: as for the segmentation learner.
-        in_channels, image_size: the images' channels and (square) side.
+        in_channels: the images' channels.
+        replay_size: side of the generators' squares (see :meth:`RelayOptions.replay_side`).
         position: this site's place in the relay (codes, sample counts, midpoint).
         options: the relay options.
+        replay_augment: the augmentation of replayed pairs before the solver sees them
+            (the reference's replay post-augmentation); None: replays as generated.
     """
 
     def __init__(
@@ -40,25 +60,31 @@ class RelayLearner(SegmentationLearner):
         class_names: Sequence[str],
         ignore_index: int | None,
         in_channels: int,
-        image_size: int,
+        replay_size: int,
         position: RelayPosition,
         options: RelayOptions,
+        replay_augment: BatchAugment | None = None,
     ) -> None:
         super().__init__(network.solver, loss, train=train, class_names=class_names, ignore_index=ignore_index)
         self.automatic_optimization = False
         self.label_generator = network.label_generator
         self.image_generator = network.image_generator
         num_classes = len(class_names)
-        self.label_discriminator = ProjectionDiscriminator(num_classes, image_size, channels=options.discriminator_channels)
-        self.image_discriminator = ProjectionDiscriminator(
-            in_channels + num_classes, image_size, channels=options.discriminator_channels
-        )
+
+        def critic(channels: int, color_channels: int) -> Critic:
+            discriminator = ProjectionDiscriminator(channels, replay_size, channels=options.discriminator_channels)
+            return Critic(discriminator, color_channels=color_channels, augment=options.d_augment, r1_gamma=options.r1_gamma)
+
+        self.label_critic = critic(num_classes, 0)
+        self.image_critic = critic(in_channels + num_classes, in_channels)
         self.old = copy.deepcopy(network).eval().requires_grad_(False) if position.previous_codes else None
         self.register_buffer("merged", torch.tensor(False))
         self.register_buffer("previous_codes", torch.tensor(list(position.previous_codes), dtype=torch.long))
         self.position = position
         self.options = options
         self.num_classes = num_classes
+        self.replay_size = replay_size
+        self.replay_augment = replay_augment
 
     def setup(self, stage: str) -> None:
         if self.trainer.world_size > 1:
@@ -76,62 +102,27 @@ class RelayLearner(SegmentationLearner):
 
     def on_train_epoch_start(self) -> None:
         if self.current_epoch >= self.position.midpoint_epoch and not self.merged:
-            network = RelayNetwork(self.model, self.label_generator, self.image_generator)
-            if self.old is not None:
+            if self.old is not None and self.options.merge == "samples":
+                network = RelayNetwork(self.model, self.label_generator, self.image_generator)
                 merge_by_samples(network, self.old, self.position.samples_here, self.position.samples_before)
             self.merged.fill_(True)
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        solver_optimizer, generator_optimizer, discriminator_optimizer = self.optimizers()
-        images, labels = batch["image"], batch["label"]
-        sites = torch.full((len(images),), self.position.site_code, device=images.device, dtype=torch.long)
-        replayed = 0
-        if self.old is not None and self.merged and len(images) > 1:
-            replayed = max(1, round(self.options.replay_fraction * len(images)))
-            old_sites = self.previous_codes[torch.randint(len(self.previous_codes), (replayed,), device=images.device)]
-            replay_images, replay_labels = self.old.replay(old_sites, self.num_classes)
-            keep = len(images) - replayed
-            images = torch.cat([images[:keep], replay_images])
-            labels = torch.cat([labels[:keep], replay_labels])
-            sites = torch.cat([sites[:keep], old_sites])
-        one_hot = F.one_hot(self._valid(labels), self.num_classes).movedim(-1, 1).float()
+        size = len(batch["image"])
+        replay = self._replay(size, batch["image"].device)
+        keep = size - (len(replay.sites) if replay is not None else 0)
+        images, labels = batch["image"][:keep], batch["label"][:keep]
 
-        # discriminators: real (and replayed) label maps and image/label pairs against generated ones
-        fake_labels, fake_images = self._generate(sites, one_hot)
-        d_loss = (
-            F.softplus(-self.label_discriminator(one_hot, sites)).mean()
-            + F.softplus(self.label_discriminator(fake_labels.detach(), sites)).mean()
-            + F.softplus(-self.image_discriminator(torch.cat([images, one_hot], 1), sites)).mean()
-            + F.softplus(self.image_discriminator(torch.cat([fake_images.detach(), one_hot], 1), sites)).mean()
-        )
-        discriminator_optimizer.zero_grad()
-        self.manual_backward(d_loss)
-        discriminator_optimizer.step()
+        # generators and discriminators: pairs at the replay side, real crops and replays
+        gan_images, gan_labels = random_crops(images, self._valid(labels), self.replay_size)
+        gan_sites = torch.full((keep,), self.position.site_code, device=images.device, dtype=torch.long)
+        if replay is not None:
+            gan_images = torch.cat([gan_images, replay.images])
+            gan_labels = torch.cat([gan_labels, replay.labels])
+            gan_sites = torch.cat([gan_sites, replay.sites])
+        d_loss, g_loss = self._adversarial_step(gan_images, gan_labels, gan_sites, regularise=batch_idx % self.options.r1_interval == 0)
 
-        # generators: fool the discriminators; the image generator also reconstructs the image
-        # that belongs to the label map (pairs are known for real and replayed data)
-        g_loss = (
-            F.softplus(-self.label_discriminator(fake_labels, sites)).mean()
-            + F.softplus(-self.image_discriminator(torch.cat([fake_images, one_hot], 1), sites)).mean()
-            + self.options.image_l1_weight * F.l1_loss(fake_images, images)
-        )
-        generator_optimizer.zero_grad()
-        self.manual_backward(g_loss)
-        generator_optimizer.step()
-
-        # solver: real and replayed data, plus distillation towards the old solver on replays
-        logits = self(images)
-        seg_loss = self.loss(logits, labels)
-        solver_loss = seg_loss
-        if replayed:
-            with torch.no_grad():
-                teacher = self.old.solver(images[-replayed:])
-            solver_loss = solver_loss + self.options.distill_weight * distillation_loss(teacher, logits[-replayed:], self.options.temperature)
-        solver_optimizer.zero_grad()
-        self.manual_backward(solver_loss)
-        solver_optimizer.step()
-
-        size = len(images)
+        seg_loss, solver_loss = self._solver_step(images, labels, replay)
         self.log("train/loss", seg_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/solver_loss", solver_loss, on_epoch=True, batch_size=size)
         self.log("train/d_loss", d_loss, on_epoch=True, prog_bar=True, batch_size=size)
@@ -148,19 +139,78 @@ class RelayLearner(SegmentationLearner):
             [*self.label_generator.parameters(), *self.image_generator.parameters()], lr=self.options.gan_lr, betas=(0.5, 0.999)
         )
         discriminators = torch.optim.Adam(
-            [*self.label_discriminator.parameters(), *self.image_discriminator.parameters()], lr=self.options.gan_lr, betas=(0.5, 0.999)
+            [*self.label_critic.parameters(), *self.image_critic.parameters()], lr=self.options.gan_lr, betas=(0.5, 0.999)
         )
         if isinstance(solver, dict):
             return [solver["optimizer"], generators, discriminators], [solver["lr_scheduler"]]
         return [solver, generators, discriminators]
 
-    def _generate(self, sites: torch.Tensor, real_one_hot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generated label maps (hard one-hot with straight-through gradients) and images
-        rendered from the real label maps."""
+    def _replay(self, batch_size: int, device: torch.device) -> Replay | None:
+        """In stage 2, replays of earlier sites drawn uniformly, as many as the replay share
+        of the batch (at least 1, and at least one real sample left); else None."""
+        if self.old is None or not self.merged or batch_size < 2:
+            return None
+        count = min(batch_size - 1, max(1, round(self.options.replay_fraction * batch_size)))
+        sites = self.previous_codes[torch.randint(len(self.previous_codes), (count,), device=device)]
+        return Replay(*self.old.replay(sites, self.num_classes), sites)
+
+    def _adversarial_step(
+        self, images: torch.Tensor, labels: torch.Tensor, sites: torch.Tensor, *, regularise: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One discriminator and one generator update on pairs (images (N, C, P, P), labels
+        (N, P, P)) of sites (N,); returns both losses. ``regularise``: add R1 (lazy)."""
+        generator_optimizer, discriminator_optimizer = self.optimizers()[1:]
+        one_hot = F.one_hot(labels, self.num_classes).movedim(-1, 1).float()
         z_label = torch.randn(len(sites), self.label_generator.z_dim, device=sites.device)
-        fake_labels = F.gumbel_softmax(self.label_generator(z_label, sites), tau=1.0, hard=True, dim=1)
-        z_image = torch.randn(len(sites), self.label_generator.z_dim, device=sites.device)
-        return fake_labels, self.image_generator(z_image, sites, real_one_hot)
+        label_logits = self.label_generator(z_label, sites)
+        fake_labels = F.gumbel_softmax(label_logits, tau=1.0, hard=True, dim=1)  # one-hot, straight-through gradients
+        z_image = torch.randn(len(sites), self.image_generator.z_dim, device=sites.device)
+        fake_images = self.image_generator(z_image, sites, one_hot)  # rendered from the real label maps
+        r1_scale = self.options.r1_interval if regularise else 0.0
+        d_loss = self.label_critic.discriminator_loss(one_hot, fake_labels, sites, r1_scale=r1_scale) + self.image_critic.discriminator_loss(
+            torch.cat([images, one_hot], 1), torch.cat([fake_images, one_hot], 1), sites, r1_scale=r1_scale
+        )
+        discriminator_optimizer.zero_grad()
+        self.manual_backward(d_loss)
+        discriminator_optimizer.step()
+
+        # the image generator also reconstructs the image that belongs to the label map
+        g_loss = (
+            self.label_critic.generator_loss(fake_labels, sites)
+            + self.image_critic.generator_loss(torch.cat([fake_images, one_hot], 1), sites)
+            + self.options.image_l1_weight * F.l1_loss(fake_images, images)
+        )
+        if self.options.mode_seeking and len(sites) > 1:
+            g_loss = g_loss + self.options.mode_seeking * mode_seeking_penalty(label_logits.softmax(1), z_label)
+        generator_optimizer.zero_grad()
+        self.manual_backward(g_loss)
+        generator_optimizer.step()
+        return d_loss.detach(), g_loss.detach()
+
+    def _solver_step(self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One solver update on the real pairs and the replays: the segmentation loss of
+        each part weighted by its samples, plus distillation towards the old solver on the
+        replays. Returns (segmentation loss, solver loss)."""
+        solver_optimizer = self.optimizers()[0]
+        if replay is None:
+            seg_loss = solver_loss = self.loss(self(images), labels)
+        else:
+            replay_images, replay_labels = replay.images, replay.labels
+            if self.replay_augment is not None:
+                replay_images, replay_labels = self.replay_augment(replay_images, replay_labels)
+            if replay_images.shape[1:] == images.shape[1:]:  # one forward: batch norm sees the mixed batch
+                logits, replay_logits = self(torch.cat([images, replay_images])).split([len(images), len(replay_images)])
+            else:
+                logits, replay_logits = self(images), self(replay_images)
+            count = len(images) + len(replay_images)
+            seg_loss = (len(images) * self.loss(logits, labels) + len(replay_images) * self.loss(replay_logits, replay_labels)) / count
+            with torch.no_grad():
+                teacher = self.old.solver(replay_images)
+            solver_loss = seg_loss + self.options.distill_weight * distillation_loss(teacher, replay_logits, self.options.temperature)
+        solver_optimizer.zero_grad()
+        self.manual_backward(solver_loss)
+        solver_optimizer.step()
+        return seg_loss.detach(), solver_loss.detach()
 
     def _valid(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels with ignored pixels mapped to background (for the generators' one-hot)."""

@@ -20,18 +20,23 @@ class RelayNetwork(nn.Module):
         self.image_generator = image_generator
 
     @torch.no_grad()
-    def replay(self, sites: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generate (images (N, C_in, S, S), labels (N, S, S) int64) of the given site codes (N,)."""
-        z_label = torch.randn(len(sites), self.label_generator.z_dim, device=sites.device)
+    def replay(
+        self, sites: torch.Tensor, num_classes: int, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate (images (N, C_in, S, S) in [-1, 1], labels (N, S, S) int64) of the given
+        site codes (N,) int64: a label map from the label generator, then an image rendered
+        from it; the noise is drawn from ``generator`` (default: the global stream)."""
+        z_label = torch.randn(len(sites), self.label_generator.z_dim, device=sites.device, generator=generator)
+        z_image = torch.randn(len(sites), self.image_generator.z_dim, device=sites.device, generator=generator)
         labels = self.label_generator(z_label, sites).argmax(dim=1)
-        z_image = torch.randn(len(sites), self.label_generator.z_dim, device=sites.device)
         images = self.image_generator(z_image, sites, F.one_hot(labels, num_classes).movedim(-1, 1).float())
         return images, labels
 
 
 @torch.no_grad()
 def merge_by_samples(network: nn.Module, old: nn.Module, samples_here: int, samples_before: int) -> None:
-    """``theta = (n * theta + M * theta_old) / (M + n)`` for every float parameter and buffer."""
+    """``theta = (n * theta + M * theta_old) / (M + n)`` for every float parameter and buffer
+    (n = ``samples_here``, M = ``samples_before``); nothing seen before (M = 0): unchanged."""
     if samples_before == 0:
         return
     weight_old = samples_before / (samples_before + samples_here)
@@ -39,3 +44,23 @@ def merge_by_samples(network: nn.Module, old: nn.Module, samples_here: int, samp
     for name, tensor in network.state_dict().items():
         if tensor.is_floating_point():
             tensor.lerp_(old_state[name].to(tensor.device), weight_old)
+
+
+def random_crops(
+    images: torch.Tensor, labels: torch.Tensor, size: int, *, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random ``size`` x ``size`` crop per sample, the same window for the image and its
+    labels: (images (N, C, H, W), labels (N, H, W)) -> ((N, C, size, size), (N, size, size)).
+    Inputs already of that side come back unchanged."""
+    height, width = images.shape[-2:]
+    if size > min(height, width):
+        raise ValueError(f"cannot crop {size}x{size} patches from {height}x{width} images")
+    if (height, width) == (size, size):
+        return images, labels
+    tops = torch.randint(0, height - size + 1, (len(images),), generator=generator).tolist()
+    lefts = torch.randint(0, width - size + 1, (len(images),), generator=generator).tolist()
+    windows = [(slice(top, top + size), slice(left, left + size)) for top, left in zip(tops, lefts)]
+    return (
+        torch.stack([image[:, rows, cols] for image, (rows, cols) in zip(images, windows)]),
+        torch.stack([label[rows, cols] for label, (rows, cols) in zip(labels, windows)]),
+    )

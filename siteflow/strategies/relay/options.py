@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from siteflow.models.generators import check_size
+from siteflow.strategies.relay.adversarial import AUGMENT_OPS, AugmentOp
+
+MergeKind = Literal["samples", "none"]
 
 
 @dataclass(frozen=True)
@@ -12,25 +18,107 @@ class RelayOptions:
     Attributes:
         z_dim: noise size of both generators.
         label_generator_channels, image_generator_channels, discriminator_channels: widths.
+        replay_size: side of the replayed (image, label map) patches, a power of two >= 16 no
+            larger than the solver's input; the generators learn from random crops of that
+            side. None: the solver's input side (which must then be such a power of two).
         replay_fraction: share of every stage-2 batch replaced by replay (0.5: half).
         distill_weight, temperature: distillation towards the old solver on replayed images.
-        image_l1_weight: weight of the image generator's reconstruction term.
+        image_l1_weight: weight of the image generator's reconstruction of the real image of
+            a real label map.
         gan_lr: Adam learning rate of generators and discriminators.
+        d_augment: DiffAugment transforms of every discriminator input ("color",
+            "translation", "cutout"); empty: none.
+        r1_gamma: R1 weight on the discriminators' real inputs (0: none).
+        r1_interval: R1 is computed every this many steps (lazy regularisation).
+        mode_seeking: weight of the label generator's mode-seeking term (MSGAN), which keeps
+            different noises from drawing the same label map; 0: none.
+        merge: the midpoint merge with the received networks: "samples" (the reference's
+            ``theta = (n_k theta + M theta_old) / (M + n_k)``) or "none".
+        quality_samples: replays (and real crops) per earlier site with which replay quality
+            is measured at every site; 0: not measured.
     """
 
     z_dim: int = 64
     label_generator_channels: int = 128
     image_generator_channels: int = 32
     discriminator_channels: int = 32
+    replay_size: int | None = None
     replay_fraction: float = 0.5
     distill_weight: float = 0.5
     temperature: float = 2.0
     image_l1_weight: float = 10.0
     gan_lr: float = 2e-4
+    d_augment: tuple[AugmentOp, ...] = AUGMENT_OPS
+    r1_gamma: float = 0.1
+    r1_interval: int = 4
+    mode_seeking: float = 0.1
+    merge: MergeKind = "samples"
+    quality_samples: int = 16
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "d_augment", tuple(self.d_augment))  # a YAML list
         if not 0.0 < self.replay_fraction < 1.0:
             raise ValueError(f"replay_fraction must be in (0, 1), got {self.replay_fraction}")
+        positive = {
+            "z_dim": self.z_dim,
+            "label_generator_channels": self.label_generator_channels,
+            "image_generator_channels": self.image_generator_channels,
+            "discriminator_channels": self.discriminator_channels,
+            "temperature": self.temperature,
+            "gan_lr": self.gan_lr,
+            "r1_interval": self.r1_interval,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name, value in {"distill_weight": self.distill_weight, "image_l1_weight": self.image_l1_weight, "r1_gamma": self.r1_gamma,
+                            "mode_seeking": self.mode_seeking}.items():
+            if not value >= 0:
+                raise ValueError(f"{name} must be non-negative, got {value}")
+        if self.replay_size is not None and not _is_generator_side(self.replay_size):
+            raise ValueError(f"replay_size must be a power of two >= 16 (the generators' sides), got {self.replay_size}")
+        unknown = [op for op in self.d_augment if op not in AUGMENT_OPS]
+        if unknown or len(set(self.d_augment)) != len(self.d_augment):
+            raise ValueError(f"d_augment must list distinct transforms of {list(AUGMENT_OPS)}, got {list(self.d_augment)}")
+        if self.merge not in ("samples", "none"):
+            raise ValueError(f"merge must be 'samples' or 'none', got {self.merge!r}")
+        if self.quality_samples == 1 or self.quality_samples < 0:
+            raise ValueError(f"quality_samples must be 0 (off) or at least 2 (diversity compares pairs), got {self.quality_samples}")
+
+    def replay_side(self, image_size: tuple[int, ...] | None) -> int:
+        """The side of the replayed patches for the solver's training input of ``image_size``
+        (H, W): the dataset's patches, or its images.
+
+        Raises ValueError naming the option when the solver's input cannot be built from
+        replays of that side: an input that is not a square 2D image, a ``replay_size``
+        larger than it, or (without ``replay_size``) an input side that is not a power of
+        two >= 16."""
+        if image_size is None or len(image_size) != 2:
+            raise ValueError(f"relay needs 2D training inputs of one size (set the dataset's img_size or patch_size), got size {image_size}")
+        smaller = min(image_size)
+        if self.replay_size is None:
+            if image_size[0] != image_size[1] or not _is_generator_side(smaller):
+                raise ValueError(
+                    f"relay's generators draw squares whose side is a power of two >= 16, and the solver's input is "
+                    f"{image_size[0]}x{image_size[1]}: set common.strategy.kwargs.replay_size (a power of two <= {smaller}) "
+                    "to replay patches of that side"
+                )
+            return smaller
+        if self.replay_size > smaller:
+            raise ValueError(
+                f"common.strategy.kwargs.replay_size: {self.replay_size} is larger than the solver's input "
+                f"{image_size[0]}x{image_size[1]}; the generators learn from crops of it: choose a power of two <= {smaller}"
+            )
+        return self.replay_size
+
+
+def _is_generator_side(side: int) -> bool:
+    """Whether the generators can draw squares of side ``side``."""
+    try:
+        check_size(side)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

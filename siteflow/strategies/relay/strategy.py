@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import zlib
+from dataclasses import asdict
 from typing import Any, Sequence
 
+import torch
 from torch import nn
 
-from siteflow.config import TaskConfig
+from siteflow.config import SiteConfig, TaskConfig
+from siteflow.core.atomic import safe_name, write_json
 from siteflow.core.registry import STRATEGIES
+from siteflow.datasets.base import SegmentationDataset
 from siteflow.models.generators import MAX_SITES, ImageGenerator, LabelGenerator
 from siteflow.strategies.base import Carried, StudyContext
-from siteflow.strategies.relay.learner import RelayLearner
-from siteflow.strategies.relay.network import RelayNetwork
+from siteflow.strategies.relay.learner import BatchAugment, RelayLearner
+from siteflow.strategies.relay.network import RelayNetwork, random_crops
 from siteflow.strategies.relay.options import RelayOptions, RelayPosition
+from siteflow.strategies.relay.replay_quality import Pairs, ReplayQuality, measure_replay, save_replay_grid
 from siteflow.strategies.sequential import SequentialStrategy
 from siteflow.tasks import Task
+
+log = logging.getLogger(__name__)
+
+QUALITY_FILE = "replay_quality.json"
 
 
 @STRATEGIES.register("relay")
 class RelayStrategy(SequentialStrategy):
     """Relay learning.
 
+    Before every site that replays earlier sites, the received generators' replays of each
+    earlier site are measured (see :mod:`~siteflow.strategies.relay.replay_quality`): the
+    numbers go to the log and to ``results/replay_quality.json`` (by stage, then earlier
+    site), the pictures to ``results/replay_<stage>.png``.
+
     Args:
         cycles: passes over the site order.
-        options: the fields of :class:`RelayOptions` (generator sizes, replay fraction,
-            distillation, GAN learning rate).
+        options: the fields of :class:`RelayOptions` (generator sizes, replay size and
+            fraction, distillation, GAN training, merge, quality measurement).
     """
 
     options_class = RelayOptions
@@ -34,7 +51,7 @@ class RelayStrategy(SequentialStrategy):
         self.options = RelayOptions(**options)
 
     def build_network(self, task: Task) -> RelayNetwork:
-        size = square_side(task.image_size)
+        size = self.options.replay_side(solver_input_size(task))
         num_classes = len(task.class_names)
         options = self.options
         return RelayNetwork(
@@ -55,17 +72,26 @@ class RelayStrategy(SequentialStrategy):
             class_names=task.class_names,
             ignore_index=task.ignore_index,
             in_channels=task.in_channels,
-            image_size=square_side(task.image_size),
+            replay_size=self.options.replay_side(solver_input_size(task)),
             position=self.position(context, site, carried),
             options=self.options,
+            replay_augment=self.replay_augmentation(task, site),
         )
+
+    def replay_augmentation(self, task: Task, site: TaskConfig) -> BatchAugment | None:
+        """The augmentation of ``site``'s training images, applied to the replays the solver
+        sees (None when the site augments nothing), drawing from the global random stream
+        (seeded, and saved with every checkpoint)."""
+        data = task.dataset([site.site], "train")
+        if not isinstance(data, SegmentationDataset) or not data.augmentation:
+            return None
+        augmentation = data.augmentation
+        return lambda images, labels: augmentation.batch(images, labels, torch.default_generator)
 
     def position(self, context: StudyContext, site: TaskConfig, carried: Carried) -> RelayPosition:
         """``site``'s place in the relay: codes by first appearance in the received chain,
         sample counts from the chain."""
-        codes: dict[int, int] = {}
-        for record in carried.sites:
-            codes.setdefault(record.task_id, len(codes))
+        codes = site_codes(carried)
         site_code = codes.setdefault(site.task_id, len(codes))
         if len(codes) > MAX_SITES:
             raise ValueError(f"relay supports at most {MAX_SITES} sites, this chain has {len(codes)}")
@@ -80,9 +106,78 @@ class RelayStrategy(SequentialStrategy):
     def solver(self, network: nn.Module) -> nn.Module:
         return network.solver
 
+    def run(self, context: StudyContext) -> None:
+        """Sequential's relay, with the replay quality measured before every site."""
+        solver = self.solver_from(context.task)
+        carried = context.start(context.tasks[0], lambda: self.build_network(context.task), site_order=self.relay_order(context))
+        for stage, save_dir, task in self.stages(context):
+            self.measure_replays(context, stage, task, carried)
+            weights = context.fit(stage, [task], carried.weights, self.trainee(context, [task], carried), save_dir=save_dir)
+            carried = Carried(weights, carried.sites + (context.site_record(task),))
+            context.hand_over(carried, save_dir=save_dir)
+            context.test(stage, weights, solver, trained_site=task.task_name)
 
-def square_side(image_size: Sequence[int] | None) -> int:
-    """The side of square 2D images; relay's generators draw square images."""
-    if image_size is None or len(image_size) != 2 or image_size[0] != image_size[1]:
-        raise ValueError(f"relay needs square 2D images (set the dataset's img_size), got size {image_size}")
-    return image_size[0]
+    def measure_replays(self, context: StudyContext, stage: str, site: TaskConfig, carried: Carried) -> list[ReplayQuality]:
+        """Measure how the generators of ``carried`` replay every site before ``site``, against
+        real training pairs of those whose data is here (seeded by the run's seed and the
+        stage, so a resumed run measures the same); log the numbers and write them with a
+        picture into the run's results. A stage measured before is not measured again."""
+        samples = self.options.quality_samples
+        earlier = {task_id: code for task_id, code in site_codes(carried).items() if task_id != site.task_id}
+        numbers_path = context.result_path(QUALITY_FILE)
+        measured = json.loads(numbers_path.read_text()) if numbers_path.is_file() else {}
+        if not samples or not earlier or stage in measured:
+            return []
+        task = context.task
+        network = self.build_network(task)
+        network.load_state_dict(carried.weights)
+        network.eval()
+        side = self.options.replay_side(solver_input_size(task))
+        generator = torch.Generator().manual_seed(context.config.seed + zlib.crc32(stage.encode()))
+        sites = {s.task_id: s for s in context.config.sites}
+        qualities, pictures = [], []
+        for task_id, code in earlier.items():
+            name = sites[task_id].task_name if task_id in sites else f"task {task_id}"
+            replay = network.replay(torch.full((samples,), code, dtype=torch.long), len(task.class_names), generator=generator)
+            real = _real_pairs(task, sites[task_id], samples, side, generator) if task_id in sites else None
+            quality = measure_replay(name, network.solver, replay, real, num_classes=len(task.class_names), ignore_index=task.ignore_index)
+            log.info("stage %s: replay of %s", stage, quality.summary())
+            qualities.append(quality)
+            pictures.append((name, replay, real))
+        measured[stage] = {quality.site: asdict(quality) for quality in qualities}
+        save_replay_grid(
+            context.result_path(f"replay_{safe_name(stage)}.png"), pictures, len(task.class_names),
+            title=f"before {stage}: real (training) and replayed pairs of the earlier sites",
+        )
+        write_json(numbers_path, measured)
+        return qualities
+
+
+def site_codes(carried: Carried) -> dict[int, int]:
+    """Task id -> generator code of every site in the received chain (first appearance)."""
+    codes: dict[int, int] = {}
+    for record in carried.sites:
+        codes.setdefault(record.task_id, len(codes))
+    return codes
+
+
+def solver_input_size(task: Task) -> tuple[int, ...] | None:
+    """The (H, W) of what the solver trains on: the first site's training patches when it cuts
+    some, else its images' size (None: native sizes)."""
+    spec = task.specs[task.config.sites[0].task_name]
+    return spec.patch_size or spec.image_size
+
+
+def _real_pairs(task: Task, site: SiteConfig, count: int, side: int, generator: torch.Generator) -> Pairs | None:
+    """Up to ``count`` real (image, label) pairs of ``site``'s training split as the solver
+    sees them unaugmented, drawn at random and each cropped at random to ``side`` x ``side``;
+    None when the site's data is not here or has fewer than two samples (diversity compares
+    pairs)."""
+    if not site.available:
+        return None
+    data = task.dataset([site], "train")
+    if data.num_samples < 2:
+        return None
+    items = [data[index] for index in torch.randperm(data.num_samples, generator=generator)[:count].tolist()]
+    crops = [random_crops(item["image"][None], item["label"][None], side, generator=generator) for item in items]
+    return torch.cat([image for image, _ in crops]), torch.cat([label for _, label in crops])

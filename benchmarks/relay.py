@@ -1,0 +1,167 @@
+"""Relay against sequential fine-tuning on harder synthetic vessel sites, over seeds.
+
+    OMP_NUM_THREADS=2 python benchmarks/relay.py [--seeds 0 1 2] [--epochs 40] [--num-replica 10] [--gpus 0]
+        [--variants sequential relay relay_no_merge joint] [--write BENCHMARKS.md]
+
+Three synthetic vessel sites (DRIVE, STARE and CHASE_DB1 layouts) drawn at 288-320 pixels and
+read at ``--img-size`` (256): thin, faint vessels on a blotchy retina, each site with its own
+colour cast, contrast, blur and noise. Every variant trains the same U-Net over the sites in
+order with the same seed; relay replays patches of ``--replay-size``. For each variant and
+seed it prints the final mean Dice, the backward transfer (negative: forgetting) and the
+training seconds per epoch; then the means over seeds, and relay's replay quality before
+each site (see ``siteflow.strategies.relay.replay_quality``). The run folders stay under
+``--out`` (site matrices, replay grids). ``--tiny`` shrinks everything to check that the
+script runs (seconds per run, meaningless numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from benchmarks.report import machine, write_section  # noqa: E402
+from siteflow.config import deep_merge, load_config  # noqa: E402
+from siteflow.engine.runner import ExperimentRun  # noqa: E402
+
+SITES = ("DRIVE", "STARE", "CHASE_DB1")
+HARD_VESSELS = {"native_size": [288, 320], "vessel_width": 0.6, "vessel_contrast": 0.6, "texture": 0.25}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sequential": {"name": "sequential"},
+    "relay": {"name": "relay", "kwargs": {"merge": "samples"}},
+    "relay_no_merge": {"name": "relay", "kwargs": {"merge": "none"}},
+    "joint": {"name": "joint"},
+}
+QUALITY = ("solver_dice", "diversity", "foreground", "components")
+
+
+class TimedRun(ExperimentRun):
+    """An experiment run that adds up the wall time and epochs of its training steps."""
+
+    fit_seconds = 0.0
+    fit_epochs = 0
+
+    def fit(self, stage, tasks, start, trainee, *, save_dir, epochs=None, seed_offset=0):
+        began = time.perf_counter()
+        weights = super().fit(stage, tasks, start, trainee, save_dir=save_dir, epochs=epochs, seed_offset=seed_offset)
+        self.fit_seconds += time.perf_counter() - began
+        self.fit_epochs += epochs if epochs is not None else tasks[0].train.epochs
+        return weights
+
+
+def study(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
+    """The config of ``variant`` at ``seed`` (plain data, as YAML would give it)."""
+    strategy = deep_merge(VARIANTS[variant], {"kwargs": {"replay_size": args.replay_size}} if VARIANTS[variant]["name"] == "relay" else {})
+    dataset = {**HARD_VESSELS, "root_path": str(args.out / "data"), "img_size": [args.img_size] * 2, "val_fraction": 0.15,
+               "num_replica": args.num_replica}
+    model = {"base_channels": 32, "depth": 4}
+    train: dict[str, Any] = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": "32-true", "loss": {"name": "dice_ce"},
+                             "optimizer": {"name": "Adam", "kwargs": {"lr": 1e-3}}, "val_every_n_epochs": args.epochs}
+    if args.tiny:
+        dataset.update(native_size=[40, 48], train_per_site=4, test_per_site=2)
+        model = {"base_channels": 4, "depth": 2}
+        if strategy["name"] == "relay":
+            strategy = deep_merge(strategy, {"kwargs": {"label_generator_channels": 16, "image_generator_channels": 4,
+                                                        "discriminator_channels": 4, "quality_samples": 2}})
+    return {
+        "common": {"seed": seed, "num_workers": 0, "dataset": {"name": "synthetic_vessels", "kwargs": dataset},
+                   "model": {"name": "unet", "kwargs": model}, "strategy": strategy, "train": train},
+        "all_tasks_datasets": [{"task_id": i + 1, "task_name": site, "kwargs": {"folder": site}} for i, site in enumerate(SITES)],
+        "current_tasks": {"task_ids": [1, 2, 3]},
+    }
+
+
+def run(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
+    """Train ``variant`` at ``seed`` (or read back its finished run); its numbers."""
+    folder = args.out / f"{variant}_seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(study(args, variant, seed), sort_keys=False))
+    runner = TimedRun(load_config(path), folder / "run", gpus=args.gpus)
+    summary = runner.execute()["dice"]
+    quality = runner.result_path("replay_quality.json")
+    return {
+        "final_mean": summary["final_mean"],
+        "backward_transfer": summary["backward_transfer"],
+        "seconds_per_epoch": runner.fit_seconds / runner.fit_epochs if runner.fit_epochs else None,
+        "replay_quality": json.loads(quality.read_text()) if quality.is_file() else {},
+    }
+
+
+def mean_sd(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """The markdown of the results: a table over variants, then relay's replay quality."""
+    lines = [
+        f"Machine: {machine()}; devices: {'GPU ' + ','.join(map(str, args.gpus)) if args.gpus else 'CPU'}. Three synthetic vessel sites "
+        f"({', '.join(SITES)}), {args.img_size}x{args.img_size}, {args.epochs} epochs of {args.num_replica} passes per site, batch "
+        f"{args.batch_size}, seeds "
+        f"{', '.join(map(str, args.seeds))}; relay replays {args.replay_size}x{args.replay_size} patches. Mean ± sd over seeds.",
+        "",
+        "| variant | final mean Dice | backward transfer | s / epoch |",
+        "|---|---|---|---|",
+    ]
+    for variant, by_seed in results.items():
+        rows = list(by_seed.values())
+        lines.append(
+            f"| {variant} | {mean_sd([r['final_mean'] for r in rows])} | {mean_sd([r['backward_transfer'] for r in rows])} "
+            f"| {mean_sd([r['seconds_per_epoch'] for r in rows])} |"
+        )
+    for variant, by_seed in results.items():
+        stages = list(dict.fromkeys((stage, site) for r in by_seed.values() for stage, sites in r["replay_quality"].items() for site in sites))
+        if not stages:
+            continue
+        lines += ["", f"Replay quality of {variant} (before a site, of an earlier site): replay, real in parentheses.", "",
+                  "| before | of | " + " | ".join(QUALITY) + " |", "|---|---|" + "---|" * len(QUALITY)]
+        for stage, site in stages:
+            cells = []
+            for name in QUALITY:
+                measured = [r["replay_quality"][stage][site] for r in by_seed.values() if site in r["replay_quality"].get(stage, {})]
+                cells.append(f"{mean_sd([m[name + '_replay'] for m in measured])} ({mean_sd([m[name + '_real'] for m in measured])})")
+            lines.append(f"| {stage} | {site} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["sequential", "relay", "relay_no_merge"])
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--num-replica", type=int, default=10, help="passes over a site's images per epoch (GANs need the steps)")
+    parser.add_argument("--img-size", type=int, default=256)
+    parser.add_argument("--replay-size", type=int, default=64)
+    parser.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: the CPU)")
+    parser.add_argument("--out", type=Path, default=Path("exps/benchmark_relay"))
+    parser.add_argument("--tiny", action="store_true", help="a few seconds per run, to check that the script works")
+    parser.add_argument("--write", type=Path, default=None, help="update this report's relay section")
+    args = parser.parse_args()
+    if args.tiny:
+        args.img_size, args.replay_size, args.num_replica = 32, 16, 1
+    results: dict[str, dict[int, dict[str, Any]]] = {}
+    for variant in args.variants:
+        for seed in args.seeds:
+            result = run(args, variant, seed)
+            results.setdefault(variant, {})[seed] = result
+            print(f"{variant} seed {seed}: final mean Dice {mean_sd([result['final_mean']])}, backward transfer "
+                  f"{mean_sd([result['backward_transfer']])}, {mean_sd([result['seconds_per_epoch']])} s/epoch", flush=True)
+    text = report(args, results)
+    print("\n" + text)
+    if args.write is not None:
+        write_section(args.write, "relay", "## Relay against sequential (`benchmarks/relay.py`)\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Relay's generative pieces: DiffAugment, R1, the minibatch standard deviation, the SPADE image
+generator, the relay options' checks and the midpoint merge, by hand on small tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from siteflow.config import TrainConfig
+from siteflow.losses import DiceCELoss
+from siteflow.models import UNet
+from siteflow.models.discriminators import MinibatchStd, ProjectionDiscriminator
+from siteflow.models.generators import ImageGenerator, LabelGenerator, Spade
+from siteflow.strategies.relay import RelayLearner, RelayNetwork, RelayOptions, RelayPosition, RelayStrategy
+from siteflow.strategies.relay.adversarial import Critic, diff_augment, mode_seeking_penalty
+from siteflow.strategies.relay.network import random_crops
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x (C, H, W) moved by (dy, dx) with a zero fill: out[i, j] = x[i + dy, j + dx]."""
+    _, h, w = x.shape
+    padded = F.pad(x, [abs(dx)] * 2 + [abs(dy)] * 2)
+    return padded[:, abs(dy) + dy : abs(dy) + dy + h, abs(dx) + dx : abs(dx) + dx + w]
+
+
+def test_translation_is_an_integer_shift_that_keeps_image_and_labels_together():
+    torch.manual_seed(0)
+    image = torch.rand(6, 1, 16, 16) + 0.1
+    x = torch.cat([image, image], dim=1)  # the "label" channel equals the image
+    out = diff_augment(x, ["translation"], color_channels=1)
+    assert torch.equal(out[:, 0], out[:, 1])
+    for before, after in zip(x, out):
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if torch.equal(shifted(before, dy, dx), after)]
+        assert len(matches) == 1  # a shift of at most 1/8 of the side
+    assert not all(torch.equal(a, b) for a, b in zip(x, out))
+
+
+def test_cutout_erases_one_half_side_square_in_every_channel():
+    torch.manual_seed(1)
+    out = diff_augment(torch.ones(8, 2, 16, 16), ["cutout"], color_channels=1)
+    for sample in out:
+        assert torch.equal(sample[0], sample[1])
+        rows, cols = torch.nonzero(sample[0] == 0, as_tuple=True)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert len(rows) == height * width and height <= 8 and width <= 8  # a rectangle, clipped at the border
+    assert any(int((s[0] == 0).sum()) == 64 for s in out)
+
+
+def test_color_changes_only_the_image_channels():
+    torch.manual_seed(2)
+    x = torch.rand(4, 5, 8, 8)
+    out = diff_augment(x, ["color"], color_channels=3)
+    assert torch.equal(out[:, 3:], x[:, 3:]) and not torch.allclose(out[:, :3], x[:, :3])
+
+
+class LinearCritic(nn.Module):
+    """D(x) = <w, x>: its input gradient is w for every sample, so R1 is ||w||^2."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: torch.Tensor, site: torch.Tensor) -> torch.Tensor:
+        return (x * self.weight).sum(dim=(1, 2, 3))
+
+
+def test_discriminator_loss_with_lazy_r1_by_hand():
+    weight = torch.tensor([[[[0.5, -1.0], [2.0, 0.0]]]])
+    critic = Critic(LinearCritic(weight), color_channels=0, augment=(), r1_gamma=0.2)
+    real, fake = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)
+    sites = torch.zeros(2, dtype=torch.long)
+    plain = F.softplus(torch.tensor(-1.5)) + F.softplus(torch.tensor(0.0))  # D(real) = 1.5, D(fake) = 0
+    assert critic.discriminator_loss(real, fake, sites).item() == pytest.approx(plain.item())
+    r1 = 4 * 0.2 / 2 * (0.25 + 1 + 4)  # interval 4, gamma 0.2, ||w||^2 = 5.25
+    loss = critic.discriminator_loss(real, fake, sites, r1_scale=4)
+    assert loss.item() == pytest.approx(plain.item() + r1)
+    loss.backward()  # twice differentiable: the R1 term reaches the weights
+    expected = -torch.sigmoid(torch.tensor(-1.5)) * real[0] + torch.sigmoid(torch.tensor(0.0)) * fake[0] + 4 * 0.2 * weight
+    assert torch.allclose(critic.discriminator.weight.grad, expected, atol=1e-6)
+
+
+def test_r1_passes_through_diffaugment_into_a_real_discriminator():
+    torch.manual_seed(3)
+    critic = Critic(ProjectionDiscriminator(4, 16, channels=4), color_channels=3, augment=("color", "translation", "cutout"), r1_gamma=1.0)
+    real, fake = torch.rand(4, 4, 16, 16), torch.rand(4, 4, 16, 16)
+    sites = torch.tensor([0, 1, 0, 1])
+    torch.manual_seed(4)
+    plain = critic.discriminator_loss(real, fake, sites)
+    torch.manual_seed(4)
+    regularised = critic.discriminator_loss(real, fake, sites, r1_scale=1.0)
+    assert regularised > plain
+    regularised.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in critic.parameters())
+
+
+def test_minibatch_std_by_hand():
+    values = torch.tensor([1.0, 2.0, 3.0, 5.0])
+    x = values[:, None, None, None].expand(4, 2, 3, 3)
+    whole = MinibatchStd(4)(x)
+    assert whole.shape == (4, 3, 3, 3) and torch.equal(whole[:, :2], x)
+    assert torch.allclose(whole[:, 2], torch.full((4, 3, 3), values.std(unbiased=False).item()), atol=1e-4)
+    pairs = MinibatchStd(2)(x)[:, 2, 0, 0]  # groups {0, 2} and {1, 3}
+    assert torch.allclose(pairs, torch.tensor([1.0, 1.5, 1.0, 1.5]), atol=1e-4)
+    collapsed = MinibatchStd(4)(torch.ones(4, 2, 3, 3))[:, 2]
+    assert collapsed.max() < 1e-3
+    assert MinibatchStd(4)(torch.rand(6, 1, 2, 2)).shape == (6, 2, 2, 2)  # groups of 3
+
+
+def test_the_spade_generator_is_conditioned_on_the_label_map_in_every_block():
+    torch.manual_seed(5)
+    generator = ImageGenerator(3, 1, 32, z_dim=8, channels=4)
+    spades = [m for m in generator.modules() if isinstance(m, Spade)]
+    assert len(spades) >= 2 * len(generator.blocks) == 6  # 4->8->16->32, two normalisations per block at least
+    z, sites = torch.randn(2, 8), torch.tensor([0, 1])
+    labels = F.one_hot(torch.randint(0, 3, (2, 32, 32)), 3).movedim(-1, 1).float()
+    image = generator(z, sites, labels)
+    assert image.shape == (2, 1, 32, 32) and image.abs().max() <= 1
+    other = labels.roll(8, dims=-1)
+    assert not torch.allclose(generator(z, sites, other), image)
+    assert not torch.allclose(generator(z, sites.flip(0), labels), image)  # the site matters too
+
+
+def test_the_image_generator_uses_no_batch_statistics():
+    torch.manual_seed(6)
+    generator = ImageGenerator(2, 3, 16, z_dim=8, channels=4).train()
+    z, sites = torch.randn(3, 8), torch.tensor([0, 1, 2])
+    maps = F.one_hot(torch.randint(0, 2, (3, 16, 16)), 2).movedim(-1, 1).float()
+    together = generator(z, sites, maps)
+    alone = torch.cat([generator(z[i : i + 1], sites[i : i + 1], maps[i : i + 1]) for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert torch.allclose(generator.eval()(z, sites, maps), together, atol=1e-6)  # replays as it trained
+
+
+def test_the_label_generator_draws_maps_of_its_side():
+    logits = LabelGenerator(3, 32, z_dim=8, channels=16)(torch.randn(2, 8), torch.tensor([0, 5]))
+    assert logits.shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="image_size must be a power of two >= 16, got 24"):
+        LabelGenerator(3, 24)
+
+
+def test_mode_seeking_penalty_by_hand():
+    outputs = torch.tensor([[0.0, 0.0], [1.0, 3.0]])  # |G(z_a) - G(z_b)| has mean 2
+    z = torch.tensor([[0.0], [4.0]])  # |z_a - z_b| = 4
+    assert mode_seeking_penalty(outputs, z, eps=0.0).item() == pytest.approx(1 / (2 / 4))
+    collapsed = mode_seeking_penalty(torch.ones(4, 3), torch.randn(4, 8))
+    assert collapsed.item() == pytest.approx(1e5)  # 1 / eps: the largest penalty
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        mode_seeking_penalty(torch.ones(1, 3), torch.randn(1, 8))
+
+
+def test_random_crops_cut_the_same_window_from_image_and_labels():
+    images = torch.arange(2 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
+    labels = images[:, 0].long()
+    crops, crop_labels = random_crops(images, labels, 4, generator=torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 1, 4, 4) and torch.equal(crops[:, 0].long(), crop_labels)
+    for crop, image in zip(crops, images):
+        top, left = divmod(int(crop[0, 0, 0]) % 64, 8)
+        assert torch.equal(crop, image[:, top : top + 4, left : left + 4])
+    with pytest.raises(ValueError, match="cannot crop 16x16 patches from 8x8 images"):
+        random_crops(images, labels, 16)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"replay_fraction": 1.0}, r"replay_fraction must be in \(0, 1\), got 1.0"),
+        ({"replay_fraction": 0.0}, r"replay_fraction must be in \(0, 1\), got 0.0"),
+        ({"replay_size": 48}, r"replay_size must be a power of two >= 16 \(the generators' sides\), got 48"),
+        ({"replay_size": 8}, r"replay_size must be a power of two >= 16"),
+        ({"d_augment": ("color", "color")}, r"d_augment must list distinct transforms"),
+        ({"r1_gamma": -1.0}, r"r1_gamma must be non-negative, got -1.0"),
+        ({"r1_interval": 0}, r"r1_interval must be positive, got 0"),
+        ({"quality_samples": 1}, r"quality_samples must be 0 \(off\) or at least 2"),
+        ({"merge": "mean"}, r"merge must be 'samples' or 'none', got 'mean'"),
+        ({"mode_seeking": -0.1}, r"mode_seeking must be non-negative, got -0.1"),
+    ],
+)
+def test_options_are_checked_on_creation(options, message):
+    with pytest.raises(ValueError, match=message):
+        RelayStrategy(**options)
+
+
+@pytest.mark.parametrize(
+    "image_size, replay_size, expected",
+    [
+        ((64, 64), None, 64),
+        ((96, 128), 64, 64),
+        ((64, 64), 128, r"common\.strategy\.kwargs\.replay_size: 128 is larger than the solver's input 64x64; .* power of two <= 64"),
+        ((96, 96), None, r"the solver's input is 96x96: set common\.strategy\.kwargs\.replay_size \(a power of two <= 96\)"),
+        ((64, 32), None, r"the solver's input is 64x32"),
+        (None, 64, r"relay needs 2D training inputs of one size \(set the dataset's img_size or patch_size\)"),
+    ],
+)
+def test_the_replay_side_must_build_the_solvers_input(image_size, replay_size, expected):
+    options = RelayOptions(replay_size=replay_size)
+    if isinstance(expected, int):
+        assert options.replay_side(image_size) == expected
+    else:
+        with pytest.raises(ValueError, match=expected):
+            options.replay_side(image_size)
+
+
+def relay_network(fill: float) -> RelayNetwork:
+    network = RelayNetwork(
+        UNet(1, 2, base_channels=4, depth=2), LabelGenerator(2, 16, z_dim=4, channels=16), ImageGenerator(2, 1, 16, z_dim=4, channels=4)
+    )
+    with torch.no_grad():
+        for tensor in network.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.fill_(fill)
+    return network
+
+
+@pytest.mark.parametrize("merge, expected", [("samples", 8 / 25), ("none", 1.0)])
+def test_the_midpoint_merge_keeps_M_over_M_plus_n_of_the_old_weights(merge, expected):
+    old = relay_network(0.0)
+    network = relay_network(0.0)  # received: the learner keeps a frozen copy of it
+    learner = RelayLearner(
+        network, DiceCELoss(), train=TrainConfig(), class_names=("background", "vessel"), ignore_index=None, in_channels=1,
+        replay_size=16, position=RelayPosition(site_code=1, previous_codes=(0,), samples_before=17, samples_here=8, midpoint_epoch=0),
+        options=RelayOptions(merge=merge),
+    )
+    assert all(torch.equal(a, b) for a, b in zip(learner.old.state_dict().values(), old.state_dict().values()))
+    with torch.no_grad():  # stage 1 moved every weight to 1
+        for tensor in network.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.fill_(1.0)
+    learner.on_train_epoch_start()  # epoch 0 = the midpoint: (8 * 1 + 17 * 0) / 25 with the reference's merge
+    assert bool(learner.merged)
+    values = torch.cat([t.flatten() for t in network.state_dict().values() if t.is_floating_point()])
+    assert torch.allclose(values, torch.full_like(values, expected))  # M = 17, n = 8: 68% of the old model kept
