@@ -11,16 +11,15 @@ round): the same in both drivers and after a restart.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from siteflow.core.types import State
 from siteflow.handover.digest import weights_sha256
 from siteflow.strategies.base import StudyContext
+from siteflow.strategies.federated.rounds import FederatedRounds, SiteUpdate
 
-if TYPE_CHECKING:
-    from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class Federation:
         context: the server's run (its folder holds the round state).
     """
 
-    def __init__(self, strategy: "FederatedStrategy", context: StudyContext) -> None:
+    def __init__(self, strategy: FederatedRounds, context: StudyContext) -> None:
         self.strategy = strategy
         self.context = context
         self.local_keys = strategy.local_keys(context.task)
@@ -84,7 +83,7 @@ class Federation:
         """What every site receives in ``round_number``."""
         return self.strategy.configure(round_number, self.global_weights)
 
-    def close_round(self, round_number: int, updates: Sequence["SiteUpdate"], num_sites: int) -> None:
+    def close_round(self, round_number: int, updates: Sequence[SiteUpdate], num_sites: int) -> None:
         """Aggregate the sites' valid ``updates`` of ``round_number`` and save the federation.
         An update that cannot be aggregated (see ``check_update``), that names other tensors
         than the first valid one, or a second one from the same site, is left out with the site's name and the reason in the log; fewer than
@@ -105,10 +104,10 @@ class Federation:
         weights and the server can see them) for ``predict_test.py``."""
         self.context.save_final(round_stage(self.round), self.global_weights, save_dir=FINAL_DIR, site_weights=site_weights)
 
-    def _valid(self, round_number: int, updates: Sequence["SiteUpdate"]) -> list["SiteUpdate"]:
+    def _valid(self, round_number: int, updates: Sequence[SiteUpdate]) -> list[SiteUpdate]:
         shared = set(self.global_weights) - self.local_keys
         known = {site.task_name for site in self.context.config.sites}
-        valid: dict[str, "SiteUpdate"] = {}
+        valid: dict[str, SiteUpdate] = {}
         for update in updates:
             if update.site not in known:
                 reason = "it is not a site of this study"
@@ -134,7 +133,7 @@ class Federation:
         self.context.save_state(ROUND_STATE, tensors, {"round": self.round, "digests": self.digests, "strategy": info})
 
 
-def _other_names(update: "SiteUpdate", valid: dict[str, "SiteUpdate"]) -> str | None:
+def _other_names(update: SiteUpdate, valid: dict[str, SiteUpdate]) -> str | None:
     """Why ``update`` cannot be averaged with the updates already kept: it names other
     tensors than the first of them (None when it names the same, or is the first)."""
     if not valid:

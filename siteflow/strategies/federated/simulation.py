@@ -8,22 +8,20 @@ the same :class:`~siteflow.strategies.federated.federation.Federation` as on Flo
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from siteflow.core.atomic import OutputError
 from siteflow.core.types import State
 from siteflow.strategies.base import SetupRefused, StudyContext
 from siteflow.strategies.federated.federation import Federation, round_stage
+from siteflow.strategies.federated.rounds import FederatedRounds
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
 
-if TYPE_CHECKING:
-    from siteflow.strategies.federated.base import FederatedStrategy
 
 log = logging.getLogger(__name__)
 
 
-def simulate(strategy: "FederatedStrategy", context: StudyContext) -> None:
+def simulate(strategy: FederatedRounds, context: StudyContext) -> None:
     """Run (or resume) every round of ``strategy`` over the sites of ``context`` (each round's
     sampled ones), test the global model when due, then each site's finishing step."""
     federation = Federation(strategy, context)
@@ -55,7 +53,7 @@ def simulate(strategy: "FederatedStrategy", context: StudyContext) -> None:
         context.test(strategy.finish_stage, federation.global_weights, solver, trained_site=None, site_weights=finished)
 
 
-def finish_sites(strategy: "FederatedStrategy", federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
+def finish_sites(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
     """Each site's model after its finishing step; a site whose step fails is logged and
     left out (it is tested with the global weights), as a failed site is left out of a round."""
     finished = {}
@@ -69,7 +67,7 @@ def finish_sites(strategy: "FederatedStrategy", federation: Federation, sites: l
     return finished
 
 
-def own_models(strategy: "FederatedStrategy", federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
+def own_models(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
     """Each site's model after the federation's last round, for the sites that keep weights."""
     after = federation.round + 1
     return {
@@ -79,7 +77,7 @@ def own_models(strategy: "FederatedStrategy", federation: Federation, sites: lis
     }
 
 
-def test_round(strategy: "FederatedStrategy", federation: Federation, sites: list[FederatedSite]) -> None:
+def test_round(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> None:
     """Test the global model of the last round on every site (each with its own kept weights)."""
     own = own_models(strategy, federation, sites)
     solver = strategy.solver_from(federation.context.task)

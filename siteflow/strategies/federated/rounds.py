@@ -1,0 +1,225 @@
+"""The federated round API, the same for the in-process simulation and for Flower.
+
+A round has four steps, each a method a strategy may override:
+
+1. :meth:`FederatedRounds.configure`: what every site receives (the server side);
+2. :meth:`FederatedRounds.site_step`: what a site does with it and its own data, and what it
+   sends back (a :class:`SiteUpdate`); what never leaves the site stays in its
+   :class:`~siteflow.strategies.federated.store.SiteStore`;
+3. :meth:`FederatedRounds.aggregate`: the new global weights from the current ones and the
+   updates (the server side; server state such as momentum lives in the strategy and is
+   saved with the round through :meth:`state_dict`);
+4. after the last round, :meth:`FederatedRounds.site_finish`: an optional last step per
+   site (FFL's fine-tuning), tested as the row :attr:`finish_stage`.
+
+Which sites train in a round is the strategy's :meth:`FederatedRounds.sample_sites` (all,
+or a seeded ``fraction``); how much, ``local_epochs`` or ``local_steps``. Before its first
+round the server tells the strategy the network and the sites
+(:meth:`FederatedRounds.prepare_server`), for aggregations that need them.
+
+:class:`~siteflow.strategies.federated.federation.Federation` keeps the server's side between
+rounds; :mod:`~siteflow.strategies.federated.simulation` and ``siteflow.deploy.flower`` drive
+the rounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Sequence
+
+import torch
+from torch import nn
+
+from siteflow.core.types import State
+from siteflow.strategies.base import StudyContext, Strategy, Trainee
+from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
+from siteflow.strategies.federated.budget import with_step_budget
+from siteflow.strategies.federated.sampling import draw_sites
+from siteflow.strategies.federated.site import FederatedSite
+from siteflow.strategies.federated.store import LOCAL
+from siteflow.tasks import ExtraLoss, Learner, Task
+
+@dataclass
+class SiteUpdate:
+    """A site's answer in a round: what it sends back, and its training-sample count."""
+
+    site: str
+    weights: State
+    num_samples: int
+
+
+class FederatedRounds(Strategy):
+    """The round API of the federated strategies: rounds of local training and aggregation,
+    whatever drives them (:class:`~siteflow.strategies.federated.base.FederatedStrategy`
+    simulates them in one process; ``siteflow.deploy.flower`` deploys them). Strategies
+    subclass :class:`~siteflow.strategies.federated.base.FederatedStrategy`.
+
+    Args:
+        rounds: number of rounds.
+        local_epochs: epochs each site trains per round.
+        weighting: ``"samples"`` (FedAvg: by training-sample count) or ``"equal"``.
+        min_sites: a round goes on while at least this many sites replied (default: all the
+            round's sites); a site that fails is logged with its name. With ``fraction``,
+            also the fewest sites a round samples.
+        test_every: test the global model on every site every this many rounds (and after
+            the last one).
+        fraction: client sampling: the share of the sites that train in a round (in (0, 1]):
+            ``ceil(fraction * sites)`` of them, at least ``min_sites``, drawn afresh every
+            round from the study's seed and the round number (see :meth:`sample_sites`);
+            every site is tested.
+        local_steps: the local work of a round in optimiser steps instead of epochs (the
+            same for sites of any size, as in FLamby's benchmark); replaces
+            ``local_epochs``, which must then be left out.
+    """
+
+    finish_stage: ClassVar[str] = "finished"
+    """The site-matrix row of what :meth:`site_finish` returns."""
+
+    def __init__(
+        self,
+        rounds: int = 10,
+        local_epochs: int = 1,
+        weighting: Literal["samples", "equal"] = "samples",
+        min_sites: int | None = None,
+        test_every: int = 1,
+        fraction: float = 1.0,
+        local_steps: int | None = None,
+    ) -> None:
+        for name, value in (("rounds", rounds), ("local_epochs", local_epochs), ("test_every", test_every)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        for name, value in (("min_sites", min_sites), ("local_steps", local_steps)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if local_steps is not None and local_epochs != 1:
+            raise ValueError(f"local_steps={local_steps} replaces local_epochs: set one of them, not both")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self.rounds = rounds
+        self.local_epochs = local_epochs
+        self.weighting: Weighting = weighting
+        self.min_sites = min_sites
+        self.test_every = test_every
+        self.fraction = fraction
+        self.local_steps = local_steps
+
+    # -- the server's view of the study ------------------------------------------------------
+
+    def prepare_server(self, network: nn.Module, sites: Sequence[str]) -> None:
+        """Called on the server before its first round (and again when it resumes) with the
+        strategy's network on PyTorch's ``meta`` device (names and shapes, no values) and the
+        names of the federation's sites, for a strategy whose aggregation needs them (which
+        weights are parameters, how many sites there are); nothing by default."""
+
+    def sample_sites(self, round_number: int, sites: Sequence[str], *, seed: int) -> list[str]:
+        """The sites of ``sites`` that train in round ``round_number`` (see ``fraction``)."""
+        return draw_sites(sites, fraction=self.fraction, min_sites=self.min_sites, seed=seed, round_number=round_number)
+
+    # -- what stays at a site ------------------------------------------------------------------
+
+    def local_keys(self, task: Task) -> set[str]:
+        """Names of the weights that stay at each site, never sent nor averaged (none)."""
+        return set()
+
+    def site_weights(self, site: FederatedSite, global_weights: State, *, before: int) -> State:
+        """The weights a site works with: the global ones, with the weights it kept after its
+        last round before round ``before`` over them."""
+        return {**global_weights, **(site.store.load(LOCAL, before=before) or {})}
+
+    # -- 1. configure ----------------------------------------------------------------------------
+
+    def configure(self, round_number: int, global_weights: State) -> State:
+        """What every site receives in round ``round_number``: the global weights."""
+        return global_weights
+
+    # -- 2. the site step ------------------------------------------------------------------------
+
+    def site_step(self, site: FederatedSite, received: State, round_number: int) -> SiteUpdate:
+        """Train ``site`` for a round from what it received (its own kept weights over it);
+        keep the local weights, send back the others."""
+        return self.local_update(site, self.site_weights(site, received, before=round_number), round_number)
+
+    def local_update(
+        self, site: FederatedSite, start: State, round_number: int, extra_losses: Sequence[ExtraLoss] = ()
+    ) -> SiteUpdate:
+        """Train ``site`` for a round's budget from ``start`` (with ``extra_losses`` in every
+        step), keep its local weights in its store; the update holds the shared weights."""
+        weights = self.train_locally(site, f"round{round_number}/{site.name}", start, extra_losses, seed_offset=1000 * round_number)
+        local_keys = self.local_keys(site.context.task)
+        if local_keys:
+            site.store.save(LOCAL, round_number, {k: v for k, v in weights.items() if k in local_keys})
+        shared = {name: tensor for name, tensor in weights.items() if name not in local_keys}
+        return SiteUpdate(site.name, shared, site.num_samples)
+
+    def train_locally(
+        self, site: FederatedSite, stage: str, start: State, extra_losses: Sequence[ExtraLoss] = (), *, seed_offset: int
+    ) -> State:
+        """``site``'s weights after a round's budget of training (``local_epochs``, or
+        ``local_steps`` optimiser steps) from ``start``, with ``extra_losses`` in every step."""
+        context = site.context
+
+        def learner(network: nn.Module) -> Learner:
+            made = self.site_learner(context, site, network, start, extra_losses)
+            return made if self.local_steps is None else with_step_budget(made, self.local_steps)
+
+        trainee = Trainee(lambda: self.build_network(context.task), learner)
+        epochs = self.local_epochs if self.local_steps is None else self.local_steps  # a step budget stops earlier
+        return site.fit(stage, start, trainee, epochs=epochs, seed_offset=seed_offset)
+
+    def site_learner(
+        self, context: StudyContext, site: FederatedSite, network: nn.Module, start: State, extra_losses: Sequence[ExtraLoss]
+    ) -> Learner:
+        """The learner of a site's round: the task's, with the strategy's extra loss terms."""
+        task, train = context.task, site.task.train
+        terms = [*self.extra_losses(start), *extra_losses]
+        return task.learner(network, task.build_loss(train, [site.task.site]), train, extra_losses=terms)
+
+    def extra_losses(self, start: State) -> list[ExtraLoss]:
+        """Terms added to every local step of a round that started from ``start`` (none)."""
+        return []
+
+    # -- 3. aggregate ----------------------------------------------------------------------------
+
+    def check_update(self, update: SiteUpdate, global_weights: State, shared: set[str]) -> str | None:
+        """Why ``update`` cannot be aggregated (None if it can): a sample count that is not a
+        positive integer, a missing shared weight (``shared``: the names every site sends),
+        a weight of another shape or dtype than the global one, or a value that is not finite."""
+        if isinstance(update.num_samples, bool) or not isinstance(update.num_samples, int) or update.num_samples < 1:
+            return f"sample count {update.num_samples!r} is not a positive integer"
+        missing = sorted(shared - set(update.weights))
+        if missing:
+            return f"{len(missing)} weights are missing, e.g. {missing[:3]}"
+        for name, tensor in update.weights.items():
+            if not isinstance(tensor, torch.Tensor):
+                return f"{name} is not a tensor"
+            expected = global_weights.get(name)
+            if expected is not None and (tensor.shape != expected.shape or tensor.dtype != expected.dtype):
+                return f"{name} is {tensor.dtype} {tuple(tensor.shape)}, the global weights hold {expected.dtype} {tuple(expected.shape)}"
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return f"{name} holds values that are not finite"
+        return None
+
+    def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
+        """The new global weights: the weighted average of what the sites sent, over the
+        current global weights (which keep what nobody sent)."""
+        weights = site_weights([u.num_samples for u in updates], self.weighting)
+        shared = list(updates[0].weights)
+        return {**global_weights, **weighted_average([u.weights for u in updates], weights, keys=shared)}
+
+    # -- 4. finish ---------------------------------------------------------------------------------
+
+    @property
+    def finishes(self) -> bool:
+        """Whether the sites take a finishing step (:meth:`site_finish`) after the rounds."""
+        return False
+
+    def site_finish(self, site: FederatedSite, global_weights: State) -> State:
+        """A site's last step after the final round, from the final global weights; its
+        result is tested as the row :attr:`finish_stage`. Only called when :attr:`finishes`."""
+        raise NotImplementedError(f"{type(self).__name__} has no finishing step")
+
+    # -- testing ---------------------------------------------------------------------------------
+
+    def tests_after(self, round_number: int) -> bool:
+        """Whether the global model is tested after round ``round_number``."""
+        return round_number % self.test_every == 0 or round_number == self.rounds
