@@ -33,9 +33,9 @@ class StepBudget(Callback):
 
 
 class _WithBudget:
-    """``configure_callbacks`` of a learner: its own callbacks, then a :class:`StepBudget`."""
+    """``configure_callbacks`` of a learner: its own callbacks, then one more (a :class:`StepBudget`)."""
 
-    def __init__(self, own: Any, budget: StepBudget) -> None:
+    def __init__(self, own: Any, budget: Callback) -> None:
         self.own, self.budget = own, budget
 
     def __call__(self) -> list[Callback]:
@@ -47,5 +47,11 @@ def with_step_budget(learner: pl.LightningModule, steps: int) -> pl.LightningMod
     """``learner``, whose fits stop after ``steps`` optimiser steps (through Lightning's
     ``configure_callbacks`` hook, which keeps the learner's own callbacks). Its fit must be
     given at least as many epochs as the steps need: ``steps`` epochs always suffice."""
-    learner.configure_callbacks = _WithBudget(learner.configure_callbacks, StepBudget(steps))
+    return with_callback(learner, StepBudget(steps))
+
+
+def with_callback(learner: pl.LightningModule, callback: Callback) -> pl.LightningModule:
+    """``learner``, whose fits also run ``callback`` (through ``configure_callbacks``, after
+    the learner's own callbacks)."""
+    learner.configure_callbacks = _WithBudget(learner.configure_callbacks, callback)
     return learner

@@ -42,7 +42,7 @@ class DittoStrategy(FederatedStrategy):
         personal = self.site_weights(site, received, before=round_number)  # the received weights, the first time
         trained = self.train_locally(
             site, f"round{round_number}/{site.name}/personal", personal, [ProximalTerm(received, self.lam)],
-            seed_offset=1000 * round_number + 500,
+            round_number=round_number, model="personal",
         )
         site.store.save(LOCAL, round_number, trained)
         return update

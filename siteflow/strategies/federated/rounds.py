@@ -33,7 +33,8 @@ from torch import nn
 from siteflow.core.types import State
 from siteflow.strategies.base import StudyContext, Strategy, Trainee
 from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
-from siteflow.strategies.federated.budget import with_step_budget
+from siteflow.strategies.federated.budget import with_callback, with_step_budget
+from siteflow.strategies.federated.optimizer_state import KeptOptimizerState
 from siteflow.strategies.federated.sampling import draw_sites
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
@@ -70,6 +71,10 @@ class FederatedRounds(Strategy):
         local_steps: the local work of a round in optimiser steps instead of epochs (the
             same for sites of any size, as in FLamby's benchmark); replaces
             ``local_epochs``, which must then be left out.
+        keep_optimizer_state: a site's optimiser resumes its state (Adam's moments, step
+            counts) from its previous round instead of starting afresh every round (as the
+            SSL-FL reference does); kept on the site's disk, never sent (see
+            :mod:`~siteflow.strategies.federated.optimizer_state`).
     """
 
     finish_stage: ClassVar[str] = "finished"
@@ -84,6 +89,7 @@ class FederatedRounds(Strategy):
         test_every: int = 1,
         fraction: float = 1.0,
         local_steps: int | None = None,
+        keep_optimizer_state: bool = False,
     ) -> None:
         for name, value in (("rounds", rounds), ("local_epochs", local_epochs), ("test_every", test_every)):
             if value < 1:
@@ -102,6 +108,7 @@ class FederatedRounds(Strategy):
         self.test_every = test_every
         self.fraction = fraction
         self.local_steps = local_steps
+        self.keep_optimizer_state = keep_optimizer_state
 
     # -- the server's view of the study ------------------------------------------------------
 
@@ -144,7 +151,7 @@ class FederatedRounds(Strategy):
     ) -> SiteUpdate:
         """Train ``site`` for a round's budget from ``start`` (with ``extra_losses`` in every
         step), keep its local weights in its store; the update holds the shared weights."""
-        weights = self.train_locally(site, f"round{round_number}/{site.name}", start, extra_losses, seed_offset=1000 * round_number)
+        weights = self.train_locally(site, f"round{round_number}/{site.name}", start, extra_losses, round_number=round_number)
         local_keys = self.local_keys(site.context.task)
         if local_keys:
             site.store.save(LOCAL, round_number, {k: v for k, v in weights.items() if k in local_keys})
@@ -152,14 +159,26 @@ class FederatedRounds(Strategy):
         return SiteUpdate(site.name, shared, site.num_samples)
 
     def train_locally(
-        self, site: FederatedSite, stage: str, start: State, extra_losses: Sequence[ExtraLoss] = (), *, seed_offset: int
+        self,
+        site: FederatedSite,
+        stage: str,
+        start: State,
+        extra_losses: Sequence[ExtraLoss] = (),
+        *,
+        round_number: int,
+        model: str = "global",
     ) -> State:
         """``site``'s weights after a round's budget of training (``local_epochs``, or
-        ``local_steps`` optimiser steps) from ``start``, with ``extra_losses`` in every step."""
+        ``local_steps`` optimiser steps) from ``start``, with ``extra_losses`` in every step.
+        ``model`` names what is trained when a site trains several models in a round (its
+        optimiser state is kept under that name, its random stream differs)."""
         context = site.context
+        seed_offset = 1000 * round_number + (0 if model == "global" else 500)
 
         def learner(network: nn.Module) -> Learner:
             made = self.site_learner(context, site, network, start, extra_losses)
+            if self.keep_optimizer_state:
+                made = with_callback(made, KeptOptimizerState(site.store, f"optimizer_{model}", round_number))
             return made if self.local_steps is None else with_step_budget(made, self.local_steps)
 
         trainee = Trainee(lambda: self.build_network(context.task), learner)
