@@ -1,10 +1,13 @@
 """Relay against sequential fine-tuning on harder synthetic vessel sites, over seeds.
 
     OMP_NUM_THREADS=2 python benchmarks/relay.py [--seeds 0 1 2] [--epochs 40] [--num-replica 10] [--gpus 0]
-        [--variants sequential relay relay_no_merge joint] [--write BENCHMARKS.md]
+        [--patch-size 128] [--base-channels 32] [--variants sequential relay relay_no_merge lwf joint]
+        [--write BENCHMARKS.md]
 
 Three synthetic vessel sites (DRIVE, STARE and CHASE_DB1 layouts) drawn at 288-320 pixels and
-read at ``--img-size`` (256): thin, faint vessels on a blotchy retina, each site with its own
+read at ``--img-size`` (256), trained on whole images or, with ``--patch-size``, on augmented
+patches (a third centred on vessels) and tested by Gaussian-weighted sliding windows, as the
+shipped real-data configs do: thin, faint vessels on a blotchy retina, each site with its own
 colour cast, contrast, blur and noise. Every variant trains the same U-Net over the sites in
 order with the same seed; relay replays patches of ``--replay-size``. For each variant and
 seed it prints the final mean Dice, the backward transfer (negative: forgetting) and the
@@ -61,9 +64,12 @@ def study(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
     strategy = deep_merge(VARIANTS[variant], {"kwargs": {"replay_size": args.replay_size}} if VARIANTS[variant]["name"] == "relay" else {})
     dataset = {**HARD_VESSELS, "root_path": str(args.out / "data"), "img_size": [args.img_size] * 2, "val_fraction": 0.15,
                "num_replica": args.num_replica}
-    model = {"base_channels": 32, "depth": 4}
+    model = {"base_channels": args.base_channels, "depth": 4}
     train: dict[str, Any] = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": "32-true", "loss": {"name": "dice_ce"},
                              "optimizer": {"name": "Adam", "kwargs": {"lr": 1e-3}}, "val_every_n_epochs": args.epochs}
+    if args.patch_size is not None:
+        dataset.update(patch_size=[args.patch_size] * 2, foreground_share=0.33, augmentation="default")
+        train["inference"] = {"mode": "sliding_window", "overlap": 0.5, "blend": "gaussian"}
     if args.tiny:
         dataset.update(native_size=[40, 48], train_per_site=4, test_per_site=2)
         model = {"base_channels": 4, "depth": 2}
@@ -107,7 +113,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]
     lines = [
         f"Machine: {machine()}; devices: {'GPU ' + ','.join(map(str, args.gpus)) if args.gpus else 'CPU'}. Three synthetic vessel sites "
         f"({', '.join(SITES)}), {args.img_size}x{args.img_size}, {args.epochs} epochs of {args.num_replica} passes per site, batch "
-        f"{args.batch_size}, seeds "
+        f"{args.batch_size}"
+        f"{f', {args.patch_size}x{args.patch_size} augmented patches, sliding-window tests' if args.patch_size else ''}, U-Net width {args.base_channels}, seeds "
         f"{', '.join(map(str, args.seeds))}; relay replays {args.replay_size}x{args.replay_size} patches. Mean ± sd over seeds.",
         "",
         "| variant | final mean Dice | backward transfer | s / epoch |",
@@ -143,6 +150,8 @@ def main() -> None:
     parser.add_argument("--num-replica", type=int, default=10, help="passes over a site's images per epoch (GANs need the steps)")
     parser.add_argument("--img-size", type=int, default=256)
     parser.add_argument("--replay-size", type=int, default=64)
+    parser.add_argument("--patch-size", type=int, default=None, help="train on patches of this side (default: whole images)")
+    parser.add_argument("--base-channels", type=int, default=32, help="the U-Net's width")
     parser.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: the CPU)")
     parser.add_argument("--out", type=Path, default=Path("exps/benchmark_relay"))
     parser.add_argument("--tiny", action="store_true", help="a few seconds per run, to check that the script works")

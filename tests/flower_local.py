@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,9 +76,13 @@ class LocalFederation:
     Args:
         folder: holds ``FLWR_HOME`` (Flower's config and installed apps) and the processes' logs.
         node_configs: one ``--node-config`` string per SuperNode.
+        workers: start a site worker (``siteflow.deploy.flower.worker``) for every SuperNode
+            and name it in its node config (``worker=...``), so that the ClientApps hand it
+            their train and evaluate messages.
+        env: extra environment variables of every process.
     """
 
-    def __init__(self, folder: Path, node_configs: list[str]) -> None:
+    def __init__(self, folder: Path, node_configs: list[str], *, workers: bool = False, env: dict[str, str] | None = None) -> None:
         self.folder = folder
         self.logs = folder / "flower-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -86,14 +92,24 @@ class LocalFederation:
             "FLWR_HOME": str(home),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # Flower starts its helpers by name
             "OMP_NUM_THREADS": "1",
+            **(env or {}),
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self._groups: set[int] = set()  # the process groups of everything started here
+        self.sockets = Path(tempfile.mkdtemp(prefix="sf-", dir="/tmp")) if workers else None  # short: a Unix socket path
         link_port, *node_ports = free_ports(1 + len(node_configs))
         try:
+            if self.sockets is not None:
+                sockets = [self.sockets / f"site{index}.sock" for index in range(1, len(node_configs) + 1)]
+                for index, path in enumerate(sockets, 1):
+                    self._start(f"worker{index}", "python", "-m", "siteflow.deploy.flower.worker", "--socket", str(path))
+                node_configs = [f'{node_config} worker="{path}"' for node_config, path in zip(node_configs, sockets)]
             self._start("superlink", "flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
                         "--port", str(link_port))
             self._wait_for_port(link_port)
+            if self.sockets is not None:
+                for path in sockets:
+                    self._wait_for(path.exists, f"the site worker on {path}", seconds=180)
             for index, (port, node_config) in enumerate(zip(node_ports, node_configs), 1):
                 self._start(f"supernode{index}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}",
                             "--port", str(port), "--node-config", node_config)
@@ -140,6 +156,8 @@ class LocalFederation:
         self._kill_tree([process.pid for process in self.processes.values()])
         for process in self.processes.values():
             process.wait(timeout=30)
+        if self.sockets is not None:
+            shutil.rmtree(self.sockets, ignore_errors=True)
         deadline = time.monotonic() + 30  # a killed process takes a moment to go
         while left := [pid for pid, (_, group) in _processes().items() if group in self._groups]:
             assert time.monotonic() < deadline, f"processes left alive: {[(pid, _command_line(pid)) for pid in left]}"
@@ -153,13 +171,20 @@ class LocalFederation:
                                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _wait_for_port(self, port: int, seconds: float = 60) -> None:
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        self._wait_for(listening, f"the SuperLink on port {port}", seconds)
+
+    def _wait_for(self, ready, what: str, seconds: float) -> None:
+        """Wait until ``ready()`` is true; fail with the logs after ``seconds``."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    return
+            if ready():
+                return
             time.sleep(0.1)
-        raise AssertionError(f"the SuperLink did not listen on port {port} within {seconds} s\n{self.log_tails()}")
+        raise AssertionError(f"{what} was not ready within {seconds} s\n{self.log_tails()}")
 
     def _kill_tree(self, roots: list[int]) -> None:
         """SIGKILL ``roots``, their descendants and their process groups (so that a child

@@ -185,6 +185,9 @@ def test_every_shipped_config_is_valid_or_only_lacks_the_users_data():
         try:
             config = load_config(path)
         except ConfigError as error:  # real data sets: the user fills in root_path
+            if "run the pre-training that writes them first" in error.problem:  # fine-tuning: sslfl/pretrain_* not run yet
+                assert error.key_path == "common.model.kwargs", error
+                continue
             assert error.key_path.endswith(("kwargs.root_path", "kwargs.folder")), error
             assert "does not exist" in error.problem
         else:

@@ -15,7 +15,7 @@ LAYERS = [
     ("core",),
     ("config", "handover"),
     ("datasets", "models", "losses", "metrics", "kernels", "_C"),
-    ("tasks",),
+    ("tasks", "privacy"),
     ("strategies",),
     ("engine",),
     ("deploy", "cli", "reporting"),

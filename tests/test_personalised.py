@@ -80,9 +80,9 @@ def test_fedper_keeps_the_declared_layers_at_each_site(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"personal_layers": ["hed"]}, "common.strategy: personal_layers: ['hed'] name no module of UNet (its top-level modules: decoder, encoder, head)"),
-        ({"personal_layers": ["head", "encoder.99"]}, "common.strategy: personal_layers: ['encoder.99'] name no module of UNet"),
-        ({"personal_layers": []}, "common.strategy.kwargs: personal_layers must name at least one module of the model"),
+        ({"personal_layers": ["hed"]}, "common.strategy.kwargs.personal_layers: ['hed'] name no module of UNet (its top-level modules: decoder, encoder, head)"),
+        ({"personal_layers": ["head", "encoder.99"]}, "common.strategy.kwargs.personal_layers: ['encoder.99'] name no module of UNet"),
+        ({"personal_layers": []}, "common.strategy.kwargs.personal_layers: must name at least one module of the model"),
         ({}, "common.strategy.kwargs.personal_layers: required option is missing"),
     ],
 )

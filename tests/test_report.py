@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,6 +22,7 @@ class ReportReader(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.images: list[str] = []
+        self.alts: list[str] = []
         self.headings: list[str] = []
         self.tables: dict[str, list[list[tuple[str | None, str]]]] = {}
         self.scripts = 0
@@ -32,6 +35,7 @@ class ReportReader(HTMLParser):
         self._tag = tag
         if tag == "img":
             self.images.append(attrs["src"])
+            self.alts.append(attrs["alt"])
         elif tag == "table":
             self._table = attrs["id"]
             self.tables[self._table] = []
@@ -80,8 +84,8 @@ def test_report_embeds_every_part_and_the_summary_of_each_run(runs, tmp_path, ca
     assert reader.headings == ["Configs", "Summary", "Site matrices", "Learning curves", "Test results", "Paired comparisons"]
     assert "http" not in output.read_text().replace("http-equiv", "")  # nothing to fetch
     assert reader.scripts == 1
-    # 2 runs x 2 metrics heatmaps, 2 learning-curve figures, 2 sites x 2 runs overlays (first seed only)
-    assert len(reader.images) == 4 + 2 + 4
+    # 2 runs x 2 metrics heatmaps, 2 learning-curve figures, 2 sites x 2 runs x (overlay grid, best, worst) (first seed only)
+    assert len(reader.images) == 4 + 2 + 4 + 8
     for source in reader.images:
         assert source.startswith("data:image/png;base64,")
         picture = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
@@ -102,6 +106,25 @@ def test_report_embeds_every_part_and_the_summary_of_each_run(runs, tmp_path, ca
         else:
             assert float(value) == entry and std is None
         assert value is None or shown == f"{float(value):.4f}"
+
+    for run, results in ((runs[0], runs[0] / "seed0" / "test_results"), (runs[1], runs[1] / "test_results")):
+        with open(results / "samples.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        model = rows[-1]["model"]
+        for site in ("site1", "site2"):
+            scored = sorted((float(r["dice_mean"]), r["image_id"]) for r in rows if r["model"] == model and r["site"] == site)
+            for kind, (dice, image_id) in (("best", scored[-1]), ("worst", scored[0])):
+                alt = f"{model} on {site}: {kind} image {image_id} (Dice {dice:.4f}): image, truth, prediction"
+                (source,) = [src for src, a in zip(reader.images, reader.alts) if a == alt]
+                picture = results / "overlays" / model / site / f"{kind}_{image_id}.png"
+                with Image.open(picture) as saved, Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as shown:
+                    saved.thumbnail((480, 480))
+                    assert shown.size == saved.size
+                    assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(saved.convert("RGB")))
+            assert [a for a in reader.alts if a.startswith(f"{model} on {site}: ")][1:] == [
+                f"{model} on {site}: best image {scored[-1][1]} (Dice {scored[-1][0]:.4f}): image, truth, prediction",
+                f"{model} on {site}: worst image {scored[0][1]} (Dice {scored[0][0]:.4f}): image, truth, prediction",
+            ]
 
     configs = {cells[0][1]: [c[1] for c in cells[1:]] for cells in reader.tables["configs"][1:]}
     assert configs["strategy.name"] == ["sequential", "joint"]

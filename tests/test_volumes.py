@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from siteflow.config import PACKAGED_CONFIGS, ConfigError, load_config
-from siteflow.core.registry import DATASETS
+from siteflow.core.registry import DATASETS, MODELS
 from siteflow.datasets import DataError, DecathlonDataset, VolumeFolderDataset
 from siteflow.datasets.volumes.preprocessing import Preprocessing, ct_statistics
 from siteflow.engine.predict import predict_run
@@ -338,3 +338,51 @@ def test_demo3d_trains_and_writes_predictions_on_the_source_grid(tmp_path):
     for name in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
         assert getattr(written, name)() == pytest.approx(getattr(source, name)()), name
     assert set(np.unique(sitk.GetArrayFromImage(written))) <= {0, 1, 2}
+
+
+def test_a_2d_model_on_volumes_is_refused_at_validation_naming_both_dims(tmp_path):
+    raw = yaml.safe_load(tiny_demo3d(tmp_path).read_text())
+    raw["common"]["model"]["kwargs"]["spatial_dims"] = 2
+    path = tmp_path / "flat.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"common.model.kwargs.spatial_dims: model 'unet' is 2D .* site 'site1' holds 3D volumes .*set spatial_dims: 3"):
+        load_config(path)
+
+
+class FlatNet(torch.nn.Module):
+    """A 2D model without a ``spatial_dims`` option: (N, C_in, H, W) -> logits (N, K, H, W)."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.head = torch.nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+def test_a_3d_model_on_images_is_refused_and_a_2d_only_model_on_volumes_names_the_model(tmp_path, monkeypatch):
+    raw = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "local.yaml").read_text())
+    raw["common"]["dataset"]["kwargs"]["root_path"] = str(tmp_path / "data")
+    raw["common"]["model"].setdefault("kwargs", {})["spatial_dims"] = 3
+    path = tmp_path / "deep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"common.model.kwargs.spatial_dims: model 'unet' is 3D .* holds 2D images .*set spatial_dims: 2"):
+        load_config(path)
+    raw = yaml.safe_load(tiny_demo3d(tmp_path).read_text())
+    MODELS.names()  # the built-in models first, so that only flat_net is added (and removed after the test)
+    monkeypatch.setitem(MODELS._entries, "flat_net", FlatNet)
+    raw["common"]["model"] = {"name": "flat_net"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"common.model.name: model 'flat_net' is 2D .* holds 3D volumes .*choose a 3D model"):
+        load_config(path)
+
+
+def test_a_site_of_images_beside_sites_of_volumes_is_refused(tmp_path):
+    raw = yaml.safe_load(tiny_demo3d(tmp_path).read_text())
+    volumes = raw["common"]["dataset"].pop("kwargs")
+    raw["all_tasks_datasets"][0]["kwargs"].update(volumes)
+    raw["all_tasks_datasets"][1].update(name="synthetic_vessels", kwargs={"root_path": str(tmp_path / "vessels"), "folder": "DRIVE"})
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"all_tasks_datasets\[1\]: site 'site2' holds .* in 2D, site 'site1' holds .* in 3D"):
+        load_config(path)

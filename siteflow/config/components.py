@@ -12,6 +12,7 @@ these classes through the registries only.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,9 +20,13 @@ from typing import Any
 import torch
 
 from siteflow.config.folders import checkpoint_folder
+from siteflow.config.privacy import check_dp_sgd
 from siteflow.config.schema import Component, ExperimentConfig, TrainConfig
-from siteflow.config.validation import ConfigError, join
-from siteflow.core.registry import DATASETS, STRATEGIES, TASKS, UnknownNameError
+from siteflow.config.validation import ConfigError, OptionError, join
+from siteflow.core.registry import DATASETS, MODELS, STRATEGIES, TASKS, UnknownNameError
+
+CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+"""The layers whose weight (out, in, *kernel) tells a model's spatial axes."""
 
 PER_CLASS_OPTIONS = ("class_weights", "pos_weight")
 """Options of the losses that hold one weight per class."""
@@ -33,9 +38,12 @@ size; ArithmeticError: a division by zero or an overflow)."""
 
 @contextmanager
 def refused(key_path: str) -> Iterator[None]:
-    """Turn a constructor's refusal (:data:`BUILD_ERRORS`) into a ConfigError at ``key_path``."""
+    """Turn a constructor's refusal (:data:`BUILD_ERRORS`) into a ConfigError at ``key_path``
+    (an :class:`OptionError` at its option's key path under ``key_path``)."""
     try:
         yield
+    except OptionError as error:
+        raise ConfigError(join(key_path, error.option), error.problem) from None
     except BUILD_ERRORS as error:
         raise ConfigError(key_path, _message(error)) from None
 
@@ -72,13 +80,16 @@ def data_spec(dataset: Component, key_path: str) -> Any:
 
 def check_one_model_fits(sites: Sequence[tuple[str, str, Any]]) -> None:
     """``(key path, site name, DataSpec)`` of every site: each must hold data of the first
-    site's task, with its number of input channels (the task checks the classes)."""
+    site's task, with its number of input channels and spatial axes (the task checks the
+    classes)."""
     _, first_name, first = sites[0]
     for key_path, name, spec in sites[1:]:
-        if (spec.task, spec.in_channels) != (first.task, first.in_channels):
+        if (spec.task, spec.in_channels, spec.spatial_dims) != (first.task, first.in_channels, first.spatial_dims):
+            dims = spec.spatial_dims != first.spatial_dims
             raise ConfigError(
                 key_path,
-                f"site {name!r} holds {_kind(spec)}, site {first_name!r} holds {_kind(first)}: one model cannot serve both",
+                f"site {name!r} holds {_kind(spec, dims)}, site {first_name!r} holds {_kind(first, dims)}: "
+                "one model cannot serve both",
             )
 
 
@@ -86,17 +97,20 @@ def check_override(name: str, trained: Any, tested: Any, key_path: str) -> None:
     """A site's ``task_confs`` dataset (``trained``, a DataSpec) may change how its data is
     read, not what the data is: the site is tested as its ``all_tasks_datasets`` entry
     (``tested``) says."""
-    if (trained.task, trained.class_names, trained.in_channels) != (tested.task, tested.class_names, tested.in_channels):
+    what = ("task", "class_names", "in_channels", "spatial_dims")
+    if [getattr(trained, key) for key in what] != [getattr(tested, key) for key in what]:
+        dims = trained.spatial_dims != tested.spatial_dims
         raise ConfigError(
             key_path,
-            f"site {name!r} would train on {_kind(trained)} but is tested on {_kind(tested)}; "
+            f"site {name!r} would train on {_kind(trained, dims)} but is tested on {_kind(tested, dims)}; "
             "change its all_tasks_datasets entry instead",
         )
 
 
-def _kind(spec: Any) -> str:
-    """A DataSpec in words: task, classes and input channels."""
-    return f"{spec.task} data of classes {list(spec.class_names)} with {spec.in_channels} input channels"
+def _kind(spec: Any, dims: bool = False) -> str:
+    """A DataSpec in words: task, classes and input channels, and its spatial axes if ``dims``."""
+    kind = f"{spec.task} data of classes {list(spec.class_names)} with {spec.in_channels} input channels"
+    return f"{kind} in {spec.spatial_dims}D" if dims else kind
 
 
 def check_buildable(config: ExperimentConfig, strategy: Any, trains: Sequence[tuple[str, TrainConfig]]) -> None:
@@ -104,6 +118,9 @@ def check_buildable(config: ExperimentConfig, strategy: Any, trains: Sequence[tu
     strategies) and the loss of every ``(key path, train)``."""
     task = _task(config)
     _check_network(strategy, task)
+    with torch.device("meta"):
+        check_dp_sgd(strategy, strategy.build_network(task), trains)
+    _check_model_dims(task, config)
     for key_path, train in trains:
         with refused(join(key_path, "loss")):
             loss = task.build_loss(train)
@@ -125,20 +142,47 @@ def _check_loss_weights(loss: torch.nn.Module, class_names: Sequence[str], key_p
 
 def _check_network(strategy: Any, task: Any) -> None:
     """Build ``strategy``'s network on the ``meta`` device (shapes without memory). When it
-    fails, the model alone is built: if that fails too, the model's options are at fault."""
+    fails, the model alone is built: if that fails too, the model's options are at fault;
+    else the strategy's (at the option an :class:`OptionError` names)."""
     with torch.device("meta"):
         try:
             strategy.build_network(task)
         except BUILD_ERRORS as error:
             with refused("common.model.kwargs"):
                 task.build_model()
+            if isinstance(error, OptionError):
+                raise ConfigError(join("common.strategy.kwargs", error.option), error.problem) from None
             raise ConfigError("common.strategy", _message(error)) from None
 
 
-def _task(config: ExperimentConfig) -> Any:
-    """The task that the first site's data declares, built over every site."""
+def _check_model_dims(task: Any, config: ExperimentConfig) -> None:
+    """The model (built on the ``meta`` device) must convolve over as many spatial axes as the
+    data has (``DataSpec.spatial_dims``): a 2D model on volumes, or a 3D one on images, is
+    refused at ``common.model.kwargs.spatial_dims`` when the model has that option, else at
+    ``common.model.name``. A model without convolutions is not checked."""
+    with torch.device("meta"):
+        model = task.build_model()
+    model_dims = next((m.weight.ndim - 2 for m in model.modules() if isinstance(m, CONVOLUTIONS)), None)
     first = config.sites[0]
-    kind = data_spec(first.dataset, "all_tasks_datasets[0]").task
+    data_dims = task.specs[first.task_name].spatial_dims
+    if model_dims is None or model_dims == data_dims:
+        return
+    data = "3D volumes (C, D, H, W)" if data_dims == 3 else f"{data_dims}D images"
+    takes_dims = "spatial_dims" in inspect.signature(MODELS.get(config.model.name)).parameters
+    key_path = "common.model.kwargs.spatial_dims" if takes_dims else "common.model.name"
+    remedy = f"set spatial_dims: {data_dims}" if takes_dims else f"choose a {data_dims}D model"
+    raise ConfigError(
+        key_path,
+        f"model {config.model.name!r} is {model_dims}D (its convolutions run over {model_dims} spatial axes), "
+        f"but site {first.task_name!r} holds {data} ({first.dataset.name}): {remedy}",
+    )
+
+
+def _task(config: ExperimentConfig) -> Any:
+    """The task that the model declares (its class attribute ``task``: a masked autoencoder
+    pre-trains on any images), else the first site's data, built over every site."""
+    first = config.sites[0]
+    kind = getattr(MODELS.get(config.model.name), "task", None) or data_spec(first.dataset, "all_tasks_datasets[0]").task
     try:
         task_class = TASKS.get(kind)
     except UnknownNameError as error:

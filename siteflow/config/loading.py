@@ -37,6 +37,7 @@ from siteflow.config.components import build_strategy, check_buildable, check_on
 from siteflow.config.folders import check_distinct_folders, check_load, check_site_names, checkpoint_folder
 from siteflow.config.inference import inference_config, window_of_patches
 from siteflow.config.optim import check_optimization, optimizer_component, scheduler_component
+from siteflow.config.privacy import dp_sgd_config, with_stages
 from siteflow.config.paths import resolve_config_path
 from siteflow.config.reading import read_config_file
 from siteflow.config.schema import CheckpointConfig, Component, ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
@@ -94,7 +95,7 @@ def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
     trains = [("common.train", _train_config(common_train, "common.train"))]
 
     sites = _sites(raw["all_tasks_datasets"], common["dataset"], _deployed_site(raw["current_tasks"], raw["all_tasks_datasets"]))
-    tasks = _tasks(raw["current_tasks"], sites, common_train)
+    tasks = tuple(dataclasses.replace(t, train=with_stages(t.train, strategy)) for t in _tasks(raw["current_tasks"], sites, common_train))
     config = ExperimentConfig(
         name=name,
         source=source,
@@ -181,6 +182,8 @@ def _train_config(value: dict, key_path: str) -> TrainConfig:
             parsed[key] = None if item is None else scheduler_component(item, sub_path)
         elif key == "inference":
             parsed[key] = inference_config(item, sub_path)
+        elif key == "dp_sgd":
+            parsed[key] = None if item is None else dp_sgd_config(item, sub_path)
         else:
             check_type(item, hints[key], sub_path)
             parsed[key] = item

@@ -41,6 +41,27 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class DPSGDConfig:
+    """Differentially private training at a site (``train.dp_sgd``; see :mod:`siteflow.privacy`).
+
+    Every training step clips each sample's gradient to the L2 norm ``max_grad_norm`` and adds
+    Gaussian noise of standard deviation ``noise_multiplier * max_grad_norm`` to their sum;
+    batches are Poisson samples (every item with probability ``batch_size / samples``). Give
+    either ``noise_multiplier`` or ``target_epsilon``: the noise multiplier that spends
+    ``target_epsilon`` at ``delta`` over ``stages`` trainings of the site (default: its
+    rounds, +1 for a finishing step, in a federation; its cycles in ``sequential``; else 1).
+    ``accountant``: Opacus' ``"rdp"`` (Renyi DP) or ``"prv"`` (privacy random variables).
+    """
+
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: Literal["rdp", "prv"] = "rdp"
+    stages: int | None = None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How one site trains (``common.train``, overridable per site)."""
 
@@ -55,6 +76,7 @@ class TrainConfig:
     gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     inference: InferenceConfig = InferenceConfig()
+    dp_sgd: DPSGDConfig | None = None
 
 
 @dataclass(frozen=True)

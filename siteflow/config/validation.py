@@ -36,6 +36,18 @@ class ConfigError(ValueError):
         return ConfigError(self.key_path, self.problem, source)
 
 
+class OptionError(ValueError):
+    """A constructor's refusal of one of its own options, by name: ``OptionError("personal_layers",
+    "['hed'] name no module of UNet")``. The config's validation reports it at that option's
+    key path (``common.strategy.kwargs.personal_layers: ...``), where a plain ``ValueError``
+    is reported at the component's ``kwargs``."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        self.problem = message
+        super().__init__(f"{option}: {message}")
+
+
 def _short_repr() -> reprlib.Repr:
     """A ``repr`` that keeps a value in a message short: long strings, lists and mappings
     (a value that YAML aliases repeat thousands of times) are cut with ``...``."""

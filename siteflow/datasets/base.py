@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -39,9 +39,10 @@ from siteflow.datasets.splits import carve_val
 
 Split = Literal["train", "val", "test"]
 SPLITS = ("train", "val", "test")
+T = TypeVar("T")
 
 
-def check_shared_options(out_range: Sequence[float], val_fraction: float, num_replica: int) -> None:
+def check_shared_options(out_range: Sequence[float], val_fraction: float, num_replica: int, label_fraction: float = 1.0) -> None:
     """Raise ValueError, naming the option, for values of the options every site dataset
     shares that no data could make valid."""
     if len(out_range) != 2 or not out_range[0] < out_range[1]:
@@ -50,6 +51,17 @@ def check_shared_options(out_range: Sequence[float], val_fraction: float, num_re
         raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
     if num_replica < 1:
         raise ValueError(f"num_replica must be >= 1, not {num_replica!r}")
+    if not 0.0 < label_fraction <= 1.0:
+        raise ValueError(f"label_fraction must be in (0, 1], not {label_fraction!r}")
+
+
+def labelled_part(items: Sequence[T], fraction: float, seed: int) -> list[T]:
+    """The ``fraction`` of ``items`` (a training split, in a stable order) whose labels are
+    kept: ``round(fraction * len(items))`` of them, at least one, at the first positions of a
+    permutation seeded by ``seed`` (a stream of its own: not the val split's); in input order."""
+    count = max(1, round(fraction * len(items)))
+    chosen = set(np.random.default_rng([seed, 1]).permutation(len(items))[:count].tolist())
+    return [item for position, item in enumerate(items) if position in chosen]
 
 
 class SiteDataset(Dataset):
@@ -61,7 +73,10 @@ class SiteDataset(Dataset):
     become; ``val_fraction`` and ``split_seed``, the val split that a subclass carves from the
     release's training part (see :func:`~siteflow.datasets.splits.carve_val`); ``num_replica``,
     how many times the train split repeats its samples to lengthen an epoch (val and test never
-    repeat). A subclass's ``__init__`` takes its own options and passes the others on with
+    repeat); ``label_fraction``, the share of the train split whose labels the site keeps
+    (label-efficiency studies: the train split holds only those samples, drawn with
+    ``split_seed``, per site; a task without labels, masked image modelling, reads every
+    image: it sets 1). A subclass's ``__init__`` takes its own options and passes the others on with
     ``**kwargs``: the config layer follows them here (see
     :func:`~siteflow.config.validation.schema`). A subclass may override a default by
     declaring the option again.
@@ -82,10 +97,11 @@ class SiteDataset(Dataset):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         num_replica: int = 1,
+        label_fraction: float = 1.0,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        check_shared_options(out_range, val_fraction, num_replica)
+        check_shared_options(out_range, val_fraction, num_replica, label_fraction)
         super().__init__()
         self.split = split
         self.root_path = Path(root_path)
@@ -94,6 +110,7 @@ class SiteDataset(Dataset):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.num_replica = num_replica if split == "train" else 1
+        self.label_fraction = label_fraction
 
     @classmethod
     def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
@@ -106,7 +123,7 @@ class SiteDataset(Dataset):
         (the declared defaults fill in the options they omit), from the options alone: no
         file is read, nothing is generated."""
         options = {**defaults(cls), **kwargs}
-        check_shared_options(options["out_range"], options["val_fraction"], options["num_replica"])
+        check_shared_options(options["out_range"], options["val_fraction"], options["num_replica"], options["label_fraction"])
         return cls._spec(options)
 
     @classmethod
@@ -148,6 +165,14 @@ class SiteDataset(Dataset):
     def _check_row(self, row: int) -> None:
         """Checks the files of unique sample ``row``, raising DataError naming a bad one. This
         default checks nothing: a dataset whose items are not read from files."""
+
+    def _labelled(self, items: list[T]) -> list[T]:
+        """The samples of the train split whose labels the site keeps (``label_fraction`` of
+        ``items``, see :func:`labelled_part`); other splits keep every sample. A subclass
+        calls it on its train split's samples."""
+        if self.split != "train" or self.label_fraction == 1.0:
+            return items
+        return labelled_part(items, self.label_fraction, self.split_seed)
 
     def _row(self, index: int) -> int:
         """The unique sample that item ``index`` shows; IndexError when out of range."""
@@ -251,7 +276,7 @@ class SegmentationDataset(SiteDataset):
         if duplicates:
             raise DataError(f"{type(self).__name__}: several files share the ids {duplicates}")
         if split != "test":
-            release = carve_val(release, split, self.val_fraction, self.split_seed)
+            release = self._labelled(carve_val(release, split, self.val_fraction, self.split_seed))
         if not release:
             raise ValueError(
                 f"{type(self).__name__}: the {split} split is empty "

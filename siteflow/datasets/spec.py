@@ -17,13 +17,15 @@ class DataSpec:
         class_names: segmentation: one name per class, background first (label ids 0 ... K-1
             of an item's ``label`` (H, W)); multi-label data: the site's label names in order,
             one per entry of an item's ``labels`` (L,).
-        in_channels: C of an item's ``image`` (C, H, W).
+        in_channels: C of an item's ``image`` (C, H, W), or (C, D, H, W) for volumes.
         image_size: (H, W) that every image is resized to; None when images keep their
-            native size.
+            native size (volumes: always, they are resampled to a voxel spacing).
         ignore_index: the label value that losses and metrics skip, or None.
         patch_size: segmentation: (H, W) of the patches that training cuts from the images
             (see :class:`~siteflow.datasets.base.SegmentationDataset`), which evaluation uses as
-            its sliding window; None when training sees whole images.
+            its sliding window; (D, H, W) for volumes; None when training sees whole images.
+        spatial_dims: the spatial axes of an item's ``image``: 2 for images (H, W), 3 for
+            volumes (D, H, W); the model must convolve over as many.
     """
 
     task: str
@@ -31,7 +33,8 @@ class DataSpec:
     in_channels: int
     image_size: tuple[int, ...] | None
     ignore_index: int | None
-    patch_size: tuple[int, int] | None = None
+    patch_size: tuple[int, ...] | None = None
+    spatial_dims: int = 2
 
 
 def image_size(img_size: Sequence[int] | None) -> tuple[int, int] | None:

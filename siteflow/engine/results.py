@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from siteflow.core.atomic import atomic_path, write_json, write_text
 from siteflow.core.site_matrix import StageResult, matrix_csv, site_matrix, summarize
+from siteflow.privacy.accounting import privacy_summary
 
 Summarizer = Callable[[Sequence[StageResult], Sequence[str], str], dict]
 
@@ -49,13 +50,15 @@ def write_results(
     summarizer: Summarizer = summarize,
 ) -> dict:
     """Write ``site_matrix_<metric>.csv/.png`` and ``summary.json`` (each metric summarised
-    by ``summarizer``, the strategy's); returns the summary."""
+    by ``summarizer``, the strategy's, and the privacy spent, if any: see
+    :func:`~siteflow.privacy.accounting.privacy_summary`); returns the summary."""
     summary = {"experiment": experiment, "strategy": strategy, "sites": list(site_names), "stages": [r.stage for r in rows]}
     summary["metrics"] = list(metrics)
     for metric in metrics:
         write_text(results_dir / f"site_matrix_{metric}.csv", matrix_csv(rows, site_names, metric))
         plot_site_matrix(rows, site_names, metric, results_dir / f"site_matrix_{metric}.png", f"{experiment}: {metric}")
         summary[metric] = summarizer(rows, site_names, metric)
+    summary.update(privacy_summary(results_dir))
     write_json(results_dir / "summary.json", summary)
     return summary
 

@@ -9,7 +9,8 @@ Layout of ``exps/<config>/<note>/``::
     checkpoints/<name>.safetensors   strategy state (a federation's rounds, ...)
     sites/<site>/                    a site's own files in a simulation (its local weights)
     logs/<stage>/                    TensorBoard and CSV logs
-    results/progress.json            the test results of every finished stage
+    results/progress.json            the test results of every finished stage, and where the
+                                     run is (the stage training now, k of n, time left)
     results/site_matrix_<metric>.csv/.png, results/summary.json
 """
 
@@ -59,6 +60,7 @@ class RunFolder:
         self.logs = self.path / "logs"
         self.results_dir = self.path / "results"
         self.results: list[StageResult] = self._read_progress()
+        self.position: dict | None = None
         self._stage_weights: dict[str, Path] = {}
         self._stage_site_weights: dict[str, dict[str, Path]] = {}
 
@@ -176,9 +178,19 @@ class RunFolder:
             own or None,
         )
         self.results.append(result)
-        if rank_zero_only.rank == 0:
-            write_json(self.results_dir / "progress.json", {"stages": [dataclasses.asdict(r) for r in self.results]})
+        self._write_progress()
         return result
+
+    def save_position(self, position: dict) -> None:
+        """Record where the run is (see :class:`~siteflow.engine.progress.Position`) in
+        ``results/progress.json``, beside the finished stages."""
+        self.position = position
+        self._write_progress()
+
+    def _write_progress(self) -> None:
+        if rank_zero_only.rank == 0:
+            progress = {"stages": [dataclasses.asdict(r) for r in self.results], "position": self.position}
+            write_json(self.results_dir / "progress.json", progress)
 
     def stage_weights(self) -> list[tuple[str, Path, dict[str, Path]]]:
         """(stage, final weights file, each site's own weights file) of every finished stage

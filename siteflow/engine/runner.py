@@ -24,6 +24,7 @@ from siteflow.core.registry import STRATEGIES
 from siteflow.core.site_matrix import StageResult
 from siteflow.core.types import State
 from siteflow.datasets.pooling import build_dataset, check_sites
+from siteflow.engine.progress import StudyProgress
 from siteflow.engine.results import write_results
 from siteflow.engine.run_folder import INITIAL_WEIGHTS, RunFolder
 from siteflow.engine.site_step import SiteStep, cpu_copy
@@ -47,6 +48,8 @@ class ExperimentRun:
             DDP (gloo): how DDP is tested on a machine without GPUs.
         key_file: the consortium key that signs and verifies hand-over files.
         strategy: the strategy to run (default: the config's).
+        progress: counts the stages of the whole study (one shared by the seeds of a repeated
+            study); by default, this run's own.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class ExperimentRun:
         cpu_processes: int = 1,
         key_file: Path | None = None,
         strategy: Strategy | None = None,
+        progress: StudyProgress | None = None,
     ) -> None:
         self.config = config
         self.handover_key = load_key(key_file)
@@ -66,9 +70,10 @@ class ExperimentRun:
         self.task: Task = build_task(config)
         self.site_step = SiteStep(
             self.task, seed=config.seed, num_workers=config.num_workers, logs=self.folder.logs, root=self.folder.path, gpus=gpus,
-            cpu_processes=cpu_processes, deterministic=config.deterministic,
+            cpu_processes=cpu_processes, deterministic=config.deterministic, results_dir=self.folder.results_dir,
         )
         self.started = time.perf_counter()
+        self.progress = progress or StudyProgress()
         for site in config.sites:
             if not site.available:
                 log.warning("site %s: its data is not here, so it is not tested", site.task_name)
@@ -111,6 +116,10 @@ class ExperimentRun:
             if finished is not None:
                 log.info("stage %s: finished before, reading its final weights", stage)
                 return finished
+        position = self.progress.stage_started(stage)
+        if rank_zero_only.rank == 0:
+            log.info("%s", position.describe())
+            self.folder.save_position(position.as_json())
         directory = self.folder.stage_dir(save_dir) if save_dir is not None else None
         weights = self.site_step.fit(
             stage, tasks, start, trainee, checkpoint_dir=directory, resume=tasks[0].checkpoint.resume,
@@ -203,13 +212,16 @@ class ExperimentRun:
 
     # -- the whole run ---------------------------------------------------------------------
 
-    def execute(self) -> dict:
+    def execute(self, *, seed_index: int = 1) -> dict:
         """Run the strategy over all stages, then write the site matrices and summary (the
         run folder locked meanwhile by the first process; the other processes of a DDP run
-        are its own)."""
+        are its own). Every stage that trains logs its place in the study (stage k of the
+        strategy's planned stages, of seed ``seed_index`` in a repeated study)."""
         with self.folder.locked() if rank_zero_only.rank == 0 else contextlib.nullcontext():
             self.prepare()
+            self.progress.start_seed(self.strategy.planned_stages(self), seed=self.config.seed, seed_index=seed_index)
             self.strategy.run(self)
+            self.folder.save_position({"state": "finished", "elapsed_s": round(self.progress.elapsed(), 1)})
             return self.write_results()
 
     def prepare(self, *, check_data: bool = True) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from siteflow.config import ExperimentConfig
+from siteflow.engine.progress import StudyProgress
 from siteflow.engine.results import write_seed_results
 from siteflow.engine.runner import ExperimentRun
 
@@ -55,10 +56,11 @@ def run_seeds(config: ExperimentConfig, run_dir: Path, seeds: Sequence[int], **r
     summaries: dict[int, dict] = {}
     rows = {}
     started = time.perf_counter()
+    progress = StudyProgress(len(seeds))
     for index, seed in enumerate(seeds):
         log.info("seed %d (%d of %d)", seed, index + 1, len(seeds))
-        run = ExperimentRun(dataclasses.replace(config, seed=seed), seed_folder(run_dir, seed), **run_options)
-        summaries[seed] = run.execute()
+        run = ExperimentRun(dataclasses.replace(config, seed=seed), seed_folder(run_dir, seed), progress=progress, **run_options)
+        summaries[seed] = run.execute(seed_index=index + 1)
         rows[seed] = run.results
         elapsed = time.perf_counter() - started
         log.info(

@@ -23,6 +23,8 @@ from siteflow.core.types import State
 from siteflow.datasets.pooling import loader
 from siteflow.engine.checkpoint_io import AtomicCheckpointIO
 from siteflow.engine.random_state import RandomStateCheckpoint
+from siteflow.privacy import SITES_DIR
+from siteflow.privacy.dp_sgd import private_training
 from siteflow.strategies.base import Trainee
 from siteflow.tasks import Task
 
@@ -43,6 +45,8 @@ class SiteStep:
         deterministic: Lightning's deterministic mode (``torch.use_deterministic_algorithms``,
             no cuDNN benchmarking, ``CUBLAS_WORKSPACE_CONFIG`` set on GPUs): bit-for-bit
             repeatable runs on one machine, at some cost in speed.
+        results_dir: the run's results folder, where a site training with ``train.dp_sgd``
+            keeps its privacy ledger (:data:`siteflow.privacy.SITES_DIR`).
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class SiteStep:
         gpus: Sequence[int] | None,
         cpu_processes: int = 1,
         deterministic: bool = False,
+        results_dir: Path | None = None,
     ) -> None:
         self.task = task
         self.seed = seed
@@ -65,6 +70,7 @@ class SiteStep:
         self.gpus = list(gpus) if gpus else None
         self.cpu_processes = cpu_processes
         self.deterministic = deterministic
+        self.results_dir = results_dir
 
     def fit(
         self,
@@ -101,6 +107,15 @@ class SiteStep:
             log.info("stage %s: resuming from %s", stage, resume_from)
         batch_size = train_config.batch_size
         train_loader = loader(train_set, batch_size=batch_size, num_workers=self.num_workers, shuffle=True, seed=seed)
+        private = []
+        if train_config.dp_sgd is not None:  # Poisson batches, per-sample clipping and noise, accounting
+            if self.results_dir is None:
+                raise ValueError("train.dp_sgd needs a results folder for the site's privacy ledger")
+            train_loader, dp_sgd = private_training(
+                train_config.dp_sgd, train_loader, batch_size=batch_size, folder=self.results_dir / SITES_DIR,
+                site="+".join(t.task_name for t in tasks), stage=stage, seed=seed,
+            )
+            private.append(dp_sgd)
         # one checkpoint, rewritten (atomically) after every epoch with the random streams: what a
         # crashed stage resumes from, to the same weights as a run that never stopped
         callbacks = [] if checkpoint_dir is None else [
@@ -109,6 +124,7 @@ class SiteStep:
             ),
             RandomStateCheckpoint(train_loader.generator),
         ]
+        callbacks += private
         trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0)
         trainer.fit(
             learner,
@@ -177,7 +193,7 @@ class SiteStep:
             if loggers
             else False,
             callbacks=callbacks,
-            enable_checkpointing=bool(callbacks),
+            enable_checkpointing=any(isinstance(callback, ModelCheckpoint) for callback in callbacks),
             plugins=[AtomicCheckpointIO()],
             default_root_dir=self.root,
             enable_model_summary=False,

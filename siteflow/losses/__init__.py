@@ -1,7 +1,8 @@
 """Losses. Importing this package registers them in :data:`siteflow.core.registry.LOSSES`.
 
 Registered names: ``"dice"``, ``"ce"``, ``"explog"``, ``"dice_ce"`` (segmentation) and
-``"bce"`` (multi-label classification with unknown labels masked).
+``"bce"`` (multi-label classification with unknown labels masked), ``"masked_mse"`` (masked
+image modelling: the masked patches only).
 """
 
 from siteflow.losses.bce import MaskedBCEWithLogitsLoss
@@ -10,5 +11,6 @@ from siteflow.losses.dice import SoftDiceLoss
 from siteflow.losses.dice_ce import DiceCELoss
 from siteflow.losses.distillation import distillation_loss
 from siteflow.losses.explog import ExpLogLoss
+from siteflow.losses.masked_mse import MaskedPatchMSELoss
 
-__all__ = ["CrossEntropyLoss", "DiceCELoss", "ExpLogLoss", "MaskedBCEWithLogitsLoss", "SoftDiceLoss", "distillation_loss"]
+__all__ = ["CrossEntropyLoss", "DiceCELoss", "ExpLogLoss", "MaskedBCEWithLogitsLoss", "MaskedPatchMSELoss", "SoftDiceLoss", "distillation_loss"]

@@ -92,7 +92,8 @@ def _curves(run: FinishedRun) -> str:
 
 def _test_results(run: FinishedRun) -> str:
     """Per seed: the intervals of ``summary.csv`` and, per site, the best and worst image of the
-    last model by Dice; for the first seed, the model's overlay picture of each site."""
+    last model by Dice; for the first seed, the overlay pictures of each site (see
+    :func:`_extremes`)."""
     parts = [heading(run.name)]
     files = run.test_results()
     if not files:
@@ -108,19 +109,29 @@ def _test_results(run: FinishedRun) -> str:
 
 
 def _extremes(samples_file: Path, label: str, *, overlays: bool) -> str:
+    """Per site, the best and the worst test image of the last model by mean Dice (ties by
+    image id); with ``overlays``, the model's overlay grid of the site and each of the two
+    images' own overlay (image, truth, prediction), where ``predict_test.py`` saved them."""
     header, rows = _read(samples_file)
     if "dice_mean" not in header:
         return ""
     model = rows[-1][header.index("model")]
     column, site_column = header.index("dice_mean"), header.index("site")
+    folder = samples_file.parent / "overlays" / safe_name(model)
     parts = []
     for site in dict.fromkeys(row[site_column] for row in rows if row[0] == model):
         scored = sorted((float(row[column]), row[header.index("image_id")]) for row in rows if row[0] == model and row[site_column] == site)
         (worst, worst_id), (best, best_id) = scored[0], scored[-1]
         parts.append(paragraph(f"{label}{model} on {site}: best image {best_id} (Dice {best:.4f}), worst {worst_id} (Dice {worst:.4f})"))
-        overlay = samples_file.parent / "overlays" / safe_name(model) / f"{safe_name(site)}.png"
-        if overlays and overlay.is_file():
-            parts.append(image(file_base64(overlay, OVERLAY_SIDE), f"{model} on {site}: image, truth, prediction"))
+        if not overlays:
+            continue
+        grid = folder / f"{safe_name(site)}.png"
+        if grid.is_file():
+            parts.append(image(file_base64(grid, OVERLAY_SIDE), f"{model} on {site}: image, truth, prediction"))
+        for kind, image_id, dice in (("best", best_id, best), ("worst", worst_id, worst)):
+            case = folder / safe_name(site) / f"{kind}_{safe_name(image_id)}.png"
+            if case.is_file():
+                parts.append(image(file_base64(case, OVERLAY_SIDE), f"{model} on {site}: {kind} image {image_id} (Dice {dice:.4f}): image, truth, prediction"))
     return "".join(parts)
 
 

@@ -2,6 +2,7 @@
 :data:`siteflow.core.registry.STRATEGIES`."""
 
 from siteflow.strategies.base import Carried, StudyContext, Strategy, Trainee
+from siteflow.strategies.continual import EWCStrategy, LwFStrategy, OWMStrategy, SIStrategy
 from siteflow.strategies.federated import FedAvgStrategy, FederatedStrategy, FedProxStrategy, FFLStrategy
 from siteflow.strategies.joint import JointStrategy
 from siteflow.strategies.local import LocalStrategy

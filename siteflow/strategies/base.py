@@ -178,6 +178,12 @@ class Strategy(ABC):
             lambda network: self.make_learner(context, network, tasks, carried),
         )
 
+    def planned_stages(self, context: StudyContext) -> list[str] | None:
+        """The stages a whole run trains, in order: the names it passes to
+        :meth:`StudyContext.fit` (numbered "stage k of n" in the progress lines); None (the
+        default): not known, counted as "k of ?"."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """The strategy's own state (tensors and JSON-able values), saved with every round or
         stage; nothing by default."""

@@ -19,6 +19,9 @@ class JointStrategy(Strategy):
     def __init__(self, save_dir: str = "joint") -> None:
         self.save_dir = save_dir
 
+    def planned_stages(self, context: StudyContext) -> list[str]:
+        return ["joint"]
+
     def run(self, context: StudyContext) -> None:
         start = context.start(context.tasks[0], lambda: self.build_network(context.task))
         trainee = self.trainee(context, context.tasks, start)

@@ -13,6 +13,9 @@ from siteflow.strategies.base import StudyContext, Strategy
 class LocalStrategy(Strategy):
     """Each site trains its own model from the run's initial weights (the lower bound)."""
 
+    def planned_stages(self, context: StudyContext) -> list[str]:
+        return [task.task_name for task in context.tasks]
+
     def run(self, context: StudyContext) -> None:
         solver = self.solver_from(context.task)
         for task in context.tasks:

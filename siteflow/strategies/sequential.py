@@ -39,6 +39,9 @@ class SequentialStrategy(Strategy):
             for task in context.tasks
         ]
 
+    def planned_stages(self, context: StudyContext) -> list[str]:
+        return [stage for stage, _, _ in self.stages(context)]
+
     def run(self, context: StudyContext) -> None:
         solver = self.solver_from(context.task)
         carried = context.start(context.tasks[0], lambda: self.build_network(context.task), site_order=self.relay_order(context))

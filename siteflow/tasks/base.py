@@ -36,6 +36,8 @@ Batch = dict
 def configure_optimization(train: TrainConfig, parameters) -> Any:
     """Lightning's ``configure_optimizers`` value for the configured optimizer and scheduler."""
     optimizer = getattr(torch.optim, train.optimizer.name)(parameters, **train.optimizer.kwargs)
+    for group in optimizer.param_groups:  # a model's parameter_groups scale the lr per group (layer-wise decay)
+        group["lr"] = group["lr"] * group.pop("lr_scale", 1.0)
     if train.scheduler is None:
         return optimizer
     scheduler = getattr(torch.optim.lr_scheduler, train.scheduler.name)(optimizer, **train.scheduler.kwargs)
@@ -126,7 +128,10 @@ class Learner(pl.LightningModule):
                 self.log(f"test/{site}/{key}", value, add_dataloader_idx=False)
 
     def configure_optimizers(self) -> Any:
-        return configure_optimization(self.train_config, self.parameters())
+        """The configured optimizer over the model's ``parameter_groups()`` where it defines
+        them (each may carry an ``lr_scale``), else over all parameters."""
+        groups = getattr(self.model, "parameter_groups", None)
+        return configure_optimization(self.train_config, groups() if groups is not None else self.parameters())
 
 
 @dataclass(frozen=True)
@@ -235,5 +240,7 @@ def describe(site: SiteConfig) -> DataSpec:
 
 
 def build_task(config: ExperimentConfig) -> Task:
-    """The task that the first site's data declares (``DataSpec.task``)."""
-    return TASKS.get(describe(config.sites[0]).task)(config)
+    """The task that the model declares (its class attribute ``task``: ``mae_vit`` pre-trains
+    on any images), else the one the first site's data declares (``DataSpec.task``)."""
+    kind = getattr(MODELS.get(config.model.name), "task", None) or describe(config.sites[0]).task
+    return TASKS.get(kind)(config)

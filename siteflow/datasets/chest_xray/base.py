@@ -101,7 +101,7 @@ class MultiLabelDataset(SiteDataset):
         if split != "test":
             patients = sorted({record.patient for record in records})
             chosen = set(carve_val(patients, split, val_fraction, self.split_seed))
-            records = [record for record in records if record.patient in chosen]
+            records = self._labelled([record for record in records if record.patient in chosen])
         if not records:
             raise ValueError(
                 f"{type(self).__name__}: the {split} split is empty (val_fraction={val_fraction})"

@@ -6,12 +6,13 @@ site (``Site1``, ``Site2``, ...), test cases labelled in ``labelsTs``."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from siteflow.core.atomic import atomic_path, write_json
 
 CLASS_NAMES = ("background", "organ", "core")
 
@@ -84,8 +85,8 @@ def generate_volume_sites(
     folder: Path, *, num_sites: int = 3, train_per_site: int = 8, test_per_site: int = 3, seed: int = 0
 ) -> None:
     """Writes the study into ``folder``: ``Site<k>/{dataset.json, imagesTr, labelsTr,
-    imagesTs, labelsTs}`` with ``case_<nnn>.nii.gz`` files; the same arguments write the same
-    voxels."""
+    imagesTs, labelsTs}`` with ``case_<nnn>.nii.gz`` files, each file atomically; the same
+    arguments write the same voxels."""
     if num_sites < 1 or train_per_site < 1 or test_per_site < 1:
         raise ValueError("num_sites, train_per_site and test_per_site must be at least 1")
     for site in range(1, num_sites + 1):
@@ -95,8 +96,8 @@ def generate_volume_sites(
             for case in range(first, first + count):
                 image, label = phantom(scanner, np.random.default_rng([seed, site, case]))
                 for kind, array in (("images", image), ("labels", label)):
-                    (root / f"{kind}{part}").mkdir(parents=True, exist_ok=True)
-                    sitk.WriteImage(to_image(array, scanner), str(root / f"{kind}{part}" / f"case_{case:03d}.nii.gz"), useCompression=True)
+                    with atomic_path(root / f"{kind}{part}" / f"case_{case:03d}.nii.gz") as tmp:
+                        sitk.WriteImage(to_image(array, scanner), str(tmp), useCompression=True)
         description = {
             "name": f"synthetic volumes, site {site}",
             "modality": {"0": "MRI"},
@@ -104,4 +105,4 @@ def generate_volume_sites(
             "numTraining": train_per_site,
             "numTest": test_per_site,
         }
-        (root / "dataset.json").write_text(json.dumps(description, indent=2))
+        write_json(root / "dataset.json", description)

@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -54,6 +54,32 @@ from siteflow.datasets.volumes.readers import read_channels, read_image, read_la
 SPATIAL_MARGIN = 1.5
 """Spatial augmentation of a patch runs on a window of this many times the patch's size (per
 axis) around it, then the patch is cut from the window's centre."""
+T = TypeVar("T")
+
+
+def checked_test_fraction(value: float, key: str = "test_fraction") -> float:
+    """``value`` of the ``test_fraction`` option; ValueError naming ``key`` unless in [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{key} must be in [0, 1) (0: the release's own labelled test part), not {value!r}")
+    return float(value)
+
+
+def checked_shard(shard: int, num_shards: int) -> tuple[int, int]:
+    """``(shard, num_shards)`` of the options; ValueError naming the option unless
+    ``num_shards >= 1`` and ``1 <= shard <= num_shards``."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1, not {num_shards!r}")
+    if not 1 <= shard <= num_shards:
+        raise ValueError(f"shard must be between 1 and num_shards={num_shards}, not {shard!r}")
+    return shard, num_shards
+
+
+def shard_of(items: list[T], shard: int, num_shards: int) -> list[T]:
+    """Run ``shard`` (1 ... ``num_shards``) of ``items`` cut into ``num_shards`` contiguous runs
+    whose sizes differ by at most one (the first runs hold the extra items)."""
+    size, extra = divmod(len(items), num_shards)
+    start = (shard - 1) * size + min(shard - 1, extra)
+    return items[start : start + size + (shard <= extra)]
 
 
 class VolumeDataset(SiteDataset):
@@ -62,8 +88,9 @@ class VolumeDataset(SiteDataset):
     A subclass lists the cases of the release's train and test parts (:meth:`_release_cases`)
     and says what the label files hold (:meth:`_label_values`: the label value of each class,
     background first) and how many channels the images have. ``test`` is the release's test
-    part; ``val`` is ``val_fraction`` of its train part (seeded by ``split_seed``), ``train``
-    the rest.
+    part, or with ``test_fraction`` that share of its train part (seeded by ``split_seed``:
+    each site carves its own); ``val`` is ``val_fraction`` of the train part that remains
+    (seeded by ``split_seed``), ``train`` the rest.
 
     Items are ``{"image": float32 (C, D, H, W), "label": int64 (D, H, W) class ids, "spacing":
     float64 (3,) the voxel spacing (depth, height, width) in mm, "id": str}``, on the grid of
@@ -100,6 +127,15 @@ class VolumeDataset(SiteDataset):
             subtracts the mean and divides by the standard deviation of those voxels, clipped
             (nnU-Net's CT normalisation; computed once, kept in the decode cache).
         crop_nonzero: crop every case to its non-zero box.
+        test_fraction: 0 (the default): the test split is the release's labelled test part
+            (``labelsTs``, ``test/``); above 0: that share of the release's training cases
+            (at least one, rounded half up), drawn by ``split_seed``, is the test split and
+            the release's test part is not read: for releases that label only their training
+            cases, as the Decathlon does. The CT statistics come from the rest.
+        num_shards, shard: one release split into sites: each part's cases, sorted by id, are
+            cut into ``num_shards`` contiguous runs of near-equal size, and this site holds run
+            ``shard`` (1 ... num_shards) before ``test_fraction`` and ``val_fraction`` split
+            it. The default (1 of 1) is the whole release.
     """
 
     task: ClassVar[str] = "segmentation"
@@ -120,9 +156,14 @@ class VolumeDataset(SiteDataset):
         normalisation: Normalisation = "auto",
         ct_window: tuple[float, ...] | None = None,
         crop_nonzero: bool = True,
+        test_fraction: float = 0.0,
+        num_shards: int = 1,
+        shard: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(split, **kwargs)
+        self.test_fraction = checked_test_fraction(test_fraction)
+        self.shard, self.num_shards = checked_shard(shard, num_shards)
         if self.img_size is not None:
             raise ValueError("img_size is for 2D images; volumes are resampled to a voxel size: set spacing")
         self.patch_size = checked_patch_size(patch_size, None, dims=3)
@@ -136,12 +177,12 @@ class VolumeDataset(SiteDataset):
         self.options = Preprocessing(
             checked_spacing(spacing), interpolation, checked_orientation(orientation), resolved, checked_window(ct_window), crop_nonzero
         )
-        release = self._release_cases(self.release_part)
+        release = self._cases(self.release_part)
         duplicates = sorted(i for i, n in Counter(case.id for case in release).items() if n > 1)
         if duplicates:
             raise DataError(f"{type(self).__name__}: several volumes share the ids {duplicates}")
         if split != "test":
-            release = carve_val(release, split, self.val_fraction, self.split_seed)
+            release = self._labelled(carve_val(release, split, self.val_fraction, self.split_seed))
         if not release:
             raise ValueError(f"{type(self).__name__}: the {split} split of {self.root_path} is empty")
         self.cases: list[VolumeCase] = release
@@ -155,6 +196,8 @@ class VolumeDataset(SiteDataset):
         checked_spacing(options["spacing"])
         checked_orientation(options["orientation"])
         checked_window(options["ct_window"])
+        checked_test_fraction(options["test_fraction"])
+        checked_shard(options["shard"], options["num_shards"])
         DecodeCache(options["cache"], cache_folder(options["cache_dir"]))
         class_names, in_channels, _ = cls._described_contents(options)
         return DataSpec(
@@ -164,6 +207,7 @@ class VolumeDataset(SiteDataset):
             image_size=None,
             ignore_index=None,
             patch_size=checked_patch_size(options["patch_size"], None, dims=3),
+            spatial_dims=3,
         )
 
     # --- what a subclass says about its release
@@ -185,6 +229,16 @@ class VolumeDataset(SiteDataset):
         """The cases of the release's train or test part, sorted by id."""
         raise NotImplementedError
 
+    def _cases(self, part: Literal["train", "test"]) -> list[VolumeCase]:
+        """The cases of ``part`` of this site's shard of the release: the release's own, or
+        with ``test_fraction`` the test part carved from the shard's train part (see
+        :func:`~siteflow.datasets.splits.carve_val`) and the train part the rest."""
+        if self.test_fraction == 0:
+            return shard_of(self._release_cases(part), self.shard, self.num_shards)
+        carved = "val" if part == "test" else "train"
+        cases = shard_of(self._release_cases("train"), self.shard, self.num_shards)
+        return carve_val(cases, carved, self.test_fraction, self.split_seed)
+
     @functools.cached_property
     def preprocessing(self) -> Preprocessing:
         """The preprocessing options, with the CT statistics of the training data for ``ct``."""
@@ -194,14 +248,14 @@ class VolumeDataset(SiteDataset):
 
     def _ct_statistics(self) -> CtStatistics:
         """:func:`~siteflow.datasets.volumes.preprocessing.ct_statistics` of the foreground
-        (label not 0) of the release's training part, :data:`CT_SAMPLES_PER_CASE` voxels drawn
-        from each case (seeded by its position), through the decode cache."""
-        cases = self._release_cases("train")
+        (label not 0) of the training part (:meth:`_cases`), :data:`CT_SAMPLES_PER_CASE` voxels
+        drawn from each case (seeded by its position), through the decode cache."""
+        cases = self._cases("train")
 
         def compute() -> Decoded:
             samples: list[list[np.ndarray]] = [[] for _ in range(self.in_channels)]
             for index, case in enumerate(cases):
-                channels = read_channels([case.image])
+                channels = read_channels(list(case.images))
                 foreground = read_label(case.label, channels[0], case.image) != 0
                 rng = np.random.default_rng(index)
                 for channel, image in enumerate(channels[: self.in_channels]):
@@ -284,8 +338,8 @@ class VolumeDataset(SiteDataset):
 
     @staticmethod
     def _case_files(case: VolumeCase) -> list[Path]:
-        """The files of ``case``: its image (every file of a DICOM series folder) and its label."""
-        images = sorted(case.image.iterdir()) if case.image.is_dir() else [case.image]
+        """The files of ``case``: its image files (every file of a DICOM series folder) and its label."""
+        images = [file for image in case.images for file in (sorted(image.iterdir()) if image.is_dir() else [image])]
         return [*images, case.label]
 
     def _decoded(self, row: int) -> Decoded:
@@ -317,7 +371,7 @@ class VolumeDataset(SiteDataset):
     def _preprocess(self, row: int) -> tuple[Decoded, np.ndarray]:
         """Case ``row`` read and preprocessed: its arrays and its grid (see :meth:`grid`)."""
         case = self.cases[row]
-        channels = read_channels([case.image])
+        channels = read_channels(list(case.images))
         if len(channels) != self.in_channels:
             raise DataError(
                 f"volume {case.image} has {len(channels)} channels, the release declares {self.in_channels}",

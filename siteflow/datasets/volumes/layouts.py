@@ -1,24 +1,39 @@
-"""The on-disk layouts of volume releases: the Medical Segmentation Decathlon's and a plain
-``images/`` + ``labels/`` folder pair. Each lists a part's cases as :class:`VolumeCase`,
-sorted by id; problems are DataErrors naming the file or folder."""
+"""The on-disk layouts of volume releases: the Medical Segmentation Decathlon's (and nnU-Net
+v2's raw layout, its successor) and a plain ``images/`` + ``labels/`` folder pair. Each lists a
+part's cases as :class:`VolumeCase`, sorted by id; problems are DataErrors naming the file or
+folder. A case's channels are one file (3D, 4D with the channels last, or a vector image), or
+one file per channel as nnU-Net names them: ``<id>_0000.nii.gz``, ``<id>_0001.nii.gz``, ...
+beside the label ``<id>.nii.gz``."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from siteflow.datasets.errors import DataError, MissingFileError
 from siteflow.datasets.volumes.readers import is_volume, volume_stem
 
+CHANNEL_FILE = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
+"""The stem of one channel's file of a case, as nnU-Net names them: ``<id>_<4-digit channel>``."""
+NO_TEST_LABELS = "set the dataset's test_fraction to carve a labelled test split from the training cases instead"
+"""What to do when a release has no labelled test part (the Decathlon labels only imagesTr)."""
+
 
 @dataclass(frozen=True)
 class VolumeCase:
-    """One case: its id, its image (a volume file, or a DICOM series folder) and its label volume."""
+    """One case: its id, its image files (one volume file or DICOM series folder holding every
+    channel, or one file per channel in channel order) and its label volume."""
 
     id: str
-    image: Path
+    images: tuple[Path, ...]
     label: Path
+
+    @property
+    def image(self) -> Path:
+        """The first image file, whose grid the other channels and the label must share."""
+        return self.images[0]
 
 
 @dataclass(frozen=True)
@@ -36,7 +51,8 @@ class DecathlonInfo:
 
 
 def read_decathlon_info(root: Path) -> DecathlonInfo:
-    """``root/dataset.json`` of a Decathlon task, read.
+    """``root/dataset.json`` of a Decathlon task, read; nnU-Net v2's (``labels`` {"background":
+    0, ...}, ``channel_names`` instead of ``modality``) too.
 
     Raises MissingFileError when it is missing, DataError naming it when it is not JSON or its
     ``labels`` ({"0": "background", "1": ...}) or ``modality`` ({"0": "CT"}) are missing or
@@ -47,8 +63,12 @@ def read_decathlon_info(root: Path) -> DecathlonInfo:
         raise MissingFileError(f"Decathlon layout: {path} does not exist", paths=[path])
     try:
         content = json.loads(path.read_text())
-        labels = {int(value): str(name) for value, name in content["labels"].items()}
-        modalities = tuple(str(content["modality"][key]) for key in sorted(content["modality"], key=int))
+        if all(isinstance(value, int) for value in content["labels"].values()):  # nnU-Net v2: {"background": 0, ...}
+            labels = {value: str(name) for name, value in content["labels"].items()}
+        else:
+            labels = {int(value): str(name) for value, name in content["labels"].items()}
+        channels = content["modality"] if "modality" in content else content["channel_names"]  # nnU-Net v2
+        modalities = tuple(str(channels[key]) for key in sorted(channels, key=int))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise DataError(
             f"{path}: expected JSON with 'labels' {{\"0\": \"background\", ...}} and 'modality' {{\"0\": \"CT\", ...}} "
@@ -72,29 +92,53 @@ def list_volumes(folder: Path) -> list[Path]:
 
 
 def paired_cases(images: Path, labels: Path) -> list[VolumeCase]:
-    """A case per volume of ``images``, with the volume of ``labels`` of the same id.
+    """The cases of ``images``: each volume, or each set of channel files ``<id>_0000``,
+    ``<id>_0001``, ... (nnU-Net's naming), with the volume of ``labels`` of its id.
 
-    Raises MissingFileError naming the image whose label is missing.
+    Raises MissingFileError naming an image that no label matches, DataError naming the files
+    of a case whose channels are not numbered 0, 1, ... without a gap.
     """
     by_id = {volume_stem(path): path for path in list_volumes(labels)} if labels.is_dir() else {}
-    cases = []
+    channels: dict[str, list[tuple[int, Path]]] = {}
     for image in list_volumes(images):
-        case_id = volume_stem(image)
-        if case_id not in by_id:
-            raise MissingFileError(f"no label for volume {image}: no volume named {case_id!r} in {labels}", paths=[image])
-        cases.append(VolumeCase(case_id, image, by_id[case_id]))
+        stem = volume_stem(image)
+        match = CHANNEL_FILE.match(stem)
+        if stem in by_id:
+            channels.setdefault(stem, []).append((0, image))
+        elif match and match["id"] in by_id:
+            channels.setdefault(match["id"], []).append((int(match["channel"]), image))
+        else:
+            also = f" (or {match['id']!r}, for nnU-Net channel files)" if match else ""
+            raise MissingFileError(f"no label for volume {image}: no volume named {stem!r}{also} in {labels}", paths=[image])
+    cases = []
+    for case_id in sorted(channels):
+        numbered = sorted(channels[case_id])
+        files = tuple(path for _, path in numbered)
+        if [number for number, _ in numbered] != list(range(len(numbered))):
+            raise DataError(
+                f"case {case_id!r}: its image files {[path.name for path in files]} must be one volume, or one "
+                f"file per channel numbered {case_id}_0000, {case_id}_0001, ... without a gap",
+                paths=files,
+            )
+        cases.append(VolumeCase(case_id, files, by_id[case_id]))
     return cases
 
 
 def decathlon_cases(root: Path, part: str) -> list[VolumeCase]:
     """The cases of a Decathlon task folder: ``imagesTr``/``labelsTr`` for ``part`` "train",
-    ``imagesTs``/``labelsTs`` for "test" (the released Decathlon has no test labels: a site's
-    test split needs its labelled test cases in ``labelsTs``)."""
+    ``imagesTs``/``labelsTs`` for "test" (the released Decathlon has no test labels:
+    MissingFileError saying what to do when ``labelsTs`` is missing)."""
     suffix = "Tr" if part == "train" else "Ts"
-    return paired_cases(root / f"images{suffix}", root / f"labels{suffix}")
+    labels = root / f"labels{suffix}"
+    if part == "test" and not labels.is_dir():
+        raise MissingFileError(f"Decathlon layout: {labels} does not exist (no labelled test cases): {NO_TEST_LABELS}", paths=[labels])
+    return paired_cases(root / f"images{suffix}", labels)
 
 
 def folder_pair_cases(root: Path, part: str) -> list[VolumeCase]:
     """The cases of a plain layout: ``<root>/<part>/images/`` and ``<root>/<part>/labels/``
-    (``part``: "train" or "test"), volumes paired by name."""
+    (``part``: "train" or "test"), volumes paired by name (MissingFileError saying what to do
+    when there is no ``test/`` folder)."""
+    if part == "test" and not (root / part).is_dir():
+        raise MissingFileError(f"volume folders: {root / part} does not exist (no labelled test cases): {NO_TEST_LABELS}", paths=[root / part])
     return paired_cases(root / part / "images", root / part / "labels")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from siteflow.config.validation import OptionError
 from siteflow.core.registry import DATASETS
 from siteflow.datasets.base import Split
 from siteflow.datasets.volumes.dataset import VolumeDataset
@@ -24,15 +25,23 @@ class DecathlonDataset(VolumeDataset):
         <root_path>/dataset.json           "labels": {"0": "background", "1": ...}, "modality": {"0": "CT"}
         <root_path>/imagesTr/<id>.nii.gz   3D, or 4D with the channels (modalities) last
         <root_path>/labelsTr/<id>.nii.gz   label values as in dataset.json
-        <root_path>/imagesTs/<id>.nii.gz   the test split, labelled in labelsTs/
+        <root_path>/imagesTs/<id>.nii.gz   the test split, labelled in labelsTs/ (the released
+                                           Decathlon has none: set test_fraction instead)
 
-    Classes, channels and modality come from ``dataset.json`` (read by :meth:`describe` too);
-    the label values need not be consecutive. Items and options: see :class:`VolumeDataset`.
+    nnU-Net v2's raw layout reads too: one file per channel (``<id>_0000.nii.gz``,
+    ``<id>_0001.nii.gz``, ... beside the label ``<id>.nii.gz``) and its ``dataset.json``
+    (``"labels": {"background": 0, ...}``, ``"channel_names"``). Classes, channels and modality
+    come from ``dataset.json`` (read by :meth:`describe` too: a missing one is refused at
+    ``root_path``); the label values need not be consecutive. Items and options (a test split
+    carved from the training cases, the release cut into sites): see :class:`VolumeDataset`.
     """
 
     @classmethod
     def _described_contents(cls, options: dict[str, Any]) -> tuple[tuple[str, ...], int, bool]:
-        info = read_decathlon_info(Path(options["root_path"]))
+        description = Path(options["root_path"]) / "dataset.json"
+        if not description.is_file():
+            raise OptionError("root_path", f"{str(description)!r} does not exist: a Decathlon task's dataset.json names its classes and channels")
+        info = read_decathlon_info(description.parent)
         return info.class_names, len(info.modalities), any(m.upper() == "CT" for m in info.modalities)
 
     def _contents(self) -> tuple[tuple[str, ...], int, bool]:

@@ -1,8 +1,8 @@
 """The ClientApp that each hospital's SuperNode runs: its own site, nothing else.
 
 ``flower-supernode ... --node-config "task-id=<id>"`` names the site (optionally also
-``config="<the site's YAML>"``, ``exps-root="<folder>"``, ``gpu=<index>``); the run config
-names the experiment. Three kinds of message:
+``config="<the site's YAML>"``, ``exps-root="<folder>"``, ``gpu=<index>``,
+``worker="<socket>"``); the run config names the experiment. Three kinds of message:
 
 - query: which site this node serves (its task id), answered without touching any data;
 - train: what the server sends in a round -> the strategy's site step -> what the site sends
@@ -10,36 +10,38 @@ names the experiment. Three kinds of message:
   ``phase=finish``, the strategy's finishing step, answered with its test metrics;
 - evaluate: the global weights of a round -> the metrics on the site's own test split.
 
-A failure raises, and Flower returns it to the server as an error reply. Every message runs
-in a fresh process: the training stack (torch, Lightning) is imported only by the handlers
-that train or test, so that a query is answered in about a second.
+Train and evaluate are :func:`siteflow.deploy.flower.handlers.answer`. Flower runs every
+message in a fresh process: without ``worker``, that process imports the training stack
+(torch, Lightning: seconds to tens of seconds) for each train and evaluate message; with it,
+the hospital's long-running site worker (:mod:`siteflow.deploy.flower.worker`) answers them
+and this process imports only Flower. A failure raises, and Flower returns it to the server
+as an error reply. In a run with ``secure-aggregation=true``, Flower's ``secaggplus_mod``
+(:mod:`siteflow.deploy.flower.secure`) runs here around the train handler and masks the
+site's update before it leaves.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from siteflow.deploy.flower.protocol import (
-    ARRAYS,
-    CONFIG,
-    FINGERPRINT,
-    FINISH,
-    METRICS,
-    NUM_EXAMPLES,
-    PHASE,
-    ROUND,
-    TASK_ID,
-    NodeSettings,
-    RunSettings,
-)
+from siteflow.deploy.flower.protocol import CONFIG, METRICS, TASK_ID, NodeSettings
 
-if TYPE_CHECKING:
-    from siteflow.deploy.flower.site import DeployedSite
 
-app = ClientApp()
+def secure_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's ``secaggplus_mod`` around the train messages of a secure round (a run with
+    ``secure-aggregation=true``); other messages pass through, and only a secure round
+    imports it."""
+    if not _is_secure(message):
+        return call_next(message, context)
+    from flwr.client.mod import secaggplus_mod
+
+    return secaggplus_mod(message, context, call_next)
+
+
+app = ClientApp(mods=[secure_mod])
 
 
 @app.query()
@@ -51,37 +53,37 @@ def identify(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """The site step of a round (or the finishing step) from what the server sent."""
-    from siteflow.deploy.flower.weights import from_arrays, to_arrays
+    """The site step of a round (or the finishing step) from what the server sent; in a
+    secure round, from and to the layout of Flower's SecAgg+ (which masks the reply)."""
+    if not _is_secure(message):
+        return Message(_answer(message, context), reply_to=message)
+    from siteflow.deploy.flower.secure import fit_result, instructions
 
-    site, round_number = _site(message, context)
-    received = from_arrays(message.content[ARRAYS])
-    if message.content[CONFIG].get(PHASE) == FINISH:
-        values = site.finish(received)
-        return Message(RecordDict({METRICS: MetricRecord({TASK_ID: site.task_id, **values})}), reply_to=message)
-    update = site.train(received, round_number)
-    metrics = MetricRecord({TASK_ID: site.task_id, NUM_EXAMPLES: update.num_samples})
-    return Message(RecordDict({ARRAYS: to_arrays(update.weights), METRICS: metrics}), reply_to=message)
+    content, names = instructions(message.content)
+    reply = _answer(message, context, content)
+    return Message(fit_result(reply, names, content[CONFIG]), reply_to=message)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Test the received global model on the site's own test split."""
-    from siteflow.deploy.flower.weights import from_arrays
-
-    site, round_number = _site(message, context)
-    values = site.test(from_arrays(message.content[ARRAYS]), round_number)
-    return Message(RecordDict({METRICS: MetricRecord({TASK_ID: site.task_id, **values})}), reply_to=message)
+    return Message(_answer(message, context), reply_to=message)
 
 
-def _site(message: Message, context: Context) -> tuple[DeployedSite, int]:
-    """The site this node serves, checked against the server's experiment, and the round."""
-    from siteflow.deploy.flower.site import DeployedSite
+def _is_secure(message: Message) -> bool:
+    """Whether ``message`` belongs to a secure round (SecAgg+'s configs ride along)."""
+    return message.metadata.message_type == MessageType.TRAIN and RECORD_KEY_CONFIGS in message.content.config_records
 
-    config: ConfigRecord = message.content[CONFIG]
-    site = DeployedSite(
-        RunSettings.from_run_config(context.run_config),
-        NodeSettings.from_node_config(context.node_config),
-        server_fingerprint=str(config[FINGERPRINT]),
-    )
-    return site, int(config[ROUND])
+
+def _answer(message: Message, context: Context, content: RecordDict | None = None) -> RecordDict:
+    """The reply's content to ``message`` (with ``content`` instead of its own, if given):
+    from the node's site worker if it names one, else from here."""
+    content = message.content if content is None else content
+    worker = NodeSettings.from_node_config(context.node_config).worker
+    if worker is not None:
+        from siteflow.deploy.flower.worker import ask
+
+        return ask(worker, message.metadata.message_type, content, context)
+    from siteflow.deploy.flower.handlers import answer
+
+    return answer(message.metadata.message_type, content, context)

@@ -49,9 +49,52 @@ def _value(source: UserConfig, key: str, kind: type, where: str, default: Any = 
         raise SettingsError(f"{where}: {key} is required")
     if kind is float and isinstance(value, int):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise SettingsError(f"{where}: {key} must be of type {kind.__name__}, got {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    """Secure aggregation with SecAgg+ (:mod:`siteflow.deploy.flower.secure`), from the run
+    config's ``secagg-*`` keys.
+
+    Attributes:
+        threshold: the share of a site's neighbours (every other site) whose secret shares
+            rebuild its masks, in (0, 1]: a round survives sites dropping out as long as at
+            least this share of them (and at least 2) is left.
+        clipping_range: each site's weight-scaled update is clipped to [-c, c] (positive).
+        quantization_range: ... and rounded to this many levels over it (an integer power
+            of 2, below 2**32).
+        max_weight: the largest weight a site may have: its training-sample count (1 each
+            with ``weighting: equal``); a site with more samples refuses the round.
+    """
+
+    threshold: float = 0.5
+    clipping_range: float = 8.0
+    quantization_range: int = 2**22
+    max_weight: float = 1000.0
+
+    def __post_init__(self) -> None:
+        where = "run config"
+        if not 0 < self.threshold <= 1:
+            raise SettingsError(f"{where}: secagg-threshold must be in (0, 1], got {self.threshold}")
+        for key, value in (("secagg-clipping-range", self.clipping_range), ("secagg-max-weight", self.max_weight)):
+            if not value > 0:
+                raise SettingsError(f"{where}: {key} must be positive, got {value}")
+        levels = self.quantization_range
+        if not (0 < levels < 2**32 and levels & (levels - 1) == 0):
+            raise SettingsError(f"{where}: secagg-quantization-range must be a power of 2 below 2**32, got {levels}")
+
+    @classmethod
+    def from_run_config(cls, run_config: UserConfig) -> "SecureSettings":
+        where = "run config"
+        return cls(
+            threshold=_value(run_config, "secagg-threshold", float, where, cls.threshold),
+            clipping_range=_value(run_config, "secagg-clipping-range", float, where, cls.clipping_range),
+            quantization_range=_value(run_config, "secagg-quantization-range", int, where, cls.quantization_range),
+            max_weight=_value(run_config, "secagg-max-weight", float, where, cls.max_weight),
+        )
 
 
 @dataclass(frozen=True)
@@ -64,6 +107,9 @@ class RunSettings:
         exps_root: root of the ServerApp's run folders.
         round_timeout: seconds the server waits for the sites' replies in a round.
         wait_for_sites: seconds the server waits at the start for every site to connect.
+        secure: with ``secure-aggregation=true``, the settings of SecAgg+, which then runs
+            every round's training; None (the default, ``false``): the sites' updates
+            travel in the clear.
     """
 
     config: str
@@ -71,6 +117,7 @@ class RunSettings:
     exps_root: Path = Path("exps")
     round_timeout: float = 3600.0
     wait_for_sites: float = 600.0
+    secure: SecureSettings | None = None
 
     @classmethod
     def from_run_config(cls, run_config: UserConfig) -> "RunSettings":
@@ -81,7 +128,14 @@ class RunSettings:
             exps_root=Path(_value(run_config, "exps-root", str, where, str(cls.exps_root))),
             round_timeout=_value(run_config, "round-timeout", float, where, cls.round_timeout),
             wait_for_sites=_value(run_config, "wait-for-sites", float, where, cls.wait_for_sites),
+            secure=_secure_settings(run_config),
         )
+
+
+def _secure_settings(run_config: UserConfig) -> SecureSettings | None:
+    """The SecAgg+ settings (checked) if ``secure-aggregation`` is true, else None."""
+    secure = SecureSettings.from_run_config(run_config)
+    return secure if _value(run_config, "secure-aggregation", bool, "run config", False) else None
 
 
 @dataclass(frozen=True)
@@ -93,12 +147,16 @@ class NodeSettings:
         config: the site's own copy of the config (its data paths), else the run config's.
         exps_root: root of the site's run folders.
         gpu: the GPU index the site trains on; None: the CPU.
+        worker: the Unix socket of the site's long-running worker
+            (:mod:`siteflow.deploy.flower.worker`) that answers train and evaluate
+            messages; None: the ClientApp's own process answers them.
     """
 
     task_id: int
     config: str | None = None
     exps_root: Path = Path("exps")
     gpu: int | None = None
+    worker: Path | None = None
 
     @classmethod
     def from_node_config(cls, node_config: UserConfig) -> "NodeSettings":
@@ -108,6 +166,7 @@ class NodeSettings:
             config=_value(node_config, "config", str, where) if "config" in node_config else None,
             exps_root=Path(_value(node_config, "exps-root", str, where, str(cls.exps_root))),
             gpu=_value(node_config, "gpu", int, where) if "gpu" in node_config else None,
+            worker=Path(_value(node_config, "worker", str, where)) if "worker" in node_config else None,
         )
 
 

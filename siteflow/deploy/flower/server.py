@@ -8,6 +8,10 @@ aggregates their replies with the strategy's ``aggregate`` and saves every round
 sites' test results become the row ``round<r>`` of the site matrix. The server builds no
 dataset: what it needs to know of the data comes from the config.
 
+With ``secure-aggregation=true`` in the run config, every round's training runs Flower's
+SecAgg+ workflow (:mod:`siteflow.deploy.flower.secure`): the server sees only the sum of the
+sites' masked updates, whose weighted average it hands to the strategy's ``aggregate``.
+
 Flower has no resume of its own: a restarted ServerApp reads the last saved round and asks
 Flower for the remaining rounds only (Flower numbers them from 1 again; :meth:`round_of`
 maps them back).
@@ -18,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Collection, Iterable
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -36,6 +41,7 @@ from siteflow.deploy.flower.protocol import (
     RunSettings,
     experiment_fingerprint,
 )
+from siteflow.deploy.flower.secure import SecureOutcome, SecureRound, check_strategy
 from siteflow.deploy.flower.sites import SiteDirectory
 from siteflow.deploy.flower.weights import from_arrays, to_arrays
 from siteflow.engine.runner import ExperimentRun
@@ -64,6 +70,10 @@ class FederatedServer(Strategy):
         self.fingerprint = experiment_fingerprint(run.config)
         self._asked: dict[int, TaskConfig] = {}
         self._sampled: list[str] = []
+        self.secure: SecureRound | None = None
+        if settings.secure is not None:
+            check_strategy(self.strategy, run.config.strategy.name)
+            self.secure = SecureRound(settings.secure, settings.round_timeout)
 
     def round_of(self, server_round: int) -> int:
         """The study's round number of Flower's ``server_round`` in this run."""
@@ -81,7 +91,11 @@ class FederatedServer(Strategy):
         if self.federation.pending_test():  # server_round 0 is the last saved round
             messages = self.configure_evaluate(0, arrays, ConfigRecord(), grid)
             self.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=self.settings.round_timeout))
-        self.start(grid, arrays, num_rounds=self.strategy.rounds - self.federation.round, timeout=self.settings.round_timeout)
+        remaining = self.strategy.rounds - self.federation.round
+        if self.secure is None:
+            self.start(grid, arrays, num_rounds=remaining, timeout=self.settings.round_timeout)
+        else:
+            self._start_secure(grid, arrays, remaining)
         if self.strategy.finishes and not self.run.recorded(self.strategy.finish_stage):
             self._finish(grid)
 
@@ -111,11 +125,49 @@ class FederatedServer(Strategy):
                 updates.append(SiteUpdate(name, from_arrays(content[ARRAYS]), int(content[METRICS][NUM_EXAMPLES])))
             except (KeyError, TypeError, ValueError) as error:
                 log.error("round %d: site %s sent an update without weights or sample count: %r", round_number, name, error)
+        return self._close(round_number, updates)
+
+    def _close(self, round_number: int, updates: list[SiteUpdate]) -> tuple[ArrayRecord, MetricRecord]:
+        """Aggregate ``updates`` and save the round (the final weights after the last)."""
         self.federation.close_round(round_number, updates, len(self._sampled))
         if self.federation.done:
             self.federation.save_final()
         log.info("round %d: aggregated %s", round_number, ", ".join(f"{u.site} ({u.num_samples} samples)" for u in updates))
         return to_arrays(self.federation.global_weights), MetricRecord({"sites": len(updates)})
+
+    # -- secure aggregation ---------------------------------------------------------------------
+
+    def _start_secure(self, grid: Grid, arrays: ArrayRecord, num_rounds: int) -> None:
+        """Flower's ``Strategy.start`` with every round's training under SecAgg+."""
+        for server_round in range(1, num_rounds + 1):
+            messages = list(self.configure_train(server_round, arrays, ConfigRecord(), grid))
+            round_number = self.round_of(server_round)
+            outcome = self.secure.train(grid, messages, round_number, self.strategy.weighting)
+            arrays, _ = self._close(round_number, self._secure_updates(round_number, messages, outcome))
+            evaluate = list(self.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
+            self.aggregate_evaluate(server_round, grid.send_and_receive(evaluate, timeout=self.settings.round_timeout))
+
+    def _secure_updates(self, round_number: int, messages: list[Message], outcome: SecureOutcome) -> list[SiteUpdate]:
+        """One update per site in the secure sum, each holding the average (so that the
+        strategy's weighted average of them is the average, and its server step follows), as
+        the global weights' dtypes (integer counters rounded)."""
+        for message in messages:
+            if message.metadata.dst_node_id not in outcome.weights:
+                log.error("round %d: site %s dropped out of the secure round", round_number, self.sites.name(message.metadata.dst_node_id))
+        if not outcome.weights:
+            return []
+        sent = list(messages[0].content[ARRAYS])
+        names = [name for name in sent if name not in self.federation.local_keys]
+        if len(names) != len(outcome.average):
+            log.error("round %d: the secure sum holds %d weights, the sites keep all but %d: round left out",
+                      round_number, len(outcome.average), len(names))
+            return []
+        average = {}
+        for name, array in zip(names, outcome.average):
+            like = self.federation.global_weights[name]
+            tensor = torch.from_numpy(array)
+            average[name] = (tensor if like.is_floating_point() else tensor.round()).to(like.dtype).reshape(like.shape)
+        return [SiteUpdate(self.sites.name(node_id), average, weight) for node_id, weight in outcome.weights.items()]
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """The global weights to every connected site to test, if this round is tested."""

@@ -10,13 +10,17 @@ round): the same in both drivers and after a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Sequence
 
 import torch
 
+from siteflow.core.atomic import write_json
 from siteflow.core.types import State
 from siteflow.handover.digest import weights_sha256
+from siteflow.privacy import CENTRAL_FILE
+from siteflow.privacy.central import CentralDP
 from siteflow.strategies.base import StudyContext
 from siteflow.strategies.federated.rounds import FederatedRounds, SiteUpdate
 
@@ -53,6 +57,10 @@ class Federation:
         with torch.device("meta"):  # names and shapes, no memory
             network = strategy.build_network(context.task)
         strategy.prepare_server(network, self.site_names)
+        self.central_dp = None if strategy.central_dp is None else CentralDP(
+            strategy.central_dp, seed=context.config.seed, sample_rate=strategy.fraction,
+            sites=len(strategy.sample_sites(1, self.site_names, seed=context.config.seed)),
+        )
         saved = context.load_state(ROUND_STATE)
         if saved is None:
             first = context.tasks[0]
@@ -65,6 +73,8 @@ class Federation:
         self.global_weights = _prefixed(tensors, "global/")
         self.digests = list(info["digests"])
         strategy.load_state_dict({**_prefixed(tensors, "strategy/"), **info["strategy"]})
+        if self.central_dp is not None:
+            self.central_dp.restore(info["central_dp"])
         log.info("resuming the federation after round %d", self.round)
 
     @property
@@ -94,6 +104,9 @@ class Federation:
             raise TooFewSites(f"round {round_number}: {len(updates)} of {num_sites} sites sent a usable update, fewer than min_sites={required}")
         order = {site.task_name: index for index, site in enumerate(self.context.config.sites)}
         updates = sorted(updates, key=lambda update: order[update.site])  # the same sums, whatever the arrival order
+        if self.central_dp is not None:  # clipped updates, one noise draw on their average
+            noisy = self.central_dp.privatize(round_number, self.global_weights, [update.weights for update in updates])
+            updates = [dataclasses.replace(update, weights=weights) for update, weights in zip(updates, noisy)]
         self.global_weights = self.strategy.aggregate(round_number, self.global_weights, updates)
         self.round = round_number
         self.digests.append(weights_sha256(self.global_weights))
@@ -130,7 +143,14 @@ class Federation:
         tensors = {f"global/{k}": v for k, v in self.global_weights.items()}
         state, info = _split(self.strategy.state_dict())
         tensors.update({f"strategy/{k}": v for k, v in state.items()})
-        self.context.save_state(ROUND_STATE, tensors, {"round": self.round, "digests": self.digests, "strategy": info})
+        saved = {"round": self.round, "digests": self.digests, "strategy": info}
+        if self.central_dp is not None:
+            saved["central_dp"] = self.central_dp.report()
+            write_json(self.context.result_path(CENTRAL_FILE), saved["central_dp"])
+            log.info(
+                "round %d: central DP, epsilon %.3f at delta %g", self.round, saved["central_dp"]["epsilon"], self.central_dp.options.delta
+            )
+        self.context.save_state(ROUND_STATE, tensors, saved)
 
 
 def _other_names(update: SiteUpdate, valid: dict[str, SiteUpdate]) -> str | None:

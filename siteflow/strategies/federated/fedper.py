@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from siteflow.config.validation import OptionError
 from siteflow.core.registry import STRATEGIES
 from siteflow.strategies.federated.fedavg import FedAvgStrategy
 from siteflow.tasks import Task
@@ -21,14 +22,15 @@ class FedPerStrategy(FedAvgStrategy):
 
     Args:
         personal_layers: module names of the model (``"head"``, ``"decoder.3"``), as
-            ``named_modules()`` gives them; one that names no module is refused.
+            ``named_modules()`` gives them; one that names no module is refused (at the key
+            ``common.strategy.kwargs.personal_layers``).
         **kwargs: the options of fedavg (rounds, local_epochs, keep_local_norm, ...).
     """
 
     def __init__(self, personal_layers: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not personal_layers:
-            raise ValueError("personal_layers must name at least one module of the model, e.g. [head]")
+            raise OptionError("personal_layers", "must name at least one module of the model, e.g. [head]")
         self.personal_layers = list(personal_layers)
 
     def build_network(self, task: Task) -> nn.Module:
@@ -39,8 +41,8 @@ class FedPerStrategy(FedAvgStrategy):
         unknown = [name for name in self.personal_layers if name not in modules]
         if unknown:
             tops = sorted({name.split(".")[0] for name in modules})
-            raise ValueError(
-                f"personal_layers: {unknown} name no module of {type(network).__name__} (its top-level modules: {', '.join(tops)})"
+            raise OptionError(
+                "personal_layers", f"{unknown} name no module of {type(network).__name__} (its top-level modules: {', '.join(tops)})"
             )
         return network
 

@@ -30,7 +30,9 @@ from typing import ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
+from siteflow.config.validation import OptionError
 from siteflow.core.types import State
+from siteflow.privacy.central import CentralDPOptions
 from siteflow.strategies.base import StudyContext, Strategy, Trainee
 from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
 from siteflow.strategies.federated.budget import with_callback, with_step_budget
@@ -75,6 +77,9 @@ class FederatedRounds(Strategy):
             counts) from its previous round instead of starting afresh every round (as the
             SSL-FL reference does); kept on the site's disk, never sent (see
             :mod:`~siteflow.strategies.federated.optimizer_state`).
+        central_dp: central differential privacy on the server: every update clipped, Gaussian
+            noise on their average, fixed or adaptive clipping, with its accounting (the keys
+            of :class:`~siteflow.privacy.central.CentralDPOptions`; ``weighting: equal``).
     """
 
     finish_stage: ClassVar[str] = "finished"
@@ -90,6 +95,7 @@ class FederatedRounds(Strategy):
         fraction: float = 1.0,
         local_steps: int | None = None,
         keep_optimizer_state: bool = False,
+        central_dp: dict[str, float | bool | str | None] | None = None,
     ) -> None:
         for name, value in (("rounds", rounds), ("local_epochs", local_epochs), ("test_every", test_every)):
             if value < 1:
@@ -109,6 +115,9 @@ class FederatedRounds(Strategy):
         self.fraction = fraction
         self.local_steps = local_steps
         self.keep_optimizer_state = keep_optimizer_state
+        self.central_dp = None if central_dp is None else CentralDPOptions.from_mapping(central_dp)
+        if self.central_dp is not None and weighting != "equal":
+            raise OptionError("weighting", "central_dp bounds one site's share of the average by clip_norm / sites: set weighting: equal")
 
     # -- the server's view of the study ------------------------------------------------------
 

@@ -68,7 +68,7 @@ class ScaffoldStrategy(FedAvgStrategy):
     (with client sampling, only the sampled ones send). ``c`` is saved with every round; both
     come back after a kill. Control variates cover the model's parameters (not buffers, not
     FedBN's local layers) and assume plain SGD (``common.train.optimizer``: ``SGD`` without
-    momentum; a learning-rate schedule is followed step by step).
+    momentum, no ``gradient_clip_val``; a learning-rate schedule is followed step by step).
 
     Args:
         **kwargs: the options of fedavg (rounds, local_epochs or local_steps, weighting,
@@ -96,7 +96,7 @@ class ScaffoldStrategy(FedAvgStrategy):
 
     def site_step(self, site: FederatedSite, received: State, round_number: int) -> SiteUpdate:
         """Train with the corrected steps; keep ``c_i+``, send the weights and ``c_i+ - c_i``."""
-        check_plain_sgd(site.task.train)
+        check_plain_steps(site.task.train)
         weights, server = split(received)
         start = self.site_weights(site, weights, before=round_number)
         kept = site.store.load(SITE_CONTROL, before=round_number) or {}
@@ -128,11 +128,19 @@ class ScaffoldStrategy(FedAvgStrategy):
         self.control = {name[len(CONTROL):]: tensor.clone() for name, tensor in state.items() if name.startswith(CONTROL)}
 
 
-def check_plain_sgd(train: TrainConfig) -> None:
-    """Refuse an optimiser other than SGD without momentum: SCAFFOLD's variates assume it."""
+def check_plain_steps(train: TrainConfig) -> None:
+    """Refuse what makes a local step other than ``-lr (g + c - c_i)``, which SCAFFOLD's
+    variates assume: an optimiser other than SGD without momentum, and gradient clipping
+    (it would clip the correction ``c - c_i`` with the gradient, and option II's
+    ``(x - y) / (K lr)`` would then estimate the clipped mean step, not the site's gradient)."""
     optimizer = train.optimizer
     if optimizer.name != "SGD" or optimizer.kwargs.get("momentum", 0) or optimizer.kwargs.get("nesterov", False):
         raise SetupRefused(
             f"scaffold corrects plain SGD steps and estimates its control variates from them: set "
             f"common.train.optimizer to SGD without momentum (it is {optimizer.name} with {optimizer.kwargs})"
+        )
+    if train.gradient_clip_val is not None:
+        raise SetupRefused(
+            f"scaffold estimates its control variates from unclipped SGD steps: set common.train.gradient_clip_val "
+            f"to null (it is {train.gradient_clip_val}); clipping would also clip the drift correction"
         )

@@ -16,6 +16,7 @@ from siteflow.core.atomic import safe_name, write_json
 from siteflow.core.registry import STRATEGIES
 from siteflow.datasets.base import SegmentationDataset
 from siteflow.models.generators import MAX_SITES, ImageGenerator, LabelGenerator
+from siteflow.privacy.replay_leak import check_replay_leak
 from siteflow.strategies.base import Carried, StudyContext
 from siteflow.strategies.relay.learner import BatchAugment, RelayLearner
 from siteflow.strategies.relay.network import RelayNetwork, random_crops
@@ -45,6 +46,7 @@ class RelayStrategy(SequentialStrategy):
     """
 
     options_class = RelayOptions
+    supports_dp_sgd = False  # its site steps train generators and replay: not standard training steps
 
     def __init__(self, cycles: int = 1, **options: Any) -> None:
         super().__init__(cycles)
@@ -149,6 +151,8 @@ class RelayStrategy(SequentialStrategy):
             context.result_path(f"replay_{safe_name(stage)}.png"), pictures, len(task.class_names),
             title=f"before {stage}: real (training) and replayed pairs of the earlier sites",
         )
+        replays = [(sites[t], replay[0]) for t, (_, replay, _) in zip(earlier, pictures) if t in sites]  # images of the sites here
+        check_replay_leak(task, stage, replays, seed=context.config.seed, result_path=context.result_path)
         write_json(numbers_path, measured)
         return qualities
 

@@ -54,13 +54,15 @@ def score_samples(
     return ids, {name: torch.cat(rows).double().numpy() for name, rows in tables.items()}
 
 
-def plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path) -> None:
-    """A grid of (image, truth, prediction) rows for the first few images, as a PNG.
+def plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path, ids: Sequence[str] | None = None) -> None:
+    """A grid of (image, truth, prediction) rows for the first few images (or those named in
+    ``ids``), as a PNG.
 
     Batches: ``{"image": (B, C, *spatial) float, "label", "pred": (B, *spatial) int64, "id":
     list[str]}``, the image of the label's size; images of different batches may differ in size.
     """
-    items = [item for b in batches for item in zip(b["image"], b["label"], b["pred"], b["id"])][:OVERLAY_SAMPLES]
+    items = [item for b in batches for item in zip(b["image"], b["label"], b["pred"], b["id"]) if ids is None or item[3] in ids]
+    items = items[:OVERLAY_SAMPLES]
     figure = Figure(figsize=(6.6, 2.2 * len(items)), dpi=100)
     axes = figure.subplots(len(items), 3, squeeze=False)
     for row, (image, label, pred, image_id) in enumerate(items):

@@ -95,8 +95,9 @@ class SegmentationTask(Task):
         """Per image, at its native resolution: Dice, HD95, average surface distance, IoU,
         sensitivity and specificity of each foreground class and their mean; their means over
         the images with 95% confidence intervals; an overlay grid
-        (``overlays/<model>/<site>.png``) and optionally NIfTI files (volumes: each prediction
-        on its source file's grid, see :func:`save_nifti`)."""
+        (``overlays/<model>/<site>.png``) and the overlays of the best and the worst image by
+        mean Dice (``overlays/<model>/<site>/{best,worst}_<image id>.png``); optionally NIfTI
+        files (volumes: each prediction on its source file's grid, see :func:`save_nifti`)."""
         train = self.config.tasks[0].train
         learner = self.learner(model.solver_for(site.task_name), self.build_loss(train), train)
         dataset = self.dataset([site], "test")
@@ -109,7 +110,11 @@ class SegmentationTask(Task):
         output.summary_rows.append(
             [model.name, site.task_name, len(ids), *(value for column in columns for value in summary_statistics(column))]
         )
-        plot_overlays(batches, self.class_names, output.folder / "overlays" / safe_name(model.name) / f"{safe_name(site.task_name)}.png")
+        overlays = output.folder / "overlays" / safe_name(model.name)
+        plot_overlays(batches, self.class_names, overlays / f"{safe_name(site.task_name)}.png")
+        ranked = sorted(zip(np.round(scores["dice"].mean(1), 6), ids))  # as samples.csv's dice_mean, ties by id
+        for kind, (_, image_id) in (("worst", ranked[0]), ("best", ranked[-1])):
+            plot_overlays(batches, self.class_names, overlays / safe_name(site.task_name) / f"{kind}_{safe_name(image_id)}.png", [image_id])
         if output.save_volumes:
             on_source_grid = dataset.on_source_grid if isinstance(dataset, VolumeDataset) else None
             save_nifti(batches, output.folder / "nifti" / safe_name(model.name) / safe_name(site.task_name), on_source_grid)

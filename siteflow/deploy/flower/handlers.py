@@ -1,0 +1,62 @@
+"""What a site answers to the server's train and evaluate messages: the ClientApp's work.
+
+:func:`answer` takes a message's kind and content and the node's context and returns the
+content of the reply. The ClientApp calls it in its own process, or hands the message to the
+hospital's long-running site worker (:mod:`siteflow.deploy.flower.worker`), which calls it in
+a process that has the training stack imported already. It imports torch and Lightning (via
+the site): the ClientApp imports this module only when a message needs it.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, MessageType, MetricRecord, RecordDict
+
+from siteflow.deploy.flower.protocol import (
+    ARRAYS,
+    CONFIG,
+    FINGERPRINT,
+    FINISH,
+    METRICS,
+    NUM_EXAMPLES,
+    PHASE,
+    ROUND,
+    TASK_ID,
+    NodeSettings,
+    RunSettings,
+)
+from siteflow.deploy.flower.site import DeployedSite
+from siteflow.deploy.flower.weights import from_arrays, to_arrays
+
+
+def answer(kind: str, content: RecordDict, context: Context) -> RecordDict:
+    """The reply's content to a message of type ``kind`` (``MessageType.TRAIN`` or
+    ``EVALUATE``) with ``content`` (``"arrays"``: the weights; ``"config"``: round,
+    fingerprint, phase):
+
+    - train: the strategy's site step -> ``{"arrays": what the site sends back, "metrics":
+      {task-id, num-examples}}``; with ``phase=finish``, its finishing step -> ``{"metrics":
+      {task-id, test metrics}}``;
+    - evaluate: the global weights tested on the site's own test split -> ``{"metrics":
+      {task-id, test metrics}}``.
+    """
+    config: ConfigRecord = content[CONFIG]
+    site = DeployedSite(
+        RunSettings.from_run_config(context.run_config),
+        NodeSettings.from_node_config(context.node_config),
+        server_fingerprint=str(config[FINGERPRINT]),
+    )
+    round_number = int(config[ROUND])
+    received = from_arrays(content[ARRAYS])
+    if kind == MessageType.EVALUATE:
+        return _metrics(site, site.test(received, round_number))
+    if kind != MessageType.TRAIN:
+        raise ValueError(f"a site answers train and evaluate messages, not {kind!r}")
+    if config.get(PHASE) == FINISH:
+        return _metrics(site, site.finish(received))
+    update = site.train(received, round_number)
+    metrics = MetricRecord({TASK_ID: site.task_id, NUM_EXAMPLES: update.num_samples})
+    return RecordDict({ARRAYS: to_arrays(update.weights), METRICS: metrics})
+
+
+def _metrics(site: DeployedSite, values: dict[str, float]) -> RecordDict:
+    return RecordDict({METRICS: MetricRecord({TASK_ID: site.task_id, **values})})
