@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,3 +76,24 @@ def kill_once_written(command: list[str], path: Path, *, cwd: Path, env: dict[st
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def deploy_site_by_site(config: Path, folder: Path, task_ids: list[int], *, env: dict[str, str]) -> Path:
+    """Run the study of ``config`` as a deployed relay: one ``train.py`` process per site, each in
+    its own ``folder/hospital<id>``, each receiving the previous site's hand-over file copied
+    there (as carried on a disk); returns the last site's hand-over file."""
+    repo = Path(__file__).resolve().parent.parent
+    received = None
+    for task_id in task_ids:
+        site = folder / f"hospital{task_id}"
+        site.mkdir()
+        command = [sys.executable, str(repo / "train.py"), "-c", str(config), "-n", "deployed",
+                   "--exps-root", str(site / "exps"), "--task-id", str(task_id)]
+        if received is not None:
+            carried = site / "received.safetensors"
+            carried.write_bytes(received.read_bytes())
+            command += ["--handover", str(carried)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=site)
+        assert result.returncode == 0, result.stderr[-3000:]
+        received = site / "exps" / config.stem / "deployed" / "checkpoints" / f"task_{task_id}" / "handover.safetensors"
+    return received

@@ -7,16 +7,13 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments import tiny_config
+from experiments import deploy_site_by_site, tiny_config
 from siteflow.config import ConfigError, TrainConfig, load_config
 from siteflow.core.atomic import load_weights
 from siteflow.engine.runner import ExperimentRun
@@ -31,7 +28,6 @@ from siteflow.strategies.continual.owm import ProjectedLayer, projected_layers, 
 from siteflow.strategies.continual.si import PathIntegral
 from siteflow.tasks import SegmentationLearner
 
-REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 STRATEGIES = ("ewc", "si", "lwf", "owm")
 
@@ -325,19 +321,7 @@ def test_a_site_resumed_from_its_last_epoch_still_folds_what_it_learnt(runs, tmp
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_a_deployed_run_in_separate_processes_ends_with_the_simulated_weights(runs, tmp_path, strategy):
     config = tiny_config(tmp_path, strategy)
-    received = None
-    for task_id in (1, 2):
-        site = tmp_path / f"hospital{task_id}"
-        site.mkdir()
-        command = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "deployed",
-                   "--exps-root", str(site / "exps"), "--task-id", str(task_id)]
-        if received is not None:
-            carried = site / "received.safetensors"  # the file carried on a disk to this hospital
-            carried.write_bytes(received.read_bytes())
-            command += ["--handover", str(carried)]
-        result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=site)
-        assert result.returncode == 0, result.stderr[-3000:]
-        received = site / "exps" / strategy / "deployed" / "checkpoints" / f"task_{task_id}" / "handover.safetensors"
+    received = deploy_site_by_site(config, tmp_path, [1, 2], env=ENV)
     deployed = load_weights(received)
     simulated = handover(runs[strategy], 2)
     assert deployed.keys() == simulated.keys()

@@ -4,22 +4,19 @@ deployed relay over three processes that ends where the simulated one does."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from experiments import tiny_config
+from experiments import deploy_site_by_site, tiny_config
 from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
 from siteflow.handover import read_manifest
 from siteflow.engine.runner import ExperimentRun
 from siteflow.strategies.relay import RelayStrategy, merge_by_samples
 
-REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 RELAY = {"strategy": {"kwargs": {"label_generator_channels": 32, "image_generator_channels": 8, "discriminator_channels": 8}}}
 
@@ -114,19 +111,7 @@ def test_the_hand_over_carries_solver_and_generators_and_the_chain(relay_run):
 def test_a_deployed_relay_in_three_processes_ends_with_the_simulated_weights(relay_run, tmp_path):
     runner, _ = relay_run
     config = tiny_config(tmp_path, "relay", sites=3, common={**RELAY, "train": {"epochs": 2}})
-    received = None
-    for task_id in (1, 2, 3):
-        site = tmp_path / f"hospital{task_id}"
-        site.mkdir()
-        command = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "deployed",
-                   "--exps-root", str(site / "exps"), "--task-id", str(task_id)]
-        if received is not None:
-            carried = site / "received.safetensors"  # the file carried on a disk to this hospital
-            carried.write_bytes(received.read_bytes())
-            command += ["--handover", str(carried)]
-        result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=site)
-        assert result.returncode == 0, result.stderr[-3000:]
-        received = site / "exps" / "relay" / "deployed" / "checkpoints" / f"task_{task_id}" / "handover.safetensors"
+    received = deploy_site_by_site(config, tmp_path, [1, 2, 3], env=ENV)
     deployed = load_weights(received)
     simulated_weights = load_weights(runner.folder.checkpoints / "task_3" / "handover.safetensors")
     assert deployed.keys() == simulated_weights.keys()
