@@ -117,9 +117,7 @@ def check_buildable(config: ExperimentConfig, strategy: Any, trains: Sequence[tu
     """Build the task over ``config``, ``strategy``'s network (the model, for most
     strategies) and the loss of every ``(key path, train)``."""
     task = _task(config)
-    _check_network(strategy, task)
-    with torch.device("meta"):
-        check_dp_sgd(strategy, strategy.build_network(task), trains)
+    check_dp_sgd(strategy, _check_network(strategy, task), trains)
     _check_model_dims(task, config)
     for key_path, train in trains:
         with refused(join(key_path, "loss")):
@@ -140,13 +138,14 @@ def _check_loss_weights(loss: torch.nn.Module, class_names: Sequence[str], key_p
                 )
 
 
-def _check_network(strategy: Any, task: Any) -> None:
-    """Build ``strategy``'s network on the ``meta`` device (shapes without memory). When it
+def _check_network(strategy: Any, task: Any) -> torch.nn.Module:
+    """Build ``strategy``'s network on the ``meta`` device (shapes without memory) and return
+    it. When it
     fails, the model alone is built: if that fails too, the model's options are at fault;
     else the strategy's (at the option an :class:`OptionError` names)."""
     with torch.device("meta"):
         try:
-            strategy.build_network(task)
+            return strategy.build_network(task)
         except BUILD_ERRORS as error:
             with refused("common.model.kwargs"):
                 task.build_model()

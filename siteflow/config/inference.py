@@ -9,23 +9,18 @@ size), once the site is known.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Sequence
 from typing import Any
 
 from siteflow.config.schema import InferenceConfig
-from siteflow.config.validation import ConfigError, check_keys, check_type, join
+from siteflow.config.validation import ConfigError, check_fields, join
 
 
 def inference_config(value: Any, key_path: str) -> InferenceConfig:
     """Validate a (merged) ``inference`` mapping: known keys, their types, ``overlap`` in
     [0, 1), ``sw_batch_size`` and every ``roi_size`` entry at least 1, a ``roi_size`` of 2 or
     3 sizes and none with ``mode: whole``."""
-    check_type(value, dict, key_path)
-    hints = typing.get_type_hints(InferenceConfig)
-    check_keys(value, hints, key_path)
-    for key, item in value.items():
-        check_type(item, hints[key], join(key_path, key))
+    check_fields(value, InferenceConfig, key_path)
     roi_size = value.get("roi_size")
     inference = InferenceConfig(**{**value, "roi_size": None if roi_size is None else tuple(roi_size)})
     if not 0 <= inference.overlap < 1:

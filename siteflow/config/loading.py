@@ -42,7 +42,7 @@ from siteflow.config.paths import resolve_config_path
 from siteflow.config.reading import read_config_file
 from siteflow.config.schema import CheckpointConfig, Component, ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
 from siteflow.config.structure import check_structure
-from siteflow.config.validation import ConfigError, check_keys, check_kwargs, check_type, join, nearest
+from siteflow.config.validation import ConfigError, check_fields, check_keys, check_kwargs, check_type, join, nearest
 from siteflow.core.registry import DATASETS, LOSSES, MODELS, STRATEGIES, Registry, UnknownNameError, load_components
 
 MAX_ID = 2**31 - 1
@@ -354,11 +354,7 @@ def _task(site: _Site, conf: dict, common_train: dict) -> TaskConfig:
 
 def _checkpoint(value: Any, key_path: str) -> CheckpointConfig:
     """Validate a ``checkpoint`` mapping; ``save`` comes back normalised."""
-    check_type(value, dict, key_path)
-    hints = typing.get_type_hints(CheckpointConfig)
-    check_keys(value, hints, key_path)
-    for key, item in value.items():
-        check_type(item, hints[key], join(key_path, key))
+    check_fields(value, CheckpointConfig, key_path)
     checkpoint = CheckpointConfig(**value)
     if checkpoint.load is not None:
         check_load(checkpoint.load, join(key_path, "load"))

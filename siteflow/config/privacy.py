@@ -8,13 +8,12 @@ training.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import Any, Sequence
 
 from torch import nn
 
 from siteflow.config.schema import DPSGDConfig, TrainConfig
-from siteflow.config.validation import ConfigError, check_keys, check_type, join
+from siteflow.config.validation import ConfigError, check_fields, join
 
 FULL_PRECISION = ("32-true", "32")
 """The precisions DP-SGD trains in (Opacus' per-sample gradients are computed in float32)."""
@@ -24,11 +23,7 @@ def dp_sgd_config(value: Any, key_path: str) -> DPSGDConfig:
     """Validate a (merged) ``dp_sgd`` mapping: known keys and their types, exactly one of
     ``noise_multiplier`` (> 0) and ``target_epsilon`` (> 0), ``delta`` in (0, 1),
     ``max_grad_norm`` > 0, ``stages`` at least 1."""
-    check_type(value, dict, key_path)
-    hints = typing.get_type_hints(DPSGDConfig)
-    check_keys(value, hints, key_path)
-    for key, item in value.items():
-        check_type(item, hints[key], join(key_path, key))
+    check_fields(value, DPSGDConfig, key_path)
     config = DPSGDConfig(**value)
     if (config.noise_multiplier is None) == (config.target_epsilon is None):
         raise ConfigError(key_path, "give exactly one of noise_multiplier and target_epsilon")

@@ -80,6 +80,16 @@ def check_keys(mapping: dict, allowed: Iterable[str], key_path: str) -> None:
             )
 
 
+def check_fields(value: Any, config_class: type, key_path: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a mapping whose keys are fields of the
+    dataclass ``config_class`` and whose values fit their type hints."""
+    check_type(value, dict, key_path)
+    hints = typing.get_type_hints(config_class)
+    check_keys(value, hints, key_path)
+    for key, item in value.items():
+        check_type(item, hints[key], join(key_path, key))
+
+
 def join(key_path: str, key: object) -> str:
     """``join("a.b", "c") == "a.b.c"``; integer keys become ``[i]``."""
     if isinstance(key, int):
