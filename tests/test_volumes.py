@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,17 @@ def test_folder_pairs_read_mha_and_nrrd_and_a_vector_image(tmp_path):
 
 
 def write_dicom_series(folder: Path, image: sitk.Image) -> None:
-    """``image`` (int16, 3D) as a DICOM series: one file per slice, with its position."""
+    """``image`` (int16, 3D) as a DICOM series: one file per slice, with its position. ITK's
+    DICOM writer sets the process's locale to "C" (Python's text encoding then ASCII, for every
+    later test in this process): it is restored afterwards."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_slices(folder, image)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(folder: Path, image: sitk.Image) -> None:
     folder.mkdir(parents=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
