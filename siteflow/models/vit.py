@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import torch
 from monai.networks.nets import ViT
 from torch import nn
 

@@ -11,13 +11,17 @@ from siteflow.strategies.sequential import SequentialStrategy
 
 __all__ = [
     "Carried",
+    "EWCStrategy",
     "FFLStrategy",
     "FedAvgStrategy",
     "FedProxStrategy",
     "FederatedStrategy",
     "JointStrategy",
     "LocalStrategy",
+    "LwFStrategy",
+    "OWMStrategy",
     "RelayStrategy",
+    "SIStrategy",
     "SequentialStrategy",
     "Strategy",
     "StudyContext",
