@@ -13,8 +13,9 @@ order with the same seed; relay replays patches of ``--replay-size``. For each v
 seed it prints the final mean Dice, the backward transfer (negative: forgetting) and the
 training seconds per epoch; then the means over seeds, and relay's replay quality before
 each site (see ``siteflow.strategies.relay.replay_quality``). The run folders stay under
-``--out`` (site matrices, replay grids). ``--tiny`` shrinks everything to check that the
-script runs (seconds per run, meaningless numbers).
+``--out`` (site matrices, replay grids) with each run's numbers (``result.json``): a second
+call reads finished runs back instead of training them again. ``--tiny`` shrinks everything
+to check that the script runs (seconds per run, meaningless numbers).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sequential": {"name": "sequential"},
     "relay": {"name": "relay", "kwargs": {"merge": "samples"}},
     "relay_no_merge": {"name": "relay", "kwargs": {"merge": "none"}},
+    "lwf": {"name": "lwf"},
     "joint": {"name": "joint"},
 }
 QUALITY = ("solver_dice", "diversity", "foreground", "components")
@@ -85,20 +87,29 @@ def study(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
-    """Train ``variant`` at ``seed`` (or read back its finished run); its numbers."""
+    """Train ``variant`` at ``seed``, or read back the numbers of its finished run
+    (``result.json`` beside its config, written atomically once the run ends)."""
     folder = args.out / f"{variant}_seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(study(args, variant, seed), sort_keys=False))
+    config = yaml.safe_dump(study(args, variant, seed), sort_keys=False)
+    numbers = folder / "result.json"
+    if numbers.is_file() and path.is_file() and path.read_text() == config:
+        return json.loads(numbers.read_text())
+    path.write_text(config)
     runner = TimedRun(load_config(path), folder / "run", gpus=args.gpus)
     summary = runner.execute()["dice"]
     quality = runner.result_path("replay_quality.json")
-    return {
+    result = {
         "final_mean": summary["final_mean"],
         "backward_transfer": summary["backward_transfer"],
         "seconds_per_epoch": runner.fit_seconds / runner.fit_epochs if runner.fit_epochs else None,
         "replay_quality": json.loads(quality.read_text()) if quality.is_file() else {},
     }
+    partial = numbers.with_suffix(".tmp")
+    partial.write_text(json.dumps(result, indent=1))
+    partial.replace(numbers)
+    return result
 
 
 def mean_sd(values: list[float | None]) -> str:

@@ -81,7 +81,7 @@ def test_report_embeds_every_part_and_the_summary_of_each_run(runs, tmp_path, ca
     reader = ReportReader()
     reader.feed(output.read_text())
     reader.close()
-    assert reader.headings == ["Configs", "Summary", "Site matrices", "Learning curves", "Test results", "Paired comparisons"]
+    assert reader.headings == ["Summary", "Paired comparisons", "Site matrices", "Test results", "Learning curves", "Configs"]
     assert "http" not in output.read_text().replace("http-equiv", "")  # nothing to fetch
     assert reader.scripts == 1
     # 2 runs x 2 metrics heatmaps, 2 learning-curve figures, 2 sites x 2 runs x (overlay grid, best, worst) (first seed only)
@@ -128,6 +128,9 @@ def test_report_embeds_every_part_and_the_summary_of_each_run(runs, tmp_path, ca
 
     configs = {cells[0][1]: [c[1] for c in cells[1:]] for cells in reader.tables["configs"][1:]}
     assert configs["strategy.name"] == ["sequential", "joint"]
+    differences = {cells[0][1]: [c[1] for c in cells[1:]] for cells in reader.tables["config-differences"][1:]}
+    assert differences == {key: values for key, values in configs.items() if values[0] != values[1]}
+    assert differences["strategy.name"] == ["sequential", "joint"] and len(differences) < len(configs)
     comparison = reader.tables["compare-joint/r"][1:]
     assert sorted(cells[0][1] for cells in comparison) == ["site1", "site2"]
     assert all(0 <= float(cells[10][0]) <= 1 for cells in comparison)  # p-values

@@ -21,19 +21,19 @@ SUMMARY_COLUMNS = ("run", "metric", "quantity", "site", "value", "std over seeds
 
 
 def write_report(runs: Sequence[FinishedRun], path: Path, *, n_resamples: int = 1000) -> Path:
-    """Write the report of ``runs`` to ``path`` (atomically): the runs' configs side by side,
-    the summary table, site-matrix heatmaps, learning curves, ``predict_test.py`` results
-    with their intervals, the best and worst test images per site, and paired comparisons
-    of every run with the first (where both have test results)."""
+    """Write the report of ``runs`` to ``path`` (atomically), the answers first: the summary
+    table, paired comparisons of every run with the first (where both have test results),
+    site-matrix heatmaps, ``predict_test.py`` results with their intervals and the best and
+    worst test images per site, learning curves, and the runs' configs side by side."""
     if not runs:
         raise ValueError("no run to report on")
     sections = [
-        ("Configs", config_table(runs)),
         ("Summary", table(SUMMARY_COLUMNS, [row for run in runs for row in summary_rows(run)], table_id="summary")),
-        ("Site matrices", "".join(_site_matrices(run) for run in runs)),
-        ("Learning curves", "".join(_curves(run) for run in runs)),
-        ("Test results", "".join(_test_results(run) for run in runs)),
         ("Paired comparisons", _comparisons(runs, n_resamples)),
+        ("Site matrices", "".join(_site_matrices(run) for run in runs)),
+        ("Test results", "".join(_test_results(run) for run in runs)),
+        ("Learning curves", "".join(_curves(run) for run in runs)),
+        ("Configs", config_table(runs)),
     ]
     write_text(path, page(f"siteflow report: {', '.join(run.name for run in runs)}", sections))
     return path
@@ -57,12 +57,23 @@ def summary_rows(run: FinishedRun) -> list[list]:
 
 
 def config_table(runs: Sequence[FinishedRun]) -> str:
-    """Every config key path with each run's value; the rows that differ are marked."""
+    """The config keys whose values differ between the runs (table ``config-differences``),
+    then every key path with each run's value, folded (table ``configs``, differing rows
+    marked)."""
     flat = [_flatten({k: v for k, v in run.config.items() if k != "source"}) for run in runs]
     keys = sorted(set().union(*flat))
     rows = [[key, *(str(f.get(key, "")) for f in flat)] for key in keys]
     differs = ["differs" if len({r for r in row[1:]}) > 1 else "" for row in rows]
-    return table(["key", *(run.name for run in runs)], rows, table_id="configs", row_classes=differs)
+    header = ["key", *(run.name for run in runs)]
+    differing = [row for row, mark in zip(rows, differs) if mark]
+    if len(runs) == 1:
+        summary = ""
+    elif differing:
+        summary = table(header, differing, table_id="config-differences")
+    else:
+        summary = paragraph("The runs' configs are the same.")
+    every = table(header, rows, table_id="configs", row_classes=differs)
+    return f"{summary}<details><summary>Every key ({len(rows)})</summary>{every}</details>"
 
 
 def _flatten(value: object, prefix: str = "") -> dict[str, object]:
