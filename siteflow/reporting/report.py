@@ -67,13 +67,13 @@ def config_table(runs: Sequence[FinishedRun]) -> str:
     header = ["key", *(run.name for run in runs)]
     differing = [row for row, mark in zip(rows, differs) if mark]
     if len(runs) == 1:
-        summary = ""
+        differences = ""
     elif differing:
-        summary = table(header, differing, table_id="config-differences")
+        differences = table(header, differing, table_id="config-differences")
     else:
-        summary = paragraph("The runs' configs are the same.")
+        differences = paragraph("The runs' configs are the same.")
     every = table(header, rows, table_id="configs", row_classes=differs)
-    return f"{summary}<details><summary>Every key ({len(rows)})</summary>{every}</details>"
+    return f"{differences}<details><summary>Every key ({len(rows)})</summary>{every}</details>"
 
 
 def _flatten(value: object, prefix: str = "") -> dict[str, object]:
