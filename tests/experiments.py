@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from siteflow.config import deep_merge
@@ -97,3 +98,23 @@ def deploy_site_by_site(config: Path, folder: Path, task_ids: list[int], *, env:
         assert result.returncode == 0, result.stderr[-3000:]
         received = site / "exps" / config.stem / "deployed" / "checkpoints" / f"task_{task_id}" / "handover.safetensors"
     return received
+
+
+class RecordsUpdates:
+    """Mixin for a real federated strategy: keeps every site's update (what ``local_update``
+    returned, in order) in ``updates``."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.updates = []
+
+    def local_update(self, site, start, round_number, extra_losses=()):
+        update = super().local_update(site, start, round_number, extra_losses)
+        self.updates.append(update)
+        return update
+
+
+def sample_weighted_mean(updates, name: str) -> torch.Tensor:
+    """The mean of the updates' weight ``name`` weighted by their sample counts (float64)."""
+    counts = torch.tensor([update.num_samples for update in updates], dtype=torch.float64)
+    return sum(c * update.weights[name].double() for c, update in zip(counts, updates)) / counts.sum()

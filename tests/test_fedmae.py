@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from experiments import tiny_config
+from experiments import RecordsUpdates, sample_weighted_mean, tiny_config
 from siteflow.config import Component, ConfigError, SiteConfig, TrainConfig, load_config
 from siteflow.core.atomic import load_weights, save_weights
 from siteflow.datasets.base import labelled_part
@@ -44,17 +44,8 @@ def mae(**kwargs) -> MaskedAutoencoderViT:
     return MaskedAutoencoderViT(1, 0, **{**ENCODER, **DECODER, **kwargs})
 
 
-class RecordingFedAvg(FedAvgStrategy):
+class RecordingFedAvg(RecordsUpdates, FedAvgStrategy):
     """FedAvg that keeps every site's update (what the server averaged)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.updates = []
-
-    def local_update(self, site, start, round_number, extra_losses=()):
-        update = super().local_update(site, start, round_number, extra_losses)
-        self.updates.append(update)
-        return update
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +111,10 @@ def test_the_encoder_after_federated_pre_training_is_the_weighted_mean_of_the_si
     assert [u.site for u in updates] == ["site1", "site2"]
     assert isinstance(pretrained.task, MaskedImageModellingTask)
     saved, _ = pretrained.load_state(ROUND_STATE)
-    counts = torch.tensor([u.num_samples for u in updates], dtype=torch.float64)
     encoder = [name for name in updates[0].weights if name.startswith("vit.")]
     assert "vit.blocks.1.attn.qkv.weight" in encoder
     for name in encoder:
-        expected = sum(c * u.weights[name].double() for c, u in zip(counts, updates)) / counts.sum()
-        assert torch.allclose(saved[f"global/{name}"].double(), expected, atol=1e-6), name
+        assert torch.allclose(saved[f"global/{name}"].double(), sample_weighted_mean(updates, name), atol=1e-6), name
     qkv = "vit.blocks.0.attn.qkv.weight"
     assert not torch.equal(updates[0].weights[qkv], updates[1].weights[qkv]), "the sites did not train"
     final = load_weights(pretrained.folder.checkpoints / "global" / "final.safetensors")

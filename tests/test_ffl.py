@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import tiny_config
+from experiments import RecordsUpdates, sample_weighted_mean, tiny_config
 from siteflow.core.atomic import load_weights
 from siteflow.tasks.multilabel import MultiLabelTask, UnionLabels, positive_weights
 from siteflow.config import load_config
@@ -36,15 +36,8 @@ def cxr_config(folder: Path, strategy: str, **strategy_kwargs) -> Path:
     )
 
 
-class RecordingFFL(FFLStrategy):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.updates = []
-
-    def local_update(self, site, start, round_number, extra_losses=()):
-        update = super().local_update(site, start, round_number, extra_losses)
-        self.updates.append(update)
-        return update
+class RecordingFFL(RecordsUpdates, FFLStrategy):
+    """FFL that keeps every site's update (what the server averaged)."""
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +62,10 @@ def test_after_a_round_the_trunk_is_the_weighted_mean_and_each_head_its_sites(ff
     updates = ffl_run.strategy.updates
     assert [u.site for u in updates] == ["site1", "site2", "site3"]
     saved, _ = ffl_run.load_state(ROUND_STATE)
-    counts = torch.tensor([u.num_samples for u in updates], dtype=torch.float64)
     trunk = [k for k in updates[0].weights if k.startswith("trunk.") and updates[0].weights[k].is_floating_point()]
     assert any("running_mean" in k for k in trunk), "normalisation buffers must be aggregated with the trunk"
     for name in trunk:
-        expected = sum(c * u.weights[name].double() for c, u in zip(counts, updates)) / counts.sum()
-        assert torch.allclose(saved[f"global/{name}"].double(), expected, atol=1e-6), name
+        assert torch.allclose(saved[f"global/{name}"].double(), sample_weighted_mean(updates, name), atol=1e-6), name
     conv = "trunk.stem.0.weight" if "trunk.stem.0.weight" in saved else next(k for k in trunk if k.endswith("weight"))
     assert all(not torch.equal(saved[f"global/{conv}"], u.weights[conv]) for u in updates)
     heads = {u.site: SiteStore(ffl_run.site_folder(u.site)).load("local", before=2) for u in updates}
