@@ -67,10 +67,14 @@ def simulated(config: Path, folder: Path) -> tuple[float, float]:
     return seconds, final_dice(folder / config.stem / "simulated")
 
 
-def deployed(config: Path, folder: Path, sites: int, *, workers: bool, secagg: bool = False) -> tuple[float, float]:
-    """(seconds of ``flwr run``, final mean Dice) on a local federation of ``sites`` SuperNodes."""
+def deployed(
+    config: Path, folder: Path, sites: int, *, workers: bool, secagg: bool = False, superexec_poll: float | None = None
+) -> tuple[float, float]:
+    """(seconds of ``flwr run``, final mean Dice) on a local federation of ``sites`` SuperNodes
+    (their SuperExecs looking for new messages every ``superexec_poll`` seconds, if given)."""
     nodes = [f'task-id={i} exps-root="{folder / f"hospital{i}"}"' for i in range(1, sites + 1)]
-    local = LocalFederation(folder, nodes, workers=workers)
+    env = {} if superexec_poll is None else {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(superexec_poll)}
+    local = LocalFederation(folder, nodes, workers=workers, env=env)
     try:
         run_config = f"config='{config}' note='deployed' exps-root='{folder / 'server'}' wait-for-sites=300"
         if secagg:
@@ -91,6 +95,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--modes", default="simulated,deployed,worker")
     parser.add_argument("--folder", type=Path, help="where the runs go (default: a new temporary folder)")
+    parser.add_argument("--superexec-poll", type=float, default=0.1,
+                        help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL of the SuperNodes, as the README starts them "
+                        "(Flower's default: 1 s); 0: leave Flower's default")
     args = parser.parse_args()
     modes = args.modes.split(",")
     if unknown := [mode for mode in modes if mode not in MODES]:
@@ -108,10 +115,11 @@ def main() -> None:
         if mode == "simulated":
             results[mode] = simulated(config, where)
         else:
-            results[mode] = deployed(config, where, sites, workers=mode != "deployed", secagg=mode == "secagg")
+            results[mode] = deployed(config, where, sites, workers=mode != "deployed", secagg=mode == "secagg",
+                                     superexec_poll=args.superexec_poll or None)
         print(f"{mode}: {results[mode][0]:.1f} s, final mean dice {results[mode][1]:.4f}", flush=True)
     base = results["simulated"][0]
-    print(f"\n{args.config}, {args.rounds} rounds, {sites} sites (runs in {folder})")
+    print(f"\n{args.config}, {args.rounds} rounds, {sites} sites, SuperExec poll {args.superexec_poll or 'default'} (runs in {folder})")
     print("| mode | wall time (s) | overhead per round (s) | final mean Dice |")
     print("|---|---|---|---|")
     for mode, (seconds, dice) in results.items():

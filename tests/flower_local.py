@@ -212,7 +212,9 @@ def simulated_and_deployed(folder: Path, config: Path, sites: int = 2):
     """Run ``config`` simulated (in ``folder/simulated``, on one thread as the sites'
     processes: the same arithmetic, bit for bit) and on a local federation of ``sites``
     SuperNodes (hospital i serves task i, its files in ``folder/hospital<i>``; the server's
-    run in ``folder/server``); returns the two ``ExperimentRun``s (simulated, deployed)."""
+    run in ``folder/server``); checks that every row of the site matrices is the same (the
+    sites tested the same models, bit for bit) and returns the two ``ExperimentRun``s
+    (simulated, deployed)."""
     import torch
 
     from siteflow.config import load_config
@@ -236,4 +238,7 @@ def simulated_and_deployed(folder: Path, config: Path, sites: int = 2):
         assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
     finally:
         local.close()
-    return simulated, ExperimentRun(load_config(config), folder / "server" / loaded.strategy.name / "t")
+    deployed = ExperimentRun(load_config(config), folder / "server" / loaded.strategy.name / "t")
+    tested = {row.stage: row.values for row in simulated.folder.results}
+    assert {row.stage: row.values for row in deployed.folder.results} == tested, "the sites tested other models than the simulation"
+    return simulated, deployed

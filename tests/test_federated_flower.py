@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from flwr.app import Error, Message, MetricRecord, RecordDict
+from flwr.app import Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from experiments import tiny_config
 from flower_local import LocalFederation
 from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
+from siteflow.deploy.flower.exchange import exchange
 from siteflow.deploy.flower.protocol import METRICS, TASK_ID, NodeSettings, RunSettings
 from siteflow.deploy.flower.site import DeployedSite
 from siteflow.deploy.flower.sites import SiteDirectory
@@ -98,20 +99,21 @@ def test_rounds_on_flower_average_the_sites_and_a_killed_server_resumes(tmp_path
     local.submit(APP, run_config(config, tmp_path / "server"))
     expected = by_hand(config, tmp_path / "by_hand", rounds=2)
 
-    progress = server.folder.results_dir / "progress.json"
     deadline = time.monotonic() + 240
-    while not progress.is_file():  # written atomically once round 1 is saved and tested
+    while server.load_state(ROUND_STATE) is None:  # written atomically once round 1 is aggregated
         assert time.monotonic() < deadline, f"round 1 did not finish\n{local.log_tails()}"
         time.sleep(0.1)
-    time.sleep(2)  # the sites are training round 2 (a kill while a message is half sent stalls the sites for a minute)
+    time.sleep(2)  # the sites test round 1 and train round 2 (a kill while a message is half sent stalls the sites for a minute)
     local.kill_server_app()
     saved, info = server.load_state(ROUND_STATE)
     assert info["round"] == 1
+    progress = server.folder.results_dir / "progress.json"
+    assert not progress.is_file() or json.loads(progress.read_text())["stages"] == []  # round 1's test went with round 2's messages
     assert_close({k[len("global/"):]: v for k, v in saved.items()}, expected[0])
 
     result = local.flwr("run", str(APP), "test", "--run-config", run_config(config, tmp_path / "server"), "--stream", timeout=300)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
-    assert "resuming the federation after round 1" in result.stdout
+    assert "resuming the federation after round 1" in result.stdout  # round 1's test goes with round 2's messages again
     saved, info = server.load_state(ROUND_STATE)
     assert info["round"] == 2
     assert_close(load_weights(server.folder.checkpoints / "global" / "final.safetensors"), expected[1])
@@ -207,28 +209,67 @@ def test_a_site_keeps_its_normalisation_weights_on_its_own_disk(tmp_path, monkey
     assert not (tmp_path / "hospital1").exists(), "the site wrote files before it checked the server"
 
 
-def test_the_server_learns_which_node_serves_which_site(tmp_path, monkeypatch, caplog):
+class QueryGrid:
+    """A stand-in for Flower's ``Grid`` whose nodes answer queries: ``answers`` maps a node id
+    to the task id it serves (None: it fails; absent from a pull: it has not answered yet)."""
+
+    def __init__(self, answers: dict[int, int | None], silent: tuple[int, ...] = ()) -> None:
+        self.answers, self.silent, self.pulls = answers, silent, 0
+
+    def get_node_ids(self):
+        return list(self.answers)
+
+    def push_messages(self, messages):  # as Flower's grid does: a pushed message's id is its object id
+        self.sent = {}
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = message.object_id
+            self.sent[message.object_id] = message
+        return list(self.sent)
+
+    def pull_messages(self, message_ids):
+        self.pulls += 1
+        replies = []
+        for message in (self.sent[message_id] for message_id in message_ids):
+            node = message.metadata.dst_node_id
+            if node in self.silent:
+                continue
+            if self.answers[node] is None:
+                reply = Message(Error(code=0, reason="no task-id in the node config"), reply_to=message)
+            else:
+                reply = Message(RecordDict({METRICS: MetricRecord({TASK_ID: self.answers[node]})}), reply_to=message)
+            replies.append(reply)
+        return replies
+
+
+@pytest.fixture
+def identities(monkeypatch):
     for key in ("_run_id", "_node_id", "_task_id"):  # Flower's messages belong to a task of a run
         monkeypatch.setattr(TaskIdentity, key, 1)
+
+
+def queries(node_ids: list[int]) -> list[Message]:
+    return [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
+
+
+def test_an_exchange_returns_once_every_reply_is_in_or_at_its_timeout(identities):
+    grid = QueryGrid({1: 1, 2: 2})
+    replies = exchange(grid, queries([1, 2]), timeout=60)
+    assert sorted(reply.metadata.src_node_id for reply in replies) == [1, 2] and grid.pulls == 1
+
+    grid = QueryGrid({1: 1, 2: 2}, silent=(2,))
+    started = time.monotonic()
+    replies = exchange(grid, queries([1, 2]), timeout=0.5, poll_interval=0.1)
+    assert [reply.metadata.src_node_id for reply in replies] == [1]
+    assert 0.5 <= time.monotonic() - started < 5 and 2 <= grid.pulls <= 7  # a pull every 0.1 s until the timeout
+    with pytest.raises(ValueError, match="poll_interval must be positive, got 0"):
+        exchange(grid, [], timeout=1, poll_interval=0)
+
+
+def test_the_server_learns_which_node_serves_which_site(tmp_path, identities, caplog):
     answers = {11: 1, 12: 2, 13: 7, 14: None}  # node -> task id it serves (7: not in the study; None: fails)
 
-    class Grid:
-        def get_node_ids(self):
-            return list(answers)
-
-        def send_and_receive(self, messages, timeout):
-            replies = []
-            for message in messages:
-                node = message.metadata.dst_node_id
-                if answers[node] is None:
-                    reply = Message(Error(code=0, reason="no task-id in the node config"), reply_to=message)
-                else:
-                    reply = Message(RecordDict({METRICS: MetricRecord({TASK_ID: answers[node]})}), reply_to=message)
-                replies.append(reply)
-            return replies
-
     directory = SiteDirectory(load_config(tiny_config(tmp_path, "fedavg", sites=3)).tasks)
-    nodes = directory.connected(Grid())
+    nodes = directory.connected(QueryGrid(answers))
     assert {node: task.task_name for node, task in nodes.items()} == {11: "site1", 12: "site2"}
     assert directory.missing(nodes.values()) == ["site3"]
     assert "node 13 serves task id 7, which this run does not train" in caplog.text
@@ -237,5 +278,5 @@ def test_the_server_learns_which_node_serves_which_site(tmp_path, monkeypatch, c
 
     answers.update({15: 2})  # site 2's SuperNode restarted: a new node id
     del answers[12]
-    assert {node: task.task_name for node, task in directory.connected(Grid()).items()} == {11: "site1", 15: "site2"}
+    assert {node: task.task_name for node, task in directory.connected(QueryGrid(answers)).items()} == {11: "site1", 15: "site2"}
     assert "site site2: node 15 replaces node 12" in caplog.text

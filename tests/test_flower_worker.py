@@ -26,6 +26,8 @@ from siteflow.deploy.flower.protocol import (
     NUM_EXAMPLES,
     ROUND,
     TASK_ID,
+    TEST_ROUND,
+    TESTED,
     experiment_fingerprint,
 )
 from siteflow.deploy.flower.weights import from_arrays, to_arrays
@@ -80,12 +82,22 @@ def test_the_worker_answers_as_the_clientapp_would_and_says_why_it_fails(tmp_pat
     assert not torch.equal(its["head.weight"], weights["head.weight"])  # it trained
 
     tested = ask(worker, MessageType.EVALUATE, content, context("there"))
-    assert 0.0 <= tested[METRICS]["dice"] <= 1.0
+    assert 0.0 <= tested[TESTED]["dice"] <= 1.0
+
+    def round_two(**extra) -> RecordDict:
+        config = ConfigRecord({ROUND: 2, FINGERPRINT: experiment_fingerprint(loaded), **extra})
+        return RecordDict({ARRAYS: content[ARRAYS], CONFIG: config})
+
+    # one message tests round 1's model (the weights it carries), then trains round 2 as a plain one does
+    folded = ask(worker, MessageType.TRAIN, round_two(**{TEST_ROUND: 1}), context("there"))
+    plain = ask(worker, MessageType.TRAIN, round_two(), context("plain"))
+    assert dict(folded[TESTED]) == dict(tested[TESTED]) and TESTED not in plain
+    assert all(torch.equal(a, b) for a, b in zip(from_arrays(folded[ARRAYS]).values(), from_arrays(plain[ARRAYS]).values()))
 
     wrong = RecordDict({ARRAYS: content[ARRAYS], CONFIG: ConfigRecord({ROUND: 1, FINGERPRINT: "another experiment"})})
     with pytest.raises(SiteWorkerError, match="ValueError: site site2: the server's config differs from this site's"):
         ask(worker, MessageType.TRAIN, wrong, context("there"))
-    assert ask(worker, MessageType.EVALUATE, content, context("there"))[METRICS]["dice"] == tested[METRICS]["dice"]  # still serving
+    assert ask(worker, MessageType.EVALUATE, content, context("there"))[TESTED]["dice"] == tested[TESTED]["dice"]  # still serving
 
 
 def test_a_missing_worker_is_named_with_the_command_that_starts_it(tmp_path):

@@ -7,7 +7,9 @@
 - query: which site this node serves (its task id), answered without touching any data;
 - train: what the server sends in a round -> the strategy's site step -> what the site sends
   back and its training-sample count (what never leaves the site stays on its disk); with
-  ``phase=finish``, the strategy's finishing step, answered with its test metrics;
+  ``test-round``, the site first tests that round's global model (what it received) and the
+  reply carries the metrics too; with ``phase=finish``, the strategy's finishing step,
+  answered with its test metrics;
 - evaluate: the global weights of a round -> the metrics on the site's own test split.
 
 Train and evaluate are :func:`siteflow.deploy.flower.handlers.answer`. Flower runs every

@@ -21,6 +21,8 @@ from siteflow.deploy.flower.protocol import (
     PHASE,
     ROUND,
     TASK_ID,
+    TEST_ROUND,
+    TESTED,
     NodeSettings,
     RunSettings,
 )
@@ -31,12 +33,14 @@ from siteflow.deploy.flower.weights import from_arrays, to_arrays
 def answer(kind: str, content: RecordDict, context: Context) -> RecordDict:
     """The reply's content to a message of type ``kind`` (``MessageType.TRAIN`` or
     ``EVALUATE``) with ``content`` (``"arrays"``: the weights; ``"config"``: round,
-    fingerprint, phase):
+    fingerprint, phase, test round):
 
     - train: the strategy's site step -> ``{"arrays": what the site sends back, "metrics":
-      {task-id, num-examples}}``; with ``phase=finish``, its finishing step -> ``{"metrics":
-      {task-id, test metrics}}``;
-    - evaluate: the global weights tested on the site's own test split -> ``{"metrics":
+      {task-id, num-examples}}``; with ``test-round=<r>``, the site first tests round r's
+      global model (the global weights in what it received) -> ``"tested"``: {task-id, test
+      metrics} in the reply too; with ``phase=finish``, the strategy's finishing step ->
+      ``{"tested": {task-id, test metrics}}``;
+    - evaluate: the global weights tested on the site's own test split -> ``{"tested":
       {task-id, test metrics}}``.
     """
     config: ConfigRecord = content[CONFIG]
@@ -48,15 +52,19 @@ def answer(kind: str, content: RecordDict, context: Context) -> RecordDict:
     round_number = int(config[ROUND])
     received = from_arrays(content[ARRAYS])
     if kind == MessageType.EVALUATE:
-        return _metrics(site, site.test(received, round_number))
+        return RecordDict({TESTED: _tested(site, site.test(received, round_number))})
     if kind != MessageType.TRAIN:
         raise ValueError(f"a site answers train and evaluate messages, not {kind!r}")
     if config.get(PHASE) == FINISH:
-        return _metrics(site, site.finish(received))
+        return RecordDict({TESTED: _tested(site, site.finish(received))})
+    reply = RecordDict()
+    if TEST_ROUND in config:
+        reply[TESTED] = _tested(site, site.test(site.strategy.received_global_weights(received), int(config[TEST_ROUND])))
     update = site.train(received, round_number)
-    metrics = MetricRecord({TASK_ID: site.task_id, NUM_EXAMPLES: update.num_samples})
-    return RecordDict({ARRAYS: to_arrays(update.weights), METRICS: metrics})
+    reply[ARRAYS] = to_arrays(update.weights)
+    reply[METRICS] = MetricRecord({TASK_ID: site.task_id, NUM_EXAMPLES: update.num_samples})
+    return reply
 
 
-def _metrics(site: DeployedSite, values: dict[str, float]) -> RecordDict:
-    return RecordDict({METRICS: MetricRecord({TASK_ID: site.task_id, **values})})
+def _tested(site: DeployedSite, values: dict[str, float]) -> MetricRecord:
+    return MetricRecord({TASK_ID: site.task_id, **values})

@@ -1,8 +1,9 @@
 """What the ServerApp and the ClientApps say to each other: record keys and settings.
 
-A message's content holds up to three records: ``"arrays"`` (the weights, see
+A message's content holds up to four records: ``"arrays"`` (the weights, see
 :mod:`siteflow.deploy.flower.weights`), ``"config"`` (a ``ConfigRecord``: the round and the
-experiment's fingerprint) and ``"metrics"`` (a ``MetricRecord``: a site's answer).
+experiment's fingerprint), ``"metrics"`` (a ``MetricRecord``: a site's answer) and, in the
+reply to a train message that also asked for a test, ``"tested"`` (its test metrics).
 Settings come from Flower's run config (the app's ``[tool.flwr.app.config]`` or
 ``flwr run --run-config``) and each SuperNode's ``--node-config``.
 """
@@ -32,6 +33,11 @@ PHASE = "phase"
 """Config key of a train message: ``"round"`` (a round's site step) or ``"finish"`` (the
 strategy's finishing step after the last round, answered with test metrics)."""
 FINISH = "finish"
+TEST_ROUND = "test-round"
+"""Config key of a train message: the round whose global model the site tests before it
+trains (the global weights it receives are that model's); the test metrics come back in the
+reply's ``"tested"`` record. Saves a round its own exchange of evaluate messages."""
+TESTED = "tested"
 TASK_ID = "task-id"
 """Node-config and metric key: the task id of the site a SuperNode serves."""
 NUM_EXAMPLES = "num-examples"

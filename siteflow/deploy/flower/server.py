@@ -1,20 +1,22 @@
-"""The server side of a deployed federation: siteflow's federated rounds as a Flower strategy.
+"""The server side of a deployed federation: siteflow's federated rounds on Flower's ``Grid``.
 
-Flower's ``Strategy.start`` drives the rounds (send to the sites, wait for their replies,
-aggregate, evaluate); what happens in them is the simulation's own code: the same
-:class:`~siteflow.strategies.federated.Federation` configures what the sites receive,
-aggregates their replies with the strategy's ``aggregate`` and saves every round atomically
-(the same ``round_state`` as a simulated run, the strategy's own state included), and the
-sites' test results become the row ``round<r>`` of the site matrix. The server builds no
-dataset: what it needs to know of the data comes from the config.
+What happens in a round is the simulation's own code: the same
+:class:`~siteflow.strategies.federated.Federation` samples the sites, configures what they
+receive, aggregates their replies with the strategy's ``aggregate`` and saves every round
+atomically (the same ``round_state`` as a simulated run, the strategy's own state included),
+and the sites' test results become the row ``round<r>`` of the site matrix. The server builds
+no dataset: what it needs to know of the data comes from the config.
+
+Every exchange with the sites waits for the replies :func:`~siteflow.deploy.flower.exchange.exchange`'s
+way (checking every 0.2 s), and a round is one exchange: its train messages also carry the test
+of the round before (see :class:`FederatedServer`).
 
 With ``secure-aggregation=true`` in the run config, every round's training runs Flower's
 SecAgg+ workflow (:mod:`siteflow.deploy.flower.secure`): the server sees only the sum of the
 sites' masked updates, whose weighted average it hands to the strategy's ``aggregate``.
 
-Flower has no resume of its own: a restarted ServerApp reads the last saved round and asks
-Flower for the remaining rounds only (Flower numbers them from 1 again; :meth:`round_of`
-maps them back).
+A restarted ServerApp reads the last saved round and runs the remaining ones (a saved round's
+test that was not recorded goes with the next round's messages).
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import logging
 from typing import Collection, Iterable
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 
 from siteflow.config import TaskConfig
+from siteflow.deploy.flower.exchange import exchange
 from siteflow.deploy.flower.protocol import (
     ARRAYS,
     CONFIG,
@@ -38,6 +40,8 @@ from siteflow.deploy.flower.protocol import (
     PHASE,
     ROUND,
     TASK_ID,
+    TEST_ROUND,
+    TESTED,
     RunSettings,
     experiment_fingerprint,
 )
@@ -50,8 +54,14 @@ from siteflow.strategies.federated import FederatedStrategy, Federation, SiteUpd
 log = logging.getLogger(__name__)
 
 
-class FederatedServer(Strategy):
+class FederatedServer:
     """Runs the rounds of the config's federated strategy on the connected sites.
+
+    One exchange of messages per round: each site sampled for round ``r`` gets a train
+    message that also asks it to test round ``r - 1``'s global model (the weights it receives)
+    before it trains; a site not sampled gets an evaluate message in the same exchange. The
+    last round's model (and a round saved but not tested before a restart) is tested in an
+    exchange of its own. Under SecAgg+, every round's test is an exchange of its own.
 
     Args:
         run: the server's run (its folder holds the round state, results and logs).
@@ -65,19 +75,12 @@ class FederatedServer(Strategy):
         self.strategy: FederatedStrategy = run.strategy
         self.settings = settings
         self.federation = Federation(self.strategy, run)
-        self.resumed_after = self.federation.round
         self.sites = SiteDirectory(run.tasks)
         self.fingerprint = experiment_fingerprint(run.config)
-        self._asked: dict[int, TaskConfig] = {}
-        self._sampled: list[str] = []
         self.secure: SecureRound | None = None
         if settings.secure is not None:
             check_strategy(self.strategy, run.config.strategy.name)
             self.secure = SecureRound(settings.secure, settings.round_timeout)
-
-    def round_of(self, server_round: int) -> int:
-        """The study's round number of Flower's ``server_round`` in this run."""
-        return self.resumed_after + server_round
 
     def execute(self, grid: Grid) -> None:
         """Run the remaining rounds on the sites connected to ``grid``, then the strategy's
@@ -85,67 +88,70 @@ class FederatedServer(Strategy):
         nodes = self.sites.wait_for_all(grid, self.settings.wait_for_sites)
         if missing := self.sites.missing(nodes.values()):
             log.warning("starting without %s: not connected after %.0f s", ", ".join(missing), self.settings.wait_for_sites)
-        arrays = to_arrays(self.federation.global_weights)
+        log.info(
+            "%s %s; %s", self.run.config.strategy.name, self.run.config.strategy.kwargs,
+            f"resuming after round {self.federation.round}" if self.federation.round else "starting at round 1",
+        )
         if self.federation.done:  # resumed after the last round: its final weights may not be saved yet
             self.federation.save_final()
-        if self.federation.pending_test():  # server_round 0 is the last saved round
-            messages = self.configure_evaluate(0, arrays, ConfigRecord(), grid)
-            self.aggregate_evaluate(0, grid.send_and_receive(messages, timeout=self.settings.round_timeout))
-        remaining = self.strategy.rounds - self.federation.round
-        if self.secure is None:
-            self.start(grid, arrays, num_rounds=remaining, timeout=self.settings.round_timeout)
-        else:
-            self._start_secure(grid, arrays, remaining)
+        due = self.federation.round if self.federation.pending_test() else None  # a saved round not tested yet
+        for round_number in range(self.federation.round + 1, self.strategy.rounds + 1):
+            if self.secure is None:
+                due = self._round(grid, round_number, due)
+            else:
+                if due is not None:
+                    self._test(grid, due)
+                due = self._secure_round(grid, round_number)
+        if due is not None:
+            self._test(grid, due)
         if self.strategy.finishes and not self.run.recorded(self.strategy.finish_stage):
             self._finish(grid)
 
-    # -- Flower's strategy hooks -----------------------------------------------------------
-
-    def summary(self) -> None:
-        """Log the strategy's settings."""
-        log.info(
-            "%s %s; %s",
-            self.run.config.strategy.name,
-            self.run.config.strategy.kwargs,
-            f"resuming after round {self.resumed_after}" if self.resumed_after else "starting at round 1",
-        )
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        """What the strategy sends every connected site for round ``round_of(server_round)``."""
-        payload = to_arrays(self.federation.configure(self.round_of(server_round)))
-        self._sampled = self.federation.sample(self.round_of(server_round))
-        return self._messages(server_round, payload, config, grid, MessageType.TRAIN, sites=self._sampled)
-
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the sites' updates (the strategy's ``aggregate``) and save the round."""
-        round_number = self.round_of(server_round)
+    def _round(self, grid: Grid, round_number: int, due: int | None) -> int | None:
+        """Round ``round_number``, with the test of round ``due``'s global model if not None
+        (the sampled sites test what they receive before they train; the others get it in an
+        evaluate message of the same exchange); the round whose test is due next."""
+        sampled = self.federation.sample(round_number)
+        payload = to_arrays(self.federation.configure(round_number))
+        train = self._nodes(grid, round_number, sampled)
+        sent = self._messages(round_number, payload, MessageType.TRAIN, train, None if due is None else {TEST_ROUND: due})
+        if due is not None:
+            others = self._nodes(grid, due, [name for name in self.federation.site_names if name not in sampled])
+            weights = to_arrays(self.federation.global_weights)
+            sent.update(self._messages(due, weights, MessageType.EVALUATE, [node for node in others if node not in train]))
+        answers = self._answers(round_number, self._exchange(grid, sent), sent)
+        if due is not None:
+            self._record(round_stage(due), answers)
         updates = []
-        for name, content in self._answers(round_number, replies, "training"):
+        for node_id in train:
+            if node_id not in answers:
+                continue
+            name, content = self.sites.name(node_id), answers[node_id]
             try:
                 updates.append(SiteUpdate(name, from_arrays(content[ARRAYS]), int(content[METRICS][NUM_EXAMPLES])))
             except (KeyError, TypeError, ValueError) as error:
                 log.error("round %d: site %s sent an update without weights or sample count: %r", round_number, name, error)
-        return self._close(round_number, updates)
+        self._close(round_number, updates, len(sampled))
+        return round_number if self.strategy.tests_after(round_number) else None
 
-    def _close(self, round_number: int, updates: list[SiteUpdate]) -> tuple[ArrayRecord, MetricRecord]:
+    def _close(self, round_number: int, updates: list[SiteUpdate], asked: int) -> None:
         """Aggregate ``updates`` and save the round (the final weights after the last)."""
-        self.federation.close_round(round_number, updates, len(self._sampled))
+        self.federation.close_round(round_number, updates, asked)
         if self.federation.done:
             self.federation.save_final()
         log.info("round %d: aggregated %s", round_number, ", ".join(f"{u.site} ({u.num_samples} samples)" for u in updates))
-        return to_arrays(self.federation.global_weights), MetricRecord({"sites": len(updates)})
 
     # -- secure aggregation ---------------------------------------------------------------------
 
-    def _start_secure(self, grid: Grid, arrays: ArrayRecord, num_rounds: int) -> None:
-        """Flower's ``Strategy.start`` with every round's training under SecAgg+."""
-        for server_round in range(1, num_rounds + 1):
-            messages = list(self.configure_train(server_round, arrays, ConfigRecord(), grid))
-            round_number = self.round_of(server_round)
-            outcome = self.secure.train(grid, messages, round_number, self.strategy.weighting)
-            arrays, _ = self._close(round_number, self._secure_updates(round_number, messages, outcome))
-            evaluate = list(self.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
-            self.aggregate_evaluate(server_round, grid.send_and_receive(evaluate, timeout=self.settings.round_timeout))
+    def _secure_round(self, grid: Grid, round_number: int) -> int | None:
+        """Round ``round_number`` with its training under SecAgg+ (no test rides along); the
+        round whose test is due next."""
+        sampled = self.federation.sample(round_number)
+        payload = to_arrays(self.federation.configure(round_number))
+        messages = list(self._messages(round_number, payload, MessageType.TRAIN, self._nodes(grid, round_number, sampled)).values())
+        outcome = self.secure.train(grid, messages, round_number, self.strategy.weighting)
+        self._close(round_number, self._secure_updates(round_number, messages, outcome), len(sampled))
+        return round_number if self.strategy.tests_after(round_number) else None
 
     def _secure_updates(self, round_number: int, messages: list[Message], outcome: SecureOutcome) -> list[SiteUpdate]:
         """One update per site in the secure sum, each holding the average (so that the
@@ -169,34 +175,30 @@ class FederatedServer(Strategy):
             average[name] = (tensor if like.is_floating_point() else tensor.round()).to(like.dtype).reshape(like.shape)
         return [SiteUpdate(self.sites.name(node_id), average, weight) for node_id, weight in outcome.weights.items()]
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        """The global weights to every connected site to test, if this round is tested."""
-        if not self.strategy.tests_after(self.round_of(server_round)):
-            return []
-        return self._messages(server_round, arrays, config, grid, MessageType.EVALUATE)
+    # -- testing --------------------------------------------------------------------------------
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Record the sites' test results as the row ``round<r>`` of the site matrix (nothing
-        in a round that is not tested: no site was asked)."""
-        if not self.strategy.tests_after(self.round_of(server_round)):
-            return None
-        return self._record(round_stage(self.round_of(server_round)), self.round_of(server_round), replies)
+    def _test(self, grid: Grid, round_number: int) -> None:
+        """Every connected site tests round ``round_number``'s global model (an exchange of
+        its own)."""
+        sent = self._messages(round_number, to_arrays(self.federation.global_weights), MessageType.EVALUATE, self._nodes(grid, round_number))
+        self._record(round_stage(round_number), self._answers(round_number, self._exchange(grid, sent), sent))
 
     def _finish(self, grid: Grid) -> None:
         """Ask every site for the strategy's finishing step; record its test results."""
-        config = ConfigRecord({PHASE: FINISH})
-        last = self.federation.round - self.resumed_after  # Flower's number of the last round
-        messages = self._messages(last, to_arrays(self.federation.global_weights), config, grid, MessageType.TRAIN)
-        self._record(self.strategy.finish_stage, self.federation.round, grid.send_and_receive(messages, timeout=self.settings.round_timeout))
+        round_number = self.federation.round
+        weights = to_arrays(self.federation.global_weights)
+        sent = self._messages(round_number, weights, MessageType.TRAIN, self._nodes(grid, round_number), {PHASE: FINISH})
+        self._record(self.strategy.finish_stage, self._answers(round_number, self._exchange(grid, sent), sent))
 
-    def _record(self, stage: str, round_number: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Record the sites' test results as the row ``stage``; a reply without the site
-        matrix's metrics is left out with the site's name."""
+    def _record(self, stage: str, answers: dict[int, RecordDict]) -> None:
+        """Record the sites' test results (each answer's ``"tested"`` record) as the row
+        ``stage``; an answer without the site matrix's metrics is left out with the site's name."""
         metrics = self.run.task.matrix_metrics
         values = {}
-        for name, content in self._answers(round_number, replies, "testing"):
+        for node_id, content in answers.items():
+            name = self.sites.name(node_id)
             try:
-                result = {key: float(value) for key, value in content[METRICS].items() if key != TASK_ID}
+                result = {key: float(value) for key, value in content[TESTED].items() if key != TASK_ID}
             except (KeyError, TypeError, ValueError) as error:
                 log.error("%s: site %s sent test results that cannot be read: %r", stage, name, error)
                 continue
@@ -206,41 +208,62 @@ class FederatedServer(Strategy):
             values[name] = result
         if not values:
             log.error("%s: no site returned test results", stage)
-            return None
+            return
         self.run.record(stage, values, trained_site=None)
-        return MetricRecord({f"mean-{metrics[0]}": sum(v[metrics[0]] for v in values.values()) / len(values)})
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- messages ---------------------------------------------------------------------------
 
-    def _messages(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, kind: str, sites: Collection[str] | None = None
-    ) -> list[Message]:
-        """One message to every connected site (of ``sites`` only, if given)."""
-        round_number = self.round_of(server_round)
-        self._asked = {node: task for node, task in self.sites.connected(grid).items() if sites is None or task.task_name in sites}
-        for name in self.sites.missing(self._asked.values()):
+    def _nodes(self, grid: Grid, round_number: int, sites: Collection[str] | None = None) -> dict[int, TaskConfig]:
+        """The connected nodes that serve the run's sites (those of ``sites`` only, if
+        given); a site of them that is not connected is logged."""
+        nodes = {node: task for node, task in self.sites.connected(grid).items() if sites is None or task.task_name in sites}
+        for name in self.sites.missing(nodes.values()):
             if sites is None or name in sites:
                 log.error("round %d: site %s is not connected", round_number, name)
-        config[ROUND] = round_number
-        config[FINGERPRINT] = self.fingerprint
-        content = RecordDict({ARRAYS: arrays, CONFIG: config})
-        return [Message(content, dst_node_id=node_id, message_type=kind) for node_id in self._asked]
+        return nodes
 
-    def _answers(self, round_number: int, replies: Iterable[Message], what: str) -> Iterable[tuple[str, RecordDict]]:
-        """(site name, content) of every good reply; failures and silences logged by site;
-        replies from nodes that were not asked, and a node's second reply, are ignored."""
+    def _messages(
+        self, round_number: int, arrays: ArrayRecord, kind: str, nodes: Collection[int], extra: dict | None = None
+    ) -> dict[int, Message]:
+        """node id -> a message of type ``kind`` with ``arrays`` and the config of round
+        ``round_number`` (and ``extra`` keys), for each of ``nodes``."""
+        config = ConfigRecord({ROUND: round_number, FINGERPRINT: self.fingerprint, **(extra or {})})
+        content = RecordDict({ARRAYS: arrays, CONFIG: config})
+        return {node_id: Message(content, dst_node_id=node_id, message_type=kind) for node_id in nodes}
+
+    def _exchange(self, grid: Grid, sent: dict[int, Message]) -> list[Message]:
+        return exchange(grid, sent.values(), timeout=self.settings.round_timeout)
+
+    def _answers(self, round_number: int, replies: Iterable[Message], sent: dict[int, Message]) -> dict[int, RecordDict]:
+        """node id -> content of every good reply to ``sent``; failures and silences logged by
+        site and by what was asked; replies from nodes that were not asked, and a node's second
+        reply, are ignored."""
+        answers: dict[int, RecordDict] = {}
         replied = set()
         for reply in replies:
             node_id = reply.metadata.src_node_id
-            if node_id not in self._asked or node_id in replied:
-                log.warning("round %d: ignored an unasked or repeated reply from node %d (%s)", round_number, node_id, what)
+            if node_id not in sent or node_id in replied:
+                log.warning("round %d: ignored an unasked or repeated reply from node %d", round_number, node_id)
                 continue
             replied.add(node_id)
             if reply.has_error():
-                log.error("round %d: site %s failed (%s): %s", round_number, self.sites.name(node_id), what, reply.error.reason)
+                log.error("round %d: site %s failed (%s): %s", round_number, self.sites.name(node_id), _work(sent[node_id]), reply.error.reason)
             else:
-                yield self.sites.name(node_id), reply.content
-        for node_id, task in self._asked.items():
+                answers[node_id] = reply.content
+        for node_id, message in sent.items():
             if node_id not in replied:
                 log.error("round %d: site %s did not reply (%s) within %.0f s",
-                          round_number, task.task_name, what, self.settings.round_timeout)
+                          round_number, self.sites.name(node_id), _work(message), self.settings.round_timeout)
+        return answers
+
+
+def _work(message: Message) -> str:
+    """What ``message`` asked of its site, in words (for the log)."""
+    config = message.content[CONFIG]
+    if message.metadata.message_type == MessageType.EVALUATE:
+        return f"testing round {config[ROUND]}"
+    if config.get(PHASE) == FINISH:
+        return "finishing"
+    if TEST_ROUND in config:
+        return f"testing round {config[TEST_ROUND]} and training"
+    return "training"

@@ -15,6 +15,7 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from siteflow.config import TaskConfig
+from siteflow.deploy.flower.exchange import exchange
 from siteflow.deploy.flower.protocol import METRICS, TASK_ID
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class SiteDirectory:
         if not node_ids:
             return
         queries = [Message(RecordDict(), dst_node_id=node_id, message_type=MessageType.QUERY) for node_id in node_ids]
-        for reply in grid.send_and_receive(queries, timeout=QUERY_TIMEOUT):
+        for reply in exchange(grid, queries, timeout=QUERY_TIMEOUT):
             node_id = reply.metadata.src_node_id
             if reply.has_error():
                 log.error("node %d did not say which site it serves (left out): %s", node_id, reply.error.reason)

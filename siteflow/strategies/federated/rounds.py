@@ -148,6 +148,11 @@ class FederatedRounds(Strategy):
         """What every site receives in round ``round_number``: the global weights."""
         return global_weights
 
+    def received_global_weights(self, received: State) -> State:
+        """The global weights in what :meth:`configure` sent (a deployed site tests them
+        before its round's step): all of it."""
+        return received
+
     # -- 2. the site step ------------------------------------------------------------------------
 
     def site_step(self, site: FederatedSite, received: State, round_number: int) -> SiteUpdate:

@@ -87,6 +87,10 @@ class ScaffoldStrategy(FedAvgStrategy):
         """The global weights and the server's control variate (none before the first round)."""
         return {**global_weights, **{CONTROL + name: tensor for name, tensor in self.control.items()}}
 
+    def received_global_weights(self, received: State) -> State:
+        """The global weights without the server's control variate."""
+        return split(received)[0]
+
     def controlled(self, task: Task) -> list[str]:
         """The names of the parameters with control variates: the shared ones."""
         with torch.device("meta"):
