@@ -1,5 +1,6 @@
 """Relay's generative pieces: DiffAugment, R1, the minibatch standard deviation, the SPADE image
-generator, the relay options' checks and the midpoint merge, by hand on small tensors."""
+generator, the relay options' checks, the midpoint merge and the solver's loss, by hand on small
+tensors."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from siteflow.config import TrainConfig
-from siteflow.losses import DiceCELoss
+from siteflow.losses import DiceCELoss, distillation_loss
 from siteflow.models import UNet
 from siteflow.models.discriminators import MinibatchStd, ProjectionDiscriminator
 from siteflow.models.generators import ImageGenerator, LabelGenerator, Spade
 from siteflow.strategies.relay import RelayLearner, RelayNetwork, RelayOptions, RelayPosition, RelayStrategy
+from siteflow.strategies.relay.learner import Replay
 from siteflow.strategies.relay.adversarial import Critic, diff_augment, mode_seeking_penalty
 from siteflow.strategies.relay.network import random_crops
 
@@ -174,6 +176,7 @@ def test_random_crops_cut_the_same_window_from_image_and_labels():
         ({"r1_interval": 0}, r"r1_interval must be positive, got 0"),
         ({"quality_samples": 1}, r"quality_samples must be 0 \(off\) or at least 2"),
         ({"merge": "mean"}, r"merge must be 'samples' or 'none', got 'mean'"),
+        ({"distill_on": "real"}, r"distill_on must be 'replays' or 'batch', got 'real'"),
         ({"mode_seeking": -0.1}, r"mode_seeking must be non-negative, got -0.1"),
     ],
 )
@@ -231,3 +234,36 @@ def test_the_midpoint_merge_keeps_M_over_M_plus_n_of_the_old_weights(merge, expe
     assert bool(learner.merged)
     values = torch.cat([t.flatten() for t in network.state_dict().values() if t.is_floating_point()])
     assert torch.allclose(values, torch.full_like(values, expected))  # M = 17, n = 8: 68% of the old model kept
+
+
+@pytest.mark.parametrize("distill_on", ["replays", "batch"])
+def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
+    torch.manual_seed(0)
+    network = RelayNetwork(
+        UNet(1, 2, base_channels=4, depth=2), LabelGenerator(2, 16, z_dim=4, channels=16), ImageGenerator(2, 1, 16, z_dim=4, channels=4)
+    )
+    position = RelayPosition(site_code=1, previous_codes=(0,), samples_before=17, samples_here=8, midpoint_epoch=0)
+    learner = RelayLearner(
+        network, DiceCELoss(), train=TrainConfig(), class_names=("background", "vessel"), ignore_index=None, in_channels=1,
+        replay_size=16, position=position, options=RelayOptions(distill_on=distill_on),
+    ).eval()  # batch norm on running statistics: one forward of the mixed batch = a forward of each part
+    with torch.no_grad():  # the solver has moved away from the received one (the teacher)
+        for parameter in network.solver.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    images, labels = torch.randn(3, 1, 16, 16), torch.randint(0, 2, (3, 16, 16))
+    replay = Replay(torch.randn(1, 1, 16, 16), torch.randint(0, 2, (1, 16, 16)), torch.zeros(1, dtype=torch.long))
+    student, teacher = network.solver, learner.old.solver
+
+    with torch.no_grad():
+        seg_real, seg_replay = learner.loss(student(images), labels), learner.loss(student(replay.images), replay.labels)
+        kd_real = distillation_loss(teacher(images), student(images), 2.0)
+        kd_replay = distillation_loss(teacher(replay.images), student(replay.images), 2.0)
+        seg, total = learner.solver_loss(images, labels, replay)  # stage 2: 3 real, 1 replayed
+        assert seg == pytest.approx(float((3 * seg_real + seg_replay) / 4), rel=1e-5)
+        kd = (3 * kd_real + kd_replay) / 4 if distill_on == "batch" else kd_replay
+        assert total == pytest.approx(float(seg + 0.5 * kd), rel=1e-5)
+        seg, total = learner.solver_loss(images, labels, None)  # stage 1: real pairs only
+        assert seg == pytest.approx(float(seg_real), rel=1e-5)
+        assert total == pytest.approx(float(seg_real + (0.5 * kd_real if distill_on == "batch" else 0.0)), rel=1e-5)
+        self_kd = distillation_loss(student(images), student(images), 2.0)  # what a teacher equal to the student gives
+        assert abs(kd_real - self_kd) > 1e-4  # the old solver is the teacher, not the current one (the reference's bug)

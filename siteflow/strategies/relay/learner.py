@@ -188,30 +188,50 @@ class RelayLearner(SegmentationLearner):
         return d_loss.detach(), g_loss.detach()
 
     def _solver_step(self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One solver update on the real pairs and the replays: the segmentation loss of
-        each part weighted by its samples, plus distillation towards the old solver on the
-        replays. Returns (segmentation loss, solver loss)."""
+        """One solver update (:meth:`solver_loss`); returns (segmentation loss, solver loss)."""
         solver_optimizer = self.optimizers()[0]
-        if replay is None:
-            seg_loss = solver_loss = self.loss(self(images), labels)
-        else:
-            replay_images, replay_labels = replay.images, replay.labels
-            if self.replay_augment is not None:
-                replay_images, replay_labels = self.replay_augment(replay_images, replay_labels)
-            if replay_images.shape[1:] == images.shape[1:]:  # one forward: batch norm sees the mixed batch
-                logits, replay_logits = self(torch.cat([images, replay_images])).split([len(images), len(replay_images)])
-            else:
-                logits, replay_logits = self(images), self(replay_images)
-            count = len(images) + len(replay_images)
-            seg_loss = (len(images) * self.loss(logits, labels) + len(replay_images) * self.loss(replay_logits, replay_labels)) / count
-            with torch.no_grad():
-                teacher = self.old.solver(replay_images)
-            solver_loss = seg_loss + self.options.distill_weight * distillation_loss(teacher, replay_logits, self.options.temperature)
+        seg_loss, solver_loss = self.solver_loss(images, labels, replay)
         solver_optimizer.zero_grad()
         self.manual_backward(solver_loss)
         solver_optimizer.step()
         return seg_loss.detach(), solver_loss.detach()
 
+    def solver_loss(self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(segmentation loss, solver loss) on the real pairs (images (N, C, H, W), labels
+        (N, H, W)) and the replays (augmented by ``replay_augment``): the segmentation loss of
+        each part weighted by its samples; the solver loss adds ``distill_weight`` times the
+        distillation towards the old solver, on the replays (``distill_on: replays``) or on
+        every image (``batch``, from the first epoch at every site after the first), as a
+        sample-weighted mean over the parts."""
+        parts = [(images, labels)]
+        if replay is not None:
+            replay_images, replay_labels = replay.images, replay.labels
+            if self.replay_augment is not None:
+                replay_images, replay_labels = self.replay_augment(replay_images, replay_labels)
+            parts.append((replay_images, replay_labels))
+        if len(parts) == 2 and parts[1][0].shape[1:] == images.shape[1:]:  # one forward: batch norm sees the mixed batch
+            logits = list(self(torch.cat([images, parts[1][0]])).split([len(images), len(parts[1][0])]))
+        else:
+            logits = [self(part_images) for part_images, _ in parts]
+        seg_loss = _sample_weighted([(len(x), self.loss(part_logits, y)) for (x, y), part_logits in zip(parts, logits)])
+        distilled = list(zip(parts, logits))[1 if self.options.distill_on == "replays" else 0 :]
+        if self.old is None or not distilled:
+            return seg_loss, seg_loss
+        with torch.no_grad():
+            teachers = [self.old.solver(x) for (x, _), _ in distilled]
+        distillation = _sample_weighted([
+            (len(x), distillation_loss(teacher, student, self.options.temperature))
+            for ((x, _), student), teacher in zip(distilled, teachers)
+        ])
+        return seg_loss, seg_loss + self.options.distill_weight * distillation
+
     def _valid(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels with ignored pixels mapped to background (for the generators' one-hot)."""
         return labels if self.ignore_index is None else labels.masked_fill(labels == self.ignore_index, 0)
+
+
+def _sample_weighted(losses: Sequence[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    """The mean of (sample count, loss) pairs' losses weighted by their counts (one: its loss)."""
+    if len(losses) == 1:
+        return losses[0][1]
+    return sum(count * loss for count, loss in losses) / sum(count for count, _ in losses)

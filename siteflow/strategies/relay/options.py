@@ -9,6 +9,7 @@ from siteflow.models.generators import check_size
 from siteflow.strategies.relay.adversarial import AUGMENT_OPS, AugmentOp
 
 MergeKind = Literal["samples", "none"]
+DistillOn = Literal["replays", "batch"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,11 @@ class RelayOptions:
             larger than the solver's input; the generators learn from random crops of that
             side. None: the solver's input side (which must then be such a power of two).
         replay_fraction: share of every stage-2 batch replaced by replay (0.5: half).
-        distill_weight, temperature: distillation towards the old solver on replayed images.
+        distill_weight, temperature: distillation towards the old solver (on ``distill_on``).
+        distill_on: the images the solver is distilled on: "replays" (the replayed ones, in
+            stage 2) or "batch" (every image it learns at a site after the first, real and
+            replayed, from the first epoch: what the reference's solver loss means to do, whose
+            teacher is the current solver by a bug).
         image_l1_weight: weight of the image generator's reconstruction of the real image of
             a real label map.
         gan_lr: Adam learning rate of generators and discriminators.
@@ -46,6 +51,7 @@ class RelayOptions:
     replay_fraction: float = 0.5
     distill_weight: float = 0.5
     temperature: float = 2.0
+    distill_on: DistillOn = "replays"
     image_l1_weight: float = 10.0
     gan_lr: float = 2e-4
     d_augment: tuple[AugmentOp, ...] = AUGMENT_OPS
@@ -82,6 +88,8 @@ class RelayOptions:
             raise ValueError(f"d_augment must list distinct transforms of {list(AUGMENT_OPS)}, got {list(self.d_augment)}")
         if self.merge not in ("samples", "none"):
             raise ValueError(f"merge must be 'samples' or 'none', got {self.merge!r}")
+        if self.distill_on not in ("replays", "batch"):
+            raise ValueError(f"distill_on must be 'replays' or 'batch', got {self.distill_on!r}")
         if self.quality_samples == 1 or self.quality_samples < 0:
             raise ValueError(f"quality_samples must be 0 (off) or at least 2 (diversity compares pairs), got {self.quality_samples}")
 
