@@ -22,6 +22,7 @@ test that was not recorded goes with the next round's messages).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Collection, Iterable
 
 import torch
@@ -119,7 +120,7 @@ class FederatedServer:
             others = self._nodes(grid, due, [name for name in self.federation.site_names if name not in sampled])
             weights = to_arrays(self.federation.global_weights)
             sent.update(self._messages(due, weights, MessageType.EVALUATE, [node for node in others if node not in train]))
-        answers = self._answers(round_number, self._exchange(grid, sent), sent)
+        answers = self._answers(round_number, self._exchange(grid, round_number, sent), sent)
         if due is not None:
             self._record(round_stage(due), answers)
         updates = []
@@ -181,14 +182,14 @@ class FederatedServer:
         """Every connected site tests round ``round_number``'s global model (an exchange of
         its own)."""
         sent = self._messages(round_number, to_arrays(self.federation.global_weights), MessageType.EVALUATE, self._nodes(grid, round_number))
-        self._record(round_stage(round_number), self._answers(round_number, self._exchange(grid, sent), sent))
+        self._record(round_stage(round_number), self._answers(round_number, self._exchange(grid, round_number, sent), sent))
 
     def _finish(self, grid: Grid) -> None:
         """Ask every site for the strategy's finishing step; record its test results."""
         round_number = self.federation.round
         weights = to_arrays(self.federation.global_weights)
         sent = self._messages(round_number, weights, MessageType.TRAIN, self._nodes(grid, round_number), {PHASE: FINISH})
-        self._record(self.strategy.finish_stage, self._answers(round_number, self._exchange(grid, sent), sent))
+        self._record(self.strategy.finish_stage, self._answers(round_number, self._exchange(grid, round_number, sent), sent))
 
     def _record(self, stage: str, answers: dict[int, RecordDict]) -> None:
         """Record the sites' test results (each answer's ``"tested"`` record) as the row
@@ -231,8 +232,13 @@ class FederatedServer:
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
         return {node_id: Message(content, dst_node_id=node_id, message_type=kind) for node_id in nodes}
 
-    def _exchange(self, grid: Grid, sent: dict[int, Message]) -> list[Message]:
-        return exchange(grid, sent.values(), timeout=self.settings.round_timeout)
+    def _exchange(self, grid: Grid, round_number: int, sent: dict[int, Message]) -> list[Message]:
+        """The replies to ``sent``; how long they took is logged (the sites' work and Flower's
+        messaging: the sites' logs tell the two apart)."""
+        started = time.monotonic()
+        replies = exchange(grid, sent.values(), timeout=self.settings.round_timeout)
+        log.info("round %d: %d of %d sites replied in %.1f s", round_number, len(replies), len(sent), time.monotonic() - started)
+        return replies
 
     def _answers(self, round_number: int, replies: Iterable[Message], sent: dict[int, Message]) -> dict[int, RecordDict]:
         """node id -> content of every good reply to ``sent``; failures and silences logged by
