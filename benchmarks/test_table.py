@@ -1,0 +1,70 @@
+"""A markdown table of ``predict_test.py``'s results over seeds: for each run, its final
+models' per-case means on every test site, and their mean over the sites, as mean +/- sd over
+the run's seeds.
+
+    python benchmarks/test_table.py exps/demo3d/{local,joint,sequential,fedavg,fedbn}/s3 --metrics dice_mean hd95_mean
+
+The final models are the ones a study ends with: each site's own model for ``local``, the last
+model ``predict_test.py`` tested for every other strategy (sequential's after the last site, a
+federation's last round, joint's pooled model). Each seed's ``test_results/summary.csv``
+(``<metric>_mean`` columns) is read; the seeds' mean and standard deviation are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from siteflow.reporting.runs import read_run  # noqa: E402
+
+
+def final_rows(summary: Path, strategy: str) -> dict[str, dict[str, str]]:
+    """Test site -> the summary row of the model the study ends with on that site."""
+    with open(summary, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if strategy == "local":
+        return {row["site"]: row for row in rows if row["model"] == row["site"]}
+    last = rows[-1]["model"]
+    return {row["site"]: row for row in rows if row["model"] == last}
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} +/- {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (exps/<config>/<note>), each repeated over seeds or not")
+    parser.add_argument("--metrics", nargs="+", default=["dice_mean"], help="summary.csv metrics (without the _mean suffix)")
+    args = parser.parse_args()
+    header = None
+    for path in args.runs:
+        run = read_run(path)
+        strategy = run.config.get("strategy", {}).get("name")
+        per_seed = []
+        for seed, folder in run.folders.items():
+            summary = folder / "test_results" / "summary.csv"
+            if not summary.is_file():
+                raise SystemExit(f"{summary} does not exist: run predict_test.py -c <config> -n <note> first")
+            per_seed.append(final_rows(summary, strategy))
+        sites = sorted(per_seed[0])
+        if header is None:
+            header = [f"{metric} {site}" for metric in args.metrics for site in sites] + [f"mean {metric}" for metric in args.metrics]
+            print("| run | seeds | " + " | ".join(header) + " |")
+            print("|---|---|" + "---|" * len(header))
+        cells = []
+        for metric in args.metrics:
+            cells += [mean_sd([float(rows[site][f"{metric}_mean"]) for rows in per_seed]) for site in sites]
+        for metric in args.metrics:
+            cells.append(mean_sd([statistics.mean(float(rows[site][f"{metric}_mean"]) for site in sites) for rows in per_seed]))
+        print(f"| {run.name} | {len(per_seed)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
