@@ -4,6 +4,8 @@ tensors."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -267,3 +269,25 @@ def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
         assert total == pytest.approx(float(seg_real + (0.5 * kd_real if distill_on == "batch" else 0.0)), rel=1e-5)
         self_kd = distillation_loss(student(images), student(images), 2.0)  # what a teacher equal to the student gives
         assert abs(kd_real - self_kd) > 1e-4  # the old solver is the teacher, not the current one (the reference's bug)
+
+
+def test_replays_of_another_size_leave_the_running_statistics_to_the_real_images():
+    torch.manual_seed(0)
+    network = RelayNetwork(
+        UNet(1, 2, base_channels=4, depth=2), LabelGenerator(2, 16, z_dim=4, channels=16), ImageGenerator(2, 1, 16, z_dim=4, channels=4)
+    )
+    position = RelayPosition(site_code=1, previous_codes=(0,), samples_before=17, samples_here=8, midpoint_epoch=0)
+    learner = RelayLearner(
+        network, DiceCELoss(), train=TrainConfig(), class_names=("background", "vessel"), ignore_index=None, in_channels=1,
+        replay_size=16, position=position, options=RelayOptions(),
+    ).train()
+    images, labels = torch.randn(3, 1, 32, 32), torch.randint(0, 2, (3, 32, 32))
+    replay = Replay(5 + 3 * torch.randn(2, 1, 16, 16), torch.randint(0, 2, (2, 16, 16)), torch.zeros(2, dtype=torch.long))
+    real_only = copy.deepcopy(network.solver)
+    real_only(images)  # the running statistics one training forward of the real images leaves
+    learner.solver_loss(images, labels, replay)
+    norms = [name for name, _ in real_only.named_buffers() if name.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert norms
+    expected, actual = dict(real_only.named_buffers()), dict(network.solver.named_buffers())
+    assert all(torch.allclose(actual[name].float(), expected[name].float()) for name in norms)
+    assert all(norm.momentum == 0.1 for norm in network.solver.modules() if isinstance(norm, nn.BatchNorm2d))  # restored

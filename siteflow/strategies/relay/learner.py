@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable, NamedTuple, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +199,9 @@ class RelayLearner(SegmentationLearner):
 
     def solver_loss(self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(segmentation loss, solver loss) on the real pairs (images (N, C, H, W), labels
-        (N, H, W)) and the replays (augmented by ``replay_augment``): the segmentation loss of
+        (N, H, W)) and the replays (augmented by ``replay_augment``; of another size than the
+        real patches, they pass through the solver on their own, leaving its batch norm's running
+        statistics to the real images): the segmentation loss of
         each part weighted by its samples; the solver loss adds ``distill_weight`` times the
         distillation towards the old solver, on the replays (``distill_on: replays``) or on
         every image (``batch``, from the first epoch at every site after the first), as a
@@ -212,7 +215,10 @@ class RelayLearner(SegmentationLearner):
         if len(parts) == 2 and parts[1][0].shape[1:] == images.shape[1:]:  # one forward: batch norm sees the mixed batch
             logits = list(self(torch.cat([images, parts[1][0]])).split([len(images), len(parts[1][0])]))
         else:
-            logits = [self(part_images) for part_images, _ in parts]
+            logits = [self(images)]
+            if replay is not None:  # a batch of replays alone must not move what a test normalises real images with
+                with frozen_running_stats(self.model):
+                    logits.append(self(parts[1][0]))
         seg_loss = _sample_weighted([(len(x), self.loss(part_logits, y)) for (x, y), part_logits in zip(parts, logits)])
         distilled = list(zip(parts, logits))[1 if self.options.distill_on == "replays" else 0 :]
         if self.old is None or not distilled:
@@ -228,6 +234,22 @@ class RelayLearner(SegmentationLearner):
     def _valid(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels with ignored pixels mapped to background (for the generators' one-hot)."""
         return labels if self.ignore_index is None else labels.masked_fill(labels == self.ignore_index, 0)
+
+
+@contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """Inside, the batch norm layers of ``module`` normalise by the batch's statistics (in
+    training mode) but keep their running statistics, which a test normalises with, unchanged."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(norm.momentum, norm.num_batches_tracked.clone()) for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, (momentum, count) in zip(norms, saved):
+            norm.momentum = momentum
+            norm.num_batches_tracked.copy_(count)
 
 
 def _sample_weighted(losses: Sequence[tuple[int, torch.Tensor]]) -> torch.Tensor:
