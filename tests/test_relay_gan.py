@@ -238,8 +238,9 @@ def test_the_midpoint_merge_keeps_M_over_M_plus_n_of_the_old_weights(merge, expe
     assert torch.allclose(values, torch.full_like(values, expected))  # M = 17, n = 8: 68% of the old model kept
 
 
-@pytest.mark.parametrize("distill_on", ["replays", "batch"])
-def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
+def second_site_learner(options: RelayOptions) -> tuple[RelayNetwork, RelayLearner]:
+    """A randomly initialised relay network (seed 0) received by the second site, and its
+    learner (past the midpoint: epoch 0 is the midpoint)."""
     torch.manual_seed(0)
     network = RelayNetwork(
         UNet(1, 2, base_channels=4, depth=2), LabelGenerator(2, 16, z_dim=4, channels=16), ImageGenerator(2, 1, 16, z_dim=4, channels=4)
@@ -247,8 +248,15 @@ def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
     position = RelayPosition(site_code=1, previous_codes=(0,), samples_before=17, samples_here=8, midpoint_epoch=0)
     learner = RelayLearner(
         network, DiceCELoss(), train=TrainConfig(), class_names=("background", "vessel"), ignore_index=None, in_channels=1,
-        replay_size=16, position=position, options=RelayOptions(distill_on=distill_on),
-    ).eval()  # batch norm on running statistics: one forward of the mixed batch = a forward of each part
+        replay_size=16, position=position, options=options,
+    )
+    return network, learner
+
+
+@pytest.mark.parametrize("distill_on", ["replays", "batch"])
+def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
+    network, learner = second_site_learner(RelayOptions(distill_on=distill_on))
+    learner.eval()  # batch norm on running statistics: one forward of the mixed batch = a forward of each part
     with torch.no_grad():  # the solver has moved away from the received one (the teacher)
         for parameter in network.solver.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
@@ -272,15 +280,8 @@ def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
 
 
 def test_replays_of_another_size_leave_the_running_statistics_to_the_real_images():
-    torch.manual_seed(0)
-    network = RelayNetwork(
-        UNet(1, 2, base_channels=4, depth=2), LabelGenerator(2, 16, z_dim=4, channels=16), ImageGenerator(2, 1, 16, z_dim=4, channels=4)
-    )
-    position = RelayPosition(site_code=1, previous_codes=(0,), samples_before=17, samples_here=8, midpoint_epoch=0)
-    learner = RelayLearner(
-        network, DiceCELoss(), train=TrainConfig(), class_names=("background", "vessel"), ignore_index=None, in_channels=1,
-        replay_size=16, position=position, options=RelayOptions(),
-    ).train()
+    network, learner = second_site_learner(RelayOptions())
+    learner.train()
     images, labels = torch.randn(3, 1, 32, 32), torch.randint(0, 2, (3, 32, 32))
     replay = Replay(5 + 3 * torch.randn(2, 1, 16, 16), torch.randint(0, 2, (2, 16, 16)), torch.zeros(2, dtype=torch.long))
     real_only = copy.deepcopy(network.solver)
