@@ -2,7 +2,7 @@
 models' per-case means on every test site, and their mean over the sites, as mean +/- sd over
 the run's seeds.
 
-    python benchmarks/test_table.py exps/demo3d/{local,joint,sequential,fedavg,fedbn}/s3 --metrics dice_mean hd95_mean
+    python benchmarks/predict_table.py exps/demo3d/{local,joint,sequential,fedavg,fedbn}/s3 --metrics dice_mean hd95_mean
 
 The final models are the ones a study ends with: each site's own model for ``local``, the last
 model ``predict_test.py`` tested for every other strategy (sequential's after the last site, a
