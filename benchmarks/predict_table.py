@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import mean_sd  # noqa: E402
 from siteflow.reporting.runs import read_run  # noqa: E402
 
 
@@ -32,10 +33,6 @@ def final_rows(summary: Path, strategy: str) -> dict[str, dict[str, str]]:
         return {row["site"]: row for row in rows if row["model"] == row["site"]}
     last = rows[-1]["model"]
     return {row["site"]: row for row in rows if row["model"] == last}
-
-
-def mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} +/- {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ to check that the script runs (seconds per run, meaningless numbers).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
-from benchmarks.report import machine, write_section  # noqa: E402
+from benchmarks.report import machine, mean_sd, write_section  # noqa: E402
 from siteflow.config import deep_merge, load_config  # noqa: E402
 from siteflow.engine.runner import ExperimentRun  # noqa: E402
 
@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "joint": {"name": "joint"},
 }
 QUALITY = ("solver_dice", "diversity", "foreground", "components")
+spread = functools.partial(mean_sd, plus_minus="±")
+"""The mean +/- sd of BENCHMARKS.md's relay tables."""
 
 
 class TimedRun(ExperimentRun):
@@ -114,13 +116,6 @@ def run(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
     return result
 
 
-def mean_sd(values: list[float | None]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    return f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
-
-
 def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]]]) -> str:
     """The markdown of the results: a table over variants, then relay's replay quality."""
     lines = [
@@ -136,8 +131,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]
     for variant, by_seed in results.items():
         rows = list(by_seed.values())
         lines.append(
-            f"| {variant} | {mean_sd([r['final_mean'] for r in rows])} | {mean_sd([r['backward_transfer'] for r in rows])} "
-            f"| {mean_sd([r['seconds_per_epoch'] for r in rows])} |"
+            f"| {variant} | {spread([r['final_mean'] for r in rows])} | {spread([r['backward_transfer'] for r in rows])} "
+            f"| {spread([r['seconds_per_epoch'] for r in rows])} |"
         )
     for variant, by_seed in results.items():
         stages = list(dict.fromkeys((stage, site) for r in by_seed.values() for stage, sites in r["replay_quality"].items() for site in sites))
@@ -149,7 +144,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]
             cells = []
             for name in QUALITY:
                 measured = [r["replay_quality"][stage][site] for r in by_seed.values() if site in r["replay_quality"].get(stage, {})]
-                cells.append(f"{mean_sd([m[name + '_replay'] for m in measured])} ({mean_sd([m[name + '_real'] for m in measured])})")
+                cells.append(f"{spread([m[name + '_replay'] for m in measured])} ({spread([m[name + '_real'] for m in measured])})")
             lines.append(f"| {stage} | {site} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -177,8 +172,8 @@ def main() -> None:
         for seed in args.seeds:
             result = run(args, variant, seed)
             results.setdefault(variant, {})[seed] = result
-            print(f"{variant} seed {seed}: final mean Dice {mean_sd([result['final_mean']])}, backward transfer "
-                  f"{mean_sd([result['backward_transfer']])}, {mean_sd([result['seconds_per_epoch']])} s/epoch", flush=True)
+            print(f"{variant} seed {seed}: final mean Dice {spread([result['final_mean']])}, backward transfer "
+                  f"{spread([result['backward_transfer']])}, {spread([result['seconds_per_epoch']])} s/epoch", flush=True)
     text = report(args, results)
     print("\n" + text)
     if args.write is not None:

@@ -1,10 +1,11 @@
-"""Shared pieces of the benchmarks: the copy-bandwidth floor and BENCHMARKS.md sections."""
+"""Shared pieces of the benchmarks: the copy-bandwidth floor, numbers over seeds and BENCHMARKS.md sections."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -47,6 +48,16 @@ def machine() -> str:
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def mean_sd(values: list[float | None], *, each: bool = False, plus_minus: str = "+/-") -> str:
+    """``0.829 +/- 0.017`` over the values that are not None (no spread for one, ``-`` for
+    none); with ``each``, every value follows in parentheses: ``(0.826, 0.848, 0.814)``."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return "-"
+    text = f"{statistics.mean(values):.3f}" + (f" {plus_minus} {statistics.stdev(values):.3f}" if len(values) > 1 else "")
+    return text + (f" ({', '.join(f'{value:.3f}' for value in values)})" if each else "")
 
 
 def write_section(path: Path, name: str, text: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+from benchmarks.report import mean_sd  # noqa: E402
 from siteflow.config import PACKAGED_CONFIGS  # noqa: E402
 
 STARTS = {"scratch": "scratch (random init)", "fedmae": "Fed-MAE (`pretrain_fedavg`)", "jointmae": "centralised MAE (`pretrain_joint`)"}
@@ -53,11 +53,6 @@ def train(config: Path, seed: int, out: Path) -> Path:
     return out / config.stem / f"seed{seed}"
 
 
-def mean_sd(values: list[float]) -> str:
-    spread = f" +/- {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.3f}{spread} ({', '.join(f'{v:.3f}' for v in values)})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
@@ -84,7 +79,7 @@ def main() -> None:
     print("| fine-tuned from | " + " | ".join(f"{f}% of the labels" for f in args.fractions) + " |")
     print("|---|" + "---|" * len(args.fractions))
     for start, label in STARTS.items():
-        print(f"| {label} | " + " | ".join(mean_sd(auroc[start, f]) for f in args.fractions) + " |")
+        print(f"| {label} | " + " | ".join(mean_sd(auroc[start, f], each=True) for f in args.fractions) + " |")
 
 
 if __name__ == "__main__":

@@ -118,8 +118,7 @@ class FederatedServer:
         sent = self._messages(round_number, payload, MessageType.TRAIN, train, None if due is None else {TEST_ROUND: due})
         if due is not None:
             others = self._nodes(grid, due, [name for name in self.federation.site_names if name not in sampled])
-            weights = to_arrays(self.federation.global_weights)
-            sent.update(self._messages(due, weights, MessageType.EVALUATE, [node for node in others if node not in train]))
+            sent.update(self._messages(due, to_arrays(self.federation.global_weights), MessageType.EVALUATE, others))
         answers = self._answers(round_number, self._exchange(grid, round_number, sent), sent)
         if due is not None:
             self._record(round_stage(due), answers)

@@ -199,37 +199,43 @@ class RelayLearner(SegmentationLearner):
 
     def solver_loss(self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(segmentation loss, solver loss) on the real pairs (images (N, C, H, W), labels
-        (N, H, W)) and the replays (augmented by ``replay_augment``; of another size than the
-        real patches, they pass through the solver on their own, leaving its batch norm's running
-        statistics to the real images): the segmentation loss of
-        each part weighted by its samples; the solver loss adds ``distill_weight`` times the
+        (N, H, W)) and the replays (see :meth:`_solver_outputs`): the segmentation loss of each
+        part weighted by its samples; the solver loss adds ``distill_weight`` times the
         distillation towards the old solver, on the replays (``distill_on: replays``) or on
         every image (``batch``, from the first epoch at every site after the first), as a
         sample-weighted mean over the parts."""
-        parts = [(images, labels)]
-        if replay is not None:
-            replay_images, replay_labels = replay.images, replay.labels
-            if self.replay_augment is not None:
-                replay_images, replay_labels = self.replay_augment(replay_images, replay_labels)
-            parts.append((replay_images, replay_labels))
-        if len(parts) == 2 and parts[1][0].shape[1:] == images.shape[1:]:  # one forward: batch norm sees the mixed batch
-            logits = list(self(torch.cat([images, parts[1][0]])).split([len(images), len(parts[1][0])]))
-        else:
-            logits = [self(images)]
-            if replay is not None:  # a batch of replays alone must not move what a test normalises real images with
-                with frozen_running_stats(self.model):
-                    logits.append(self(parts[1][0]))
-        seg_loss = _sample_weighted([(len(x), self.loss(part_logits, y)) for (x, y), part_logits in zip(parts, logits)])
-        distilled = list(zip(parts, logits))[1 if self.options.distill_on == "replays" else 0 :]
+        parts = self._solver_outputs(images, labels, replay)
+        seg_loss = _sample_weighted([(len(x), self.loss(logits, y)) for x, y, logits in parts])
+        distilled = parts[1:] if self.options.distill_on == "replays" else parts
         if self.old is None or not distilled:
             return seg_loss, seg_loss
         with torch.no_grad():
-            teachers = [self.old.solver(x) for (x, _), _ in distilled]
-        distillation = _sample_weighted([
-            (len(x), distillation_loss(teacher, student, self.options.temperature))
-            for ((x, _), student), teacher in zip(distilled, teachers)
-        ])
+            teachers = [self.old.solver(x) for x, _, _ in distilled]
+        distillation = _sample_weighted(
+            [(len(x), distillation_loss(teacher, logits, self.options.temperature)) for (x, _, logits), teacher in zip(distilled, teachers)]
+        )
         return seg_loss, seg_loss + self.options.distill_weight * distillation
+
+    def _solver_outputs(
+        self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(images, labels, solver logits) of the real pairs, then of the replays if any
+        (augmented by ``replay_augment``). Replays of the real patches' size share one forward
+        pass with them (batch norm sees the mixed batch); replays of another size pass on their
+        own, leaving the batch norm's running statistics, which a test normalises real images
+        with, as they are."""
+        if replay is None:
+            return [(images, labels, self(images))]
+        replay_images, replay_labels = replay.images, replay.labels
+        if self.replay_augment is not None:
+            replay_images, replay_labels = self.replay_augment(replay_images, replay_labels)
+        if replay_images.shape[1:] == images.shape[1:]:
+            logits, replay_logits = self(torch.cat([images, replay_images])).split([len(images), len(replay_images)])
+        else:
+            logits = self(images)
+            with frozen_running_stats(self.model):
+                replay_logits = self(replay_images)
+        return [(images, labels, logits), (replay_images, replay_labels, replay_logits)]
 
     def _valid(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels with ignored pixels mapped to background (for the generators' one-hot)."""
