@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common import (
     Code,
     FitIns,
@@ -54,6 +54,7 @@ from siteflow.deploy.flower.protocol import (
     NUM_EXAMPLES,
     SecureSettings,
 )
+from siteflow.deploy.flower.weights import pack, unpack
 
 NAMES = "weight-names"
 """Config key of a secure train message: the weights' names, one a line, in the order of the
@@ -135,10 +136,10 @@ class SecureRound:
 def _fit_instructions(message: Message, weighting: str, max_weight: float) -> FitIns:
     """A train message's content as the legacy ``FitIns`` the workflow sends, the weights'
     names in the config."""
-    arrays: ArrayRecord = message.content[ARRAYS]
+    arrays = unpack(message.content[ARRAYS])
     config = dict(message.content[CONFIG])
     config.update({NAMES: "\n".join(arrays), WEIGHTING: weighting, MAX_WEIGHT: float(max_weight)})
-    return FitIns(ndarrays_to_parameters([array.numpy() for array in arrays.values()]), config)
+    return FitIns(ndarrays_to_parameters(list(arrays.values())), config)
 
 
 class _Collector(LegacyStrategy):
@@ -184,15 +185,14 @@ def instructions(content: RecordDict) -> tuple[RecordDict, list[str]]:
     arrays = parameters_to_ndarrays(fitins.parameters)
     if len(names) != len(arrays):
         raise ValueError(f"secure round: {len(arrays)} weights but {len(names)} names")
-    record = ArrayRecord({name: Array(array) for name, array in zip(names, arrays)})
-    return RecordDict({ARRAYS: record, CONFIG: ConfigRecord(config)}), names
+    return RecordDict({ARRAYS: pack(dict(zip(names, arrays))), CONFIG: ConfigRecord(config)}), names
 
 
 def fit_result(reply: RecordDict, names: list[str], config: ConfigRecord) -> RecordDict:
     """siteflow's reply ``{"arrays", "metrics"}`` as the legacy ``FitRes`` layout that the
     mod masks: the weights in the order of ``names`` (those the site sent), its weight
     (training samples, or 1 with equal weighting), checked against the round's ``max_weight``."""
-    arrays: ArrayRecord = reply[ARRAYS]
+    arrays = unpack(reply[ARRAYS])
     metrics = dict(reply[METRICS])
     weight = 1 if config[WEIGHTING] == "equal" else int(metrics[NUM_EXAMPLES])
     if weight > float(config[MAX_WEIGHT]):
@@ -202,6 +202,6 @@ def fit_result(reply: RecordDict, names: list[str], config: ConfigRecord) -> Rec
         )
     # 0-d weights (BatchNorm's counters) as 1-element vectors: Flower's unmasking scales the
     # sum in place, which a numpy scalar does not take (the server reshapes them back)
-    ndarrays = [np.atleast_1d(arrays[name].numpy()) for name in names if name in arrays]
+    ndarrays = [np.atleast_1d(arrays[name]) for name in names if name in arrays]
     result = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(ndarrays), weight, metrics)
     return fitres_to_recorddict(result, keep_input=True)

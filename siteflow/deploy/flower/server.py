@@ -147,22 +147,24 @@ class FederatedServer:
         """Round ``round_number`` with its training under SecAgg+ (no test rides along); the
         round whose test is due next."""
         sampled = self.federation.sample(round_number)
-        payload = to_arrays(self.federation.configure(round_number))
-        messages = list(self._messages(round_number, payload, MessageType.TRAIN, self._nodes(grid, round_number, sampled)).values())
+        payload = self.federation.configure(round_number)
+        messages = list(self._messages(round_number, to_arrays(payload), MessageType.TRAIN, self._nodes(grid, round_number, sampled)).values())
         outcome = self.secure.train(grid, messages, round_number, self.strategy.weighting)
-        self._close(round_number, self._secure_updates(round_number, messages, outcome), len(sampled))
+        self._close(round_number, self._secure_updates(round_number, messages, list(payload), outcome), len(sampled))
         return round_number if self.strategy.tests_after(round_number) else None
 
-    def _secure_updates(self, round_number: int, messages: list[Message], outcome: SecureOutcome) -> list[SiteUpdate]:
-        """One update per site in the secure sum, each holding the average (so that the
-        strategy's weighted average of them is the average, and its server step follows), as
-        the global weights' dtypes (integer counters rounded)."""
+    def _secure_updates(
+        self, round_number: int, messages: list[Message], sent: list[str], outcome: SecureOutcome
+    ) -> list[SiteUpdate]:
+        """One update per site in the secure sum of the weights named ``sent`` (less those
+        the sites keep), each holding the average (so that the strategy's weighted average of
+        them is the average, and its server step follows), as the global weights' dtypes
+        (integer counters rounded)."""
         for message in messages:
             if message.metadata.dst_node_id not in outcome.weights:
                 log.error("round %d: site %s dropped out of the secure round", round_number, self.sites.name(message.metadata.dst_node_id))
         if not outcome.weights:
             return []
-        sent = list(messages[0].content[ARRAYS])
         names = [name for name in sent if name not in self.federation.local_keys]
         if len(names) != len(outcome.average):
             log.error("round %d: the secure sum holds %d weights, the sites keep all but %d: round left out",
