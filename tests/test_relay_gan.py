@@ -17,7 +17,7 @@ from siteflow.models import UNet
 from siteflow.models.discriminators import MinibatchStd, ProjectionDiscriminator
 from siteflow.models.generators import ImageGenerator, LabelGenerator, Spade
 from siteflow.strategies.relay import RelayLearner, RelayNetwork, RelayOptions, RelayPosition, RelayStrategy
-from siteflow.strategies.relay.learner import Replay
+from siteflow.strategies.relay.learner import Replay, replay_count
 from siteflow.strategies.relay.adversarial import Critic, diff_augment, mode_seeking_penalty
 from siteflow.strategies.relay.network import random_crops
 
@@ -179,6 +179,7 @@ def test_random_crops_cut_the_same_window_from_image_and_labels():
         ({"quality_samples": 1}, r"quality_samples must be 0 \(off\) or at least 2"),
         ({"merge": "mean"}, r"merge must be 'samples' or 'none', got 'mean'"),
         ({"distill_on": "real"}, r"distill_on must be 'replays' or 'batch', got 'real'"),
+        ({"replay_batch": "mix"}, r"replay_batch must be 'replace' or 'append', got 'mix'"),
         ({"mode_seeking": -0.1}, r"mode_seeking must be non-negative, got -0.1"),
     ],
 )
@@ -236,6 +237,23 @@ def test_the_midpoint_merge_keeps_M_over_M_plus_n_of_the_old_weights(merge, expe
     assert bool(learner.merged)
     values = torch.cat([t.flatten() for t in network.state_dict().values() if t.is_floating_point()])
     assert torch.allclose(values, torch.full_like(values, expected))  # M = 17, n = 8: 68% of the old model kept
+
+
+@pytest.mark.parametrize(
+    "real, share, batch, expected",
+    [
+        (8, 0.5, "replace", 4),  # 4 real + 4 replays
+        (8, 0.25, "replace", 2),
+        (2, 0.9, "replace", 1),  # one real pair is always left
+        (1, 0.5, "replace", 0),  # ... so a batch of one gets none
+        (8, 0.5, "append", 8),  # 8 real + 8 replays
+        (8, 0.25, "append", 3),  # 8/3 rounded: 3 of 11
+        (1, 0.5, "append", 1),
+        (1, 0.1, "append", 1),  # at least one
+    ],
+)
+def test_replays_take_the_share_of_the_solvers_batch(real, share, batch, expected):
+    assert replay_count(real, share, batch) == expected
 
 
 def second_site_learner(options: RelayOptions) -> tuple[RelayNetwork, RelayLearner]:

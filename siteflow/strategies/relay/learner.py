@@ -16,7 +16,7 @@ from siteflow.models.discriminators import ProjectionDiscriminator
 from siteflow.strategies.base import SetupRefused
 from siteflow.strategies.relay.adversarial import Critic, mode_seeking_penalty
 from siteflow.strategies.relay.network import RelayNetwork, merge_by_samples, random_crops
-from siteflow.strategies.relay.options import RelayOptions, RelayPosition
+from siteflow.strategies.relay.options import RelayOptions, RelayPosition, ReplayBatch
 from siteflow.tasks import SegmentationLearner
 from siteflow.tasks.base import Batch
 
@@ -110,8 +110,9 @@ class RelayLearner(SegmentationLearner):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         size = len(batch["image"])
-        replay = self._replay(size, batch["image"].device)
-        keep = size - (len(replay.sites) if replay is not None else 0)
+        count = replay_count(size, self.options.replay_fraction, self.options.replay_batch) if self.replaying else 0
+        replay = self._replay(count, batch["image"].device) if count else None
+        keep = size - count if self.options.replay_batch == "replace" else size
         images, labels = batch["image"][:keep], batch["label"][:keep]
 
         # generators and discriminators: pairs at the replay side, real crops and replays
@@ -146,12 +147,13 @@ class RelayLearner(SegmentationLearner):
             return [solver["optimizer"], generators, discriminators], [solver["lr_scheduler"]]
         return [solver, generators, discriminators]
 
-    def _replay(self, batch_size: int, device: torch.device) -> Replay | None:
-        """In stage 2, replays of earlier sites drawn uniformly, as many as the replay share
-        of the batch (at least 1, and at least one real sample left); else None."""
-        if self.old is None or not self.merged or batch_size < 2:
-            return None
-        count = min(batch_size - 1, max(1, round(self.options.replay_fraction * batch_size)))
+    @property
+    def replaying(self) -> bool:
+        """Whether this is stage 2 at a site after the first: the batches get replays."""
+        return self.old is not None and bool(self.merged)
+
+    def _replay(self, count: int, device: torch.device) -> Replay:
+        """``count`` replays of earlier sites, the sites drawn uniformly."""
         sites = self.previous_codes[torch.randint(len(self.previous_codes), (count,), device=device)]
         return Replay(*self.old.replay(sites, self.num_classes), sites)
 
@@ -240,6 +242,16 @@ class RelayLearner(SegmentationLearner):
     def _valid(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels with ignored pixels mapped to background (for the generators' one-hot)."""
         return labels if self.ignore_index is None else labels.masked_fill(labels == self.ignore_index, 0)
+
+
+def replay_count(real: int, share: float, batch: ReplayBatch) -> int:
+    """How many replays a stage-2 batch of ``real`` real pairs gets, so that they are about
+    ``share`` of the solver's batch: with ``batch="replace"`` they take the place of real pairs
+    (at least 1, and at least one real pair left; 0 for a batch of one), with ``"append"``
+    they are added (at least 1)."""
+    if batch == "append":
+        return max(1, round(share / (1 - share) * real))
+    return min(real - 1, max(1, round(share * real)))
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from siteflow.strategies.relay.adversarial import AUGMENT_OPS, AugmentOp
 
 MergeKind = Literal["samples", "none"]
 DistillOn = Literal["replays", "batch"]
+ReplayBatch = Literal["replace", "append"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,11 @@ class RelayOptions:
         replay_size: side of the replayed (image, label map) patches, a power of two >= 16 no
             larger than the solver's input; the generators learn from random crops of that
             side. None: the solver's input side (which must then be such a power of two).
-        replay_fraction: share of every stage-2 batch replaced by replay (0.5: half).
+        replay_fraction: share of replays in the solver's every stage-2 batch (0.5: half).
+        replay_batch: how replays enter a batch of B real pairs: "replace" (the reference's
+            default: replays take the place of ``replay_fraction`` of them, so a later site
+            learns from fewer real pairs per step than the first) or "append" (all B real
+            pairs stay, and ``B * replay_fraction / (1 - replay_fraction)`` replays are added).
         distill_weight, temperature: distillation towards the old solver (on ``distill_on``).
         distill_on: the images the solver is distilled on: "replays" (the replayed ones, in
             stage 2) or "batch" (every image it learns at a site after the first, real and
@@ -49,6 +54,7 @@ class RelayOptions:
     discriminator_channels: int = 32
     replay_size: int | None = None
     replay_fraction: float = 0.5
+    replay_batch: ReplayBatch = "replace"
     distill_weight: float = 0.5
     temperature: float = 2.0
     distill_on: DistillOn = "replays"
@@ -88,6 +94,8 @@ class RelayOptions:
             raise ValueError(f"d_augment must list distinct transforms of {list(AUGMENT_OPS)}, got {list(self.d_augment)}")
         if self.merge not in ("samples", "none"):
             raise ValueError(f"merge must be 'samples' or 'none', got {self.merge!r}")
+        if self.replay_batch not in ("replace", "append"):
+            raise ValueError(f"replay_batch must be 'replace' or 'append', got {self.replay_batch!r}")
         if self.distill_on not in ("replays", "batch"):
             raise ValueError(f"distill_on must be 'replays' or 'batch', got {self.distill_on!r}")
         if self.quality_samples == 1 or self.quality_samples < 0:
