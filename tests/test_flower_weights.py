@@ -80,10 +80,11 @@ F4 = np.zeros(6, np.float32)
         (_record([["w", "<f8", [6]]], _f4=F4), "weight 'w': no flat array of dtype '<f8' (there are ['<f4'])"),
         (_record([["w", "<f4", [2, 2]], ["v", "<f4", [3]]], _f4=F4), "weight 'v': the '<f4' array ends at 6 values, before 7"),
         (_record([["w", "<f4", [5]]], _f4=F4), "the layout leaves values of the flat arrays unused: {'<f4': 1}"),
+        (_record([["w", "<f4", [3]], ["w", "<f4", [3]]], _f4=F4), "weight 'w' is twice in the layout"),
         (_record([["w", "<f4", [6]]], _f4=np.zeros(6, np.float64)), "flat arrays under another dtype's key (key: dtype): {'<f4': '<f8'}"),
     ],
     ids=["no-layout", "not-json", "not-a-list", "short-entry", "negative-size", "no-such-dtype", "too-few-values",
-         "values-left", "wrong-dtype"],
+         "values-left", "twice", "wrong-dtype"],
 )
 def test_a_record_that_does_not_match_its_layout_is_refused(record, message):
     with pytest.raises(WeightsFormatError) as raised:

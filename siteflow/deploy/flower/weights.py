@@ -52,8 +52,9 @@ def unpack(record: ArrayRecord) -> dict[str, np.ndarray]:
     """The name -> array mapping that :func:`pack` packed into ``record``, in its order.
 
     Raises:
-        WeightsFormatError: no layout, a layout that is not ``[[name, dtype, shape], ...]``,
-            or flat arrays that hold more or fewer values than it lists.
+        WeightsFormatError: no layout, a layout that is not ``[[name, dtype, shape], ...]``
+            or names a weight twice, or flat arrays that hold more or fewer values than it
+            lists.
     """
     if LAYOUT not in record:
         raise WeightsFormatError(f"weights without their {LAYOUT!r} (keys: {sorted(record)}): not a packed siteflow record")
@@ -70,6 +71,8 @@ def unpack(record: ArrayRecord) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for entry in layout:
         name, dtype, shape = _entry(entry)
+        if name in arrays:
+            raise WeightsFormatError(f"weight {name!r} is twice in the layout")
         if dtype not in flat:
             raise WeightsFormatError(f"weight {name!r}: no flat array of dtype {dtype!r} (there are {sorted(flat)})")
         start, size = taken[dtype], math.prod(shape)
