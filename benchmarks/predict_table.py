@@ -25,11 +25,12 @@ from benchmarks.report import mean_sd  # noqa: E402
 from siteflow.reporting.runs import read_run  # noqa: E402
 
 
-def final_rows(summary: Path, strategy: str) -> dict[str, dict[str, str]]:
-    """Test site -> the summary row of the model the study ends with on that site."""
+def final_rows(summary: Path, own_models: bool) -> dict[str, dict[str, str]]:
+    """Test site -> the summary row of the model the study ends with on that site (its own
+    with ``own_models``)."""
     with open(summary, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    if strategy == "local":
+    if own_models:
         return {row["site"]: row for row in rows if row["model"] == row["site"]}
     last = rows[-1]["model"]
     return {row["site"]: row for row in rows if row["model"] == last}
@@ -43,13 +44,12 @@ def main() -> None:
     header = None
     for path in args.runs:
         run = read_run(path)
-        strategy = run.config.get("strategy", {}).get("name")
         per_seed = []
         for seed, folder in run.folders.items():
             summary = folder / "test_results" / "summary.csv"
             if not summary.is_file():
                 raise SystemExit(f"{summary} does not exist: run predict_test.py -c <config> -n <note> first")
-            per_seed.append(final_rows(summary, strategy))
+            per_seed.append(final_rows(summary, run.own_models))
         sites = sorted(per_seed[0])
         if header is None:
             header = [f"{metric} {site}" for metric in args.metrics for site in sites] + [f"mean {metric}" for metric in args.metrics]

@@ -48,6 +48,25 @@ def test_a_known_difference_is_found(tmp_path):
     assert site2.wilcoxon_p == 1.0
 
 
+def test_a_local_run_enters_with_each_sites_own_model(tmp_path):
+    # local: site1's model is 0.1 better on site1, site2's 0.2 better on site2, each no better elsewhere
+    rows = dice_rows({"site1": [v + 0.1 for v in BASE], "site2": BASE}, model="site1")
+    rows += dice_rows({"site1": BASE, "site2": [v + 0.2 for v in BASE]}, model="site2")
+    a = write_run(tmp_path / "local", rows)
+    (a / "processed_config.yaml").write_text("strategy:\n  name: local\n")
+    b = write_run(tmp_path / "fedavg", dice_rows({"site1": BASE, "site2": BASE}, model="round3"))
+    site1, site2 = compare_runs(read_run(a), read_run(b), n_resamples=100)
+    assert site1.bootstrap.estimate == pytest.approx(0.1) and site2.bootstrap.estimate == pytest.approx(0.2)
+    # a model named explicitly is that model on every site
+    site1, site2 = compare_runs(read_run(a), read_run(b), model_a="site2", n_resamples=100)
+    assert site1.bootstrap.estimate == pytest.approx(0.0) and site2.bootstrap.estimate == pytest.approx(0.2)
+    # a local run without a model named as a test site says what it looked for
+    write_run(tmp_path / "renamed", dice_rows({"site1": BASE}, model="alone"))
+    (tmp_path / "renamed" / "processed_config.yaml").write_text("strategy:\n  name: local\n")
+    with pytest.raises(ValueError, match=r"samples.csv: no model named as its test site \(models: alone\)"):
+        compare_runs(read_run(tmp_path / "renamed"), read_run(b))
+
+
 def test_a_noisy_difference_has_an_interval_around_it(tmp_path):
     noise = [0.05, -0.04, 0.02, 0.0, -0.03, 0.06, -0.01, 0.03]
     a = write_run(tmp_path / "a", dice_rows({"site1": [v + d for v, d in zip(BASE, noise)]}))

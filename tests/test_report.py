@@ -165,3 +165,21 @@ def test_a_summary_that_does_not_parse_is_refused_naming_the_file(tmp_path, caps
     assert raised.value.code == 2
     assert f"{folder / 'results' / 'summary.json'}: unreadable" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.parametrize("own_models, expected", [
+    (True, ["site1 on site1: best image b (Dice 0.9000), worst a (Dice 0.1000)",
+            "site2 on site2: best image a (Dice 0.8000), worst b (Dice 0.2000)"]),
+    (False, ["site2 on site1: best image a (Dice 0.5000), worst b (Dice 0.4000)",
+             "site2 on site2: best image a (Dice 0.8000), worst b (Dice 0.2000)"]),
+])
+def test_the_best_and_worst_images_are_those_of_each_sites_final_model(tmp_path, own_models, expected):
+    from siteflow.reporting.report import _extremes
+
+    rows = [["site1", "site1", "a", 0.1], ["site1", "site1", "b", 0.9], ["site1", "site2", "a", 0.3], ["site1", "site2", "b", 0.6],
+            ["site2", "site1", "a", 0.5], ["site2", "site1", "b", 0.4], ["site2", "site2", "a", 0.8], ["site2", "site2", "b", 0.2]]
+    path = tmp_path / "samples.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([["model", "site", "image_id", "dice_mean"], *rows])
+    html = _extremes(path, "", overlays=False, own_models=own_models)
+    assert [part in html for part in expected] == [True, True] and html.count("best image") == 2

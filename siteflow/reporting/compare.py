@@ -57,7 +57,8 @@ def compare_runs(
     seed: int = 0,
 ) -> list[SiteComparison]:
     """Compare the test results of ``model_a`` in ``run_a`` with those of ``model_b`` in
-    ``run_b`` (default: each run's last model in ``samples.csv``), site by site.
+    ``run_b`` (default: the models each run ends with: each site's own for a ``local`` run,
+    else its last model in ``samples.csv``), site by site.
 
     Raises:
         ValueError: a run has no ``predict_test.py`` results, or the runs were tested on
@@ -68,7 +69,7 @@ def compare_runs(
         paths = run.test_results()
         if len(paths) != len(run.folders):
             raise ValueError(f"{run.path}: no test_results/samples.csv (for every seed): run predict_test.py on it first")
-        samples.append(read_samples(paths, model)[1])
+        samples.append(read_samples(paths, model, own_models=run.own_models)[1])
     a, b = samples
     _check_same(sorted(a), sorted(b), "sites", run_a, run_b)
     results = []

@@ -103,7 +103,7 @@ def _curves(run: FinishedRun) -> str:
 
 def _test_results(run: FinishedRun) -> str:
     """Per seed: the intervals of ``summary.csv`` and, per site, the best and worst image of the
-    last model by Dice; for the first seed, the overlay pictures of each site (see
+    model the study ends with there by Dice; for the first seed, the overlay pictures of each site (see
     :func:`_extremes`)."""
     parts = [heading(run.name)]
     files = run.test_results()
@@ -115,24 +115,29 @@ def _test_results(run: FinishedRun) -> str:
         keep = [i for i, name in enumerate(header) if name in ("model", "site", "n", "label") or name.startswith(("dice_mean_", "auroc"))]
         parts.append(paragraph(f"{label}means over test images with 95% intervals"))
         parts.append(table([header[i] for i in keep], [[_value(row[i]) for i in keep] for row in rows], table_id=f"test-{run.name}-{seed}"))
-        parts.append(_extremes(samples_file, label, overlays=index == 0))
+        parts.append(_extremes(samples_file, label, overlays=index == 0, own_models=run.own_models))
     return "".join(parts)
 
 
-def _extremes(samples_file: Path, label: str, *, overlays: bool) -> str:
-    """Per site, the best and the worst test image of the last model by mean Dice (ties by
-    image id); with ``overlays``, the model's overlay grid of the site and each of the two
-    images' own overlay (image, truth, prediction), where ``predict_test.py`` saved them."""
+def _extremes(samples_file: Path, label: str, *, overlays: bool, own_models: bool) -> str:
+    """Per site, the best and the worst test image of the model the study ends with there
+    (each site's own with ``own_models``, a ``local`` study; else the last model) by mean Dice
+    (ties by image id); with ``overlays``, the model's overlay grid of the site and each of
+    the two images' own overlay (image, truth, prediction), where ``predict_test.py`` saved
+    them."""
     header, rows = _read(samples_file)
     if "dice_mean" not in header:
         return ""
-    model = rows[-1][header.index("model")]
-    column, site_column = header.index("dice_mean"), header.index("site")
-    folder = samples_file.parent / "overlays" / safe_name(model)
+    model_column, column, site_column = header.index("model"), header.index("dice_mean"), header.index("site")
+    last = rows[-1][model_column]
     parts = []
-    for site in dict.fromkeys(row[site_column] for row in rows if row[0] == model):
-        scored = sorted((float(row[column]), row[header.index("image_id")]) for row in rows if row[0] == model and row[site_column] == site)
+    for site in dict.fromkeys(row[site_column] for row in rows):
+        model = site if own_models else last
+        scored = sorted((float(row[column]), row[header.index("image_id")]) for row in rows if row[model_column] == model and row[site_column] == site)
+        if not scored:
+            continue
         (worst, worst_id), (best, best_id) = scored[0], scored[-1]
+        folder = samples_file.parent / "overlays" / safe_name(model)
         parts.append(paragraph(f"{label}{model} on {site}: best image {best_id} (Dice {best:.4f}), worst {worst_id} (Dice {worst:.4f})"))
         if not overlays:
             continue

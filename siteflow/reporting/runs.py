@@ -45,6 +45,12 @@ class FinishedRun:
         """Whether the run is a study repeated over seeds."""
         return None not in self.folders
 
+    @property
+    def own_models(self) -> bool:
+        """Whether every test site's final model is its own (a ``local`` study: each site
+        trains alone), not the last model the study trained."""
+        return (self.config.get("strategy") or {}).get("name") == "local"
+
     def test_results(self) -> dict[int | None, Path]:
         """Each seed's ``test_results/samples.csv`` written by ``predict_test.py``, where it exists."""
         return {seed: p / "test_results" / "samples.csv" for seed, p in self.folders.items() if (p / "test_results" / "samples.csv").is_file()}
