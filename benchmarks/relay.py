@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 python benchmarks/relay.py [--seeds 0 1 2] [--epochs 40] [--num-replica 10] [--gpus 0]
         [--patch-size 128] [--base-channels 32] [--variants sequential relay relay_no_merge relay_distill_batch relay_quarter relay_append
-        relay_append_distill_batch lwf joint]
+        relay_teacher_labels lwf joint]
         [--write BENCHMARKS.md]
 
 Three synthetic vessel sites (DRIVE, STARE and CHASE_DB1 layouts) drawn at 288-320 pixels and
@@ -45,7 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "relay_distill_batch": {"name": "relay", "kwargs": {"merge": "samples", "distill_on": "batch"}},
     "relay_quarter": {"name": "relay", "kwargs": {"merge": "samples", "replay_fraction": 0.25}},
     "relay_append": {"name": "relay", "kwargs": {"merge": "samples", "replay_batch": "append"}},
-    "relay_append_distill_batch": {"name": "relay", "kwargs": {"merge": "samples", "replay_batch": "append", "distill_on": "batch"}},
+    "relay_teacher_labels": {"name": "relay", "kwargs": {"merge": "samples", "replay_labels": "teacher"}},
     "lwf": {"name": "lwf"},
     "joint": {"name": "joint"},
 }

@@ -180,6 +180,7 @@ def test_random_crops_cut_the_same_window_from_image_and_labels():
         ({"merge": "mean"}, r"merge must be 'samples' or 'none', got 'mean'"),
         ({"distill_on": "real"}, r"distill_on must be 'replays' or 'batch', got 'real'"),
         ({"replay_batch": "mix"}, r"replay_batch must be 'replace' or 'append', got 'mix'"),
+        ({"replay_labels": "solver"}, r"replay_labels must be 'generated' or 'teacher', got 'solver'"),
         ({"mode_seeking": -0.1}, r"mode_seeking must be non-negative, got -0.1"),
     ],
 )
@@ -295,6 +296,25 @@ def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
         assert total == pytest.approx(float(seg_real + (0.5 * kd_real if distill_on == "batch" else 0.0)), rel=1e-5)
         self_kd = distillation_loss(student(images), student(images), 2.0)  # what a teacher equal to the student gives
         assert abs(kd_real - self_kd) > 1e-4  # the old solver is the teacher, not the current one (the reference's bug)
+
+
+@pytest.mark.parametrize("replay_labels", ["generated", "teacher"])
+def test_the_solver_learns_a_replay_with_its_generated_map_or_the_old_solvers(replay_labels):
+    network, learner = second_site_learner(RelayOptions(replay_labels=replay_labels))
+    learner.eval()
+    with torch.no_grad():
+        for parameter in network.solver.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    images, labels = torch.randn(3, 1, 16, 16), torch.randint(0, 2, (3, 16, 16))
+    replay = Replay(torch.randn(2, 1, 16, 16), torch.randint(0, 2, (2, 16, 16)), torch.zeros(2, dtype=torch.long))
+    student, teacher = network.solver, learner.old.solver
+    with torch.no_grad():
+        teacher_labels = teacher(replay.images).argmax(1)
+        assert not torch.equal(teacher_labels, replay.labels)  # the two label maps differ: the test tells them apart
+        expected_labels = teacher_labels if replay_labels == "teacher" else replay.labels
+        seg_real, seg_replay = learner.loss(student(images), labels), learner.loss(student(replay.images), expected_labels)
+        seg, _ = learner.solver_loss(images, labels, replay)
+    assert seg == pytest.approx(float((3 * seg_real + 2 * seg_replay) / 5), rel=1e-5)
 
 
 def test_replays_of_another_size_leave_the_running_statistics_to_the_real_images():

@@ -222,15 +222,19 @@ class RelayLearner(SegmentationLearner):
         self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None
     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(images, labels, solver logits) of the real pairs, then of the replays if any
-        (augmented by ``replay_augment``). Replays of the real patches' size share one forward
-        pass with them (batch norm sees the mixed batch); replays of another size pass on their
-        own, leaving the batch norm's running statistics, which a test normalises real images
-        with, as they are."""
+        (augmented by ``replay_augment``; with ``replay_labels: teacher``, labelled by the old
+        solver's segmentation of the augmented images). Replays of the real patches' size share
+        one forward pass with them (batch norm sees the mixed batch); replays of another size
+        pass on their own, leaving the batch norm's running statistics, which a test normalises
+        real images with, as they are."""
         if replay is None:
             return [(images, labels, self(images))]
         replay_images, replay_labels = replay.images, replay.labels
         if self.replay_augment is not None:
             replay_images, replay_labels = self.replay_augment(replay_images, replay_labels)
+        if self.options.replay_labels == "teacher":
+            with torch.no_grad():
+                replay_labels = self.old.solver(replay_images).argmax(1)
         if replay_images.shape[1:] == images.shape[1:]:
             logits, replay_logits = self(torch.cat([images, replay_images])).split([len(images), len(replay_images)])
         else:

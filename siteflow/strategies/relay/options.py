@@ -11,6 +11,7 @@ from siteflow.strategies.relay.adversarial import AUGMENT_OPS, AugmentOp
 MergeKind = Literal["samples", "none"]
 DistillOn = Literal["replays", "batch"]
 ReplayBatch = Literal["replace", "append"]
+ReplayLabels = Literal["generated", "teacher"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class RelayOptions:
             default: replays take the place of ``replay_fraction`` of them, so a later site
             learns from fewer real pairs per step than the first) or "append" (all B real
             pairs stay, and ``B * replay_fraction / (1 - replay_fraction)`` replays are added).
+        replay_labels: the label maps the solver learns a replayed image with: "generated"
+            (the label generator's map the image was drawn from, as the reference does) or
+            "teacher" (the old solver's segmentation of the replayed image: the replay then
+            teaches what the old solver knew even where the image generator does not render
+            its map, or the label generator draws maps unlike the site's).
         distill_weight, temperature: distillation towards the old solver (on ``distill_on``).
         distill_on: the images the solver is distilled on: "replays" (the replayed ones, in
             stage 2) or "batch" (every image it learns at a site after the first, real and
@@ -55,6 +61,7 @@ class RelayOptions:
     replay_size: int | None = None
     replay_fraction: float = 0.5
     replay_batch: ReplayBatch = "replace"
+    replay_labels: ReplayLabels = "generated"
     distill_weight: float = 0.5
     temperature: float = 2.0
     distill_on: DistillOn = "replays"
@@ -96,6 +103,8 @@ class RelayOptions:
             raise ValueError(f"merge must be 'samples' or 'none', got {self.merge!r}")
         if self.replay_batch not in ("replace", "append"):
             raise ValueError(f"replay_batch must be 'replace' or 'append', got {self.replay_batch!r}")
+        if self.replay_labels not in ("generated", "teacher"):
+            raise ValueError(f"replay_labels must be 'generated' or 'teacher', got {self.replay_labels!r}")
         if self.distill_on not in ("replays", "batch"):
             raise ValueError(f"distill_on must be 'replays' or 'batch', got {self.distill_on!r}")
         if self.quality_samples == 1 or self.quality_samples < 0:
