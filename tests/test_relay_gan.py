@@ -272,17 +272,24 @@ def second_site_learner(options: RelayOptions) -> tuple[RelayNetwork, RelayLearn
     return network, learner
 
 
-@pytest.mark.parametrize("distill_on", ["replays", "batch"])
-def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
-    network, learner = second_site_learner(RelayOptions(distill_on=distill_on))
-    learner.eval()  # batch norm on running statistics: one forward of the mixed batch = a forward of each part
-    with torch.no_grad():  # the solver has moved away from the received one (the teacher)
+def stage_two(options: RelayOptions, replays: int) -> tuple[RelayLearner, torch.Tensor, torch.Tensor, Replay]:
+    """A second site's learner in eval mode (batch norm on running statistics: one forward of
+    a mixed batch = a forward of each part) whose solver has moved away from the received one
+    (the teacher), with 3 real 16x16 pairs and ``replays`` replayed ones."""
+    network, learner = second_site_learner(options)
+    learner.eval()
+    with torch.no_grad():
         for parameter in network.solver.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     images, labels = torch.randn(3, 1, 16, 16), torch.randint(0, 2, (3, 16, 16))
-    replay = Replay(torch.randn(1, 1, 16, 16), torch.randint(0, 2, (1, 16, 16)), torch.zeros(1, dtype=torch.long))
-    student, teacher = network.solver, learner.old.solver
+    replay = Replay(torch.randn(replays, 1, 16, 16), torch.randint(0, 2, (replays, 16, 16)), torch.zeros(replays, dtype=torch.long))
+    return learner, images, labels, replay
 
+
+@pytest.mark.parametrize("distill_on", ["replays", "batch"])
+def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
+    learner, images, labels, replay = stage_two(RelayOptions(distill_on=distill_on), replays=1)
+    student, teacher = learner.model, learner.old.solver
     with torch.no_grad():
         seg_real, seg_replay = learner.loss(student(images), labels), learner.loss(student(replay.images), replay.labels)
         kd_real = distillation_loss(teacher(images), student(images), 2.0)
@@ -300,14 +307,8 @@ def test_the_solver_is_distilled_on_the_replays_or_on_every_image(distill_on):
 
 @pytest.mark.parametrize("replay_labels", ["generated", "teacher"])
 def test_the_solver_learns_a_replay_with_its_generated_map_or_the_old_solvers(replay_labels):
-    network, learner = second_site_learner(RelayOptions(replay_labels=replay_labels))
-    learner.eval()
-    with torch.no_grad():
-        for parameter in network.solver.parameters():
-            parameter.add_(0.1 * torch.randn_like(parameter))
-    images, labels = torch.randn(3, 1, 16, 16), torch.randint(0, 2, (3, 16, 16))
-    replay = Replay(torch.randn(2, 1, 16, 16), torch.randint(0, 2, (2, 16, 16)), torch.zeros(2, dtype=torch.long))
-    student, teacher = network.solver, learner.old.solver
+    learner, images, labels, replay = stage_two(RelayOptions(replay_labels=replay_labels), replays=2)
+    student, teacher = learner.model, learner.old.solver
     with torch.no_grad():
         teacher_labels = teacher(replay.images).argmax(1)
         assert not torch.equal(teacher_labels, replay.labels)  # the two label maps differ: the test tells them apart
