@@ -60,6 +60,11 @@ def test_a_local_run_enters_with_each_sites_own_model(tmp_path):
     # a model named explicitly is that model on every site
     site1, site2 = compare_runs(read_run(a), read_run(b), model_a="site2", n_resamples=100)
     assert site1.bootstrap.estimate == pytest.approx(0.0) and site2.bootstrap.estimate == pytest.approx(0.2)
+    # a local run tested with one site's model only says which sites lack their own
+    write_run(tmp_path / "partial", dice_rows({"site1": BASE, "site2": BASE}, model="site2"))
+    (tmp_path / "partial" / "processed_config.yaml").write_text("strategy:\n  name: local\n")
+    with pytest.raises(ValueError, match=r"samples.csv: a local run .* test site\(s\) site1 have none \(models: site2\)"):
+        compare_runs(read_run(tmp_path / "partial"), read_run(b))
     # a local run without a model named as a test site says what it looked for
     write_run(tmp_path / "renamed", dice_rows({"site1": BASE}, model="alone"))
     (tmp_path / "renamed" / "processed_config.yaml").write_text("strategy:\n  name: local\n")

@@ -49,15 +49,27 @@ def test_a_model_travels_as_a_handful_of_arrays():
     assert all(torch.equal(back[name], tensor) for name, tensor in weights.items())
 
 
-def test_the_tensors_read_back_are_copies():
-    back = from_arrays(to_arrays({"a": torch.zeros(2), "b": torch.zeros(2)}))
-    back["a"] += 1
-    assert back["b"].tolist() == [0.0, 0.0]
+def test_the_tensors_read_back_own_their_memory():
+    back = from_arrays(to_arrays({"a": torch.zeros(2), "b": torch.zeros(3)}))
+    assert [tensor.untyped_storage().nbytes() for tensor in back.values()] == [8, 12]  # not views of one flat array
+
+
+def test_big_endian_arrays_come_back_in_native_order():
+    back = unpack(_over_the_wire(pack({"w": np.arange(3, dtype=">f4"), "n": np.array(5, dtype=">i8")})))
+    assert back["w"].dtype == np.dtype("=f4") and back["w"].tolist() == [0.0, 1.0, 2.0] and int(back["n"]) == 5
 
 
 def test_no_weights_pack_to_a_layout_alone():
     record = pack({})
     assert list(record) == [LAYOUT] and unpack(_over_the_wire(record)) == {}
+
+
+def _unreadable(key: str) -> ArrayRecord:
+    """A packed record whose ``key`` array holds bytes that are not a numpy array."""
+    record = pack({"w": np.zeros(2, np.float32)})
+    good = record[key]
+    record[key] = Array(dtype=good.dtype, shape=good.shape, stype=good.stype, data=b"")
+    return record
 
 
 def _record(layout: object, **flat: np.ndarray) -> ArrayRecord:
@@ -82,9 +94,14 @@ F4 = np.zeros(6, np.float32)
         (_record([["w", "<f4", [5]]], _f4=F4), "the layout leaves values of the flat arrays unused: {'<f4': 1}"),
         (_record([["w", "<f4", [3]], ["w", "<f4", [3]]], _f4=F4), "weight 'w' is twice in the layout"),
         (_record([["w", "<f4", [6]]], _f4=np.zeros(6, np.float64)), "flat arrays under another dtype's key (key: dtype): {'<f4': '<f8'}"),
+        (_record("[" * 100_000, _f4=F4), "the weights' layout is not JSON"),
+        (_record([["w", "<f4", [1] * 65 + [6]]], _f4=F4), "weight 'w': shape [1, 1,"),
+        (_record([["w", "<f4", [0, 2**70]], ["v", "<f4", [6]]], _f4=F4), "weight 'w': shape [0, 1180591620717411303424]"),
+        (_unreadable(LAYOUT), "the weights' 'layout' array cannot be read"),
+        (_unreadable("<f4"), "the weights' '<f4' array cannot be read"),
     ],
     ids=["no-layout", "not-json", "not-a-list", "short-entry", "negative-size", "no-such-dtype", "too-few-values",
-         "values-left", "twice", "wrong-dtype"],
+         "values-left", "twice", "wrong-dtype", "nested-too-deep", "65-axes", "huge-empty-axis", "unreadable-layout", "unreadable-values"],
 )
 def test_a_record_that_does_not_match_its_layout_is_refused(record, message):
     with pytest.raises(WeightsFormatError) as raised:

@@ -183,3 +183,7 @@ def test_the_best_and_worst_images_are_those_of_each_sites_final_model(tmp_path,
         csv.writer(handle).writerows([["model", "site", "image_id", "dice_mean"], *rows])
     html = _extremes(path, "", overlays=False, own_models=own_models)
     assert [part in html for part in expected] == [True, True] and html.count("best image") == 2
+    with open(path, "w", newline="") as handle:  # site2's own model not tested
+        csv.writer(handle).writerows([["model", "site", "image_id", "dice_mean"], *rows[:4]])
+    html = _extremes(path, "", overlays=False, own_models=True)
+    assert "site2 on site2: not tested" in html and html.count("best image") == 1

@@ -135,6 +135,7 @@ def _extremes(samples_file: Path, label: str, *, overlays: bool, own_models: boo
         model = site if own_models else last
         scored = sorted((float(row[column]), row[header.index("image_id")]) for row in rows if row[model_column] == model and row[site_column] == site)
         if not scored:
+            parts.append(paragraph(f"{label}{model} on {site}: not tested (run predict_test.py on every stage)"))
             continue
         (worst, worst_id), (best, best_id) = scored[0], scored[-1]
         folder = samples_file.parent / "overlays" / safe_name(model)

@@ -51,10 +51,15 @@ def read_samples(
     by_site: dict[str, list[dict[str, dict[str, str]]]] = {}
     for seed, rows in tables.items():
         chosen = [row for row in rows if row["model"] == (row["site"] if model is None else model)]
+        models = ", ".join(sorted({row["model"] for row in rows}))
         if not chosen:
-            models = sorted({row["model"] for row in rows})
             wanted = "model named as its test site" if model is None else f"model named {model!r}"
-            raise ValueError(f"{paths[seed]}: no {wanted} (models: {', '.join(models)})")
+            raise ValueError(f"{paths[seed]}: no {wanted} (models: {models})")
+        if model is None and (alone := sorted({row["site"] for row in rows} - {row["site"] for row in chosen})):
+            raise ValueError(
+                f"{paths[seed]}: a local run is compared with each site's own model, and test site(s) {', '.join(alone)} "
+                f"have none (models: {models}): run predict_test.py on every stage, or name the model"
+            )
         sites: dict[str, dict[str, dict[str, str]]] = {}
         for row in chosen:
             sites.setdefault(row["site"], {})[row["image_id"]] = row

@@ -130,7 +130,7 @@ class FederatedServer:
             try:
                 updates.append(SiteUpdate(name, from_arrays(content[ARRAYS]), int(content[METRICS][NUM_EXAMPLES])))
             except (KeyError, TypeError, ValueError) as error:
-                log.error("round %d: site %s sent an update without weights or sample count: %r", round_number, name, error)
+                log.error("round %d: site %s sent an update that cannot be read (weights or sample count): %r", round_number, name, error)
         self._close(round_number, updates, len(sampled))
         return round_number if self.strategy.tests_after(round_number) else None
 

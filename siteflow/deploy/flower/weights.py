@@ -41,6 +41,7 @@ def pack(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     flat: dict[str, list[np.ndarray]] = {}
     for name, array in arrays.items():
         array = np.asarray(array)
+        array = array.astype(array.dtype.newbyteorder("="), copy=False)  # concatenation gives native order
         layout.append([name, array.dtype.str, list(array.shape)])
         flat.setdefault(array.dtype.str, []).append(array.reshape(-1))
     record = ArrayRecord({dtype: Array(np.concatenate(parts)) for dtype, parts in flat.items()})
@@ -53,18 +54,18 @@ def unpack(record: ArrayRecord) -> dict[str, np.ndarray]:
 
     Raises:
         WeightsFormatError: no layout, a layout that is not ``[[name, dtype, shape], ...]``
-            or names a weight twice, or flat arrays that hold more or fewer values than it
-            lists.
+            or names a weight twice or gives a shape numpy cannot make, arrays that cannot be
+            read, or flat arrays that hold more or fewer values than the layout lists.
     """
     if LAYOUT not in record:
         raise WeightsFormatError(f"weights without their {LAYOUT!r} (keys: {sorted(record)}): not a packed siteflow record")
     try:
-        layout = json.loads(record[LAYOUT].numpy().tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        layout = json.loads(_array(record, LAYOUT).tobytes().decode())
+    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deep, a number too long
         raise WeightsFormatError(f"the weights' layout is not JSON: {error}") from None
     if not isinstance(layout, list):
         raise WeightsFormatError(f"the weights' layout is not a list of [name, dtype, shape]: {layout!r}")
-    flat = {dtype: record[dtype].numpy().reshape(-1) for dtype in record if dtype != LAYOUT}
+    flat = {dtype: _array(record, dtype).reshape(-1) for dtype in record if dtype != LAYOUT}
     if wrong := {dtype: array.dtype.str for dtype, array in flat.items() if array.dtype.str != dtype}:
         raise WeightsFormatError(f"flat arrays under another dtype's key (key: dtype): {wrong}")
     taken = dict.fromkeys(flat, 0)
@@ -78,11 +79,23 @@ def unpack(record: ArrayRecord) -> dict[str, np.ndarray]:
         start, size = taken[dtype], math.prod(shape)
         if start + size > flat[dtype].size:
             raise WeightsFormatError(f"weight {name!r}: the {dtype!r} array ends at {flat[dtype].size} values, before {start + size}")
-        arrays[name] = flat[dtype][start:start + size].reshape(shape)
+        try:
+            arrays[name] = flat[dtype][start:start + size].reshape(shape)
+        except ValueError as error:  # a shape numpy cannot make (more than 64 axes, too large an axis)
+            raise WeightsFormatError(f"weight {name!r}: shape {list(shape)}: {error}") from None
         taken[dtype] = start + size
     if unused := {dtype: array.size - taken[dtype] for dtype, array in flat.items() if taken[dtype] != array.size}:
         raise WeightsFormatError(f"the layout leaves values of the flat arrays unused: {unused}")
     return arrays
+
+
+def _array(record: ArrayRecord, key: str) -> np.ndarray:
+    """The numpy array of ``record[key]``; WeightsFormatError if its bytes are not an array
+    (Flower reads them with ``numpy.load(allow_pickle=False)``)."""
+    try:
+        return record[key].numpy()
+    except (ValueError, EOFError, OSError) as error:
+        raise WeightsFormatError(f"the weights' {key!r} array cannot be read: {error!r}") from None
 
 
 def _entry(entry: object) -> tuple[str, str, tuple[int, ...]]:
