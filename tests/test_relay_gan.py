@@ -272,6 +272,19 @@ def second_site_learner(options: RelayOptions) -> tuple[RelayNetwork, RelayLearn
     return network, learner
 
 
+@pytest.mark.parametrize("replay_batch, real, replays", [("replace", 4, 4), ("append", 8, 8)])
+def test_a_stage_two_batch_keeps_its_real_pairs_or_gives_half_to_replays(replay_batch, real, replays):
+    _, learner = second_site_learner(RelayOptions(replay_batch=replay_batch))
+    batch = {"image": torch.randn(8, 1, 32, 32), "label": torch.randint(0, 2, (8, 32, 32))}
+    images, labels, replay = learner.batch_parts(batch)
+    assert replay is None and len(images) == 8  # stage 1: before the midpoint merge
+    learner.merged.fill_(True)
+    images, labels, replay = learner.batch_parts(batch)
+    assert torch.equal(images, batch["image"][:real]) and torch.equal(labels, batch["label"][:real])
+    assert replay.images.shape == (replays, 1, 16, 16) and replay.labels.shape == (replays, 16, 16)
+    assert replay.sites.tolist() == [0] * replays  # the one earlier site
+
+
 def stage_two(options: RelayOptions, replays: int) -> tuple[RelayLearner, torch.Tensor, torch.Tensor, Replay]:
     """A second site's learner in eval mode (batch norm on running statistics: one forward of
     a mixed batch = a forward of each part) whose solver has moved away from the received one

@@ -110,14 +110,11 @@ class RelayLearner(SegmentationLearner):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         size = len(batch["image"])
-        count = replay_count(size, self.options.replay_fraction, self.options.replay_batch) if self.replaying else 0
-        replay = self._replay(count, batch["image"].device) if count else None
-        keep = size - count if self.options.replay_batch == "replace" else size
-        images, labels = batch["image"][:keep], batch["label"][:keep]
+        images, labels, replay = self.batch_parts(batch)
 
         # generators and discriminators: pairs at the replay side, real crops and replays
         gan_images, gan_labels = random_crops(images, self._valid(labels), self.replay_size)
-        gan_sites = torch.full((keep,), self.position.site_code, device=images.device, dtype=torch.long)
+        gan_sites = torch.full((len(images),), self.position.site_code, device=images.device, dtype=torch.long)
         if replay is not None:
             gan_images = torch.cat([gan_images, replay.images])
             gan_labels = torch.cat([gan_labels, replay.labels])
@@ -146,6 +143,16 @@ class RelayLearner(SegmentationLearner):
         if isinstance(solver, dict):
             return [solver["optimizer"], generators, discriminators], [solver["lr_scheduler"]]
         return [solver, generators, discriminators]
+
+    def batch_parts(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Replay | None]:
+        """The real pairs a training step learns from (images (N, C, H, W), labels (N, H, W))
+        and its replays (None in stage 1 and at the first site): with ``replay_batch: replace``
+        the replays take the place of the batch's last pairs, with ``append`` every pair stays."""
+        size = len(batch["image"])
+        count = replay_count(size, self.options.replay_fraction, self.options.replay_batch) if self.replaying else 0
+        keep = size - count if self.options.replay_batch == "replace" else size
+        replay = self._replay(count, batch["image"].device) if count else None
+        return batch["image"][:keep], batch["label"][:keep], replay
 
     @property
     def replaying(self) -> bool:
