@@ -69,7 +69,7 @@ def compare_runs(
         paths = run.test_results()
         if len(paths) != len(run.folders):
             raise ValueError(f"{run.path}: no test_results/samples.csv (for every seed): run predict_test.py on it first")
-        samples.append(read_samples(paths, model, own_models=run.own_models)[1])
+        samples.append(read_samples(paths, model, own_models=run.own_models))
     a, b = samples
     _check_same(sorted(a), sorted(b), "sites", run_a, run_b)
     results = []

@@ -28,17 +28,11 @@ class SiteSamples:
     labels: np.ndarray | None = None
 
 
-OWN_MODELS = "each site's own model"
-"""The model name :func:`read_samples` returns for the own models of a ``local`` study."""
-
-
-def read_samples(
-    paths: dict[int | None, Path], model: str | None, *, own_models: bool = False
-) -> tuple[str, dict[str, SiteSamples]]:
-    """The rows of ``model`` in each seed's ``samples.csv``, by test site; returns the model's
-    name and its :class:`SiteSamples`. Default: the models the study ends with: with
-    ``own_models`` (a ``local`` study), each site's own model (the rows whose model is named
-    as their site; :data:`OWN_MODELS`), else the last model of the first file.
+def read_samples(paths: dict[int | None, Path], model: str | None, *, own_models: bool = False) -> dict[str, SiteSamples]:
+    """The rows of ``model`` in each seed's ``samples.csv`` as :class:`SiteSamples` by test
+    site. Default: the models the study ends with: with ``own_models`` (a ``local`` study),
+    each site's own model (the rows whose model is named as their site), else the last model
+    of the first file.
 
     Raises:
         ValueError: a file lacks the model, or the seeds were tested on different images.
@@ -47,7 +41,6 @@ def read_samples(
     first_path = next(iter(paths.values()))
     if model is None and not own_models:
         model = list(dict.fromkeys(row["model"] for row in next(iter(tables.values()))))[-1]
-    name = OWN_MODELS if model is None else model
     by_site: dict[str, list[dict[str, dict[str, str]]]] = {}
     for seed, rows in tables.items():
         chosen = [row for row in rows if row["model"] == (row["site"] if model is None else model)]
@@ -72,7 +65,7 @@ def read_samples(
         if len(seeds) != len(tables) or any(tuple(sorted(images)) != ids for images in seeds):
             raise ValueError(f"{first_path.parent.parent.parent}: its seeds were tested on different images of site {site}")
         result[site] = _site_samples(ids, seeds, header)
-    return name, result
+    return result
 
 
 def _site_samples(ids: tuple[str, ...], seeds: list[dict[str, dict[str, str]]], header: list[str]) -> SiteSamples:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from siteflow.models.generators import check_size
 from siteflow.strategies.relay.adversarial import AUGMENT_OPS, AugmentOp
@@ -99,14 +99,10 @@ class RelayOptions:
         unknown = [op for op in self.d_augment if op not in AUGMENT_OPS]
         if unknown or len(set(self.d_augment)) != len(self.d_augment):
             raise ValueError(f"d_augment must list distinct transforms of {list(AUGMENT_OPS)}, got {list(self.d_augment)}")
-        if self.merge not in ("samples", "none"):
-            raise ValueError(f"merge must be 'samples' or 'none', got {self.merge!r}")
-        if self.replay_batch not in ("replace", "append"):
-            raise ValueError(f"replay_batch must be 'replace' or 'append', got {self.replay_batch!r}")
-        if self.replay_labels not in ("generated", "teacher"):
-            raise ValueError(f"replay_labels must be 'generated' or 'teacher', got {self.replay_labels!r}")
-        if self.distill_on not in ("replays", "batch"):
-            raise ValueError(f"distill_on must be 'replays' or 'batch', got {self.distill_on!r}")
+        for name, kind in (("merge", MergeKind), ("replay_batch", ReplayBatch), ("replay_labels", ReplayLabels), ("distill_on", DistillOn)):
+            value, first, second = getattr(self, name), *get_args(kind)
+            if value not in (first, second):
+                raise ValueError(f"{name} must be {first!r} or {second!r}, got {value!r}")
         if self.quality_samples == 1 or self.quality_samples < 0:
             raise ValueError(f"quality_samples must be 0 (off) or at least 2 (diversity compares pairs), got {self.quality_samples}")
 
