@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "relay_quarter": {"name": "relay", "kwargs": {"merge": "samples", "replay_fraction": 0.25}},
     "relay_append": {"name": "relay", "kwargs": {"merge": "samples", "replay_batch": "append"}},
     "relay_teacher_labels": {"name": "relay", "kwargs": {"merge": "samples", "replay_labels": "teacher"}},
+    "relay_strokes": {"name": "relay", "kwargs": {"merge": "samples", "label_generator": "strokes"}},
     "lwf": {"name": "lwf"},
     "joint": {"name": "joint"},
 }

@@ -8,12 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from siteflow.models.generators import ImageGenerator, LabelGenerator
+from siteflow.models.strokes import StrokeLabelGenerator
 
 
 class RelayNetwork(nn.Module):
     """What travels: the segmentation solver and the two conditional generators."""
 
-    def __init__(self, solver: nn.Module, label_generator: LabelGenerator, image_generator: ImageGenerator) -> None:
+    def __init__(self, solver: nn.Module, label_generator: LabelGenerator | StrokeLabelGenerator, image_generator: ImageGenerator) -> None:
         super().__init__()
         self.solver = solver
         self.label_generator = label_generator

@@ -12,6 +12,7 @@ MergeKind = Literal["samples", "none"]
 DistillOn = Literal["replays", "batch"]
 ReplayBatch = Literal["replace", "append"]
 ReplayLabels = Literal["generated", "teacher"]
+LabelGeneratorKind = Literal["convolutional", "strokes"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,11 @@ class RelayOptions:
 
     Attributes:
         z_dim: noise size of both generators.
+        label_generator: how label maps are drawn: "convolutional" (a DCGAN generator, for
+            any classes) or "strokes" (binary maps of thin curvilinear structures such as
+            vessels, drawn as the union of ``strokes`` learnt curves; see
+            :class:`~siteflow.models.strokes.StrokeLabelGenerator`).
+        strokes: the most curves a stroke label map has.
         label_generator_channels, image_generator_channels, discriminator_channels: widths.
         replay_size: side of the replayed (image, label map) patches, a power of two >= 16 no
             larger than the solver's input; the generators learn from random crops of that
@@ -55,6 +61,8 @@ class RelayOptions:
     """
 
     z_dim: int = 64
+    label_generator: LabelGeneratorKind = "convolutional"
+    strokes: int = 8
     label_generator_channels: int = 128
     image_generator_channels: int = 32
     discriminator_channels: int = 32
@@ -80,6 +88,7 @@ class RelayOptions:
             raise ValueError(f"replay_fraction must be in (0, 1), got {self.replay_fraction}")
         positive = {
             "z_dim": self.z_dim,
+            "strokes": self.strokes,
             "label_generator_channels": self.label_generator_channels,
             "image_generator_channels": self.image_generator_channels,
             "discriminator_channels": self.discriminator_channels,
@@ -99,7 +108,8 @@ class RelayOptions:
         unknown = [op for op in self.d_augment if op not in AUGMENT_OPS]
         if unknown or len(set(self.d_augment)) != len(self.d_augment):
             raise ValueError(f"d_augment must list distinct transforms of {list(AUGMENT_OPS)}, got {list(self.d_augment)}")
-        for name, kind in (("merge", MergeKind), ("replay_batch", ReplayBatch), ("replay_labels", ReplayLabels), ("distill_on", DistillOn)):
+        for name, kind in (("merge", MergeKind), ("replay_batch", ReplayBatch), ("replay_labels", ReplayLabels), ("distill_on", DistillOn),
+                           ("label_generator", LabelGeneratorKind)):
             value, first, second = getattr(self, name), *get_args(kind)
             if value not in (first, second):
                 raise ValueError(f"{name} must be {first!r} or {second!r}, got {value!r}")

@@ -16,6 +16,7 @@ from siteflow.core.atomic import safe_name, write_json
 from siteflow.core.registry import STRATEGIES
 from siteflow.datasets.base import SegmentationDataset
 from siteflow.models.generators import MAX_SITES, ImageGenerator, LabelGenerator
+from siteflow.models.strokes import StrokeLabelGenerator
 from siteflow.privacy.replay_leak import check_replay_leak
 from siteflow.strategies.base import Carried, StudyContext
 from siteflow.strategies.relay.learner import BatchAugment, RelayLearner
@@ -58,9 +59,22 @@ class RelayStrategy(SequentialStrategy):
         options = self.options
         return RelayNetwork(
             task.build_model(),
-            LabelGenerator(num_classes, size, z_dim=options.z_dim, channels=options.label_generator_channels),
+            self.build_label_generator(task.class_names, size),
             ImageGenerator(num_classes, task.in_channels, size, z_dim=options.z_dim, channels=options.image_generator_channels),
         )
+
+    def build_label_generator(self, class_names: Sequence[str], size: int) -> LabelGenerator | StrokeLabelGenerator:
+        """The label generator ``label_generator`` names, drawing maps of side ``size``;
+        ValueError naming the option when strokes are asked for more than two classes."""
+        options = self.options
+        if options.label_generator == "convolutional":
+            return LabelGenerator(len(class_names), size, z_dim=options.z_dim, channels=options.label_generator_channels)
+        if len(class_names) != 2:
+            raise ValueError(
+                f"common.strategy.kwargs.label_generator: 'strokes' draws binary label maps (background and one "
+                f"structure), and this task has {len(class_names)} classes {list(class_names)}: use 'convolutional'"
+            )
+        return StrokeLabelGenerator(2, size, z_dim=options.z_dim, strokes=options.strokes)
 
     def make_learner(
         self, context: StudyContext, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
