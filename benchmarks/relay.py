@@ -1,15 +1,16 @@
 """Relay against sequential fine-tuning on harder synthetic vessel sites, over seeds.
 
     OMP_NUM_THREADS=2 python benchmarks/relay.py [--seeds 0 1 2] [--epochs 40] [--num-replica 10] [--gpus 0]
-        [--patch-size 128] [--base-channels 32] [--variants sequential relay relay_no_merge relay_distill_batch relay_quarter relay_append
-        relay_teacher_labels lwf joint]
+        [--patch-size 128] [--base-channels 32] [--site-shift 0.5] [--variants sequential relay relay_no_merge relay_distill_batch
+        relay_quarter relay_append relay_teacher_labels relay_strokes lwf joint]
         [--write BENCHMARKS.md]
 
 Three synthetic vessel sites (DRIVE, STARE and CHASE_DB1 layouts) drawn at 288-320 pixels and
 read at ``--img-size`` (256), trained on whole images or, with ``--patch-size``, on augmented
 patches (a third centred on vessels) and tested by Gaussian-weighted sliding windows, as the
 shipped real-data configs do: thin, faint vessels on a blotchy retina, each site with its own
-colour cast, contrast, blur and noise. Every variant trains the same U-Net over the sites in
+colour cast, contrast, blur and noise (and, with ``--site-shift``, its own vessel width and
+contrast: DRIVE's thinnest and faintest, CHASE_DB1's widest and strongest). Every variant trains the same U-Net over the sites in
 order with the same seed; relay replays patches of ``--replay-size``. For each variant and
 seed it prints the final mean Dice, the backward transfer (negative: forgetting) and the
 training seconds per epoch; then the means over seeds, and relay's replay quality before
@@ -77,6 +78,8 @@ def study(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
     model = {"base_channels": args.base_channels, "depth": 4}
     train: dict[str, Any] = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": "32-true", "loss": {"name": "dice_ce"},
                              "optimizer": {"name": "Adam", "kwargs": {"lr": 1e-3}}, "val_every_n_epochs": args.epochs}
+    if args.site_shift:
+        dataset["site_shift"] = args.site_shift
     if args.patch_size is not None:
         dataset.update(patch_size=[args.patch_size] * 2, foreground_share=0.33, augmentation="default")
         train["inference"] = {"mode": "sliding_window", "overlap": 0.5, "blend": "gaussian"}
@@ -125,7 +128,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]
     lines = [
         f"Machine: {machine()}; devices: {'GPU ' + ','.join(map(str, args.gpus)) if args.gpus else 'CPU'}. Three synthetic vessel sites "
         f"({', '.join(SITES)}), {args.img_size}x{args.img_size}, {args.epochs} epochs of {args.num_replica} passes per site, batch "
-        f"{args.batch_size}"
+        f"{args.batch_size}{f', site shift {args.site_shift}' if args.site_shift else ''}"
         f"{f', {args.patch_size}x{args.patch_size} augmented patches, sliding-window tests' if args.patch_size else ''}, U-Net width {args.base_channels}, seeds "
         f"{', '.join(map(str, args.seeds))}; relay replays {args.replay_size}x{args.replay_size} patches. Mean ± sd over seeds.",
         "",
@@ -163,6 +166,8 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=256)
     parser.add_argument("--replay-size", type=int, default=64)
     parser.add_argument("--patch-size", type=int, default=None, help="train on patches of this side (default: whole images)")
+    parser.add_argument("--site-shift", type=float, default=0.0,
+                        help="how much the sites' vessels differ (0 to 1: the first site's thinner and fainter, the last's wider and stronger)")
     parser.add_argument("--base-channels", type=int, default=32, help="the U-Net's width")
     parser.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: the CPU)")
     parser.add_argument("--out", type=Path, default=Path("exps/benchmark_relay"))

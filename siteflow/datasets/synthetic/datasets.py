@@ -60,7 +60,8 @@ class SyntheticVesselsDataset(GeneratedSites, VesselDataset):
     "STARE" or "CHASE_DB1" (no FOV masks; their test split is the last ``test_per_site`` ids).
     The three sites are generated into ``<root_path>/vessels-<hash of parameters>`` on first
     use (see :class:`GeneratedSites`). ``vessel_width``, ``vessel_contrast`` and ``texture``
-    make the vessels harder (see :func:`generate_vessel_sites`; None: its defaults). Items:
+    make the vessels harder, ``site_shift`` makes them differ between sites (see
+    :func:`generate_vessel_sites`; None: its defaults). Items:
     image float32 (3, H, W), label int64 (H, W) in {0, 1} (or ``fov_ignore_index``).
     """
 
@@ -75,9 +76,10 @@ class SyntheticVesselsDataset(GeneratedSites, VesselDataset):
         vessel_width: float | None = None,
         vessel_contrast: float | None = None,
         texture: float | None = None,
+        site_shift: float | None = None,
         **kwargs: Any,
     ) -> None:
-        self.difficulty = {"vessel_width": vessel_width, "vessel_contrast": vessel_contrast, "texture": texture}
+        self.difficulty = {"vessel_width": vessel_width, "vessel_contrast": vessel_contrast, "texture": texture, "site_shift": site_shift}
         super().__init__(split, folder=folder, **kwargs)
 
     def _generator_options(self) -> dict[str, Any]:

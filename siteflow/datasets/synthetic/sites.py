@@ -9,7 +9,7 @@ seeded by (seed, site, split, index): the files are byte-identical for equal arg
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,7 @@ def generate_vessel_sites(
     vessel_width: float = 1.0,
     vessel_contrast: float = 1.0,
     texture: float = 0.0,
+    site_shift: float = 0.0,
 ) -> Path:
     """Write three vessel sites and return ``root``: ``<root>/DRIVE`` (tif images, gif
     annotations and FOV masks; test images numbered first, as DRIVE's 01-20), ``<root>/STARE``
@@ -93,18 +94,32 @@ def generate_vessel_sites(
     ``vessel_width``, ``vessel_contrast`` and ``texture`` make the vessels harder to segment
     (see :class:`~siteflow.datasets.synthetic.render.Difficulty`; the defaults change nothing):
     e.g. 0.6, 0.6 and 0.25 at a native size of (288, 320) give thin, faint vessels on a
-    blotchy retina."""
+    blotchy retina. ``site_shift`` in [0, 1) makes the sites' vessels differ as the real
+    releases' do (see :func:`shifted_difficulty`); 0: every site draws with the same difficulty."""
     if train_per_site + test_per_site > 99:
         raise ValueError("the vessel layouts number at most 99 images per site")
     if not (vessel_width > 0 and 0 < vessel_contrast <= 1 and 0 <= texture < 1):
         raise ValueError(
             f"need vessel_width > 0, 0 < vessel_contrast <= 1 and 0 <= texture < 1, not {vessel_width}, {vessel_contrast}, {texture}"
         )
+    if not 0 <= site_shift < 1:
+        raise ValueError(f"need 0 <= site_shift < 1, not {site_shift}")
     root = Path(root)
     sites = {"DRIVE": _write_drive, "STARE": _write_stare, "CHASE_DB1": _write_chase}
     difficulty = Difficulty(vessel_width, vessel_contrast, texture)
-    _write_sites(root, sites, VESSEL_ASPECTS, train_per_site, test_per_site, native_size, seed, difficulty)
+    difficulties = [shifted_difficulty(difficulty, site, len(sites), site_shift) for site in range(len(sites))]
+    _write_sites(root, sites, VESSEL_ASPECTS, train_per_site, test_per_site, native_size, seed, difficulties)
     return root
+
+
+def shifted_difficulty(difficulty: Difficulty, site: int, num_sites: int, shift: float) -> Difficulty:
+    """The difficulty of site ``site`` (0-based) of ``num_sites``: vessel width and contrast
+    times ``1 + shift * p``, p going linearly from -1 (the first site) to 1 (the last), the
+    contrast at most 1. With a shift the first site has the thinnest, faintest vessels and the
+    last the widest, strongest, as DRIVE's and CHASE_DB1's differ at their native resolutions."""
+    position = 2 * site / (num_sites - 1) - 1 if num_sites > 1 else 0.0
+    scale = 1 + shift * position
+    return replace(difficulty, vessel_width=difficulty.vessel_width * scale, vessel_contrast=min(1.0, difficulty.vessel_contrast * scale))
 
 
 def _write_sites(
@@ -115,9 +130,10 @@ def _write_sites(
     test: int,
     native_size: Sequence[int],
     seed: int,
-    difficulty: Difficulty = Difficulty(),
+    difficulties: Sequence[Difficulty] | None = None,
 ) -> None:
-    """Draw and write every sample of every site (folder name -> layout writer)."""
+    """Draw and write every sample of every site (folder name -> layout writer), site k with
+    ``difficulties[k]`` (None: the default difficulty everywhere)."""
     if train < 1 or test < 1:
         raise ValueError(f"need at least 1 train and 1 test image per site, not {train}, {test}")
     for site, (folder, write) in enumerate(writers.items()):
@@ -125,7 +141,7 @@ def _write_sites(
         for release_code, (release, count) in enumerate(zip(RELEASES, (train, test))):
             for index in range(count):
                 rng = np.random.default_rng([seed, site, release_code, index])
-                eye = draw_fundus(rng, style.height, style.width, difficulty)
+                eye = draw_fundus(rng, style.height, style.width, difficulties[site] if difficulties else Difficulty())
                 picture = apply_style(eye, style, rng)
                 write(root / folder, Slot(release, index, train, test), picture, eye)
 
