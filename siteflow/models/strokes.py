@@ -93,8 +93,9 @@ class StrokeLabelGenerator(nn.Module):
         """Distance of every pixel centre to every curve: control points (N, K, 3, 2) as (x, y)
         pixels -> (N, K, S * S), to the polyline through the curve's points."""
         points = torch.einsum("tc,nkcd->nktd", self.bernstein, control)  # (N, K, T, 2)
-        start, step = points[:, :, :-1], points[:, :, 1:] - points[:, :, :-1]  # segments (N, K, T-1, 2)
-        offset = self.pixels[None, None, None] - start[..., None, :]  # (N, K, T-1, P, 2)
-        along = ((offset * step[..., None, :]).sum(-1) / step.square().sum(-1, keepdim=True).clamp_min(1e-6)).clamp(0, 1)
-        gap = offset - along[..., None] * step[..., None, :]
-        return gap.square().sum(-1).add(1e-12).sqrt().amin(dim=2)  # the epsilon keeps the gradient finite on a curve
+        start, step = points[:, :, :-1, None], points[:, :, 1:, None] - points[:, :, :-1, None]  # segments (N, K, T-1, 1, 2)
+        x, y = self.pixels[:, 0] - start[..., 0], self.pixels[:, 1] - start[..., 1]  # pixel offsets from the starts (N, K, T-1, P)
+        step_x, step_y = step[..., 0], step[..., 1]
+        along = ((x * step_x + y * step_y) / (step_x.square() + step_y.square()).clamp_min(1e-6)).clamp(0, 1)
+        squared = (x - along * step_x).square() + (y - along * step_y).square()
+        return squared.amin(dim=2).add(1e-12).sqrt()  # the epsilon keeps the gradient finite on a curve
