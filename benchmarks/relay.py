@@ -1,7 +1,7 @@
 """Relay against sequential fine-tuning on harder synthetic vessel sites, over seeds.
 
     OMP_NUM_THREADS=2 python benchmarks/relay.py [--seeds 0 1 2] [--epochs 40] [--num-replica 10] [--gpus 0]
-        [--patch-size 128] [--base-channels 32] [--site-shift 0.5] [--variants sequential relay relay_no_merge relay_distill_batch
+        [--patch-size 128] [--base-channels 32] [--site-shift 0.3] [--variants sequential relay relay_no_merge relay_distill_batch
         relay_quarter relay_append relay_teacher_labels relay_strokes lwf joint]
         [--write BENCHMARKS.md]
 
@@ -10,13 +10,13 @@ read at ``--img-size`` (256), trained on whole images or, with ``--patch-size``,
 patches (a third centred on vessels) and tested by Gaussian-weighted sliding windows, as the
 shipped real-data configs do: thin, faint vessels on a blotchy retina, each site with its own
 colour cast, contrast, blur and noise (and, with ``--site-shift``, its own vessel width and
-contrast: DRIVE's thinnest and faintest, CHASE_DB1's widest and strongest). Every variant trains the same U-Net over the sites in
-order with the same seed; relay replays patches of ``--replay-size``. For each variant and
-seed it prints the final mean Dice, the backward transfer (negative: forgetting) and the
-training seconds per epoch; then the means over seeds, and relay's replay quality before
-each site (see ``siteflow.strategies.relay.replay_quality``). The run folders stay under
-``--out`` (site matrices, replay grids) with each run's numbers (``result.json``): a second
-call reads finished runs back instead of training them again. ``--tiny`` shrinks everything
+contrast: DRIVE's thinnest and faintest, CHASE_DB1's widest and strongest). Every variant
+trains the same U-Net over the sites in order with the same seed; relay replays patches of
+``--replay-size``. For each variant and seed it prints the final mean Dice, the backward
+transfer (negative: forgetting) and the training seconds per epoch; then the means over seeds,
+and relay's replay quality before each site (see ``siteflow.strategies.relay.replay_quality``).
+The run folders stay under ``--out`` (site matrices, replay grids) with each run's numbers
+(``result.json``): a second call reads finished runs back instead of training them again. ``--tiny`` shrinks everything
 to check that the script runs (seconds per run, meaningless numbers).
 """
 

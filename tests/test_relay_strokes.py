@@ -11,7 +11,7 @@ import torch
 
 from siteflow.config import load_config
 from siteflow.engine.runner import ExperimentRun
-from siteflow.models.strokes import MIN_HALF_WIDTH, REACH, StrokeLabelGenerator
+from siteflow.models.strokes import MAX_HALF_WIDTH, MIN_HALF_WIDTH, REACH, StrokeLabelGenerator
 from siteflow.strategies.relay import RelayStrategy
 from tests.experiments import tiny_config
 
@@ -22,7 +22,7 @@ ABSENT = -1000.0  # a presence logit that draws nothing
 def stroke_parameters(control: list[tuple[float, float]], half_width: float, presence: float) -> list[float]:
     """The MLP outputs that draw one curve through control points (x, y) in pixels."""
     coordinates = [math.atanh((value / SIDE - 0.5) / (0.5 + REACH)) for point in control for value in point]
-    share = (half_width - MIN_HALF_WIDTH) / (4.0 - MIN_HALF_WIDTH)  # the default max_half_width
+    share = (half_width - MIN_HALF_WIDTH) / (MAX_HALF_WIDTH - MIN_HALF_WIDTH)
     return [*coordinates, math.log(share / (1 - share)), presence]
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from siteflow.models.generators import MAX_SITES, NEGATIVE_SLOPE, check_size
 
+MAX_HALF_WIDTH = 4.0  # pixels: the widest curve by default
 MIN_HALF_WIDTH = 0.75  # pixels: a curve this wide covers a pixel centre wherever it passes (8-connected)
 REACH = 0.25  # control points may lie this fraction of the side beyond the square, so curves cross its edges
 
@@ -50,7 +51,7 @@ class StrokeLabelGenerator(nn.Module):
         z_dim: int = 64,
         strokes: int = 8,
         hidden: int = 256,
-        max_half_width: float = 4.0,
+        max_half_width: float = MAX_HALF_WIDTH,
         points: int = 12,
         softness: float = 0.5,
     ) -> None:

@@ -138,10 +138,11 @@ def _write_sites(
         raise ValueError(f"need at least 1 train and 1 test image per site, not {train}, {test}")
     for site, (folder, write) in enumerate(writers.items()):
         style = site_style(site, len(writers), (native_size[0], native_size[1]), aspects[folder])
+        difficulty = difficulties[site] if difficulties else Difficulty()
         for release_code, (release, count) in enumerate(zip(RELEASES, (train, test))):
             for index in range(count):
                 rng = np.random.default_rng([seed, site, release_code, index])
-                eye = draw_fundus(rng, style.height, style.width, difficulties[site] if difficulties else Difficulty())
+                eye = draw_fundus(rng, style.height, style.width, difficulty)
                 picture = apply_style(eye, style, rng)
                 write(root / folder, Slot(release, index, train, test), picture, eye)
 
