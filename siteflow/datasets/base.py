@@ -21,10 +21,12 @@ from siteflow.datasets.files import (
     SampleFiles,
     grey_to_class_ids,
     require_image_size,
-    resize_bilinear,
     resize_nearest,
+    scaled_tensor,
+    unit_pixels,
 )
 from siteflow.datasets.image_files import check_image, native_size, read_grey, read_pixels
+from siteflow.datasets.inputs import ImageInput, InputPreprocessing
 from siteflow.datasets.patches import (
     PatchSampler,
     centre_of,
@@ -130,6 +132,13 @@ class SiteDataset(Dataset):
     def _spec(cls, options: dict[str, Any]) -> DataSpec:
         """:meth:`describe` from ``options``, which hold every option that has a default."""
         raise NotImplementedError
+
+    @classmethod
+    def input_preprocessing(cls, **kwargs: Any) -> InputPreprocessing:
+        """How an unlabelled input is made into the model's input, as this dataset built with
+        the config options ``kwargs`` makes its items (``siteflow-infer``), from the options
+        alone; ValueError for a dataset that does not say (its items are not read from files)."""
+        raise ValueError(f"{cls.__name__} does not say how new inputs are preprocessed: siteflow-infer cannot use its models")
 
     @property
     def release_part(self) -> Literal["train", "test"]:
@@ -300,6 +309,13 @@ class SegmentationDataset(SiteDataset):
             patch_size=checked_patch_size(options["patch_size"], img_size),
         )
 
+    @classmethod
+    def input_preprocessing(cls, **kwargs: Any) -> InputPreprocessing:
+        """Image files read as the items' images are (:func:`~siteflow.datasets.files.unit_pixels`,
+        :func:`~siteflow.datasets.files.scaled_tensor`)."""
+        options = {**defaults(cls), **kwargs}
+        return ImageInput(cls.in_channels, image_size(options["img_size"]), tuple(map(float, options["out_range"])))
+
     def _release_samples(self, release: Literal["train", "test"]) -> list[SampleFiles]:
         """The samples of the release's train or test part, in a stable (sorted) order."""
         raise NotImplementedError
@@ -373,11 +389,7 @@ class SegmentationDataset(SiteDataset):
         files, float32 in [0, 1] for 16-bit ones; the label at native size."""
         pixels = read_pixels(sample.image, self.in_channels)
         label = self._read_label(sample, (pixels.shape[1], pixels.shape[0]))
-        if pixels.dtype != np.uint8:
-            pixels = pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
-        if self.img_size is not None:
-            pixels = resize_bilinear(pixels, self.img_size)
-        return Decoded(pixels, label)
+        return Decoded(unit_pixels(pixels, self.img_size), label)
 
     def preload(self) -> None:
         """Decodes every unique sample into the decode cache now (nothing for ``cache: none``):
@@ -415,7 +427,4 @@ class SegmentationDataset(SiteDataset):
     def _to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """float32 (C, H, W) of ``pixels`` (H, W, C), uint8 or float32 in [0, 1], scaled to
         out_range."""
-        low, high = self.out_range
-        white = 255.0 if pixels.dtype == np.uint8 else 1.0
-        array = pixels.astype(np.float32) * ((high - low) / white) + low
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        return scaled_tensor(pixels, self.out_range)

@@ -9,10 +9,12 @@ same for every layout. Every problem of the files is a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from siteflow.datasets.errors import DataError, MissingFileError
@@ -128,6 +130,24 @@ def resize_bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         for c in range(bands.shape[-1])
     ]
     return np.stack([np.asarray(band) for band in resized], axis=-1)
+
+
+def unit_pixels(pixels: np.ndarray, img_size: tuple[int, int] | None) -> np.ndarray:
+    """Decoded pixels (H, W, C) of :func:`~siteflow.datasets.image_files.read_pixels` as the
+    segmentation datasets keep them: uint8 stays uint8, 16-bit becomes float32 in [0, 1]; then
+    resized bilinearly to ``img_size`` (height, width), when given."""
+    if pixels.dtype != np.uint8:
+        pixels = pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
+    return pixels if img_size is None else resize_bilinear(pixels, img_size)
+
+
+def scaled_tensor(pixels: np.ndarray, out_range: Sequence[float]) -> torch.Tensor:
+    """float32 (C, H, W) of ``pixels`` (H, W, C), uint8 or float32 in [0, 1], scaled so that
+    black and white become ``out_range``."""
+    low, high = out_range
+    white = 255.0 if pixels.dtype == np.uint8 else 1.0
+    array = pixels.astype(np.float32) * ((high - low) / white) + low
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
 def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -35,11 +35,13 @@ def level_channels(base_channels: int, num_levels: int, spatial_dims: int) -> tu
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad the end of every spatial axis of x (N, C, *S) to a multiple of ``multiple``."""
+    """Zero-pad the end of every spatial axis of x (N, C, *S) to a multiple of ``multiple``.
+    The pad always runs (a no-op of zeros where the size is already a multiple): a branch on
+    the sizes would fix the exported graphs (ONNX, TorchScript) to the example's size."""
     padding: list[int] = []
     for size in reversed(x.shape[2:]):
         padding += [0, -size % multiple]
-    return F.pad(x, padding) if any(padding) else x
+    return F.pad(x, padding)
 
 
 class ConvBlock(nn.Sequential):

@@ -10,10 +10,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
+from siteflow.config.validation import defaults
 from siteflow.datasets.base import SiteDataset, Split
-from siteflow.datasets.chest_xray.images import check_xray, read_xray
+from siteflow.datasets.chest_xray.images import check_xray, read_xray, xray_tensor
+from siteflow.datasets.chest_xray.inputs import XrayInput
 from siteflow.datasets.chest_xray.labels import (
     BlankPolicy,
     UncertainPolicy,
@@ -122,6 +123,12 @@ class MultiLabelDataset(SiteDataset):
             ignore_index=cls.ignore_index,
         )
 
+    @classmethod
+    def input_preprocessing(cls, **kwargs: Any) -> XrayInput:
+        """Radiographs read, resized and scaled as the items' images are."""
+        options = {**defaults(cls), **kwargs}
+        return XrayInput(options["channels"], image_size(options["img_size"]), tuple(map(float, options["out_range"])))
+
     def _release_records(self, release: Release) -> list[Record]:
         """The images of the release's train or test part, in a stable order, with raw values
         of ``self.label_names``."""
@@ -168,12 +175,7 @@ class MultiLabelDataset(SiteDataset):
 
     def _to_tensor(self, grey: np.ndarray) -> torch.Tensor:
         """float32 (C, H, W) in out_range of grey levels float32 (H, W) in [0, 1]."""
-        if self.img_size is not None and grey.shape != self.img_size:
-            picture = Image.fromarray(grey).resize(self.img_size[::-1], Image.Resampling.BILINEAR)
-            grey = np.asarray(picture, dtype=np.float32)
-        low, high = self.out_range
-        image = torch.from_numpy(np.ascontiguousarray(grey * (high - low) + low))
-        return image.unsqueeze(0).expand(self.in_channels, -1, -1).contiguous()
+        return xray_tensor(grey, self.img_size, self.out_range, self.in_channels)
 
 
 class FrontalLateralDataset(MultiLabelDataset):

@@ -4,10 +4,13 @@ file is a :class:`~siteflow.datasets.errors.DataError` naming it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
+from PIL import Image
 
 from siteflow.datasets.errors import DataError
 from siteflow.datasets.image_files import (
@@ -47,6 +50,17 @@ def read_xray(path: Path) -> np.ndarray:
         return read_dicom(path)
     grey = read_pixels(path, 1)[..., 0]
     return grey.astype(np.float32) / np.iinfo(grey.dtype).max
+
+
+def xray_tensor(grey: np.ndarray, img_size: tuple[int, int] | None, out_range: Sequence[float], channels: int) -> torch.Tensor:
+    """float32 (``channels``, H, W) in ``out_range`` of grey levels float32 (H, W) in [0, 1]
+    (a radiograph), resized bilinearly (Pillow's filter) to ``img_size`` when given."""
+    if img_size is not None and grey.shape != tuple(img_size):
+        picture = Image.fromarray(grey).resize(tuple(img_size)[::-1], Image.Resampling.BILINEAR)
+        grey = np.asarray(picture, dtype=np.float32)
+    low, high = out_range
+    image = torch.from_numpy(np.ascontiguousarray(grey * (high - low) + low))
+    return image.unsqueeze(0).expand(channels, -1, -1).contiguous()
 
 
 def open_dicom(path: Path) -> sitk.ImageFileReader:

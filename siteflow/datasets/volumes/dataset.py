@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from siteflow.config.validation import defaults
 from siteflow.datasets.base import SiteDataset, Split
 from siteflow.datasets.decode_cache import (
     DEFAULT_CACHE_DIR,
@@ -36,6 +37,7 @@ from siteflow.datasets.sampling import ItemIndex, split_index
 from siteflow.datasets.spec import DataSpec
 from siteflow.datasets.splits import carve_val
 from siteflow.datasets.volumes.augmentation import VolumeAugmentation, VolumePreset
+from siteflow.datasets.volumes.inputs import VolumeInput
 from siteflow.datasets.volumes.layouts import VolumeCase
 from siteflow.datasets.volumes.preprocessing import (
     CT_SAMPLES_PER_CASE,
@@ -80,6 +82,23 @@ def shard_of(items: list[T], shard: int, num_shards: int) -> list[T]:
     size, extra = divmod(len(items), num_shards)
     start = (shard - 1) * size + min(shard - 1, extra)
     return items[start : start + size + (shard <= extra)]
+
+
+def preprocessing_options(
+    spacing: tuple[float, ...] | None,
+    interpolation: Interpolation,
+    orientation: str | None,
+    normalisation: Normalisation,
+    ct_window: tuple[float, ...] | None,
+    crop_nonzero: bool,
+    modality_is_ct: bool,
+) -> Preprocessing:
+    """The dataset options' :class:`Preprocessing`, checked, ``auto`` normalisation resolved
+    (``ct`` for a CT release, else ``mri``); without CT statistics."""
+    resolved = ("ct" if modality_is_ct else "mri") if normalisation == "auto" else normalisation
+    return Preprocessing(
+        checked_spacing(spacing), interpolation, checked_orientation(orientation), resolved, checked_window(ct_window), crop_nonzero
+    )
 
 
 class VolumeDataset(SiteDataset):
@@ -173,10 +192,7 @@ class VolumeDataset(SiteDataset):
         self.cache = DecodeCache(cache, cache_folder(cache_dir))
         self.class_names, self.in_channels, modality_is_ct = self._contents()
         self.label_values = self._label_values()
-        resolved = ("ct" if modality_is_ct else "mri") if normalisation == "auto" else normalisation
-        self.options = Preprocessing(
-            checked_spacing(spacing), interpolation, checked_orientation(orientation), resolved, checked_window(ct_window), crop_nonzero
-        )
+        self.options = preprocessing_options(spacing, interpolation, orientation, normalisation, ct_window, crop_nonzero, modality_is_ct)
         release = self._cases(self.release_part)
         duplicates = sorted(i for i, n in Counter(case.id for case in release).items() if n > 1)
         if duplicates:
@@ -209,6 +225,16 @@ class VolumeDataset(SiteDataset):
             patch_size=checked_patch_size(options["patch_size"], None, dims=3),
             spatial_dims=3,
         )
+
+    @classmethod
+    def input_preprocessing(cls, **kwargs: Any) -> VolumeInput:
+        """Volumes reoriented, resampled, cropped and normalised as the items are; CT
+        normalisation without a ``ct_window`` lacks the training data's statistics here (see
+        :attr:`VolumeInput.needs_statistics`, :attr:`preprocessing`)."""
+        options = {**defaults(cls), **kwargs}
+        _, in_channels, modality_is_ct = cls._described_contents(options)
+        names = ("spacing", "interpolation", "orientation", "normalisation", "ct_window", "crop_nonzero")
+        return VolumeInput(in_channels, preprocessing_options(*(options[name] for name in names), modality_is_ct))
 
     # --- what a subclass says about its release
 

@@ -120,11 +120,26 @@ class Preprocessing:
             box = nonzero_box(channels)
             channels = [channel[box] for channel in channels]
             label = label[box]
+        image, grid = self._normalised(channels)
+        return image, sitk.GetArrayFromImage(label).astype(np.int64), grid
+
+    def image(self, channels: list[sitk.Image]) -> tuple[np.ndarray, sitk.Image]:
+        """A case without a label (inference on new volumes), preprocessed as :meth:`__call__`
+        preprocesses a labelled one: image float32 (C, D, H, W) and the grid it lies on."""
+        channels = [self.grid(channel) for channel in channels]
+        if self.crop_nonzero:
+            box = nonzero_box(channels)
+            channels = [channel[box] for channel in channels]
+        return self._normalised(channels)
+
+    def _normalised(self, channels: list[sitk.Image]) -> tuple[np.ndarray, sitk.Image]:
+        """The stacked, normalised arrays float32 (C, D, H, W) of ``channels`` (on one grid) and
+        that grid (an empty uint8 image with their size, spacing, origin and direction)."""
         image = np.stack([sitk.GetArrayFromImage(channel) for channel in channels]).astype(np.float32)
         image = np.stack([self.normalise(values, channel) for channel, values in enumerate(image)])
-        grid = sitk.Image(label.GetSize(), sitk.sitkUInt8)
-        grid.CopyInformation(label)
-        return image, sitk.GetArrayFromImage(label).astype(np.int64), grid
+        grid = sitk.Image(channels[0].GetSize(), sitk.sitkUInt8)
+        grid.CopyInformation(channels[0])
+        return image, grid
 
     def normalise(self, values: np.ndarray, channel: int) -> np.ndarray:
         """Channel ``channel`` float32 (D, H, W), normalised as ``normalisation`` says."""
