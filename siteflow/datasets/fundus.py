@@ -22,6 +22,9 @@ class DofeDomainDataset(SegmentationDataset):
     the whole optic disc is classes {1, 2}. The val split is carved from the domain's
     ``train`` folder; ``test`` is the ``test`` folder. Items: image float32 (3, H, W), label
     int64 (H, W) in {0, 1, 2}.
+
+    Args:
+        folder: The domain's folder under ``root_path``, e.g. ``"Domain1"``; required.
     """
 
     class_names = ("background", "disc_rim", "optic_cup")
@@ -55,7 +58,12 @@ class DofeDomainDataset(SegmentationDataset):
 class FundusDataset(DofeDomainDataset):
     """One domain of the DoFE fundus release (see :class:`DofeDomainDataset`); ``use_roi``
     reads the ``ROIs`` sub-folders, ``<root_path>/<folder>/{train,test}/ROIs/{image,mask}``
-    (crops around the optic disc), instead of the full images."""
+    (crops around the optic disc), instead of the full images.
+
+    Args:
+        use_roi: Read the ``ROIs`` crops around the optic disc instead of the full images
+            (default false: the full images).
+    """
 
     def __init__(self, split: Split, *, use_roi: bool = False, **kwargs: Any) -> None:
         self.use_roi = use_roi

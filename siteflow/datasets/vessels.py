@@ -100,7 +100,13 @@ class VesselDataset(SegmentationDataset):
     label int64 (H, W) in {0, 1}, or ``fov_ignore_index`` outside the field of view where
     the release ships FOV masks (DRIVE only; on the others nothing is ignored). A FOV mask
     is grey, 0 outside and 255 inside (:data:`FOV_LEVELS`, decoded like a mask: to the nearest
-    level, with the same tolerance), of the image's size."""
+    level, with the same tolerance), of the image's size.
+
+    Args:
+        fov_ignore_index: Label value given to the pixels outside the field of view, so that
+            losses and metrics skip them; it must not be a class id (0 or 1), e.g. 255. None
+            (the default) keeps them as background and does not read the FOV masks.
+    """
 
     class_names = ("background", "vessel")
     mask_levels = (0, 255)
@@ -156,7 +162,15 @@ class UnsplitVesselDataset(VesselDataset):
     is ``test_ids`` when given, else the last ``num_test`` ids in sorted order (None: the
     class's ``default_num_test``); val is carved from the rest. These releases have no FOV
     masks: ``fov_ignore_index`` ignores nothing (it is accepted so that one vessel config
-    serves every site)."""
+    serves every site).
+
+    Args:
+        test_ids: Sample ids (image file stems, e.g. ``im0162``) that form the test split,
+            the rest being train and val; None (the default) takes the last ``num_test`` ids.
+        num_test: How many of the last ids, in sorted order, form the test split when
+            ``test_ids`` is None; must leave at least one for training. None: the dataset's
+            ``default_num_test`` (10 for STARE, 8 for CHASE_DB1).
+    """
 
     default_num_test: ClassVar[int]
     read_release: ClassVar[Callable[[Path, Release, list[str] | None, int], list[SampleFiles]]]

@@ -98,7 +98,13 @@ class VinDrCxrDataset(MultiLabelDataset):
     radiologists of a training image are merged by ``aggregate``: "majority" (default: 2 of
     3 must call it) or "any" (one suffices). DICOM pixels are read as in
     :func:`~siteflow.datasets.chest_xray.images.read_dicom`. Items: see
-    :class:`MultiLabelDataset`."""
+    :class:`MultiLabelDataset`.
+
+    Args:
+        aggregate: How the readers of a training image are merged into one label:
+            ``"majority"`` (default: positive when more than half of the readers who gave the
+            label call it positive) or ``"any"`` (positive when one does).
+    """
 
     all_labels = tuple(canonical_label(name) for name in VINDR_FINDINGS)
 

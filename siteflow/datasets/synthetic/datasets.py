@@ -32,6 +32,11 @@ class SyntheticFundusDataset(GeneratedSites, DofeDomainDataset):
     DoFE fundus domain; the whole set is generated into ``<root_path>/fundus-<hash of
     parameters>`` on first use (see :class:`GeneratedSites`). Items: image float32 (3, H, W),
     label int64 (H, W) in {0, 1, 2}.
+
+    Args:
+        folder: The site to read, ``"Domain1"`` to ``"Domain<num_sites>"``.
+        num_sites: How many fundus domains the generator writes, each with its own look;
+            None: the generator's default, 3.
     """
 
     kind = "fundus"
@@ -63,6 +68,19 @@ class SyntheticVesselsDataset(GeneratedSites, VesselDataset):
     make the vessels harder, ``site_shift`` makes them differ between sites (see
     :func:`generate_vessel_sites`; None: its defaults). Items:
     image float32 (3, H, W), label int64 (H, W) in {0, 1} (or ``fov_ignore_index``).
+
+    Args:
+        folder: The site to read, in the layout of its release: ``"DRIVE"``, ``"STARE"`` or
+            ``"CHASE_DB1"``.
+        vessel_width: Factor, > 0, on the drawn thickness of the vessels (the tree is the
+            same); below 1 makes them thinner and harder to segment. None: 1.
+        vessel_contrast: Factor, in (0, 1], on how much the vessels darken the retina; below 1
+            makes them fainter. None: 1.
+        texture: Amplitude, in [0, 1), of a blotchy pattern that multiplies the retina. None:
+            0, a smooth retina.
+        site_shift: In [0, 1): scales vessel width and contrast by ``1 + site_shift * p``, p
+            going from -1 on the first site (DRIVE) to 1 on the last (CHASE_DB1), so that the
+            sites differ. None: 0, every site drawn with the same difficulty.
     """
 
     kind = "vessels"

@@ -31,6 +31,19 @@ class GeneratedSites:
     says with :meth:`_loader_options` where the loader finds the site, and may add generator
     arguments of its own options with :meth:`_generator_options`. After ``__init__``,
     ``self.site`` is the site read and ``self.generation`` all the generator's arguments.
+
+    Args:
+        root_path: The cache folder the set is generated into (relative paths start at the
+            working directory); a set already there with the same parameters is reused.
+        folder: The generated site to read (the subclass lists them).
+        train_per_site: Images of each site's training part (train and val); None: the
+            generator's default.
+        test_per_site: Images of each site's test split; None: the generator's default.
+        native_size: ``[first, last]`` image size in pixels, spread linearly over the sites
+            (the side of square images, or the width where the layout has its own aspect
+            ratio); None: the generator's default.
+        seed: Seed of the generator's random numbers; another seed draws another set (in
+            another cache folder).
     """
 
     kind: ClassVar[str]

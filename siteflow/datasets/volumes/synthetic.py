@@ -23,7 +23,12 @@ class SyntheticVolumesDataset(DecathlonDataset):
 
     Args:
         site: the site's folder.
-        num_sites, train_per_site, test_per_site, seed: of the generator.
+        num_sites: how many sites the generator writes; site k is scanned like
+            ``SCANNERS[(k - 1) % 3]`` (its own voxel spacing, field of view and intensities).
+        train_per_site: cases of each site's training part (train and val), at least 1.
+        test_per_site: cases of each site's test split, at least 1.
+        seed: seed of the generator's random numbers; the same parameters write the same
+            voxels, another seed another study (in another cache folder).
         **kwargs: the options of :class:`VolumeDataset` (root_path: the cache folder).
     """
 

@@ -51,6 +51,16 @@ class SyntheticChestXrayDataset(GeneratedSites, MultiLabelDataset):
     ``<root_path>/cxr-<hash of parameters>`` on first use (see :class:`GeneratedSites`).
     Images are resized to ``img_size`` (default 64x64, so that all sites batch together).
     Items: see :class:`MultiLabelDataset`.
+
+    Args:
+        folder: The site to read, ``"site1"`` to ``"site4"`` (the table above).
+        labels: The findings to predict, in this order, any of ``"cardiomegaly"``,
+            ``"pleural_effusion"``, ``"pneumonia"``, ``"edema"`` and ``"pneumothorax"``; None
+            (the default): the findings that site ``folder`` annotates.
+        img_size: ``[height, width]`` in pixels that every image is resized to (bilinearly);
+            None keeps the generated size (``native_size``).
+        val_fraction: Share of the training part's patients, in [0, 1), carved out as the val
+            split (seeded by ``split_seed``); the rest is train.
     """
 
     all_labels = FINDINGS
