@@ -21,6 +21,12 @@ class MaskedBCEWithLogitsLoss(nn.Module):
     set it to ``(N - P) / P`` from the site's training split.
 
     forward: logits (N, L), targets (N, L) in {0, 1}, mask (N, L) in {0, 1} or None -> scalar.
+
+    Args:
+        pos_weight: factor on the loss of each label's positives, one number per label in the
+            study's label order; ``"auto"`` (default) sets each to ``(N - P) / P`` over the
+            known labels of the pooled training sites (1 for a label without positives);
+            null weighs positives and negatives alike.
     """
 
     pos_weight: Tensor | None

@@ -19,7 +19,12 @@ class DiceCELoss(nn.Module):
         lambda_dice: weight of the soft Dice loss.
         lambda_ce: weight of the cross-entropy.
         class_weights: per-class cross-entropy weights, or None.
-        do_bg, batch_dice, smooth: options of the soft Dice.
+        do_bg: keep the background class 0 in the Dice mean (True, default); False averages
+            the Dice over the foreground classes only (ignored for a one-channel sigmoid output).
+        batch_dice: pool the Dice sums over the whole batch (one Dice per class) instead of
+            averaging per-sample Dice (default False).
+        smooth: added to the numerator and the denominator of every Dice, >= 0, so that a class
+            absent from both the label and the prediction scores about 1 instead of 0/0.
         ignore_index: label value of pixels to leave out of both terms.
     """
 

@@ -61,8 +61,13 @@ class MaskedAutoencoderViT(nn.Module):
         in_channels: from the data (not set in the config).
         num_classes: ignored (there are no classes: siteflow passes 0).
         mask_ratio: the share of each image's patches that is masked, in (0, 1).
-        decoder_hidden_size, decoder_mlp_dim, decoder_num_layers, decoder_num_heads: the
-            decoder's width, MLP width, blocks and heads.
+        decoder_hidden_size: width of the decoder's tokens (the encoder's are projected to
+            it); a multiple of ``decoder_num_heads`` and of 4 (2D) or 6 (3D), for its sin-cos
+            position embeddings.
+        decoder_mlp_dim: hidden width of the MLP of each decoder block.
+        decoder_num_layers: transformer blocks of the decoder (discarded after pre-training:
+            only the encoder ``vit`` is loaded by the fine-tuned models).
+        decoder_num_heads: attention heads per decoder block.
         norm_pix_loss: targets normalised per patch (its mean and variance over its values),
             as MAE's best setting; False: the raw values.
         **kwargs: the encoder's options (:class:`~siteflow.models.vit.ViTOptions`).

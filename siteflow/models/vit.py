@@ -31,30 +31,33 @@ every round), the same report is logged once."""
 class ViTOptions:
     """The encoder's options (``common.model.kwargs`` of every ViT model), checked on creation.
 
-    Attributes:
-        img_size: the input's spatial size, one entry per spatial axis ((H, W) or (D, H, W));
-            each must be a multiple of ``patch_size``.
-        patch_size: side of the square (cubic) patches that become tokens.
-        hidden_size: width of the tokens; a multiple of ``num_heads``.
-        mlp_dim: hidden width of each block's MLP.
-        num_layers: transformer blocks.
-        num_heads: attention heads per block.
-        spatial_dims: 2 for images, 3 for volumes.
-        dropout_rate: dropout in the blocks and on the embedded patches.
-        pos_embed_type: ``"sincos"`` (fixed, as in MAE) or ``"learnable"`` position embeddings.
-        qkv_bias: a bias on the attention's query, key and value projections.
+    An encoder pre-trained with some options loads only into a model with the same ones (the
+    weights' shapes follow them; see :mod:`siteflow.models.pretrained`).
     """
 
     img_size: tuple[int, ...] = (64, 64)
+    """The input's spatial size in pixels (voxels), one entry per spatial axis, ``[H, W]`` or
+    ``[D, H, W]``; each must be a multiple of ``patch_size``, and the data must come at this size."""
     patch_size: int = 16
+    """Side, in pixels (voxels), of the square (cubic) patches that become the tokens."""
     hidden_size: int = 192
+    """Width of the tokens; a multiple of ``num_heads`` and, with ``"sincos"`` position
+    embeddings, of 4 (2D) or 6 (3D)."""
     mlp_dim: int = 768
+    """Hidden width of each transformer block's MLP."""
     num_layers: int = 12
+    """Transformer blocks of the encoder (the depth that ``layer_decay`` counts)."""
     num_heads: int = 3
+    """Attention heads per block; ``hidden_size`` is split among them."""
     spatial_dims: Literal[2, 3] = 2
+    """2 for images, 3 for volumes; the length of ``img_size``."""
     dropout_rate: float = 0.0
+    """Dropout probability, in [0, 1), in the blocks and on the embedded patches; 0: none."""
     pos_embed_type: Literal["sincos", "learnable"] = "sincos"
+    """Position embeddings: ``"sincos"`` (fixed, as in MAE) or ``"learnable"`` (trained)."""
     qkv_bias: bool = True
+    """Whether the attention's query, key and value projections have a bias (also in a
+    ``mae_vit`` decoder)."""
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
