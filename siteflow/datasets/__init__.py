@@ -2,7 +2,8 @@
 :data:`siteflow.core.registry.DATASETS`: ``fundus``, ``drive``, ``stare``, ``chase_db1``,
 ``synthetic_fundus`` and ``synthetic_vessels`` (segmentation); ``chexpert``,
 ``chestxray14``, ``vindr_cxr``, ``mimic_cxr`` and ``synthetic_cxr`` (multi-label chest
-X-ray classification); ``decathlon``, ``volume_folders`` and ``synthetic_volumes`` (3D
+X-ray classification); ``class_folders``, ``isic2019``, ``medmnist`` and ``synthetic_classes``
+(one class per image, :mod:`~siteflow.datasets.classification`); ``decathlon``, ``volume_folders`` and ``synthetic_volumes`` (3D
 segmentation, :mod:`~siteflow.datasets.volumes`). ``DATASETS.get(name).describe(**kwargs)`` tells from a config's
 options alone what a dataset's items look like (a :class:`DataSpec`).
 
@@ -18,6 +19,13 @@ that the training loader's :class:`SeededSampler` gives it (:mod:`~siteflow.data
 
 from siteflow.datasets.augmentation import Augmentation
 from siteflow.datasets.base import SegmentationDataset, SiteDataset
+from siteflow.datasets.classification import (
+    ClassFoldersDataset,
+    ClassificationDataset,
+    Isic2019Dataset,
+    MedMnistDataset,
+    SyntheticClassesDataset,
+)
 from siteflow.datasets.chest_xray import (
     ChestXray14Dataset,
     CheXpertDataset,
@@ -47,6 +55,8 @@ from siteflow.datasets.volumes import DecathlonDataset, SyntheticVolumesDataset,
 __all__ = [
     "Augmentation",
     "ChaseDataset",
+    "ClassFoldersDataset",
+    "ClassificationDataset",
     "ChestXray14Dataset",
     "CheXpertDataset",
     "DataError",
@@ -56,6 +66,8 @@ __all__ = [
     "DriveDataset",
     "FundusDataset",
     "GeneratedSites",
+    "Isic2019Dataset",
+    "MedMnistDataset",
     "MimicCxrDataset",
     "MissingFileError",
     "MultiLabelDataset",
@@ -65,6 +77,7 @@ __all__ = [
     "SiteDataset",
     "StareDataset",
     "SyntheticChestXrayDataset",
+    "SyntheticClassesDataset",
     "SyntheticFundusDataset",
     "SyntheticVesselsDataset",
     "SyntheticVolumesDataset",

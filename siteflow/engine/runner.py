@@ -227,20 +227,26 @@ class ExperimentRun:
     def prepare(self, *, check_data: bool = True) -> None:
         """Check every split of every site whose data is here (each file opened, see
         ``SiteDataset.check``; not on a server that trains nothing: ``check_data=False``),
-        check that the run folder holds this config's run (or none), and record the config:
-        all before anything trains."""
+        check that the run folder holds this config's run (or none), record the config and
+        the task's summary of the data (``Task.write_data_summary``): all before anything
+        trains."""
         if check_data:
             check_sites(self.config.sites)
         self.folder.claim(self.config.processed())
+        if check_data and rank_zero_only.rank == 0:
+            self.task.write_data_summary(self.folder.results_dir)
 
     def write_results(self) -> dict:
-        """Write the site matrices and summary of the recorded stages; returns the summary."""
+        """Write the task's files of the recorded stages (``Task.write_stage_outputs``), the
+        site matrices and the summary; returns the summary."""
         if rank_zero_only.rank != 0:
             return {}
+        site_names = [site.task_name for site in self.config.sites]
+        self.task.write_stage_outputs(self.folder.results_dir, self.folder.results, site_names)
         return write_results(
             self.folder.results_dir,
             self.folder.results,
-            [site.task_name for site in self.config.sites],
+            site_names,
             experiment=self.config.name,
             strategy=self.config.strategy.name,
             metrics=self.task.matrix_metrics,

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from siteflow.config import Component, ExperimentConfig, SiteConfig, TrainConfig
 from siteflow.core.registry import DATASETS, LOSSES, MODELS, TASKS
+from siteflow.core.site_matrix import StageResult
 from siteflow.datasets.spec import DataSpec
 from siteflow.datasets.pooling import Split, pooled_dataset
 
@@ -168,6 +169,13 @@ class Task(ABC):
 
     matrix_metrics: ClassVar[tuple[str, ...]]
     """The metrics of the site matrix, the first being the headline one."""
+    class_distributions: ClassVar[bool] = False
+    """The model's outputs hold logits of a distribution over the classes along dim 1
+    (softmax: segmentation, one class per image), so that distillation between two models'
+    class distributions applies (LwF)."""
+    label_maps: ClassVar[bool] = False
+    """The targets are per-pixel label maps (segmentation), which relay's generators replay
+    with their images."""
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
@@ -204,8 +212,35 @@ class Task(ABC):
 
     def build_loss(self, train: TrainConfig, train_sites: Sequence[SiteConfig] = ()) -> nn.Module:
         """The configured loss; ``train_sites`` are the sites whose training data it may
-        need (a task fills data-derived options such as BCE's ``pos_weight: auto``)."""
-        return LOSSES.get(train.loss.name)(**train.loss.kwargs)
+        need (a task fills data-derived options such as BCE's ``pos_weight: auto``). A loss
+        whose class weights come from the training counts (its ``weighting``, e.g.
+        ``class_weights: balanced``) is built again with the weights of
+        :meth:`class_counts` over ``train_sites``, when they are given."""
+        loss = LOSSES.get(train.loss.name)(**train.loss.kwargs)
+        if getattr(loss, "weighting", None) is None:
+            return loss
+        counts = self.class_counts(train_sites)
+        if counts is None:
+            return loss
+        return LOSSES.get(train.loss.name)(**{**train.loss.kwargs, "class_weights": loss.weights_for(counts)})
+
+    def class_counts(self, train_sites: Sequence[SiteConfig]) -> list[int] | None:
+        """Training samples of each class over ``train_sites`` (pooled), for losses weighted
+        by the counts; None when no site is given. This task counts no classes: ValueError."""
+        raise ValueError(
+            f"kwargs.class_weights: weights from the training counts ('balanced', 'effective') are for one class "
+            f"per image; the {type(self).__name__} does not count its classes: give one weight per class"
+        )
+
+    def write_data_summary(self, results_dir: Path) -> None:
+        """Before training: write what a study needs to know about its data into the run's
+        results (the classification task: how the sites were cut from one data set). Nothing
+        by default."""
+
+    def write_stage_outputs(self, results_dir: Path, rows: Sequence[StageResult], site_names: Sequence[str]) -> None:
+        """With the site matrices: write the task's own files of the recorded test results
+        ``rows`` (the classification task: a confusion matrix per site and stage). Nothing by
+        default."""
 
     def dataset(self, sites: Sequence[SiteConfig], split: Split) -> Dataset:
         """The ``split`` of one site, or of several pooled (joint training), as the learner

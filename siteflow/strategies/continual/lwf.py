@@ -17,7 +17,6 @@ from siteflow.losses import distillation_loss
 from siteflow.strategies.base import Carried, SetupRefused, StudyContext
 from siteflow.strategies.continual.base import ContinualStrategy
 from siteflow.tasks import ExtraLoss, Learner
-from siteflow.tasks.segmentation import SegmentationTask
 
 
 class DistillationTerm:
@@ -61,8 +60,9 @@ class LwFStrategy(ContinualStrategy):
     new(x), temperature)`` (:func:`siteflow.losses.distillation_loss`: temperature-softened
     cross-entropy over the classes, dim 1, scaled by ``temperature^2``) on its own training
     images ``x``, ``old`` being the received model frozen with its batch-norm statistics.
-    Nothing travels but the solver: the hand-over is sequential's. Segmentation tasks only
-    (class distributions over dim 1).
+    Nothing travels but the solver: the hand-over is sequential's. Tasks whose outputs are
+    class distributions over dim 1 only (``Task.class_distributions``: segmentation, one class
+    per image).
 
     Args:
         temperature: softening temperature, positive.
@@ -82,8 +82,8 @@ class LwFStrategy(ContinualStrategy):
     def make_learner(
         self, context: StudyContext, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
     ) -> pl.LightningModule:
-        if not isinstance(context.task, SegmentationTask):
-            raise SetupRefused(f"lwf distils class distributions of segmentation logits; this study's task is {type(context.task).__name__}")
+        if not context.task.class_distributions:
+            raise SetupRefused(f"lwf distils class distributions (softmax logits); this study's task is {type(context.task).__name__}")
         return super().make_learner(context, network, tasks, carried)
 
     def loss_terms(self, network: nn.Module, carried: Carried) -> list[ExtraLoss]:

@@ -54,6 +54,14 @@ class RelayStrategy(SequentialStrategy):
         self.options = RelayOptions(**options)
 
     def build_network(self, task: Task) -> RelayNetwork:
+        """The solver with the label and image generators; ValueError (a config error at
+        ``common.strategy`` while the config is validated) for a task without label maps."""
+        if not task.label_maps:
+            raise ValueError(
+                f"relay replays (label map, image) pairs of the earlier sites, and this study's task "
+                f"({type(task).__name__}) has no label maps: relay does not replay image-level classes; "
+                "choose sequential, lwf, ewc, si or a federated strategy"
+            )
         size = self.options.replay_side(solver_input_size(task))
         num_classes = len(task.class_names)
         options = self.options

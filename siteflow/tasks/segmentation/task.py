@@ -50,6 +50,8 @@ class SegmentationTask(Task):
     :meth:`SegmentationLearner.test_result`)."""
 
     matrix_metrics = ("dice", "dice_sample")
+    class_distributions = True
+    label_maps = True
 
     @property
     def foreground(self) -> tuple[str, ...]:
