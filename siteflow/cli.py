@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from siteflow.config import ConfigError, ExperimentConfig, load_config
+from siteflow.core.console import configure_logging
 
 
 def _common_parser(description: str) -> argparse.ArgumentParser:
@@ -21,7 +20,10 @@ def _common_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("-n", "--note", default="default", help="name of this run; outputs go to <exps-root>/<config>/<note>/")
     parser.add_argument("-g", "--gpus", default=None, help='GPU indices, e.g. "0" or "0,1" (several: DDP); absent: CPU')
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show everything on the terminal (libraries' messages and warnings too), at debug level; the log file always has them",
+    )
     parser.add_argument("--exps-root", default="exps", type=Path, help="root of all run folders (default: ./exps)")
     return parser
 
@@ -66,15 +68,9 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
     log_file = run_dir / "logs" / f"{program}_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log"
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file)
+        configure_logging(log_file, verbose=args.verbose)
     except OSError as error:
         parser.exit(2, f"{parser.prog}: error: cannot write {log_file.parent}: {error.strerror}\n")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[logging.StreamHandler(sys.stderr), file_handler],
-        force=True,
-    )
     return config, run_dir
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from siteflow.config.components import build_strategy, check_buildable, check_one_model_fits, check_override, check_strategy_fits, data_spec
 from siteflow.config.folders import check_distinct_folders, check_load, check_site_names, checkpoint_folder
 from siteflow.config.inference import inference_config, window_of_patches
+from siteflow.config.keys import COMPONENT, names, required
 from siteflow.config.optim import check_optimization, optimizer_component, scheduler_component
 from siteflow.config.privacy import dp_sgd_config, with_stages
 from siteflow.config.paths import resolve_config_path
@@ -117,14 +118,14 @@ def _sections(raw: Any) -> dict:
     """Check the top-level keys and those of ``common``; returns ``common``."""
     if not isinstance(raw, dict):
         raise ConfigError("<top level>", "expected a mapping with keys common, all_tasks_datasets, current_tasks")
-    check_keys(raw, ["common", "all_tasks_datasets", "current_tasks"], "")
-    for key in ("common", "all_tasks_datasets", "current_tasks"):
+    check_keys(raw, names(""), "")
+    for key in required(""):
         if key not in raw:
             raise ConfigError(key, "required key is missing")
     common = raw["common"]
     check_type(common, dict, "common")
-    check_keys(common, ["seed", "num_workers", "deterministic", "dataset", "model", "strategy", "train"], "common")
-    for key in ("dataset", "model", "strategy"):
+    check_keys(common, names("common"), "common")
+    for key in required("common"):
         if key not in common:
             raise ConfigError(join("common", key), "required key is missing")
     return common
@@ -150,7 +151,7 @@ def _component(
     """Validate ``{name, kwargs}`` against ``registry`` and the class's constructor (see
     :func:`~siteflow.config.validation.check_kwargs` for ``supplied`` and ``reserved``)."""
     check_type(value, dict, key_path)
-    check_keys(value, ["name", "kwargs"], key_path)
+    check_keys(value, names(COMPONENT), key_path)
     if "name" not in value:
         raise ConfigError(join(key_path, "name"), "required key is missing")
     check_type(value["name"], str, join(key_path, "name"))
@@ -236,8 +237,8 @@ def _sites(entries: Any, common_dataset: dict, deployed_site: int | None) -> dic
     for index, entry in enumerate(entries):
         key_path = join("all_tasks_datasets", index)
         check_type(entry, dict, key_path)
-        check_keys(entry, ["task_id", "task_name", "name", "kwargs"], key_path)
-        for key in ("task_id", "task_name"):
+        check_keys(entry, names("all_tasks_datasets[i]"), key_path)
+        for key in required("all_tasks_datasets[i]"):
             if key not in entry:
                 raise ConfigError(join(key_path, key), "required key is missing")
         task_id = _integer(entry["task_id"], join(key_path, "task_id"), 0, MAX_ID)
@@ -279,7 +280,7 @@ def _exists(path: Path, key_path: str) -> bool:
 def _tasks(value: Any, sites: dict[int, _Site], common_train: dict) -> tuple[TaskConfig, ...]:
     """Validate ``current_tasks`` and merge each trained site's config."""
     check_type(value, dict, "current_tasks")
-    check_keys(value, ["task_ids", "task_confs"], "current_tasks")
+    check_keys(value, names("current_tasks"), "current_tasks")
     task_ids = _task_ids(value.get("task_ids"), sites)
     by_id = _task_confs(value.get("task_confs") or {}, task_ids)
     tasks = tuple(_task(sites[task_id], by_id.get(task_id, {}), common_train) for task_id in task_ids)
@@ -319,7 +320,7 @@ def _task_confs(confs: Any, task_ids: list[int]) -> dict[int, dict]:
         if task_id in by_id:
             raise ConfigError(key_path, f"is the second entry of task {task_id}; merge them")
         check_type(conf, dict, key_path)
-        check_keys(conf, ["dataset", "train", "checkpoint"], key_path)
+        check_keys(conf, names("current_tasks.task_confs.<task id>"), key_path)
         by_id[task_id] = conf
     return by_id
 

@@ -21,6 +21,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from siteflow.config.schema import Component, TrainConfig
+from siteflow.config.keys import COMPONENT, names
 from siteflow.config.validation import ConfigError, check_keys, check_kwargs, check_type, join, nearest, short_repr
 
 RESERVED = ("params", "optimizer")
@@ -59,7 +60,7 @@ def scheduler_component(value: Any, key_path: str) -> Component:
 def _torch_component(value: Any, key_path: str, module: Any, base: type) -> Component:
     """Validate ``{name, kwargs}`` naming a public subclass of ``base`` in ``module``."""
     check_type(value, dict, key_path)
-    check_keys(value, ["name", "kwargs"], key_path)
+    check_keys(value, names(COMPONENT), key_path)
     name = value.get("name")
     check_type(name, str, join(key_path, "name"))
     known = _subclasses(module, base)

@@ -34,10 +34,15 @@ class InferenceConfig:
     """
 
     mode: Literal["auto", "whole", "sliding_window"] = "auto"
+    """``whole``: one pass over the whole image; ``sliding_window``: overlapping windows, blended; ``auto``: windows when ``roi_size`` is set."""
     roi_size: tuple[int, ...] | None = None
+    """The window, one size per spatial axis (default: the dataset's ``patch_size``)."""
     overlap: float = 0.5
+    """The fraction by which neighbouring windows overlap, in [0, 1)."""
     blend: Literal["gaussian", "constant"] = "gaussian"
+    """How overlapping windows' logits are weighted: less towards a window's edges (``gaussian``) or equally."""
     sw_batch_size: int = 4
+    """Windows run through the model at once."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,17 @@ class DPSGDConfig:
     """
 
     noise_multiplier: float | None = None
+    """The Gaussian noise's standard deviation over ``max_grad_norm`` (give this or ``target_epsilon``)."""
     target_epsilon: float | None = None
+    """The epsilon a site spends over ``stages`` trainings; the noise multiplier is found for it."""
     delta: float = 1e-5
+    """The delta of (epsilon, delta)-DP, in (0, 1); take it below 1 / (a site's training samples)."""
     max_grad_norm: float = 1.0
+    """Every sample's gradient is clipped to this L2 norm."""
     accountant: Literal["rdp", "prv"] = "rdp"
+    """Opacus' accountant: Renyi DP (``rdp``) or privacy random variables (``prv``)."""
     stages: int | None = None
+    """How many trainings of a site ``target_epsilon`` covers (default: the strategy's rounds or cycles)."""
 
 
 @dataclass(frozen=True)
@@ -66,17 +77,29 @@ class TrainConfig:
     """How one site trains (``common.train``, overridable per site)."""
 
     epochs: int = 10
+    """Epochs of training at a site (per visit, or per round as the strategy says)."""
     batch_size: int = 8
+    """Training samples per step."""
     precision: Precision = "32-true"
+    """Lightning's numeric precision (``16-mixed``, ``bf16-mixed``: mixed precision on GPUs)."""
     loss: Component = Component("explog")
+    """The loss, a registered name with its options (see Losses below)."""
     optimizer: Component = Component("Adam", {"lr": 1e-3})
+    """Any ``torch.optim`` class by name (``Adam``, ``AdamW``, ``SGD``...) with its keyword arguments."""
     scheduler: Component | None = None
+    """Any ``torch.optim.lr_scheduler`` class by name with its keyword arguments, stepped every epoch; null: none."""
     val_every_n_epochs: int = 1
+    """Validate on the site's validation split every this many epochs."""
     log_every_n_steps: int = 10
+    """Log training metrics every this many steps."""
     gradient_clip_val: float | None = None
+    """Clip the gradient norm to this value; null: no clipping."""
     accumulate_grad_batches: int = 1
+    """Batches whose gradients are summed before each optimiser step."""
     inference: InferenceConfig = InferenceConfig()
+    """How validation, testing and prediction run the model over an image (see common.train.inference)."""
     dp_sgd: DPSGDConfig | None = None
+    """Differentially private training at every site (see common.train.dp_sgd); null: off."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +112,11 @@ class CheckpointConfig:
     """
 
     save: str | None = None
+    """The folder under ``<run>/checkpoints/`` of this site's checkpoints (default ``task_<id>``)."""
     load: str | None = None
+    """A safetensors weights (or hand-over) file this site starts from; relative: under ``<run>/checkpoints/``."""
     resume: bool = True
+    """Continue an interrupted site from its ``last.ckpt``."""
 
 
 @dataclass(frozen=True)
