@@ -17,70 +17,78 @@ LabelGeneratorKind = Literal["convolutional", "strokes"]
 
 @dataclass(frozen=True)
 class RelayOptions:
-    """The options of ``strategy: relay`` (``common.strategy.kwargs``), checked on creation.
-
-    Attributes:
-        z_dim: noise size of both generators.
-        label_generator: how label maps are drawn: "convolutional" (a DCGAN generator, for
-            any classes) or "strokes" (binary maps of thin curvilinear structures such as
-            vessels, drawn as the union of ``strokes`` learnt curves; see
-            :class:`~siteflow.models.strokes.StrokeLabelGenerator`).
-        strokes: the most curves a stroke label map has.
-        label_generator_channels, image_generator_channels, discriminator_channels: widths.
-        replay_size: side of the replayed (image, label map) patches, a power of two >= 16 no
-            larger than the solver's input; the generators learn from random crops of that
-            side. None: the solver's input side (which must then be such a power of two).
-        replay_fraction: share of replays in the solver's every stage-2 batch (0.5: half).
-        replay_batch: how replays enter a batch of B real pairs: "replace" (the reference's
-            default: replays take the place of ``replay_fraction`` of them, so a later site
-            learns from fewer real pairs per step than the first) or "append" (all B real
-            pairs stay, and ``B * replay_fraction / (1 - replay_fraction)`` replays are added).
-        replay_labels: the label maps the solver learns a replayed image with: "generated"
-            (the label generator's map the image was drawn from, as the reference does) or
-            "teacher" (the old solver's segmentation of the replayed image: the replay then
-            teaches what the old solver knew even where the image generator does not render
-            its map, or the label generator draws maps unlike the site's).
-        distill_weight, temperature: distillation towards the old solver (on ``distill_on``).
-        distill_on: the images the solver is distilled on: "replays" (the replayed ones, in
-            stage 2) or "batch" (every image it learns at a site after the first, real and
-            replayed, from the first epoch: what the reference's solver loss means to do, whose
-            teacher is the current solver by a bug).
-        image_l1_weight: weight of the image generator's reconstruction of the real image of
-            a real label map.
-        gan_lr: Adam learning rate of generators and discriminators.
-        d_augment: DiffAugment transforms of every discriminator input ("color",
-            "translation", "cutout"); empty: none.
-        r1_gamma: R1 weight on the discriminators' real inputs (0: none).
-        r1_interval: R1 is computed every this many steps (lazy regularisation).
-        mode_seeking: weight of the label generator's mode-seeking term (MSGAN), which keeps
-            different noises from drawing the same label map; 0: none.
-        merge: the midpoint merge with the received networks: "samples" (the reference's
-            ``theta = (n_k theta + M theta_old) / (M + n_k)``) or "none".
-        quality_samples: replays (and real crops) per earlier site with which replay quality
-            is measured at every site; 0: not measured.
-    """
+    """The options of ``strategy: relay`` (``common.strategy.kwargs``), checked on creation."""
 
     z_dim: int = 64
+    """Size of the noise vector of both generators (label and image), positive."""
     label_generator: LabelGeneratorKind = "convolutional"
+    """How label maps are drawn: ``"convolutional"`` (a DCGAN generator, for any classes) or
+    ``"strokes"`` (binary maps of thin curvilinear structures such as vessels, drawn as the
+    union of ``strokes`` learnt curves; see :class:`~siteflow.models.strokes.StrokeLabelGenerator`)."""
     strokes: int = 8
+    """The most curves a stroke label map has (``label_generator: strokes`` only), positive."""
     label_generator_channels: int = 128
+    """Width of the convolutional label generator: its feature channels at 4x4, halved at every
+    upsampling (at least 16); unused by ``label_generator: strokes``."""
     image_generator_channels: int = 32
+    """Width of the image generator: its feature channels at full resolution, doubled at every
+    coarser level (up to 8x)."""
     discriminator_channels: int = 32
+    """Width of both discriminators (label maps, and image with label map): their channels after
+    the first downsampling, doubled at every next one (up to 256)."""
     replay_size: int | None = None
+    """Side of the replayed (image, label map) patches, a power of two >= 16 no larger than the
+    solver's input; the generators learn from random crops of that side. None: the solver's
+    input side (which must then be such a power of two)."""
     replay_fraction: float = 0.5
+    """Share of replays in the solver's every stage-2 batch, in (0, 1) (0.5: half); see
+    ``replay_batch``."""
     replay_batch: ReplayBatch = "replace"
+    """How replays enter a batch of B real pairs: ``"replace"`` (the reference's default:
+    replays take the place of ``replay_fraction`` of them, so a later site learns from fewer
+    real pairs per step than the first) or ``"append"`` (all B real pairs stay, and
+    ``B * replay_fraction / (1 - replay_fraction)`` replays are added)."""
     replay_labels: ReplayLabels = "generated"
+    """The label maps the solver learns a replayed image with: ``"generated"`` (the label
+    generator's map the image was drawn from, as the reference does) or ``"teacher"`` (the old
+    solver's segmentation of the replayed image: the replay then teaches what the old solver
+    knew even where the image generator does not render its map, or the label generator draws
+    maps unlike the site's)."""
     distill_weight: float = 0.5
+    """Weight, >= 0, of the distillation towards the old solver (on ``distill_on``) added to the
+    solver's segmentation loss; 0: no distillation."""
     temperature: float = 2.0
+    """Softening temperature, positive, of the distillation's class distributions (the loss is
+    scaled by its square, as in Hinton et al.)."""
     distill_on: DistillOn = "replays"
+    """The images the solver is distilled on: ``"replays"`` (the replayed ones, in stage 2) or
+    ``"batch"`` (every image it learns at a site after the first, real and replayed, from the
+    first epoch: what the reference's solver loss means to do, whose teacher is the current
+    solver by a bug)."""
     image_l1_weight: float = 10.0
+    """Weight, >= 0, of the L1 loss between the image generator's rendering of a real label map
+    and the real image it belongs to, added to the generators' adversarial loss."""
     gan_lr: float = 2e-4
+    """Adam learning rate (betas 0.5, 0.999) of the generators and the discriminators; the
+    solver keeps the optimizer of ``common.train``."""
     d_augment: tuple[AugmentOp, ...] = AUGMENT_OPS
+    """DiffAugment transforms applied to every discriminator input, distinct names of
+    ``"color"``, ``"translation"`` and ``"cutout"`` (default: all three); empty: none."""
     r1_gamma: float = 0.1
+    """Weight gamma, >= 0, of the R1 penalty ``gamma / 2 * E ||grad D(x)||^2`` on the
+    discriminators' real inputs; 0: none."""
     r1_interval: int = 4
+    """R1 is computed every this many steps, scaled by it (lazy regularisation); 1: every step."""
     mode_seeking: float = 0.1
+    """Weight, >= 0, of the label generator's mode-seeking term (MSGAN), which keeps different
+    noises from drawing the same label map; 0: none."""
     merge: MergeKind = "samples"
+    """The midpoint merge with the received networks, at the start of stage 2: ``"samples"``
+    (the reference's ``theta = (n_k theta + M theta_old) / (M + n_k)``, n_k this site's
+    training samples, M those seen before) or ``"none"`` (keep the weights as trained)."""
     quality_samples: int = 16
+    """Replays (and real crops) per earlier site with which replay quality is measured before
+    every site; 0: not measured, else at least 2."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "d_augment", tuple(self.d_augment))  # a YAML list

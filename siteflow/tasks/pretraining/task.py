@@ -51,6 +51,11 @@ class MaskedImageModellingTask(Task):
 
     The images must have one size, the model's ``img_size``: the data's ``img_size`` (and no
     ``patch_size`` that differs from it).
+
+    Args:
+        config: the validated experiment, as for :class:`~siteflow.tasks.base.Task`; every
+            site's dataset must set an ``img_size`` (and no other ``patch_size``), else
+            ValueError naming the site.
     """
 
     matrix_metrics = ("reconstruction_loss",)
