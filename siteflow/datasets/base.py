@@ -85,6 +85,24 @@ class SiteDataset(Dataset):
 
     :meth:`describe` tells from the options alone what the items look like; :meth:`check`
     checks the split's files before training.
+
+    Args:
+        root_path: the release's folder (a relative path starts at the working directory);
+            required, and checked to exist before training.
+        img_size: ``[height, width]`` in pixels that images are resized to (bilinearly);
+            None (the default): each image's native size.
+        out_range: ``[low, high]``, low < high: the values that black and white become, the
+            pixels mapped linearly in between (default ``[-1, 1]``).
+        val_fraction: share, in [0, 1), of the release's training part carved out as the val
+            split (rounded half up, at least one sample when above 0); the rest is train. 0:
+            no val split.
+        split_seed: seed of the permutation that picks the val samples (and, with
+            ``label_fraction``, the labelled ones); another seed, another split.
+        num_replica: how many times, >= 1, the train split repeats its samples to lengthen an
+            epoch (val and test never repeat).
+        label_fraction: share, in (0, 1], of the train split whose labels the site keeps
+            (rounded, at least one sample, drawn with ``split_seed``); the train split holds
+            only those samples. 1 (the default): every sample.
     """
 
     task: ClassVar[str]

@@ -66,6 +66,22 @@ class MultiLabelDataset(SiteDataset):
 
     A subclass's ``__init__`` stores its own options, then calls this one (which calls
     :meth:`_release_records`).
+
+    Args:
+        labels: the findings to predict, in this order (canonical names or the release's
+            spellings, each once); None (the default): every finding of ``all_labels``.
+        channels: 1 (the default) or 3: how many times the grey image is repeated along the
+            channel axis (the model's ``in_channels``).
+        uncertain: what an uncertain cell (-1) becomes: ``"zeros"`` (the default, a
+            negative), ``"ones"`` (a positive) or ``"ignore"`` (unknown: masked out of the loss).
+        blank: what a blank cell (not labelled) becomes: ``"zeros"`` (the default, a negative)
+            or ``"ignore"`` (unknown: masked out of the loss).
+        img_size: ``[height, width]`` in pixels that radiographs are resized to (bilinearly);
+            None: their native size (which then differs between images).
+        out_range: ``[low, high]``, low < high: the values that black and white become
+            (default ``[0, 1]``).
+        val_fraction: share, in [0, 1), of the training part's patients (with all their
+            images) carved out as the val split, drawn with ``split_seed``; the rest is train.
     """
 
     task: ClassVar[str] = "multilabel"
@@ -180,7 +196,12 @@ class MultiLabelDataset(SiteDataset):
 
 class FrontalLateralDataset(MultiLabelDataset):
     """A release with frontal and lateral views whose images ``read_records`` lists;
-    ``frontal_only`` keeps the frontal views."""
+    ``frontal_only`` keeps the frontal views.
+
+    Args:
+        frontal_only: keep only the frontal views (CheXpert's ``Frontal`` rows, MIMIC-CXR's
+            PA and AP views), as the default True does; False reads the lateral views too.
+    """
 
     read_records: ClassVar[Callable[[Path, Release, tuple[str, ...], bool], list[Record]]]
 

@@ -134,8 +134,12 @@ class VolumeDataset(SiteDataset):
             :mod:`~siteflow.datasets.volumes.augmentation`).
         patch_size: [depth, height, width] of the training patches, None for whole volumes.
         foreground_share: the share of patches centred on a random foreground voxel, in [0, 1].
-        cache, cache_dir: where preprocessed cases are kept (see
-            :mod:`~siteflow.datasets.decode_cache`).
+        cache: where preprocessed cases are kept: ``memory`` (the default: once per run, in
+            memory shared by the loader's workers), ``disk`` (``.npy`` files under
+            ``cache_dir``, kept across runs) or ``none`` (preprocessed at every read); see
+            :mod:`~siteflow.datasets.decode_cache`.
+        cache_dir: the ``disk`` cache's folder, a relative path under the working directory
+            (default ``.cache/decoded``).
         spacing: target [depth, height, width] spacing in mm (None: each case's own).
         interpolation: of the images when resampling: ``linear`` or ``bspline``.
         orientation: turn every case to this orientation (``RAS``, ``LPS``, ...), or keep it (None).
@@ -151,10 +155,11 @@ class VolumeDataset(SiteDataset):
             (at least one, rounded half up), drawn by ``split_seed``, is the test split and
             the release's test part is not read: for releases that label only their training
             cases, as the Decathlon does. The CT statistics come from the rest.
-        num_shards, shard: one release split into sites: each part's cases, sorted by id, are
-            cut into ``num_shards`` contiguous runs of near-equal size, and this site holds run
-            ``shard`` (1 ... num_shards) before ``test_fraction`` and ``val_fraction`` split
-            it. The default (1 of 1) is the whole release.
+        num_shards: how many sites one release is split into: each part's cases, sorted by
+            id, are cut into ``num_shards`` contiguous runs of near-equal size (before
+            ``test_fraction`` and ``val_fraction`` split them). 1 (the default): the whole
+            release is one site.
+        shard: the run this site holds, 1 ... ``num_shards`` (default 1).
     """
 
     task: ClassVar[str] = "segmentation"
