@@ -230,3 +230,70 @@ def report_main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"report in {path}")
     return 0
+
+
+def _model_parser(description: str) -> argparse.ArgumentParser:
+    """The options that choose a trained model: a run folder (-c, -n, --stage, --site), a
+    hand-over file (-c, --handover) or an exported folder (--model)."""
+    parser = argparse.ArgumentParser(description=description)
+    source = parser.add_argument_group("the model (a run folder, a hand-over file or an exported folder)")
+    source.add_argument("-c", "--config", default=None, help="the study's config (demo/sequential or a .yaml path), with -n or --handover")
+    source.add_argument("-n", "--note", default="default", help="the run's name: exps/<config>/<note>/ (default: default)")
+    source.add_argument("--exps-root", default="exps", type=Path, help="root of all run folders (default: ./exps)")
+    source.add_argument("--stage", default=None, help="the run's stage whose model to use (default: the last one)")
+    source.add_argument("--site", default=None, help="the site whose own model (local, FedBN, Ditto, FedPer, FFL) and preprocessing to use")
+    source.add_argument("--handover", type=Path, default=None, help="a hand-over file, verified as on arrival (with -c)")
+    source.add_argument("--key-file", type=Path, default=None, help="consortium key that verifies the hand-over's signature (default: $SITEFLOW_HANDOVER_KEY)")
+    source.add_argument("--model", type=Path, default=None, help="a folder written by siteflow-export")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _load_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The LoadedModel that the options choose (exits with a clear message on any error)."""
+    from siteflow.datasets import DataError
+    from siteflow.handover import HandoverError
+    from siteflow.handover.keys import load_key
+    from siteflow.inference import ModelSourceError, from_export, from_handover, from_run_folder
+
+    configure_logging(verbose=args.verbose)
+    if args.model is not None:
+        if args.config is not None or args.handover is not None:
+            parser.error("--model is a self-contained exported folder: give it without -c or --handover")
+    elif args.config is None:
+        parser.error("choose the model: -c CONFIG -n NOTE (a run), -c CONFIG --handover FILE, or --model FOLDER")
+    try:
+        if args.model is not None:
+            return from_export(args.model)
+        config = load_config(args.config)
+        if args.handover is not None:
+            return from_handover(config, args.handover, key=load_key(args.key_file), site=args.site)
+        return from_run_folder(config, args.exps_root / config.name / args.note, stage=args.stage, site=args.site)
+    except (ConfigError, FileNotFoundError, ModelSourceError, HandoverError, DataError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+def infer_main(argv: Sequence[str] | None = None) -> int:
+    """Run a trained model on new, unlabelled images or volumes; see docs/how-to/use-a-trained-model.md."""
+    from siteflow.core.atomic import OutputError
+    from siteflow.inference import InputError, Predictor, check_output_folder, list_inputs, run_inference
+
+    parser = _model_parser("Run a trained model on new images, volumes or DICOM series (no labels needed).")
+    parser.add_argument("inputs", type=Path, nargs="+", help="image or volume files, DICOM series folders, or folders of them")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the output folder (mirrors the inputs' names)")
+    parser.add_argument("--probabilities", action="store_true", help="also write each class's probability map (NIfTI)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    model = _load_model(args, parser)
+    try:
+        items = list_inputs(args.inputs, model.recipe.spatial_dims)
+        check_output_folder(args.output, args.inputs, items, model.recipe)
+        predictor = Predictor(model.recipe, model.network, probabilities=args.probabilities)
+        report = run_inference(predictor, items, args.output, progress=not args.no_progress)
+    except (InputError, OutputError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    done = len(items) - len(report.failures)
+    print(f"{done} of {len(items)} inputs predicted by {model.recipe.name} in {report.seconds:.1f} s: {args.output / 'predictions.csv'}")
+    for path, reason in report.failures:
+        print(f"failed: {path}: {reason}")
+    return 1 if report.failures else 0

@@ -1,4 +1,4 @@
-"""Imports run one way: entry points -> engine -> strategies -> tasks -> data, nn -> config,
+"""Imports run one way: entry points -> export -> inference -> engine -> strategies -> tasks -> data, nn -> config,
 handover -> core. The test reads every module's imports (function-level ones too, not those
 under ``if TYPE_CHECKING:``) and fails on a cycle or on a module importing a higher layer."""
 
@@ -18,6 +18,8 @@ LAYERS = [
     ("tasks", "privacy"),
     ("strategies",),
     ("engine",),
+    ("inference",),
+    ("export",),
     ("deploy", "cli", "reporting"),
 ]
 """Sub-packages of siteflow from the lowest layer to the highest."""

@@ -58,8 +58,8 @@ def predict_run(
         for site in config.sites:
             if site.available:
                 task.predict(model, site, trainer, output)
-    write_text(output.folder / "samples.csv", _csv(output.sample_header, output.sample_rows))
-    write_text(output.folder / "summary.csv", _csv(output.summary_header, output.summary_rows))
+    write_text(output.folder / "samples.csv", csv_text(output.sample_header, output.sample_rows))
+    write_text(output.folder / "summary.csv", csv_text(output.summary_header, output.summary_rows))
     return output.folder
 
 
@@ -84,7 +84,8 @@ def _weights_to_test(
     return models
 
 
-def _csv(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+def csv_text(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A CSV table (floats with six decimals) of ``header`` and ``rows``."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)

@@ -189,9 +189,15 @@ def to_source_grid(pred: np.ndarray, grid: sitk.Image, source: sitk.Image) -> si
     Returns a uint8 SimpleITK image with ``source``'s geometry."""
     moved = sitk.GetImageFromArray(pred.astype(np.uint8))
     moved.CopyInformation(grid)
+    return onto_source_grid(moved, source, sitk.sitkNearestNeighbor)
+
+
+def onto_source_grid(image: sitk.Image, source: sitk.Image, interpolator: int) -> sitk.Image:
+    """``image`` (on a preprocessed grid, scalar or vector) resampled in physical space onto the
+    3D grid of ``source`` with ``interpolator``; outside ``image``, 0. Keeps the pixel type."""
     reference = sitk.Image(source.GetSize()[:3], sitk.sitkUInt8)
     reference.SetSpacing(source.GetSpacing()[:3])
     reference.SetOrigin(source.GetOrigin()[:3])
     direction = np.asarray(source.GetDirection())
     reference.SetDirection(direction.reshape(4, 4)[:3, :3].ravel().tolist() if direction.size == 16 else direction.tolist())
-    return sitk.Resample(moved, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0, image.GetPixelID())
