@@ -1,7 +1,8 @@
 """Paired comparison of two runs on the same test images (``siteflow-compare``).
 
-Per test site, the difference A - B in per-image Dice (segmentation) or in mean AUROC over
-the labels (multi-label), with a paired bootstrap confidence interval and p-value that
+Per test site, the difference A - B in per-image Dice (segmentation), in mean AUROC over
+the labels (multi-label), or in each score of one class per image (balanced accuracy,
+accuracy, macro F1, macro AUROC, quadratic kappa: one row each), with a paired bootstrap confidence interval and p-value that
 resample the site's images (both runs' results of an image kept together), and for Dice a
 Wilcoxon signed-rank test of the per-image differences. A run repeated over seeds enters
 with each image's Dice averaged over its seeds (AUROC: the mean over seeds of each seed's
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from siteflow.metrics import PairedTest, masked_auroc, paired_bootstrap_test, wilcoxon_signed_rank
+from siteflow.metrics.multiclass import SCORES, multiclass_scores
 from siteflow.reporting.runs import FinishedRun
 from siteflow.reporting.samples import SiteSamples, read_samples
 
@@ -28,7 +30,8 @@ class SiteComparison:
     """Run A against run B on one test site.
 
     Attributes:
-        site, metric: the test site and ``"dice"`` or ``"auroc"``.
+        site, metric: the test site and ``"dice"``, ``"auroc"`` or a score of
+            :data:`~siteflow.metrics.multiclass.SCORES`.
         n_images: the site's test images.
         seeds_a, seeds_b: how many seeds each run has.
         value_a, value_b: each run's mean Dice (mean AUROC) on the site.
@@ -58,7 +61,8 @@ def compare_runs(
 ) -> list[SiteComparison]:
     """Compare the test results of ``model_a`` in ``run_a`` with those of ``model_b`` in
     ``run_b`` (default: the models each run ends with: each site's own for a ``local`` run,
-    else its last model in ``samples.csv``), site by site.
+    else its last model in ``samples.csv``), site by site (one class per image: one
+    comparison per score and site).
 
     Raises:
         ValueError: a run has no ``predict_test.py`` results, or the runs were tested on
@@ -75,7 +79,10 @@ def compare_runs(
     results = []
     for site in a:
         _check_same(list(a[site].image_ids), list(b[site].image_ids), f"test images of site {site}", run_a, run_b)
-        results.append(_compare_site(site, a[site], b[site], n_resamples, seed))
+        if a[site].classes is not None and b[site].classes is not None:
+            results.extend(_compare_classes(site, a[site], b[site], n_resamples, seed))
+        else:
+            results.append(_compare_site(site, a[site], b[site], n_resamples, seed))
     return results
 
 
@@ -117,6 +124,32 @@ def _compare_site(site: str, a: SiteSamples, b: SiteSamples, n_resamples: int, s
     test = paired_bootstrap_test(_auroc_difference, *arrays, n_resamples=n_resamples, seed=seed)
     return SiteComparison(site, "auroc", len(a.image_ids), a.scores.shape[1], b.scores.shape[1],
                           _mean_auroc(a.scores, a.labels), _mean_auroc(b.scores, b.labels), test, math.nan)
+
+
+def _compare_classes(site: str, a: SiteSamples, b: SiteSamples, n_resamples: int, seed: int) -> list[SiteComparison]:
+    """One comparison per score of :data:`SCORES`, each the difference of the two runs' mean
+    over seeds of the score, resampled over the site's images."""
+    if not np.array_equal(a.classes, b.classes) or a.class_names != b.class_names:
+        raise ValueError(f"site {site}: the runs' test images have different classes: they are different test sets")
+    results = []
+    for score in SCORES:
+        def difference(pa: np.ndarray, pb: np.ndarray, classes: np.ndarray, score: str = score) -> float:
+            return _seed_mean(pa, classes, a.class_names, score) - _seed_mean(pb, classes, a.class_names, score)
+
+        test = paired_bootstrap_test(difference, a.probabilities, b.probabilities, a.classes, n_resamples=n_resamples, seed=seed)
+        results.append(SiteComparison(
+            site, score, len(a.image_ids), a.probabilities.shape[1], b.probabilities.shape[1],
+            _seed_mean(a.probabilities, a.classes, a.class_names, score), _seed_mean(b.probabilities, b.classes, b.class_names, score),
+            test, math.nan,
+        ))
+    return results
+
+
+def _seed_mean(probabilities: np.ndarray, classes: np.ndarray, class_names: tuple[str, ...], score: str) -> float:
+    """Mean over seeds of ``score`` of probabilities (N, S, K) against classes (N,)."""
+    labels = torch.from_numpy(classes)
+    values = [multiclass_scores(torch.from_numpy(probabilities[:, s]), labels, class_names)[score] for s in range(probabilities.shape[1])]
+    return float(np.mean(values))
 
 
 def _mean_auroc(scores: np.ndarray, labels: np.ndarray) -> float:

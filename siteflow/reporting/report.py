@@ -112,7 +112,8 @@ def _test_results(run: FinishedRun) -> str:
     for index, (seed, samples_file) in enumerate(files.items()):
         label = "" if seed is None else f"seed {seed}: "
         header, rows = _read(samples_file.with_name("summary.csv"))
-        keep = [i for i, name in enumerate(header) if name in ("model", "site", "n", "label") or name.startswith(("dice_mean_", "auroc"))]
+        keep = [i for i, name in enumerate(header) if name in ("model", "site", "n", "label", "metric", "value", "ci_low", "ci_high")
+                or name.startswith(("dice_mean_", "auroc"))]
         parts.append(paragraph(f"{label}means over test images with 95% intervals"))
         parts.append(table([header[i] for i in keep], [[_value(row[i]) for i in keep] for row in rows], table_id=f"test-{run.name}-{seed}"))
         parts.append(_extremes(samples_file, label, overlays=index == 0, own_models=run.own_models))

@@ -20,12 +20,19 @@ class SiteSamples:
         scores: (N, S, L) float64 per-image score of each label (multi-label; NaN where
             the site does not know the label), else None.
         labels: (N, L) float64 in {0, 1}, NaN where unknown (multi-label), else None.
+        probabilities: (N, S, K) float64 class probabilities of each seed (one class per
+            image), else None.
+        classes: (N,) int64 true class ids (one class per image), else None.
+        class_names: the K classes (one class per image).
     """
 
     image_ids: tuple[str, ...]
     dice: np.ndarray | None = None
     scores: np.ndarray | None = None
     labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
 
 
 def read_samples(paths: dict[int | None, Path], model: str | None, *, own_models: bool = False) -> dict[str, SiteSamples]:
@@ -72,6 +79,10 @@ def _site_samples(ids: tuple[str, ...], seeds: list[dict[str, dict[str, str]]], 
     if "dice_mean" in header:
         return SiteSamples(ids, dice=np.array([[float(images[i]["dice_mean"]) for images in seeds] for i in ids]))
     labels = [column[2:] for column in header if column.startswith("p_")]
+    if labels and "label" in header:  # one class per image: p_<class> and the true class's name
+        probabilities = np.array([[[float(images[i][f"p_{name}"]) for name in labels] for images in seeds] for i in ids])
+        classes = np.array([labels.index(seeds[0][i]["label"]) for i in ids], dtype=np.int64)
+        return SiteSamples(ids, probabilities=probabilities, classes=classes, class_names=tuple(labels))
     if not labels:
         raise ValueError(f"samples.csv has neither a dice_mean column nor p_<label> columns (columns: {', '.join(header)})")
     scores = np.array([[[_number(images[i][f"p_{name}"]) for name in labels] for images in seeds] for i in ids])
