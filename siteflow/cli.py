@@ -297,3 +297,23 @@ def infer_main(argv: Sequence[str] | None = None) -> int:
     for path, reason in report.failures:
         print(f"failed: {path}: {reason}")
     return 1 if report.failures else 0
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """Export a trained model as a self-contained folder; see docs/how-to/use-a-trained-model.md."""
+    from siteflow.core.atomic import OutputError
+    from siteflow.export import export_model
+
+    parser = _model_parser("Export a trained model: safetensors, TorchScript, ONNX, a MONAI bundle and a model card.")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the new folder to write")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX graph")
+    args = parser.parse_args(argv)
+    if args.model is not None:
+        parser.error("--model is already an exported folder; export from a run (-c, -n) or a hand-over file (-c, --handover)")
+    model = _load_model(args, parser)
+    try:
+        folder = export_model(model, args.output, onnx=not args.no_onnx)
+    except OutputError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(f"exported {model.recipe.name} to {folder}")
+    return 0

@@ -20,6 +20,7 @@ from torch import nn
 from siteflow.config import ExperimentConfig, InferenceConfig, SiteConfig
 from siteflow.core.atomic import load_weights
 from siteflow.core.registry import DATASETS, MODELS, STRATEGIES
+from siteflow.datasets import DataError
 from siteflow.datasets.pooling import build_dataset
 from siteflow.engine.run_folder import RunFolder
 from siteflow.engine.seeds import seed_folders
@@ -32,7 +33,7 @@ from siteflow.tasks.base import Task
 from siteflow.tasks.multilabel.prediction import predict_scores
 
 CARD_JSON = "model_card.json"
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = "models/model.safetensors"
 
 
 class ModelSourceError(ValueError):
@@ -89,7 +90,10 @@ def from_run_folder(config: ExperimentConfig, run_dir: Path, *, stage: str | Non
     network = STRATEGIES.get(config.strategy.name)(**config.strategy.kwargs).solver_from(task)(load_weights(path))
     name = f"{run_dir}:{stage}" + (f"[{site}]" if own else "")
     recipe = recipe_of(config, task, chosen, name, own_site=bool(own))
-    provenance = {"config": config.name, "run": str(run_dir), "stage": stage, "site": chosen.task_name, "weights": str(path)}
+    provenance = {"config": config.name, "strategy": config.strategy.name, "seed": config.seed, "run": str(run_dir),
+                  "stage": stage, "site": chosen.task_name, "sites": _sample_counts(config),
+                  "test_metrics": next((row.values for row in folder.results if row.stage == stage), {}),
+                  "site_matrix": {f.stem.removeprefix("site_matrix_"): f.read_text() for f in sorted(folder.results_dir.glob("site_matrix_*.csv"))}}
     return LoadedModel(_with_thresholds(recipe, task, network.eval(), chosen), network.eval(), provenance)
 
 
@@ -118,7 +122,7 @@ def from_handover(config: ExperimentConfig, path: Path, *, key: bytes | None = N
     chosen = sites[site or (last if last in sites else config.sites[0].task_name)]
     network = strategy.solver_from(task)(weights).eval()
     recipe = recipe_of(config, task, chosen, Path(path).name, own_site=False)
-    provenance = {"config": config.name, "handover": str(path), "site": chosen.task_name,
+    provenance = {"config": config.name, "strategy": config.strategy.name, "seed": config.seed, "handover": str(path), "site": chosen.task_name,
                   "trained_by": [{"site": s.task_name, "samples": s.num_samples} for s in manifest.sites]}
     return LoadedModel(_with_thresholds(recipe, task, network, chosen), network, provenance)
 
@@ -148,6 +152,18 @@ def from_export(folder: Path) -> LoadedModel:
     except RuntimeError as error:
         raise ModelSourceError(f"{weights_path}: the weights do not fit the card's {recipe.model_name}: {str(error).splitlines()[0]}") from None
     return LoadedModel(recipe, network, card.get("provenance", {}))
+
+
+def _sample_counts(config: ExperimentConfig) -> list[dict[str, Any]]:
+    """Each site of ``config`` and its training samples (None where its data is not here)."""
+    counts = []
+    for site in config.sites:
+        try:
+            samples = build_dataset(site, "train").num_samples if site.available else None
+        except (DataError, ValueError, OSError):
+            samples = None
+        counts.append({"site": site.task_name, "samples": samples})
+    return counts
 
 
 def recipe_of(config: ExperimentConfig, task: Task, site: SiteConfig, name: str, *, own_site: bool) -> ModelRecipe:
