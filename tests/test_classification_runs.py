@@ -32,15 +32,15 @@ STRATEGIES = {
     "ewc": {},
     "si": {},
     "lwf": {},
-    "owm": {},
+    "owm": {"max_fan_in": 8192},
     "fedavg": FEDERATED,
     "fedbn": {"name": "fedavg", **FEDERATED, "keep_local_norm": True},
     "fedprox": {**FEDERATED, "mu": 0.01},
     "fedper": {**FEDERATED, "personal_layers": ["head"]},
     "ditto": FEDERATED,
-    "scaffold": FEDERATED,
+    "scaffold": {**FEDERATED, "train": {"optimizer": {"name": "SGD", "kwargs": {"lr": 0.05}}}},
     "fedadam": FEDERATED,
-    "central_dp": {"name": "fedavg", **FEDERATED, "central_dp": {"noise_multiplier": 0.1, "clip_norm": 1.0}},
+    "central_dp": {"name": "fedavg", **FEDERATED, "weighting": "equal", "central_dp": {"noise_multiplier": 0.1, "clip_norm": 1.0}},
 }
 
 
@@ -52,7 +52,7 @@ def classes_config(folder: Path, strategy: str, *, model: dict | None = None, tr
                                                        "native_size": [16, 16], "img_size": [16, 16], "val_fraction": 0.25}}
     path = tiny_config(folder, name, dataset=dataset, model=model or {"name": "resnet_classifier", "kwargs": {"depth": 18}},
                        common={"strategy": {"name": name, "kwargs": kwargs},
-                               "train": deep_merge({"loss": {"name": "ce", "kwargs": {"class_weights": "balanced"}}}, train or {})})
+                               "train": {"loss": {"name": "ce", "kwargs": {"class_weights": "balanced"}}, **(train or {})}})
     raw = yaml.safe_load(path.read_text())
     raw["all_tasks_datasets"] = [{"task_id": i, "task_name": f"site{i}", "kwargs": {"folder": f"site{i}"}} for i in (1, 2)]
     path.write_text(yaml.safe_dump(raw))
@@ -63,7 +63,7 @@ def classes_config(folder: Path, strategy: str, *, model: dict | None = None, tr
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_every_strategy_trains_the_classifier(tmp_path: Path, strategy: str) -> None:
     options = dict(STRATEGIES[strategy])
-    config = load_config(classes_config(tmp_path / "run", strategy, **options))
+    config = load_config(classes_config(tmp_path / "run", strategy, train=options.pop("train", None), **options))
     runner = ExperimentRun(config, tmp_path / "exps")
     summary = runner.execute()
     assert summary["metrics"] == ["balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa"]
@@ -78,8 +78,9 @@ def test_every_strategy_trains_the_classifier(tmp_path: Path, strategy: str) -> 
 
 @pytest.mark.slow
 def test_dp_sgd_trains_the_classifier(tmp_path: Path) -> None:
-    model = {"name": "vit_classifier", "kwargs": ENCODER}
-    dp = {"dp_sgd": {"target_epsilon": 8.0, "delta": 1.0e-5, "max_grad_norm": 1.0, "accountant": "rdp"}}
+    model = {"name": "resnet_classifier", "kwargs": {"depth": 18, "norm": "group"}}
+    dp = {"loss": {"name": "ce", "kwargs": {}},  # a mean of per-sample terms: no class weights under DP-SGD
+          "dp_sgd": {"target_epsilon": 8.0, "delta": 1.0e-5, "max_grad_norm": 1.0, "accountant": "rdp"}}
     config = load_config(classes_config(tmp_path / "run", "fedavg", model=model, train=dp, **FEDERATED))
     summary = ExperimentRun(config, tmp_path / "exps").execute()
     spent = summary["privacy"]["dp_sgd"]
@@ -89,7 +90,7 @@ def test_dp_sgd_trains_the_classifier(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_fed_mae_fine_tuning_starts_from_the_pre_trained_encoder(tmp_path: Path) -> None:
     mae = {"name": "mae_vit", "kwargs": {**ENCODER, "decoder_hidden_size": 16, "decoder_num_layers": 1, "decoder_num_heads": 2}}
-    pre = load_config(classes_config(tmp_path / "pre", "fedavg", model=mae, train={"loss": {"name": "masked_mse", "kwargs": {}}}, **FEDERATED))
+    pre = load_config(classes_config(tmp_path / "pre", "fedavg", model=mae, train={"loss": {"name": "masked_mse"}}, **FEDERATED))
     ExperimentRun(pre, tmp_path / "pre_exps").execute()
     weights = tmp_path / "pre_exps" / "checkpoints" / "global" / "final.safetensors"
     model = {"name": "vit_classifier", "kwargs": {**ENCODER, "pretrained": str(weights)}}

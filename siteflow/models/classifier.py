@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from siteflow.models.blocks import NormKind
 from siteflow.models.resnet import ResNet, ResNetDepth
 from siteflow.core.registry import MODELS
 
@@ -20,6 +21,8 @@ class ResNetClassifier(nn.Module):
         depth: ResNet depth, 18, 34 or 50.
         spatial_dims: 2 for images, 3 for volumes.
         dropout: dropout probability on the pooled features (0 disables it).
+        norm: the trunk's normalisation (``group`` or ``instance`` for DP-SGD, which cannot
+            train batch norm).
     """
 
     def __init__(
@@ -30,11 +33,12 @@ class ResNetClassifier(nn.Module):
         depth: ResNetDepth = 18,
         spatial_dims: int = 2,
         dropout: float = 0.0,
+        norm: NormKind = "batch",
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.trunk = ResNet(in_channels, depth, spatial_dims=spatial_dims)
+        self.trunk = ResNet(in_channels, depth, spatial_dims=spatial_dims, norm=norm)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.trunk.out_features, num_classes)
 
