@@ -26,6 +26,7 @@ def command(script: str, config: Path, exps: Path, *extra: str) -> list[str]:
     return [sys.executable, str(REPO / script), "-c", str(config), "-n", "t", "--exps-root", str(exps), *extra]
 
 
+@pytest.mark.slow
 def test_a_config_mistake_is_one_clear_error_before_any_training(tmp_path):
     config = tiny_config(tmp_path, common={"train": {"epochs": "ten"}})
     result = subprocess.run(command("train.py", config, tmp_path / "exps"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
@@ -35,6 +36,7 @@ def test_a_config_mistake_is_one_clear_error_before_any_training(tmp_path):
     assert not (tmp_path / "data").exists(), "data was generated before the config was validated"
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     epochs = 40
     config = tiny_config(
@@ -61,6 +63,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     assert "final mean" in result.stdout
 
 
+@pytest.mark.slow
 def test_predict_writes_sample_wise_results_that_agree_with_training(tmp_path):
     config_path = tiny_config(tmp_path)
     exps = tmp_path / "exps"
@@ -103,6 +106,7 @@ def test_predict_writes_sample_wise_results_that_agree_with_training(tmp_path):
     assert np.allclose(sitk.GetArrayFromImage(image), native_image[0].permute(1, 2, 0).numpy())  # at the label's size
 
 
+@pytest.mark.slow
 def test_predict_without_a_trained_run_says_what_to_do(tmp_path):
     config = tiny_config(tmp_path)
     result = subprocess.run(command("predict_test.py", config, tmp_path / "exps"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
@@ -111,6 +115,7 @@ def test_predict_without_a_trained_run_says_what_to_do(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_key_file_and_an_unreadable_weights_file_are_clear_errors(tmp_path):
     config = tiny_config(tmp_path)
     missing = tmp_path / "no-such.key"
@@ -124,6 +129,7 @@ def test_a_missing_key_file_and_an_unreadable_weights_file_are_clear_errors(tmp_
     assert f"{garbage}: not a readable safetensors file" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_deployed_site_refuses_a_tampered_hand_over_before_training(tmp_path):
     config = tiny_config(tmp_path)
     exps = tmp_path / "exps"
@@ -144,6 +150,7 @@ def test_a_deployed_site_refuses_a_tampered_hand_over_before_training(tmp_path):
     assert not list((tmp_path / "site2").rglob("last.ckpt")), "training started from a tampered file"
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_folder_and_an_unwritable_folder_are_clear_errors(tmp_path):
     from siteflow.engine.run_folder import RunFolder
 
@@ -162,6 +169,7 @@ def test_a_second_run_on_a_locked_folder_and_an_unwritable_folder_are_clear_erro
     assert f"cannot write {blocked / 'sequential' / 't' / 'logs'}" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_at_the_last_site_is_found_before_the_first_site_trains(tmp_path):
     config = tiny_config(tmp_path)
     build_dataset(load_config(config).sites[1], "test")  # writes the synthetic sites

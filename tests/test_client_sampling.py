@@ -59,6 +59,7 @@ def sampled_run(folder: Path, failing: tuple[str, ...] = (), **kwargs) -> Experi
     return ExperimentRun(config, folder / "run", strategy=Recording(failing, **config.strategy.kwargs))
 
 
+@pytest.mark.slow
 def test_a_simulated_round_trains_only_its_sampled_sites_logs_them_and_tests_every_site(tmp_path, caplog):
     run = sampled_run(tmp_path, rounds=3, fraction=0.5)
     with caplog.at_level(logging.INFO, logger="siteflow"):
@@ -73,6 +74,7 @@ def test_a_simulated_round_trains_only_its_sampled_sites_logs_them_and_tests_eve
     assert all(set(row.values) == set(names) for row in run.results)
 
 
+@pytest.mark.slow
 def test_a_failing_sampled_site_follows_the_min_sites_rule(tmp_path, caplog):
     drawn = draw_sites(["site1", "site2", "site3"], fraction=0.5, min_sites=None, seed=3, round_number=1)
     strict = tmp_path / "strict"
@@ -125,6 +127,7 @@ class Counting(FedAvgStrategy):
 
 
 @pytest.mark.parametrize("budget, steps", [({"local_steps": 3}, 3), ({"local_steps": 1}, 1), ({"local_epochs": 2}, 4)])
+@pytest.mark.slow
 def test_a_round_s_budget_in_steps_stops_mid_epoch_and_one_in_epochs_runs_whole_ones(tmp_path, budget, steps):
     # 6 samples a site, 2 of them carved for validation: 4 training samples, 2 batches of 2 an epoch
     config = load_config(tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 2, **budget}}, "train": {"batch_size": 2}}))

@@ -396,6 +396,7 @@ def demo_config(name: str, data_root: Path) -> dict:
 
 
 @pytest.mark.parametrize("demo", DEMOS)
+@pytest.mark.slow
 def test_every_mutation_is_refused_with_a_key_path_or_builds(demo, tmp_path):
     load_components()
     data_root = tmp_path / "data"

@@ -244,6 +244,7 @@ def solver_part(weights: dict[str, torch.Tensor], prefix: str = "solver.") -> di
 
 
 @pytest.mark.parametrize("strategy", ["ewc", "si"])
+@pytest.mark.slow
 def test_the_first_hand_over_anchors_the_penalty_at_the_first_sites_weights(runs, strategy):
     runner = runs[strategy]
     first = handover(runner, 1)

@@ -435,6 +435,7 @@ class BrightnessDataset(SiteDataset):
         return {"image": self.images[row], "label": self.labels[row], "id": f"{self.split}_{row}"}
 
 
+@pytest.mark.slow
 def test_the_task_example_trains_tests_and_predicts(tmp_path, use):
     use("my_classification", "my_focal")
     DATASETS.register("contributing_brightness")(BrightnessDataset)  # removed by `use`

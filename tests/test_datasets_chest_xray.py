@@ -442,6 +442,7 @@ def stack(data) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.stack([item["labels"] for item in items])
 
 
+@pytest.mark.slow
 def test_synthetic_sites_differ_in_labels_and_appearance(synthetic):
     labels = {site: synthetic[site, "train"].label_names for site in SITES}
     assert labels == {
@@ -473,6 +474,7 @@ def test_synthetic_heart_shadow_is_wider_with_cardiomegaly(synthetic):
         assert border[enlarged].mean() - border[~enlarged].mean() > 0.1
 
 
+@pytest.mark.slow
 def test_synthetic_findings_are_learnable(synthetic):
     """A logistic regression on 16x16 average-pooled pixels, fitted on each site's training
     split, reaches AUROC > 0.8 on its test split for every annotated finding."""

@@ -208,6 +208,7 @@ def test_missing_images_listed_in_a_label_file_are_named(releases, tmp_path):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.slow
 def test_every_bad_file_is_found_and_five_are_listed(releases, tmp_path, monkeypatch, layout):
     data = site_copy(releases, LAYOUTS[layout], tmp_path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # every image is "too large"

@@ -163,6 +163,7 @@ def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, caplog
         ExperimentRun(config, strict / "run", strategy=LosingSite2(**config.strategy.kwargs)).execute()
 
 
+@pytest.mark.slow
 def test_a_killed_federation_resumes_after_its_last_round(tmp_path):
     config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 3}}})
     run_dir = tmp_path / "exps" / "fedavg" / "t"

@@ -106,6 +106,7 @@ def test_targets_are_the_patches_normalised_per_patch():
 # --- item 3 and 7: Fed-MAE through fedavg ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_encoder_after_federated_pre_training_is_the_weighted_mean_of_the_sites(pretrained):
     updates = pretrained.strategy.updates
     assert [u.site for u in updates] == ["site1", "site2"]

@@ -121,6 +121,7 @@ def test_pos_weight_from_the_sites_known_training_labels(ffl_run):
     assert weights[2:] == [1.0, 1.0, 1.0]
 
 
+@pytest.mark.slow
 def test_predict_writes_auroc_with_intervals_and_validation_thresholds(ffl_run):
     import csv
 
@@ -177,6 +178,7 @@ def test_deployed_each_hospital_fine_tunes_and_tests_its_own_model(tmp_path):
     assert all(torch.equal(own[k], tuned[k]) for k in tuned), "the site keeps the model it was tested with"
 
 
+@pytest.mark.slow
 def test_a_simulated_fine_tuned_row_names_each_sites_fine_tuned_weights(tmp_path):
     config = load_config(cxr_config(tmp_path, "ffl", rounds=1, fine_tune_epochs=1))
     runner = ExperimentRun(config, tmp_path / "run")

@@ -567,6 +567,7 @@ def run_cli(*arguments: str, key: str | None = None) -> subprocess.CompletedProc
     )
 
 
+@pytest.mark.slow
 def test_cli_verify_prints_the_manifest(tmp_path):
     path = tmp_path / "handover.safetensors"
     manifest = write(path)
@@ -586,6 +587,7 @@ def test_cli_verify_prints_the_manifest(tmp_path):
     assert report["signature"] == "verified" and report["manifest"] == manifest.to_dict()
 
 
+@pytest.mark.slow
 def test_cli_verify_refuses_with_the_reason_and_exit_status_1(tmp_path):
     path = tmp_path / "handover.safetensors"
     write(path)
@@ -595,6 +597,7 @@ def test_cli_verify_refuses_with_the_reason_and_exit_status_1(tmp_path):
     assert result.stderr == f"refused: {path}: the weights do not match the manifest's SHA-256 digest (corrupted or altered)\n"
 
 
+@pytest.mark.slow
 def test_cli_keygen_prints_a_usable_key(tmp_path):
     result = run_cli("keygen")
     assert result.returncode == 0 and re.fullmatch(r"[0-9a-f]{64}\n", result.stdout)

@@ -118,6 +118,7 @@ def utc(time: datetime) -> str:
 # Hole 1: weights that are not finite
 
 
+@pytest.mark.slow
 def test_weights_with_nan_or_inf_are_refused_naming_the_first_such_tensor(tmp_path):
     weights = make_weights()
     weights["solver.conv.weight"][0, 1, 2, 2] = float("nan")
@@ -250,6 +251,7 @@ def test_a_number_beyond_the_range_of_a_float_is_refused_not_read_as_infinity(tm
 # Hole 5: devices, FIFOs, directories; an absurd header length
 
 
+@pytest.mark.slow
 def test_devices_fifos_and_directories_are_refused_by_the_cli_without_hanging(tmp_path):
     fifo = tmp_path / "pipe.safetensors"
     os.mkfifo(fifo)
@@ -271,6 +273,7 @@ def test_devices_fifos_and_directories_are_refused_by_the_cli_without_hanging(tm
     assert result.returncode == 1 and "the key file is 5,000 bytes long, a key file holds at most 4,096" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_readers_open_only_regular_files_and_refuse_an_absurd_header_length(tmp_path):
     (tmp_path / "null.safetensors").symlink_to("/dev/null")  # /dev/zero: only in a subprocess, above
     for read in (read_handover, read_manifest):
@@ -291,6 +294,7 @@ def test_the_readers_open_only_regular_files_and_refuse_an_absurd_header_length(
 # Hole 6: finishing times ahead of the clock
 
 
+@pytest.mark.slow
 def test_times_ahead_of_the_clock_are_refused_on_reading_and_never_block_a_write(tmp_path):
     weights = make_weights()
     now = datetime.now(timezone.utc)
@@ -342,6 +346,7 @@ def test_times_ahead_of_the_clock_are_refused_on_reading_and_never_block_a_write
     ],
     ids=["newline-in-task-name", "line-separator", "newline-in-time", "escape-in-strategy", "bidi-override-in-model"],
 )
+@pytest.mark.slow
 def test_control_characters_in_names_are_refused_and_verify_prints_one_line(tmp_path, fields, where, code):
     weights = make_weights()
     path = craft(tmp_path / "forged.safetensors", weights, manifest_of(weights, KEY, **fields))
@@ -352,6 +357,7 @@ def test_control_characters_in_names_are_refused_and_verify_prints_one_line(tmp_
     assert result.returncode == 1 and result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
 
 
+@pytest.mark.slow
 def test_verify_escapes_what_it_prints_and_writers_refuse_control_characters_too(tmp_path):
     weights = make_weights()
     chain = sites((1, "Hôpital-Lyon", 40, "2025-03-01T09:00:00+00:00"))

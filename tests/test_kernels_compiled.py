@@ -356,6 +356,7 @@ def test_cuda_sources_include_no_torch_headers():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+@pytest.mark.slow
 def test_cuda_kernels_compile_with_plain_nvcc(tmp_path):
     result = subprocess.run(
         ["nvcc", "-c", "-std=c++17", str(ROOT / "csrc" / "cuda" / "kernels.cu"), "-o", str(tmp_path / "kernels.o")],

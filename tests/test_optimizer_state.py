@@ -52,6 +52,7 @@ def test_a_kept_state_for_another_model_is_refused():
 
 
 @pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.slow
 def test_a_site_s_adam_steps_count_on_across_rounds_only_when_kept(tmp_path, keep):
     # 4 training samples a site in batches of 2, one epoch a round: 2 optimiser steps a round
     common = {"strategy": {"kwargs": {"rounds": 3, "keep_optimizer_state": keep}}, "train": {"batch_size": 2}}

@@ -112,6 +112,7 @@ def test_a_resumed_run_starts_at_the_stage_it_stopped_at(tmp_path, caplog):
     assert _lines(caplog.text) == [(None, None, "2", "2", "site2")]
 
 
+@pytest.mark.slow
 def test_federated_rounds_count_the_sampled_sites_of_every_round_over_seeds(tmp_path, caplog):
     strategy = {"name": "fedavg", "kwargs": {"rounds": 2, "fraction": 0.5}}
     config = load_config(tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": strategy}))

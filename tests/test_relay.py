@@ -61,6 +61,7 @@ def relay_run(tmp_path_factory):
     return simulated(tmp_path_factory.mktemp("relay"))
 
 
+@pytest.mark.slow
 def test_codes_and_sample_counts_come_from_the_chain(relay_run):
     runner, strategy = relay_run
     learner, carried = strategy.learners["site3"]
@@ -108,6 +109,7 @@ def test_the_hand_over_carries_solver_and_generators_and_the_chain(relay_run):
     assert path.stat().st_size <= 1.05 * weight_bytes
 
 
+@pytest.mark.slow
 def test_a_deployed_relay_in_three_processes_ends_with_the_simulated_weights(relay_run, tmp_path):
     runner, _ = relay_run
     config = tiny_config(tmp_path, "relay", sites=3, common={**RELAY, "train": {"epochs": 2}})

@@ -75,6 +75,7 @@ def runs(tmp_path_factory):
     return folders
 
 
+@pytest.mark.slow
 def test_report_embeds_every_part_and_the_summary_of_each_run(runs, tmp_path, capsys):
     output = tmp_path / "report.html"
     assert report_main([str(runs[0]), str(runs[1]), "-o", str(output), "--resamples", "50"]) == 0

@@ -26,6 +26,7 @@ def _matrix(path):
         return {row["after_stage"]: [float(row["site1"]), float(row["site2"])] for row in csv.DictReader(handle)}
 
 
+@pytest.mark.slow
 def test_train_over_seeds_writes_each_seed_and_their_mean_and_spread(tmp_path, capsys):
     config = tiny_config(tmp_path, "sequential")
     argv = ["-c", str(config), "-n", "repeats", "--exps-root", str(tmp_path / "exps"), "--seeds", "0,3"]
@@ -107,6 +108,7 @@ def test_bad_seeds_are_refused(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_deterministic_runs_end_with_identical_weights(tmp_path):
     config = load_config(tiny_config(tmp_path, "sequential", common={"deterministic": True}))
     assert config.deterministic and config.processed()["deterministic"] is True

@@ -56,6 +56,7 @@ def scaled_config(tmp_path: Path, family: str, name: str) -> Path:
 
 
 @pytest.mark.parametrize(("family", "name"), CONFIGS)
+@pytest.mark.slow
 def test_a_shipped_real_data_config_validates_on_its_releases_layout(tmp_path, family, name):
     config = load_config(scaled_config(tmp_path, family, name))
     shipped = yaml.safe_load((PACKAGED_CONFIGS / family / f"{name}.yaml").read_text())["common"]

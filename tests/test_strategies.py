@@ -51,6 +51,7 @@ def run(tmp_path, strategy: str, **overrides) -> RecordingRun:
     return runner
 
 
+@pytest.mark.slow
 def test_local_every_site_starts_from_the_same_initial_weights(tmp_path):
     runner = run(tmp_path, "local")
     initial = load_weights(tmp_path / "run" / "checkpoints" / "initial.safetensors")
@@ -83,6 +84,7 @@ def test_sequential_site_k_starts_from_site_k_minus_1(tmp_path):
     assert runner.summary["dice"]["backward_transfer"] == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_sequential_cycles_repeat_the_order(tmp_path):
     runner = run(tmp_path, "sequential", common={"strategy": {"kwargs": {"cycles": 2}}})
     assert list(runner.started_from) == ["cycle1/site1", "cycle1/site2", "cycle2/site1", "cycle2/site2"]
@@ -91,6 +93,7 @@ def test_sequential_cycles_repeat_the_order(tmp_path):
     assert runner.summary["stages"] == ["cycle1/site1", "cycle1/site2", "cycle2/site1", "cycle2/site2"]
 
 
+@pytest.mark.slow
 def test_joint_trains_once_on_the_sum_of_the_sites(tmp_path):
     runner = run(tmp_path, "joint", sites=3)
     assert runner.trained_on == {"joint": ["site1", "site2", "site3"]}
@@ -102,6 +105,7 @@ def test_joint_trains_once_on_the_sum_of_the_sites(tmp_path):
     assert set(runner.summary["dice"]["final_per_site"]) == {"site1", "site2", "site3"}
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_trained_again(tmp_path):
     run(tmp_path, "sequential")
     weights = tmp_path / "run" / "checkpoints" / "task_2" / "final.safetensors"
@@ -118,6 +122,7 @@ def test_a_run_folder_is_not_resumed_with_a_different_config(tmp_path):
         ExperimentRun(changed, tmp_path / "run").execute()
 
 
+@pytest.mark.slow
 def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(tmp_path):
     run(tmp_path, "sequential")
     handed = tmp_path / "run" / "checkpoints" / "task_1" / "handover.safetensors"
@@ -182,6 +187,7 @@ def test_vessel_sites_in_three_layouts_skip_pixels_outside_the_field_of_view(tmp
         load_config(tiny_config(other, "local", sites=3, dataset=vessels, all_tasks_datasets=sites))
 
 
+@pytest.mark.slow
 def test_a_deployed_sequential_chain_ends_with_the_simulated_weights(tmp_path):
     simulated = run(tmp_path, "sequential", sites=3)
     received = None

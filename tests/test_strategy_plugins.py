@@ -110,6 +110,7 @@ def test_feddyn_corrects_the_average_by_hand(plugins):
     assert torch.allclose(new["weight"], torch.tensor([[1.0, 3 + 2 / 3]]))
 
 
+@pytest.mark.slow
 def test_feddyn_keeps_the_site_state_at_the_sites_and_resumes_after_a_kill(tmp_path, plugins):
     config = tiny_config(tmp_path, "feddyn_plugin", sites=2, common={"strategy": {"kwargs": {"rounds": 3}}})
     whole = ExperimentRun(load_config(config), tmp_path / "whole")
