@@ -54,9 +54,10 @@ class LoadedModel:
 def from_run_folder(config: ExperimentConfig, run_dir: Path, *, stage: str | None = None, site: str | None = None) -> LoadedModel:
     """The model of a finished stage of the run in ``run_dir`` (the last one by default).
 
-    A run whose sites keep their own models (local, FedBN, Ditto, FedPer, FFL) needs ``site``
-    unless one site has one; ``site`` also chooses whose preprocessing and inference the model
-    runs with (default: the site that trained the stage, else the first site).
+    A run whose sites keep their own models needs ``site``: a local run's (each site's last
+    stage), FedBN's, Ditto's, FedPer's and FFL's (each stage's own version of the site).
+    ``site`` also chooses whose preprocessing and inference the model runs with (default: the
+    site that trained the stage, else the first site).
     """
     run_dir = Path(run_dir)
     if seed_folders(run_dir) and not (run_dir / "results" / "progress.json").is_file():
@@ -67,6 +68,15 @@ def from_run_folder(config: ExperimentConfig, run_dir: Path, *, stage: str | Non
     if not models:
         raise ModelSourceError(f"no trained weights in {run_dir}: train first with the same -c and -n")
     names = [name for name, _, _ in models]
+    trained_by = {row.stage: row.trained_site for row in folder.results}
+    if stage is None and config.strategy.name == "local":  # every stage is one site's own model
+        if site is None:
+            raise ModelSourceError(
+                f"{run_dir} is a local run: each site trained its own model ({', '.join(filter(None, trained_by.values()))}): choose one with --site"
+            )
+        stage = next((name for name in reversed(names) if trained_by.get(name) == site), None)
+        if stage is None:
+            raise ModelSourceError(f"--site: no finished stage of {run_dir} was trained by site {site!r}")
     if stage is None:
         stage = names[-1]
     elif stage not in names:
@@ -84,7 +94,7 @@ def from_run_folder(config: ExperimentConfig, run_dir: Path, *, stage: str | Non
         if site not in own:
             raise ModelSourceError(f"--site: stage {stage!r} has no model of site {site!r} (it has: {', '.join(own)})")
         path = own[site]
-    trained = next((row.trained_site for row in folder.results if row.stage == stage), None)
+    trained = trained_by.get(stage)
     chosen = sites[site or (trained if trained in sites else config.sites[0].task_name)]
     task = build_task(config)
     network = STRATEGIES.get(config.strategy.name)(**config.strategy.kwargs).solver_from(task)(load_weights(path))
