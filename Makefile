@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 # The fast tier: everything but the end-to-end runs marked slow (a few minutes on 2 cores).
 test: $(STAMP)
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow and not docs"
 	@echo "fast tier passed; 'make test-all' runs every test, the slow end-to-end runs and the documentation's commands too"
 
 # Every test, the documentation site's strict build and its runnable commands included (what CI runs).

@@ -81,6 +81,8 @@ class Isic2019Dataset(ClassificationDataset):
     Args:
         center: FLamby's centre id, 0 ... 5.
         split_file: FLamby's split in ``root_path``.
+        img_size: (H, W) every image is resized to (FLamby trains at 224 x 224); null keeps
+            each image's own size.
         **kwargs: the options of :class:`ClassificationDataset` (a ``partition`` cuts the
             centre's images further).
     """

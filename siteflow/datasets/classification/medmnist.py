@@ -54,6 +54,11 @@ class MedMnistDataset(ClassificationDataset):
         collection: e.g. ``dermamnist``, ``organmnist3d`` (see :data:`NUM_CLASSES`).
         size: the MedMNIST+ image side (64, 128, 224), None for the 28-pixel files.
         classes: the class names (default ``class_0`` ...).
+        channels: 1 (grey; RGB collections are converted) or 3 (grey repeated, RGB kept); 2D
+            collections only.
+        img_size: (H, W) the 2D images are resized to; null keeps the collection's size.
+        val_fraction: share of the train part carved out for validation (seeded); 0 uses
+            MedMNIST's own val part.
         **kwargs: the options of :class:`ClassificationDataset`.
     """
 

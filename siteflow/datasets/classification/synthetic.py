@@ -198,7 +198,10 @@ class SyntheticClassesDataset(GeneratedSites, ClassFoldersDataset):
     (see :class:`GeneratedSites`). Items: RGB images, see ``ClassificationDataset``.
 
     Args:
+        folder: the site to read, ``"site1"`` to ``"site<num_sites>"``.
         num_sites: the sites generated (None: 3).
+        classes: the class names, in label order (default :data:`CLASSES`).
+        img_size: (H, W) the generated images are read at.
         **kwargs: the options of :class:`GeneratedSites` and of the folder layout.
     """
 
