@@ -20,7 +20,7 @@ LAYERS = [
     ("engine",),
     ("inference",),
     ("export",),
-    ("deploy", "cli", "reporting"),
+    ("deploy", "cli", "reporting", "study"),
 ]
 """Sub-packages of siteflow from the lowest layer to the highest."""
 
