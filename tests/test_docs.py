@@ -116,6 +116,8 @@ def _scratch(tmp_path: Path) -> Path:
 
 
 def _run_page(page: str, tmp_path: Path) -> tuple[Path, str]:
+    # the environment up to date first, in the repository itself (a reader has run the set-up)
+    subprocess.run(["make", "setup"], cwd=ROOT, check=True, capture_output=True, timeout=1800)
     scratch = _scratch(tmp_path)
     script = "set -euo pipefail\n" + runnable_script(DOCS / "tutorials" / page)
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
