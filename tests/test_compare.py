@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from siteflow.cli import compare_main
-from siteflow.metrics import paired_bootstrap_test, wilcoxon_signed_rank
+from siteflow.metrics import holm_adjust, paired_bootstrap_test, wilcoxon_signed_rank
 from siteflow.reporting import NoFinishedRun, compare_runs, read_run
 
 SEGMENTATION = ["model", "site", "image_id", "dice_vessel", "dice_mean"]
@@ -41,7 +41,7 @@ def test_a_known_difference_is_found(tmp_path):
     assert site1.value_a - site1.value_b == pytest.approx(0.1)
     # every image is 0.1 better: every resample says so; Wilcoxon's exact p for 8 of 8 positive is 2 / 2**8
     assert (site1.bootstrap.estimate, site1.bootstrap.low, site1.bootstrap.high) == pytest.approx((0.1, 0.1, 0.1))
-    assert site1.bootstrap.p_value == 0.0
+    assert site1.bootstrap.p_value == 2 / 501  # no resample at or below 0: (1 + 0) / (B + 1), two-sided, never 0
     assert site1.wilcoxon_p == pytest.approx(2 / 2**8)
     # identical results: no difference, p = 1
     assert (site2.bootstrap.estimate, site2.bootstrap.low, site2.bootstrap.high, site2.bootstrap.p_value) == (0.0, 0.0, 0.0, 1.0)
@@ -96,6 +96,14 @@ def test_paired_bootstrap_p_value_by_hand():
     assert np.isnan(undefined.p_value) and np.isnan(undefined.low)
 
 
+def test_holm_adjustment_by_hand():
+    # sorted p: 0.01, 0.02, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.02), max(0.04, 1 * 0.04); NaN is left out of m
+    adjusted = holm_adjust([0.04, 0.01, float("nan"), 0.02])
+    assert adjusted[[1, 3, 0]] == pytest.approx([0.03, 0.04, 0.04])
+    assert np.isnan(adjusted[2])
+    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1, order kept monotone
+
+
 def test_runs_over_seeds_are_compared_on_each_images_mean(tmp_path):
     a = tmp_path / "a"
     write_run(a / "seed0", dice_rows({"site1": BASE}))
@@ -144,7 +152,7 @@ def test_compare_command_prints_and_writes_the_table(tmp_path, capsys):
     assert "site1" in capsys.readouterr().out
     with open(tmp_path / "out.csv") as handle:
         (row,) = csv.DictReader(handle)
-    assert (row["site"], float(row["difference"]), float(row["p_bootstrap"])) == ("site1", pytest.approx(0.1), 0.0)
+    assert (row["site"], float(row["difference"]), float(row["p_bootstrap"])) == ("site1", pytest.approx(0.1), pytest.approx(2 / 101, abs=1e-6))
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as raised:

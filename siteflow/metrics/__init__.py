@@ -13,6 +13,7 @@ from siteflow.metrics.per_sample import PerSampleMetric
 from siteflow.metrics.statistics import (
     PairedTest,
     bootstrap_confidence_interval,
+    holm_adjust,
     mean_confidence_interval,
     paired_bootstrap_test,
     wilcoxon_signed_rank,
@@ -28,6 +29,7 @@ __all__ = [
     "PooledOverlap",
     "SampleDice",
     "bootstrap_confidence_interval",
+    "holm_adjust",
     "confusion_counts",
     "dice_from_confusion",
     "hd95",

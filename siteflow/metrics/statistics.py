@@ -100,8 +100,10 @@ def paired_bootstrap_test(
     ``difference`` maps the rows of ``arrays`` (both models' values of each sample, kept
     together) to a number, e.g. ``mean(a - b)`` or ``auroc(a) - auroc(b)``; the samples are
     resampled with replacement as in :func:`bootstrap_confidence_interval`. The two-sided
-    p-value of "no difference" is ``min(1, 2 * min(P(d* <= 0), P(d* >= 0)))`` over the
-    resampled differences ``d*``; a difference that is 0 on every resample gives ``p = 1``.
+    p-value of "no difference" is ``min(1, 2 * (1 + min(#(d* <= 0), #(d* >= 0))) / (B + 1))``
+    over the ``B`` resampled differences ``d*`` that are not NaN (Davison and Hinkley's
+    ``(1 + k) / (B + 1)``: ``B`` resamples cannot show a p-value below ``2 / (B + 1)``, so it is
+    never 0); a difference that is 0 on every resample gives ``p = 1``.
 
     Returns:
         :class:`PairedTest`; NaN bounds and p-value if every resample gave NaN.
@@ -110,8 +112,32 @@ def paired_bootstrap_test(
     data = _paired_arrays(arrays)
     resampled = _resample(difference, data, n_resamples, seed)
     low, high = _percentile_interval(resampled, confidence)
-    p_value = min(1.0, 2 * min(float(np.mean(resampled <= 0)), float(np.mean(resampled >= 0)))) if resampled.size else math.nan
+    extreme = min(int(np.sum(resampled <= 0)), int(np.sum(resampled >= 0)))
+    p_value = min(1.0, 2 * (1 + extreme) / (resampled.size + 1)) if resampled.size else math.nan
     return PairedTest(float(difference(*data)), low, high, p_value)
+
+
+def holm_adjust(p_values: ArrayLike) -> np.ndarray:
+    """Holm's step-down adjustment of ``p_values`` for multiple comparisons (controls the
+    family-wise error rate): the k-th smallest of m p-values becomes
+    ``max over j <= k of min(1, (m - j + 1) * p_(j))``; NaN stays NaN and does not count in m.
+
+    Args:
+        p_values: (m,) p-values of the family.
+
+    Returns:
+        (m,) float64 adjusted p-values, in the input's order.
+    """
+    p = _as_numpy(p_values).ravel()
+    adjusted = np.full_like(p, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def wilcoxon_signed_rank(differences: ArrayLike) -> tuple[float, float]:
