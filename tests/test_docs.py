@@ -152,3 +152,15 @@ def test_your_first_study_runs_as_written(tmp_path):
 def test_the_hand_over_tutorial_runs_as_written(tmp_path):
     scratch, output = _run_page("handover.md", tmp_path)
     assert "site1" in output and (scratch / "exps/demo/relay_deploy/site2/checkpoints/task_2/handover.safetensors").is_file()
+
+
+def test_make_docs_without_the_docs_extras_says_how_to_install_them(tmp_path):
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    # the project's environment stands ready (STAMP: any existing file), but its Python lacks MkDocs
+    result = subprocess.run(
+        ["make", "--no-print-directory", "docs", f"PYTHON={bare / 'bin' / 'python'}", "STAMP=Makefile"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "make docs-setup" in result.stderr and "requirements-docs.txt" in result.stderr
