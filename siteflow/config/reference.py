@@ -62,7 +62,17 @@ def _table(rows: list[tuple[str, str, str, str]]) -> str:
 
 def _cell(text: str) -> str:
     """``text`` made safe for one table cell (no pipes, no line breaks)."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return " ".join(plain(str(text)).split()).replace("|", "\\|")
+
+
+ROLE = re.compile(r":\w+:`(~?)([^`]+)`")
+"""A Sphinx cross-reference role in a docstring (``:class:`~a.b.C``` or ``:func:`f```)."""
+
+
+def plain(text: str) -> str:
+    """``text`` with Sphinx roles as code: ``:class:`~a.b.C``` -> ```C``` (its last name after
+    ``~``, as Sphinx shows it)."""
+    return ROLE.sub(lambda m: f"``{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}``", text)
 
 
 def _code(value: str) -> str:
@@ -125,7 +135,7 @@ def _component(name: str, target: Callable, supplied: tuple[str, ...]) -> str:
 def _summary(target: Any) -> str:
     """The first paragraph of ``target``'s docstring, on one line."""
     doc = inspect.getdoc(target) or ""
-    return " ".join(doc.split("\n\n")[0].split())
+    return plain(" ".join(doc.split("\n\n")[0].split()))
 
 
 def _type_text(hint: Any) -> str:
@@ -166,6 +176,8 @@ def _default_text(value: Any) -> str:
         return "(see its section)"
     if isinstance(value, tuple):
         return str(list(value))
+    if isinstance(value, float):
+        return format(value, ".6g")
     return str(value)
 
 
