@@ -111,9 +111,13 @@ def _search(folder: Path, root: Path, spatial_dims: int) -> list[InputItem]:
 
 
 def _holds_dicom(folder: Path) -> bool:
-    return any(child.is_file() and child.suffix.lower() == DICOM_SUFFIX for child in folder.iterdir()) or bool(
-        sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    )
+    """Whether ``folder`` holds DICOM files: ``.dcm`` files, or files of no known image or
+    volume suffix (DICOM files often have none) that GDCM reads as a series."""
+    files = [child for child in folder.iterdir() if child.is_file() and not child.name.startswith(".")]
+    if any(child.suffix.lower() == DICOM_SUFFIX for child in files):
+        return True
+    unknown = [child for child in files if _kind_of_file(child, 3) is None]
+    return bool(unknown) and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
 def _kind_of_file(path: Path, spatial_dims: int) -> InputKind | None:
