@@ -1,5 +1,5 @@
 """Command lines: ``train.py`` / ``siteflow-train``, ``predict_test.py`` / ``siteflow-predict``,
-``compare.py`` / ``siteflow-compare`` and ``report.py`` / ``siteflow-report``."""
+``compare.py`` / ``siteflow-compare``, ``report.py`` / ``siteflow-report`` and ``study.py`` / ``siteflow-study``."""
 
 from __future__ import annotations
 
@@ -220,7 +220,7 @@ def report_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="One self-contained HTML report of finished runs (the first is compared with the others).")
     parser.add_argument("runs", type=Path, nargs="+", help="run folders exps/<config>/<note>")
     parser.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="the HTML file (default: ./report.html)")
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the paired comparisons (default 1000)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the paired comparisons (default 2000, as siteflow-compare)")
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error(f"--resamples: expected at least 1, got {args.resamples}")
@@ -317,3 +317,41 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"exported {model.recipe.name} to {folder}")
     return 0
+
+
+def study_main(argv: Sequence[str] | None = None) -> int:
+    """Run a whole comparison from a study file; see docs/how-to/study.md."""
+    from siteflow.core.atomic import OutputError
+    from siteflow.study import StudyError, load_study
+    from siteflow.study.engines import LocalEngine, RayEngine
+    from siteflow.study.runner import dry_run, run_study
+
+    parser = argparse.ArgumentParser(
+        description="Train every run of a study over its seeds in parallel, test them, compare them with the reference, write one report."
+    )
+    parser.add_argument("study", type=Path, help="the study file (see docs/how-to/study.md)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; train nothing")
+    parser.add_argument("--workers", type=int, default=None, help="runs at a time (default: the study's workers, else one per GPU, or one per 4 CPU cores)")
+    parser.add_argument("--engine", choices=("local", "ray"), default=None, help="local processes (default) or a Ray cluster")
+    parser.add_argument("--address", default="auto", help="the Ray cluster with --engine ray (default: auto, the cluster this machine is in)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show every library's messages too")
+    args = parser.parse_args(argv)
+    configure_logging(verbose=args.verbose)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers: expected at least 1, got {args.workers}")
+    try:
+        study = load_study(args.study)
+        workers = args.workers or study.workers
+        engine_name = args.engine or study.engine
+        engine = RayEngine(args.address, workers) if engine_name == "ray" else LocalEngine(workers)
+        if args.dry_run:
+            dry_run(study, engine)
+            return 0
+        outcome = run_study(study, engine)
+    except (StudyError, FileNotFoundError, ConfigError, OutputError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if outcome.report is None:
+        print(f"no report: the reference {study.reference} did not finish (run the same command again to resume)")
+        return 1
+    print(f"report in {outcome.report}")
+    return 1 if outcome.failed else 0

@@ -73,7 +73,8 @@ def matrix_csv(rows: Sequence[StageResult], site_names: Sequence[str], metric: s
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["after_stage", "trained_site", *site_names, "mean"])
     for row, values in zip(rows, matrix):
-        writer.writerow([row.stage, row.trained_site or "", *(f"{v:.6f}" for v in values), f"{np.nanmean(values):.6f}"])
+        mean = np.nanmean(values) if np.isfinite(values).any() else np.nan  # a row of NaN (one seed's std): NaN, silently
+        writer.writerow([row.stage, row.trained_site or "", *(f"{v:.6f}" for v in values), f"{mean:.6f}"])
     return buffer.getvalue()
 
 

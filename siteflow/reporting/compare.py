@@ -145,6 +145,25 @@ def _compare_classes(site: str, a: SiteSamples, b: SiteSamples, n_resamples: int
     return results
 
 
+def primary_metric(samples: SiteSamples) -> str:
+    """The metric a study ranks by: Dice (segmentation), mean AUROC (multi-label), else the
+    first score of :data:`~siteflow.metrics.multiclass.SCORES` (one class per image)."""
+    if samples.dice is not None:
+        return "dice"
+    return "auroc" if samples.scores is not None else SCORES[0]
+
+
+def site_value(samples: SiteSamples, metric: str, rows: np.ndarray | None = None) -> float:
+    """``metric`` of one run on one site (mean over its seeds), as :func:`compare_runs`
+    reports it, on the images ``rows`` (indices, repeats allowed: a resample; all by default)."""
+    rows = np.arange(len(samples.image_ids)) if rows is None else rows
+    if metric == "dice":
+        return float(samples.dice[rows].mean())
+    if metric == "auroc":
+        return _mean_auroc(samples.scores[rows], samples.labels[rows])
+    return _seed_mean(samples.probabilities[rows], samples.classes[rows], samples.class_names, metric)
+
+
 def _seed_mean(probabilities: np.ndarray, classes: np.ndarray, class_names: tuple[str, ...], score: str) -> float:
     """Mean over seeds of ``score`` of probabilities (N, S, K) against classes (N,)."""
     labels = torch.from_numpy(classes)

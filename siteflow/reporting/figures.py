@@ -23,13 +23,14 @@ def figure_base64(figure: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def file_base64(path: Path, max_side: int | None = None) -> str:
-    """The PNG file ``path`` as base64 text; with ``max_side``, shrunk (aspect kept) to at
-    most that many pixels on its longer side first."""
-    if max_side is None:
+def file_base64(path: Path, max_width: int | None = None) -> str:
+    """The PNG file ``path`` as base64 text; with ``max_width``, shrunk (aspect kept) to at
+    most that many pixels wide first (a tall grid keeps its rows readable)."""
+    if max_width is None:
         return base64.b64encode(Path(path).read_bytes()).decode("ascii")
     with Image.open(path) as picture:
-        picture.thumbnail((max_side, max_side))
+        if picture.width > max_width:
+            picture = picture.resize((max_width, round(picture.height * max_width / picture.width)), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         picture.save(buffer, format="png", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -20,19 +20,37 @@ document.querySelectorAll("table.sortable th").forEach((th, column) => th.addEve
 """
 
 STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
+body { font-family: sans-serif; margin: 1em auto; padding: 0 1em; max-width: 70em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.25em; margin-top: 1.6em; }
+.wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
 th { background: #eee; cursor: pointer; }
 tr.differs td { background: #fff3c4; }
-img { max-width: 100%; margin: 0.5em 0; }
+img { max-width: 100%; height: auto; margin: 0.5em 0; }
+p.answer { font-size: 1.15em; background: #eef5ff; border-left: 4px solid #1f6feb; padding: 0.6em 0.8em; }
+p.method { font-size: 0.85em; color: #555; }
 """
+
+
+class PValue(float):
+    """A p-value in a table: shown with two significant digits below 0.01 (``0.001``),
+    else three decimals; never as 0.0000 (a bootstrap p-value is never 0)."""
+
+
+def format_p(value: float) -> str:
+    """``value`` as :class:`PValue` shows it (``n/a`` for NaN)."""
+    if value != value:
+        return "n/a"
+    return f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
 
 
 def cell(value: object) -> str:
     """A table cell: numbers shown to 4 decimals with the exact value in ``data-value``."""
     if value is None:
         return "<td></td>"
+    if isinstance(value, PValue):
+        return f'<td data-value="{float(value)!r}">{format_p(value)}</td>'
     if isinstance(value, float):
         return f'<td data-value="{value!r}">{value:.4f}</td>'
     if isinstance(value, int) and not isinstance(value, bool):
@@ -48,7 +66,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], *, table_id: 
         f'<tr class="{html.escape(c)}">' + "".join(cell(v) for v in row) + "</tr>"
         for row, c in zip(rows, classes)
     )
-    return f'<table class="sortable" id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="wide"><table class="sortable" id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def image(base64_png: str, alt: str) -> str:
@@ -56,18 +74,22 @@ def image(base64_png: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64_png}">'
 
 
-def page(title: str, sections: Sequence[tuple[str, str]]) -> str:
-    """A whole self-contained page: the title, then each (heading, HTML body) section."""
+def page(title: str, sections: Sequence[tuple[str, str]], *, intro: str = "") -> str:
+    """A whole self-contained page: the title, ``intro`` (HTML), then each (heading, HTML
+    body) section."""
     parts = "".join(f"<section><h2>{html.escape(heading)}</h2>{body}</section>" for heading, body in sections)
     return (
         f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{parts}"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{intro}{parts}"
         f"<script>{SORT_SCRIPT}</script></body></html>"
     )
 
 
-def paragraph(text: str) -> str:
-    return f"<p>{html.escape(text)}</p>"
+def paragraph(text: str, css_class: str = "") -> str:
+    """An escaped paragraph, of the CSS class ``css_class`` if given."""
+    attribute = f' class="{html.escape(css_class)}"' if css_class else ""
+    return f"<p{attribute}>{html.escape(text)}</p>"
 
 
 def heading(text: str) -> str:

@@ -10,17 +10,17 @@ from typing import Sequence
 from siteflow.core.atomic import safe_name, write_text
 from siteflow.reporting.compare import COLUMNS, compare_runs, comparison_rows
 from siteflow.reporting.figures import figure_base64, file_base64, learning_curves
-from siteflow.reporting.html import heading, image, page, paragraph, table
+from siteflow.reporting.html import PValue, heading, image, page, paragraph, table
 from siteflow.reporting.runs import FinishedRun
 
-OVERLAY_SIDE = 480
-"""Overlay pictures are shrunk to at most this many pixels on their longer side."""
+OVERLAY_WIDTH = 660
+"""Overlay pictures are shrunk to at most this many pixels wide (their titles stay readable)."""
 
 SUMMARY_COLUMNS = ("run", "metric", "quantity", "site", "value", "std over seeds", "each seed")
 """The columns of the report's summary table (``id="summary"``)."""
 
 
-def write_report(runs: Sequence[FinishedRun], path: Path, *, n_resamples: int = 1000) -> Path:
+def write_report(runs: Sequence[FinishedRun], path: Path, *, n_resamples: int = 2000) -> Path:
     """Write the report of ``runs`` to ``path`` (atomically), the answers first: the summary
     table, paired comparisons of every run with the first (where both have test results),
     site-matrix heatmaps, ``predict_test.py`` results with their intervals and the best and
@@ -30,9 +30,9 @@ def write_report(runs: Sequence[FinishedRun], path: Path, *, n_resamples: int = 
     sections = [
         ("Summary", table(SUMMARY_COLUMNS, [row for run in runs for row in summary_rows(run)], table_id="summary")),
         ("Paired comparisons", _comparisons(runs, n_resamples)),
-        ("Site matrices", "".join(_site_matrices(run) for run in runs)),
-        ("Test results", "".join(_test_results(run) for run in runs)),
-        ("Learning curves", "".join(_curves(run) for run in runs)),
+        ("Site matrices", "".join(site_matrices_html(run) for run in runs)),
+        ("Test results", "".join(test_results_html(run) for run in runs)),
+        ("Learning curves", "".join(curves_html(run) for run in runs)),
         ("Configs", config_table(runs)),
     ]
     write_text(path, page(f"siteflow report: {', '.join(run.name for run in runs)}", sections))
@@ -84,7 +84,7 @@ def _flatten(value: object, prefix: str = "") -> dict[str, object]:
     return {prefix: value}
 
 
-def _site_matrices(run: FinishedRun) -> str:
+def site_matrices_html(run: FinishedRun) -> str:
     pictures = [
         image(file_base64(path), f"{run.name}: site matrix of {metric}")
         for metric in run.summary.get("metrics", [])
@@ -93,7 +93,7 @@ def _site_matrices(run: FinishedRun) -> str:
     return heading(run.name) + "".join(pictures)
 
 
-def _curves(run: FinishedRun) -> str:
+def curves_html(run: FinishedRun) -> str:
     folder = next(iter(run.folders.values()))
     figure = learning_curves(folder / "logs", run.summary.get("stages", []))
     which = f" (seed {next(iter(run.folders))})" if run.repeated else ""
@@ -101,7 +101,7 @@ def _curves(run: FinishedRun) -> str:
     return heading(f"{run.name}{which}") + body
 
 
-def _test_results(run: FinishedRun) -> str:
+def test_results_html(run: FinishedRun) -> str:
     """Per seed: the intervals of ``summary.csv`` and, per site, the best and worst image of the
     model the study ends with there by Dice; for the first seed, the overlay pictures of each site (see
     :func:`_extremes`)."""
@@ -145,11 +145,11 @@ def _extremes(samples_file: Path, label: str, *, overlays: bool, own_models: boo
             continue
         grid = folder / f"{safe_name(site)}.png"
         if grid.is_file():
-            parts.append(image(file_base64(grid, OVERLAY_SIDE), f"{model} on {site}: image, truth, prediction"))
+            parts.append(image(file_base64(grid, OVERLAY_WIDTH), f"{model} on {site}: image, truth, prediction"))
         for kind, image_id, dice in (("best", best_id, best), ("worst", worst_id, worst)):
             case = folder / safe_name(site) / f"{kind}_{safe_name(image_id)}.png"
             if case.is_file():
-                parts.append(image(file_base64(case, OVERLAY_SIDE), f"{model} on {site}: {kind} image {image_id} (Dice {dice:.4f}): image, truth, prediction"))
+                parts.append(image(file_base64(case, OVERLAY_WIDTH), f"{model} on {site}: {kind} image {image_id} (Dice {dice:.4f}): image, truth, prediction"))
     return "".join(parts)
 
 
@@ -164,6 +164,7 @@ def _comparisons(runs: Sequence[FinishedRun], n_resamples: int) -> str:
         except ValueError as error:
             parts.append(paragraph(f"{title}: not compared: {error}"))
             continue
+        rows = [[PValue(v) if column.startswith("p_") else v for column, v in zip(COLUMNS, row)] for row in rows]
         parts.append(paragraph(title) + table(COLUMNS, rows, table_id=f"compare-{other.name}"))
     return "".join(parts)
 

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import torch
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from siteflow.core.atomic import atomic_path, safe_name
 from siteflow.metrics import confusion_counts, hd95, overlap_scores
@@ -56,14 +57,15 @@ def score_samples(
 
 def plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path, ids: Sequence[str] | None = None) -> None:
     """A grid of (image, truth, prediction) rows for the first few images (or those named in
-    ``ids``), as a PNG.
+    ``ids``), as a PNG, with a legend of the classes' colours.
 
     Batches: ``{"image": (B, C, *spatial) float, "label", "pred": (B, *spatial) int64, "id":
     list[str]}``, the image of the label's size; images of different batches may differ in size.
     """
     items = [item for b in batches for item in zip(b["image"], b["label"], b["pred"], b["id"]) if ids is None or item[3] in ids]
     items = items[:OVERLAY_SAMPLES]
-    figure = Figure(figsize=(6.6, 2.2 * len(items)), dpi=100)
+    legend_in = 0.45
+    figure = Figure(figsize=(6.6, 2.2 * len(items) + legend_in), dpi=100)
     axes = figure.subplots(len(items), 3, squeeze=False)
     for row, (image, label, pred, image_id) in enumerate(items):
         if image.ndim != 3:  # a volume: show the middle slice
@@ -81,9 +83,11 @@ def plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path, i
                     colour = to_rgb(OVERLAY_COLOURS[(class_id - 1) % len(OVERLAY_COLOURS)])
                     overlay[mask.numpy() == class_id] = (*colour, 0.5)
                 axis.imshow(overlay)
-            axis.set_title(title, fontsize=8)
+            axis.set_title(title, fontsize=11)
             axis.axis("off")
-    figure.tight_layout()
+    legend = [Patch(facecolor=OVERLAY_COLOURS[(c - 1) % len(OVERLAY_COLOURS)], label=class_names[c]) for c in range(1, len(class_names))]
+    figure.legend(handles=legend, loc="upper center", ncol=len(legend), fontsize=11, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 1 - legend_in / figure.get_figheight()))
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
 
