@@ -71,12 +71,18 @@ a server optimiser's step after it."""
 
 def check_strategy(strategy: object, name: str) -> None:
     """Refuse a strategy whose aggregation needs more than the weighted average of the sites'
-    updates (SCAFFOLD sums control variates over all sites; a plug-in may do anything), or
-    that clips each site's update on the server (central differential privacy)."""
+    updates (SCAFFOLD sums control variates over all sites; a plug-in may do anything), that
+    clips each site's update on the server (central differential privacy), or that
+    aggregates robustly (a median or Krum needs every site's update)."""
     if getattr(strategy, "central_dp", None) is not None:
         raise ValueError(
             "run config secure-aggregation=true: common.strategy.kwargs.central_dp clips each site's update on the "
             "server, which SecAgg+ hides from it; drop central_dp or use secure-aggregation=false"
+        )
+    if getattr(strategy, "robust", None) is not None:
+        raise ValueError(
+            "run config secure-aggregation=true: common.strategy.kwargs.robust needs each site's update, which SecAgg+ "
+            "hides from the server (it sees their sum only); drop robust or use secure-aggregation=false"
         )
     if type(strategy).aggregate.__qualname__ not in SECURE_AGGREGATORS:
         raise ValueError(

@@ -57,6 +57,8 @@ class Federation:
         with torch.device("meta"):  # names and shapes, no memory
             network = strategy.build_network(context.task)
         strategy.prepare_server(network, self.site_names)
+        if strategy.enrolment is not None:
+            strategy.enrolment.check_sites(self.site_names)
         self.central_dp = None if strategy.central_dp is None else CentralDP(
             strategy.central_dp, seed=context.config.seed, sample_rate=strategy.fraction,
             sites=len(strategy.sample_sites(1, self.site_names, seed=context.config.seed)),

@@ -25,7 +25,7 @@ the rounds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
@@ -36,7 +36,9 @@ from siteflow.privacy.central import CentralDPOptions
 from siteflow.strategies.base import StudyContext, Strategy, Trainee
 from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
 from siteflow.strategies.federated.budget import with_callback, with_step_budget
+from siteflow.strategies.federated.enrolment import Enrolment
 from siteflow.strategies.federated.optimizer_state import KeptOptimizerState
+from siteflow.strategies.federated.robust import RobustRule, build_rule
 from siteflow.strategies.federated.sampling import draw_sites
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
@@ -80,6 +82,16 @@ class FederatedRounds(Strategy):
         central_dp: central differential privacy on the server: every update clipped, Gaussian
             noise on their average, fixed or adaptive clipping, with its accounting (the keys
             of :class:`~siteflow.privacy.central.CentralDPOptions`; ``weighting: equal``).
+        robust: a robust aggregation rule in place of the weighted average, by name with its
+            options beside it (:mod:`~siteflow.strategies.federated.robust`):
+            ``{name: median}``, ``{name: trimmed_mean, beta: 0.2}``,
+            ``{name: krum, byzantine: 1, select: 1}`` (multi-Krum with ``select > 1``),
+            ``{name: clipped_mean, factor: 1.0}`` (updates clipped to ``factor`` times the
+            round's median update norm). Not with ``central_dp`` nor secure aggregation.
+        enrolled_samples: site name -> the training-sample count it declared when it
+            enrolled; a site that claims more in a round is counted with the declared number
+            (every site of the study must be declared;
+            :mod:`~siteflow.strategies.federated.enrolment`).
     """
 
     finish_stage: ClassVar[str] = "finished"
@@ -96,6 +108,8 @@ class FederatedRounds(Strategy):
         local_steps: int | None = None,
         keep_optimizer_state: bool = False,
         central_dp: dict[str, float | bool | str | None] | None = None,
+        robust: dict[str, Any] | None = None,
+        enrolled_samples: dict[str, int] | None = None,
     ) -> None:
         for name, value in (("rounds", rounds), ("local_epochs", local_epochs), ("test_every", test_every)):
             if value < 1:
@@ -118,6 +132,10 @@ class FederatedRounds(Strategy):
         self.central_dp = None if central_dp is None else CentralDPOptions.from_mapping(central_dp)
         if self.central_dp is not None and weighting != "equal":
             raise OptionError("weighting", "central_dp bounds one site's share of the average by clip_norm / sites: set weighting: equal")
+        self.robust: RobustRule | None = None if robust is None else build_rule(robust)
+        if self.robust is not None and self.central_dp is not None:
+            raise OptionError("robust", "central_dp's noise and accounting assume the plain average of the clipped updates: use one of them")
+        self.enrolment = None if enrolled_samples is None else Enrolment(enrolled_samples)
 
     # -- the server's view of the study ------------------------------------------------------
 
@@ -233,11 +251,18 @@ class FederatedRounds(Strategy):
         return None
 
     def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
-        """The new global weights: the weighted average of what the sites sent, over the
+        """The new global weights: the weighted average of what the sites sent (or the
+        ``robust`` rule's aggregate; sample counts capped by ``enrolled_samples``), over the
         current global weights (which keep what nobody sent)."""
-        weights = site_weights([u.num_samples for u in updates], self.weighting)
+        counts = [u.num_samples for u in updates]
+        if self.enrolment is not None:
+            counts = [self.enrolment.cap(round_number, u.site, u.num_samples) for u in updates]
+        weights = site_weights(counts, self.weighting)
         shared = list(updates[0].weights)
-        return {**global_weights, **weighted_average([u.weights for u in updates], weights, keys=shared)}
+        states = [{name: u.weights[name] for name in shared} for u in updates]
+        if self.robust is None:
+            return {**global_weights, **weighted_average(states, weights)}
+        return {**global_weights, **self.robust.combine(round_number, [u.site for u in updates], states, weights, global_weights)}
 
     # -- 4. finish ---------------------------------------------------------------------------------
 
