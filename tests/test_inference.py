@@ -333,3 +333,14 @@ def test_a_classifier_writes_probabilities_and_threshold_decisions(tmp_path):
         assert int(row["positive_cardiomegaly"]) == int(scores[0] >= 0.3)
         assert int(row["positive_effusion"]) == int(scores[2] >= 0.7)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predictions.csv"]
+
+
+def test_two_inputs_whose_outputs_would_share_a_name_are_refused(tmp_path):
+    scans = tmp_path / "scans"
+    write_images(scans)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(scans / "more" / "grey8.png")
+    recipe = seg_recipe(ImageInput(3, (32, 32), (-1.0, 1.0)))
+    with pytest.raises(InputError, match=r"inputs .*scans/grey8.png and .*scans/more/grey8.png would both write grey8.png"):
+        infer(recipe, [scans / "grey8.png", scans / "more" / "grey8.png"], tmp_path / "out")
+    infer(recipe, [scans], tmp_path / "out")  # from their folder, their outputs keep their sub-folders
+    assert (tmp_path / "out" / "grey8.png").is_file() and (tmp_path / "out" / "more" / "grey8.png").is_file()

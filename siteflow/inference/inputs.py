@@ -70,7 +70,7 @@ def list_inputs(paths: Sequence[Path], spatial_dims: int) -> list[InputItem]:
     DICOM file is an image; 3: a folder holding DICOM files is a series).
 
     Raises InputError naming the path for a path that does not exist, a file of an unknown
-    kind given by name, a folder with no input, or two inputs whose outputs would share a name.
+    kind given by name, or a folder with no input.
     """
     items: list[InputItem] = []
     for path in map(Path, paths):
@@ -87,11 +87,6 @@ def list_inputs(paths: Sequence[Path], spatial_dims: int) -> list[InputItem]:
         if not found:
             raise InputError(f"input folder {path} holds no image, volume or DICOM series")
         items.extend(found)
-    seen: dict[Path, Path] = {}
-    for item in items:
-        if item.name in seen:
-            raise InputError(f"inputs {seen[item.name]} and {item.path} would both write outputs named {item.name}: rename one")
-        seen[item.name] = item.path
     return items
 
 

@@ -58,16 +58,21 @@ class InferenceReport:
 def check_output_folder(output: Path, roots: Sequence[Path], items: Sequence[InputItem], recipe: ModelRecipe) -> None:
     """Raises InputError naming the folder when writing the outputs into ``output`` could
     overwrite or mix with the inputs: ``output`` is an input folder (``roots``) or inside one,
-    or an output file would be an input file."""
+    or an output file would be an input file; or naming two inputs whose outputs would share
+    a name (files of the same name given from different folders)."""
     target = output.resolve()
     for root in map(Path, roots):
         if root.is_dir() and (target == root.resolve() or root.resolve() in target.parents):
             raise InputError(f"output folder {output} is inside input folder {root}: its outputs would mix with the inputs; choose another -o")
     inputs = {item.path.resolve() for item in items}
+    writers: dict[Path, Path] = {}
     for item in items:
         for path in output_files(recipe, item.kind, item.name, probabilities=True):
             if (target / path).resolve() in inputs:
                 raise InputError(f"output folder {output} would overwrite input {target / path}; choose another -o")
+            if path in writers:
+                raise InputError(f"inputs {writers[path]} and {item.path} would both write {path}: give their folder, or rename one")
+            writers[path] = item.path
     if target.exists() and not target.is_dir():
         raise InputError(f"output folder {output} is a file")
 
