@@ -10,8 +10,11 @@ tested, it writes ``study_job.json`` into the run folder: the study counts the j
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import platform
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -48,6 +51,18 @@ def run_job(config_file: Path, folder: Path, seed: int, *, gpu: bool = False, wo
     return record
 
 
+def end_with_parent() -> None:
+    """Have Linux end this process when the process that started it (the study, or a Ray
+    worker) dies, killed or not, so that no orphan keeps training and holding the run
+    folder's lock; nothing elsewhere."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+"""``prctl``'s option: the signal this process gets when its parent dies."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="One job of a study: train one run with one seed, then test it.")
     parser.add_argument("config", type=Path, help="the run's experiment config (a .yaml path)")
@@ -57,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of this process")
     parser.add_argument("--worker", default=None, help="where it runs, as the engine names it (recorded)")
     args = parser.parse_args(argv)
+    end_with_parent()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     log_file = args.folder / "logs" / f"study_job_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log"

@@ -55,9 +55,11 @@ def write_configs(study: Study, folder: StudyFolder) -> None:
         write_text(folder.config_file(run.name), yaml.safe_dump(run.raw, sort_keys=False))
 
 
-def dry_run(study: Study, engine: Engine, stream: TextIO = sys.stdout) -> list[dict]:
+def dry_run(study: Study, engine: Engine, stream: TextIO | None = None) -> list[dict]:
     """List the study's runs with their estimated cost (the images each seed trains on and,
-    where jobs of this study finished before, the time that rate gives) without training."""
+    where jobs of this study finished before, the time that rate gives) on ``stream`` (default:
+    standard output) without training."""
+    stream = stream or sys.stdout
     folder = StudyFolder(study.output)
     jobs = study_jobs(study, folder)
     records = {job.key: folder.record(job.key) for job in jobs}
@@ -91,13 +93,15 @@ def dry_run(study: Study, engine: Engine, stream: TextIO = sys.stdout) -> list[d
     return rows
 
 
-def run_study(study: Study, engine: Engine, *, stream: TextIO = sys.stdout, cwd: Path | None = None) -> StudyOutcome:
-    """Run ``study`` on ``engine`` (see the module docstring); returns its outcome."""
+def run_study(study: Study, engine: Engine, *, stream: TextIO | None = None, cwd: Path | None = None) -> StudyOutcome:
+    """Run ``study`` on ``engine`` (see the module docstring), its progress on ``stream``
+    (default: standard output), the jobs started in ``cwd`` (default: this process's working
+    folder, where relative paths in the configs lead); returns its outcome."""
     folder = StudyFolder(study.output)
     write_configs(study, folder)
     jobs = study_jobs(study, folder)
     done = [job.key for job in jobs if folder.record(job.key)]
-    tracker = StudyTracker(study.name, [job.key for job in jobs], done, workers=engine.workers, path=folder.progress, stream=stream)
+    tracker = StudyTracker(study.name, [job.key for job in jobs], done, workers=engine.workers, path=folder.progress, stream=stream or sys.stdout)
     pending = [job for job in jobs if job.key not in set(done)]
     if pending:
         engine.run(pending, tracker, cwd=cwd or Path.cwd())
