@@ -99,10 +99,11 @@ def runnable_script(page: Path) -> str:
     return "\n".join(RUNNABLE.findall(page.read_text()))
 
 
-def test_the_tutorials_mark_their_commands_runnable():
+def test_the_tutorials_and_guides_mark_their_commands_runnable():
     scripts = {page.name: runnable_script(page) for page in sorted((DOCS / "tutorials").glob("*.md"))}
     assert "make demo" in scripts["first-study.md"] and "siteflow-report" in scripts["first-study.md"]
     assert "--handover received.safetensors" in scripts["handover.md"]
+    assert "infer.py" in runnable_script(DOCS / "how-to" / "use-a-trained-model.md")
 
 
 def _scratch(tmp_path: Path) -> Path:
@@ -115,11 +116,12 @@ def _scratch(tmp_path: Path) -> Path:
     return scratch
 
 
-def _run_page(page: str, tmp_path: Path) -> tuple[Path, str]:
+def _run_pages(pages: list[str], tmp_path: Path) -> tuple[Path, str]:
+    """Run the runnable blocks of ``pages`` (under docs/) in order, in one shell."""
     # the environment up to date first, in the repository itself (a reader has run the set-up)
     subprocess.run(["make", "setup"], cwd=ROOT, check=True, capture_output=True, timeout=1800)
     scratch = _scratch(tmp_path)
-    script = "set -euo pipefail\n" + runnable_script(DOCS / "tutorials" / page)
+    script = "set -euo pipefail\n" + "\n".join(runnable_script(DOCS / page) for page in pages)
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
     process = subprocess.Popen(
         ["bash", "-c", script], cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -137,20 +139,22 @@ def _run_page(page: str, tmp_path: Path) -> tuple[Path, str]:
 
 @pytest.mark.slow
 @pytest.mark.docs
-def test_your_first_study_runs_as_written(tmp_path):
-    scratch, output = _run_page("first-study.md", tmp_path)
+def test_your_first_study_and_using_its_model_run_as_written(tmp_path):
+    scratch, output = _run_pages(["tutorials/first-study.md", "how-to/use-a-trained-model.md"], tmp_path)
     assert "site matrix of dice" in output and "GPU available" not in output and "Tip:" not in output
     assert (scratch / "exps/demo/sequential/quick/test_results/samples.csv").is_file()
     assert (scratch / "exps/demo/fedbn/quick/test_results/samples.csv").is_file()
     assert re.search(r"^\s+site1\s", output, re.M), output[-2000:]  # the comparison's rows
     report = (scratch / "report.html").read_text()
     assert "demo/sequential" in report and "demo/fedbn" in report
+    assert list((scratch / "predictions" / "site1").glob("*.png")) and (scratch / "predictions" / "site1" / "predictions.csv").is_file()
+    assert (scratch / "exported" / "demo_sequential" / "MODEL_CARD.md").is_file()
 
 
 @pytest.mark.slow
 @pytest.mark.docs
 def test_the_hand_over_tutorial_runs_as_written(tmp_path):
-    scratch, output = _run_page("handover.md", tmp_path)
+    scratch, output = _run_pages(["tutorials/handover.md"], tmp_path)
     assert "site1" in output and (scratch / "exps/demo/relay_deploy/site2/checkpoints/task_2/handover.safetensors").is_file()
 
 
