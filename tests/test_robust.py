@@ -157,3 +157,55 @@ def test_robust_aggregation_is_refused_under_secure_aggregation_naming_the_key()
 
     with pytest.raises(ValueError, match=r"secure-aggregation=true: common.strategy.kwargs.robust needs each site's update"):
         check_strategy(FedAvgStrategy(robust={"name": "median"}), "fedavg")
+
+
+def test_a_sample_count_must_be_a_positive_whole_finite_number():
+    from siteflow.deploy.flower.server import sample_count
+
+    assert sample_count(12) == 12 and sample_count(12.0) == 12
+    for bad in (float("inf"), float("nan"), 2.5, 0, -3, True, "12"):
+        with pytest.raises(ValueError, match="is not a positive whole number"):
+            sample_count(bad)
+
+
+def test_test_results_outside_their_range_are_left_out_naming_the_site(tmp_path, caplog, monkeypatch):
+    from flwr.app import MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from siteflow.deploy.flower.protocol import TESTED, RunSettings
+    from siteflow.deploy.flower.server import FederatedServer
+    from siteflow.metrics.ranges import out_of_range
+    from test_federated_flower import QueryGrid
+
+    for key in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, key, 1)
+    config = load_config(tiny_config(tmp_path, "fedavg", sites=3))
+    server = FederatedServer(ExperimentRun(config, tmp_path / "run"), RunSettings(config=str(tmp_path / "fedavg.yaml")))
+    server.sites.connected(QueryGrid({1: 1, 2: 2, 3: 3}))
+    good = {"dice": 0.5, "dice_sample": 0.5, "hd95": float("inf"), "kappa": -0.2}
+    answers = {
+        1: RecordDict({TESTED: MetricRecord(good)}),
+        2: RecordDict({TESTED: MetricRecord({**good, "dice": 1e9})}),
+        3: RecordDict({TESTED: MetricRecord({**good, "dice_sample": float("nan")})}),
+    }
+    server._record("round1", answers)
+    assert list(server.run.folder.results[-1].values) == ["site1"]
+    assert "round1: site site2 sent impossible test results (dice = 1000000000.0 is outside [0, 1]): left out" in caplog.text
+    assert "round1: site site3 sent impossible test results (dice_sample is NaN): left out" in caplog.text
+    assert out_of_range("dice_optic_cup", -0.1) == "dice_optic_cup = -0.1 is outside [0, 1]"
+    assert out_of_range("auroc_edema", float("nan")) is None and out_of_range("hd95", -1.0) is not None
+
+
+@pytest.mark.slow
+def test_a_robust_rule_on_flower_gives_the_simulated_global_weights(tmp_path):
+    from flower_local import simulated_and_deployed
+    from siteflow.core.atomic import load_weights
+
+    options = {"rounds": 2, "robust": {"name": "trimmed_mean", "beta": 0.34}, "enrolled_samples": {f"site{i}": 6 for i in (1, 2, 3)}}
+    config = tiny_config(tmp_path, "fedavg", sites=3, common={"strategy": {"kwargs": options}})
+    simulated, deployed = simulated_and_deployed(tmp_path, config, sites=3)  # the site matrices equal, row by row
+    final = [run.folder.checkpoints / "global" / "final.safetensors" for run in (simulated, deployed)]
+    expected, actual = (load_weights(path) for path in final)
+    assert all(torch.equal(actual[name], expected[name]) for name in expected)
+    saved, _ = deployed.load_state("global/round_state")
+    assert any(not torch.equal(saved[f"global/{name}"], load_weights(deployed.folder.checkpoints / "initial.safetensors")[name]) for name in expected)

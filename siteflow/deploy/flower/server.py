@@ -22,6 +22,7 @@ test that was not recorded goes with the next round's messages).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Collection, Iterable
 
@@ -50,6 +51,7 @@ from siteflow.deploy.flower.secure import SecureOutcome, SecureRound, check_stra
 from siteflow.deploy.flower.sites import SiteDirectory
 from siteflow.deploy.flower.weights import from_arrays, to_arrays
 from siteflow.engine.runner import ExperimentRun
+from siteflow.metrics.ranges import out_of_range
 from siteflow.strategies.federated import FederatedStrategy, Federation, SiteUpdate, round_stage
 
 log = logging.getLogger(__name__)
@@ -128,9 +130,9 @@ class FederatedServer:
                 continue
             name, content = self.sites.name(node_id), answers[node_id]
             try:
-                updates.append(SiteUpdate(name, from_arrays(content[ARRAYS]), int(content[METRICS][NUM_EXAMPLES])))
+                updates.append(SiteUpdate(name, from_arrays(content[ARRAYS]), sample_count(content[METRICS][NUM_EXAMPLES])))
             except (KeyError, TypeError, ValueError) as error:
-                log.error("round %d: site %s sent an update that cannot be read (weights or sample count): %r", round_number, name, error)
+                log.error("round %d: site %s sent an update that cannot be read (weights or sample count): %s", round_number, name, error)
         self._close(round_number, updates, len(sampled))
         return round_number if self.strategy.tests_after(round_number) else None
 
@@ -194,7 +196,8 @@ class FederatedServer:
 
     def _record(self, stage: str, answers: dict[int, RecordDict]) -> None:
         """Record the sites' test results (each answer's ``"tested"`` record) as the row
-        ``stage``; an answer without the site matrix's metrics is left out with the site's name."""
+        ``stage``; an answer without the site matrix's metrics, or with a value outside its
+        metric's range (a NaN among the site matrix's), is left out with the site's name."""
         metrics = self.run.task.matrix_metrics
         values = {}
         for node_id, content in answers.items():
@@ -206,6 +209,9 @@ class FederatedServer:
                 continue
             if missing := [metric for metric in metrics if metric not in result]:
                 log.error("%s: site %s sent test results without %s: left out", stage, name, ", ".join(missing))
+                continue
+            if wrong := [why for key, value in result.items() if (why := out_of_range(key, value, required=key in metrics))]:
+                log.error("%s: site %s sent impossible test results (%s): left out", stage, name, "; ".join(wrong))
                 continue
             values[name] = result
         if not values:
@@ -262,6 +268,16 @@ class FederatedServer:
                 log.error("round %d: site %s did not reply (%s) within %.0f s",
                           round_number, self.sites.name(node_id), _work(message), self.settings.round_timeout)
         return answers
+
+
+def sample_count(value: object) -> int:
+    """A reply's training-sample count as an int: a whole, finite, positive number.
+
+    Raises:
+        ValueError: anything else (an infinite or fractional count, a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value) or value < 1:
+        raise ValueError(f"sample count {value!r} is not a positive whole number")
+    return int(value)
 
 
 def _work(message: Message) -> str:

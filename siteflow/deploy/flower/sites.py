@@ -73,7 +73,12 @@ class SiteDirectory:
                 log.error("node %d did not say which site it serves (left out): %s", node_id, reply.error.reason)
                 self._left_out.add(node_id)
                 continue
-            task_id = int(reply.content[METRICS][TASK_ID])
+            try:
+                task_id = int(reply.content[METRICS][TASK_ID])
+            except (KeyError, TypeError, ValueError, OverflowError) as error:
+                log.error("node %d did not say which site it serves (left out): %s", node_id, error)
+                self._left_out.add(node_id)
+                continue
             task = self.tasks.get(task_id)
             if task is None:
                 log.error("node %d serves task id %d, which this run does not train (left out)", node_id, task_id)
