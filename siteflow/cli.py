@@ -78,7 +78,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     """Train every current site of a config with its strategy; see README.md."""
     from siteflow.core.site_matrix import matrix_table
     from siteflow.core.atomic import OutputError
+    from siteflow.core.finite import NonFiniteWeights
     from siteflow.datasets import DataError
+    from siteflow.engine.divergence import TrainingDiverged
     from siteflow.engine.run_folder import RunFolderConflict, RunFolderLocked
     from siteflow.engine.runner import ExperimentRun
     from siteflow.engine.seeds import run_seeds
@@ -129,7 +131,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             summary = run.execute()
     except (RunFolderConflict, RunFolderLocked, HandoverError, OutputError, SetupRefused, DataError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except TooFewSites as error:
+    except (TooFewSites, TrainingDiverged, NonFiniteWeights) as error:
         parser.exit(1, f"{parser.prog}: stopped: {error}\n")
     if summary and seeds is not None:
         for metric in summary["metrics"]:

@@ -18,7 +18,9 @@ import pytorch_lightning as pl
 
 from siteflow.config import ExperimentConfig
 from siteflow.core.atomic import load_weights, write_text
+from siteflow.core.finite import check_finite_weights
 from siteflow.core.registry import STRATEGIES
+from siteflow.core.types import State
 from siteflow.engine.run_folder import RunFolder
 from siteflow.tasks import ModelToTest, build_task
 
@@ -54,13 +56,24 @@ def predict_run(
     )
     output = task.prediction_output(folder.path / "test_results", save_volumes=save_nifti)
     for name, path, own in _weights_to_test(config, folder, weights, stages):
-        model = ModelToTest(name, lambda site, path=path, own=own: solver(load_weights(own.get(site, path))))
+        model = ModelToTest(name, lambda site, path=path, own=own: solver(finite_weights(own.get(site, path))))
         for site in config.sites:
             if site.available:
                 task.predict(model, site, trainer, output)
     write_text(output.folder / "samples.csv", csv_text(output.sample_header, output.sample_rows))
     write_text(output.folder / "summary.csv", csv_text(output.summary_header, output.summary_rows))
     return output.folder
+
+
+def finite_weights(path: Path) -> State:
+    """The weights in ``path``, refused if a tensor holds a NaN or an infinity (a diverged
+    training's weights would score Dice 0 on every site, which is no result).
+
+    Raises:
+        NonFiniteWeights: naming the file and the first such tensor."""
+    weights = load_weights(path)
+    check_finite_weights(weights, str(path))
+    return weights
 
 
 def _weights_to_test(

@@ -30,6 +30,7 @@ from safetensors import safe_open
 from pytorch_lightning.utilities import rank_zero_only
 
 from siteflow.core.atomic import OutputError, load_weights, safe_name, save_weights, write_json, write_text
+from siteflow.core.finite import check_finite_weights
 from siteflow.core.site_matrix import StageResult
 from siteflow.core.types import State
 
@@ -124,15 +125,21 @@ class RunFolder:
         return load_weights(final) if final.is_file() else None
 
     def save_stage_weights(self, save_dir: str, weights: State) -> None:
-        """Save a trained stage's final weights (``checkpoints/<save_dir>/final.safetensors``)."""
+        """Save a trained stage's final weights (``checkpoints/<save_dir>/final.safetensors``);
+        weights that are not finite are refused (:class:`~siteflow.core.finite.NonFiniteWeights`)."""
+        check_finite_weights(weights, f"{self.stage_dir(save_dir) / FINAL_WEIGHTS}: not written")
         if rank_zero_only.rank == 0:
             save_weights(self.stage_dir(save_dir) / FINAL_WEIGHTS, weights)
 
     def save_final(self, stage: str, weights: State, *, save_dir: str, site_weights: Mapping[str, State] | None = None) -> None:
         """Save a stage's final weights as ``checkpoints/<save_dir>/final.safetensors`` and
-        each site's own version (``final_<site>.safetensors``) where sites keep some."""
+        each site's own version (``final_<site>.safetensors``) where sites keep some; weights
+        that are not finite are refused (:class:`~siteflow.core.finite.NonFiniteWeights`)."""
         directory = self.stage_dir(save_dir)
         own = {site: directory / f"final_{safe_name(site)}.safetensors" for site in site_weights or {}}
+        check_finite_weights(weights, f"{directory / FINAL_WEIGHTS}: not written")
+        for site, path in own.items():
+            check_finite_weights(site_weights[site], f"{path}: not written")
         if rank_zero_only.rank == 0:
             save_weights(directory / FINAL_WEIGHTS, weights)
             for site, path in own.items():

@@ -22,6 +22,7 @@ from siteflow.config import SiteConfig, TaskConfig, TrainConfig
 from siteflow.core.types import State
 from siteflow.datasets.pooling import loader
 from siteflow.engine.checkpoint_io import AtomicCheckpointIO
+from siteflow.engine.divergence import DivergenceGuard
 from siteflow.engine.random_state import RandomStateCheckpoint
 from siteflow.privacy import SITES_DIR
 from siteflow.privacy.dp_sgd import private_training
@@ -88,7 +89,11 @@ class SiteStep:
 
         With ``checkpoint_dir``, ``last.ckpt`` there is rewritten (atomically) after every
         epoch, and with ``resume`` an existing one is continued. Returns the final weights
-        (on the CPU)."""
+        (on the CPU).
+
+        Raises:
+            TrainingDiverged: a training loss or a weight became NaN or infinite (see
+                :mod:`~siteflow.engine.divergence`)."""
         train_config = tasks[0].train
         if epochs is not None:
             train_config = dataclasses.replace(train_config, epochs=epochs)
@@ -125,6 +130,7 @@ class SiteStep:
             RandomStateCheckpoint(train_loader.generator),
         ]
         callbacks += private
+        callbacks.insert(0, DivergenceGuard("+".join(t.task_name for t in tasks), stage))  # before the checkpoint is written
         trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0)
         trainer.fit(
             learner,

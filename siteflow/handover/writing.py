@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from siteflow.core.atomic import atomic_path
+from siteflow.core.finite import check_finite_weights
 from siteflow.handover.container import METADATA_KEY
 from siteflow.handover.digest import weights_sha256
 from siteflow.handover.jsontext import as_json, canonical_json
@@ -54,6 +55,7 @@ def write_handover(
     Raises:
         TypeError: a value of ``weights`` is not a tensor.
         ValueError: a value JSON cannot hold (NaN, ...).
+        NonFiniteWeights: a weight is NaN or infinite (nothing is written).
         HandoverError: a manifest a reader would refuse (e.g. sites whose times go backwards).
     """
     tensors = {}
@@ -61,6 +63,7 @@ def write_handover(
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"weights[{name!r}] is a {type(tensor).__name__}, not a tensor")
         tensors[name] = tensor.detach().cpu().contiguous()
+    check_finite_weights(tensors, f"{os.fspath(path)}: not written")
     manifest = {
         "format_version": FORMAT_VERSION,
         "strategy": strategy,
