@@ -82,14 +82,14 @@ LOSS_CASES = [
     ((9, 4), 1, {"batch_dice": True, "smooth": 1e-3}, torch.uint8, 255),
     ((3, 5, 7), 1, {}, torch.int64, -1),
     ((13, 11), 2, {}, torch.int64, None),
-    ((13, 11), 2, {"do_bg": False}, torch.uint8, None),
+    ((13, 11), 2, {"include_background": False}, torch.uint8, None),
     ((6, 5, 3), 3, {"batch_dice": True}, torch.int64, None),
-    ((17, 9), 3, {"do_bg": False, "batch_dice": True}, torch.uint8, 255),
+    ((17, 9), 3, {"include_background": False, "batch_dice": True}, torch.uint8, 255),
     ((4, 7, 5), 4, {"smooth": 0.0}, torch.int64, None),
-    ((33, 31), 4, {"do_bg": False}, torch.int64, 0),  # a class as ignore_index: its pixels drop out
+    ((33, 31), 4, {"include_background": False}, torch.int64, 0),  # a class as ignore_index: its pixels drop out
     ((5, 6, 7), 5, {}, torch.uint8, None),
     ((21, 23), 6, {"smooth": 1e-5}, torch.int64, -100),
-    ((7, 3, 9), 7, {"do_bg": False, "batch_dice": True}, torch.uint8, None),
+    ((7, 3, 9), 7, {"include_background": False, "batch_dice": True}, torch.uint8, None),
     ((19, 17), 8, {}, torch.int64, 3),
     ((3, 4, 5), 8, {"batch_dice": True}, torch.uint8, 200),
 ]
@@ -136,8 +136,8 @@ def test_half_inputs_accumulate_in_float32(dtype, channels):
     logits, labels = make_case(7, (31, 29), channels, dtype=torch.float32)
     half = logits.to(dtype)
     half[0, 0, 0, :3] = torch.tensor([0.0, -0.0, 6e-6])  # zeros and a subnormal half
-    loss, grad = loss_and_grad(kernels.dice_loss, half, labels, do_bg=False)
-    ref_loss, ref_grad = loss_and_grad(reference.dice_loss, half, labels, do_bg=False)
+    loss, grad = loss_and_grad(kernels.dice_loss, half, labels, include_background=False)
+    ref_loss, ref_grad = loss_and_grad(reference.dice_loss, half, labels, include_background=False)
     assert loss.dtype == torch.float32 and grad.dtype == dtype
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     # Both round a float32 gradient to the half type: equal to about one unit in the last place.
@@ -154,8 +154,8 @@ def test_half_inputs_accumulate_in_float32(dtype, channels):
     [
         ((3, 4), 1, {"smooth": 1e-3}),
         ((4, 3), 3, {}),
-        ((3, 5), 4, {"do_bg": False, "batch_dice": True}),
-        ((2, 3, 3), 3, {"do_bg": False}),
+        ((3, 5), 4, {"include_background": False, "batch_dice": True}),
+        ((2, 3, 3), 3, {"include_background": False}),
         ((3, 4), 4, {"ignore_index": 9}),
     ],
 )
@@ -261,7 +261,7 @@ def test_losses_and_metrics_use_the_compiled_kernels(monkeypatch):
     monkeypatch.setattr(reference, "confusion", boom)
     assert kernels.backend() == "compiled"
     logits, labels = make_case(14, (8, 9), 3, dtype=torch.float32)
-    SoftDiceLoss(do_bg=False)(logits.requires_grad_(True), labels).backward()
+    SoftDiceLoss(include_background=False)(logits.requires_grad_(True), labels).backward()
     PooledDice(3).update(logits.detach(), labels)
     SampleDice(3).update(logits.detach().argmax(1), labels)
 
@@ -383,7 +383,7 @@ def test_cuda_matches_reference(dtype, spatial, channels, ignore_index):
     logits, labels = make_case(17, spatial, channels, dtype=dtype, ignore_index=ignore_index, device="cuda",
                                label_dtype=torch.uint8 if ignore_index == 255 else torch.int64)
     rtol = {torch.float64: 1e-10, torch.float32: 1e-5}.get(dtype, 1e-3)
-    for options in ({}, {"do_bg": False, "batch_dice": True}):
+    for options in ({}, {"include_background": False, "batch_dice": True}):
         loss, grad = loss_and_grad(kernels.dice_loss, logits, labels, ignore_index=ignore_index, **options)
         ref_loss, ref_grad = loss_and_grad(reference.dice_loss, logits, labels, ignore_index=ignore_index, **options)
         torch.testing.assert_close(loss, ref_loss, rtol=rtol, atol=rtol)
@@ -400,7 +400,7 @@ def test_cuda_matches_reference(dtype, spatial, channels, ignore_index):
 def test_cuda_gradcheck_and_errors():
     logits, labels = make_case(18, (3, 4), 3, device="cuda")
     logits.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: kernels.dice_loss(x, labels, do_bg=False), (logits,))
+    assert torch.autograd.gradcheck(lambda x: kernels.dice_loss(x, labels, include_background=False), (logits,))
     with pytest.raises(ValueError, match="found 5"):
         kernels.dice_loss(logits, torch.full_like(labels, 5))
     with pytest.raises(ValueError, match="labels must be on the device"):

@@ -10,14 +10,14 @@ from torchmetrics.functional.classification import multiclass_stat_scores
 from siteflow.kernels import confusion, dice_loss, predict_labels
 
 
-def monai_dice_loss(logits: torch.Tensor, labels: torch.Tensor, *, do_bg=True, batch_dice=False, smooth=1.0):
+def monai_dice_loss(logits: torch.Tensor, labels: torch.Tensor, *, include_background=True, batch_dice=False, smooth=1.0):
     """The same loss computed by MONAI (sigmoid for one channel, softmax otherwise)."""
     binary = logits.shape[1] == 1
     loss = DiceLoss(
         sigmoid=binary,
         softmax=not binary,
         to_onehot_y=not binary,
-        include_background=do_bg or binary,
+        include_background=include_background or binary,
         batch=batch_dice,
         smooth_nr=smooth,
         smooth_dr=smooth,
@@ -51,17 +51,17 @@ class TestDiceLoss:
     def test_hand_example(self):
         logits = two_channel_logits(FG_PROB)
         assert dice_loss(logits, HAND_LABELS).item() == pytest.approx(1 - (HAND_DICE_FG + HAND_DICE_BG) / 2, abs=1e-12)
-        assert dice_loss(logits, HAND_LABELS, do_bg=False).item() == pytest.approx(1 - HAND_DICE_FG, abs=1e-12)
+        assert dice_loss(logits, HAND_LABELS, include_background=False).item() == pytest.approx(1 - HAND_DICE_FG, abs=1e-12)
 
     def test_hand_example_smooth(self):
         logits = two_channel_logits(FG_PROB)
         expected = 1 - (2.8 + 0.5) / (3.8 + 0.5)
-        assert dice_loss(logits, HAND_LABELS, do_bg=False, smooth=0.5).item() == pytest.approx(expected, abs=1e-12)
+        assert dice_loss(logits, HAND_LABELS, include_background=False, smooth=0.5).item() == pytest.approx(expected, abs=1e-12)
 
     def test_single_channel_is_sigmoid_foreground(self):
         logits = torch.logit(FG_PROB).unsqueeze(1)
-        for do_bg in (True, False):
-            loss = dice_loss(logits, HAND_LABELS, do_bg=do_bg)
+        for include_background in (True, False):
+            loss = dice_loss(logits, HAND_LABELS, include_background=include_background)
             assert loss.item() == pytest.approx(1 - HAND_DICE_FG, abs=1e-12)
 
     @pytest.mark.parametrize("seed", range(12))
@@ -72,11 +72,11 @@ class TestDiceLoss:
         samples = int(torch.randint(1, 4, (), generator=gen))
         channels = 2 + seed % 7
         logits, labels = random_case((samples, *spatial), channels, seed)
-        for do_bg in (True, False):
+        for include_background in (True, False):
             for batch_dice in (True, False):
                 for smooth in (1.0, 1e-5):
-                    ours = dice_loss(logits, labels, do_bg=do_bg, batch_dice=batch_dice, smooth=smooth)
-                    ref = monai_dice_loss(logits, labels, do_bg=do_bg, batch_dice=batch_dice, smooth=smooth)
+                    ours = dice_loss(logits, labels, include_background=include_background, batch_dice=batch_dice, smooth=smooth)
+                    ref = monai_dice_loss(logits, labels, include_background=include_background, batch_dice=batch_dice, smooth=smooth)
                     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
     @pytest.mark.parametrize("shape", [(2, 5, 7), (2, 3, 4, 5)])
@@ -91,9 +91,9 @@ class TestDiceLoss:
         logits, labels = random_case((2, 6, 5), 4, seed=7)
         labels[0] = torch.where(labels[0] == 3, 0, labels[0])  # class 3 absent from sample 0
         labels[1] = 2  # only class 2 in sample 1
-        for do_bg in (True, False):
-            ours = dice_loss(logits, labels, do_bg=do_bg)
-            torch.testing.assert_close(ours, monai_dice_loss(logits, labels, do_bg=do_bg), rtol=1e-12, atol=1e-12)
+        for include_background in (True, False):
+            ours = dice_loss(logits, labels, include_background=include_background)
+            torch.testing.assert_close(ours, monai_dice_loss(logits, labels, include_background=include_background), rtol=1e-12, atol=1e-12)
         # An absent class c contributes 1 / (P_c + 1): check sample 1, class 0, by hand.
         probs = torch.softmax(logits[1:], 1)
         p = probs.flatten(2).sum(-1)[0]
@@ -133,12 +133,12 @@ class TestDiceLoss:
     def test_half_inputs_close_to_float32(self, dtype):
         logits, labels = random_case((2, 16, 16), 4, seed=6, dtype=torch.float32)
         half = logits.to(dtype)
-        loss = dice_loss(half, labels, do_bg=False)
+        loss = dice_loss(half, labels, include_background=False)
         assert loss.dtype == torch.float32
         # Exact up to the rounding of the logits themselves ...
-        torch.testing.assert_close(loss, dice_loss(half.float(), labels, do_bg=False), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(loss, dice_loss(half.float(), labels, include_background=False), rtol=1e-6, atol=1e-6)
         # ... and close to the float32 loss.
-        torch.testing.assert_close(loss, dice_loss(logits, labels, do_bg=False), rtol=0, atol=1e-2)
+        torch.testing.assert_close(loss, dice_loss(logits, labels, include_background=False), rtol=0, atol=1e-2)
 
     def test_result_dtypes(self):
         logits, labels = random_case((1, 3, 3), 2, seed=0)
@@ -149,7 +149,7 @@ class TestDiceLoss:
         ("channels", "kwargs"),
         [
             (3, {}),
-            (3, {"do_bg": False, "batch_dice": True}),
+            (3, {"include_background": False, "batch_dice": True}),
             (4, {"ignore_index": 9}),
             (1, {"smooth": 1e-3}),
         ],
@@ -164,7 +164,7 @@ class TestDiceLoss:
     def test_3d_gradcheck(self):
         logits, labels = random_case((1, 2, 3, 3), 3, seed=9)
         logits.requires_grad_(True)
-        assert torch.autograd.gradcheck(lambda x: dice_loss(x, labels, do_bg=False), (logits,))
+        assert torch.autograd.gradcheck(lambda x: dice_loss(x, labels, include_background=False), (logits,))
 
     def test_non_contiguous_inputs(self):
         logits, labels = random_case((2, 6, 8), 3, seed=10)

@@ -64,8 +64,8 @@ def test_constructor_options_are_typed(name):
 class TestSoftDice:
     def test_calls_the_kernel(self):
         logits, labels = random_case((2, 5, 5), 3, seed=1)
-        loss = SoftDiceLoss(do_bg=False, batch_dice=True, smooth=0.5, ignore_index=2)
-        expected = dice_loss(logits, labels, do_bg=False, batch_dice=True, smooth=0.5, ignore_index=2)
+        loss = SoftDiceLoss(include_background=False, batch_dice=True, smooth=0.5, ignore_index=2)
+        expected = dice_loss(logits, labels, include_background=False, batch_dice=True, smooth=0.5, ignore_index=2)
         torch.testing.assert_close(loss(logits, labels), expected, rtol=0, atol=0)
 
     def test_hand_example(self):
@@ -126,7 +126,7 @@ class TestExpLog:
         assert loss == pytest.approx(expected, abs=1e-12)
 
     def test_hand_example_weighted(self):
-        loss = ExpLogLoss(gamma=0.5, dice_weight=0.6, ce_weight=0.4, class_weights=[1.0, 3.0], do_bg=False)
+        loss = ExpLogLoss(gamma=0.5, lambda_dice=0.6, lambda_ce=0.4, class_weights=[1.0, 3.0], include_background=False)
         ce = (3 * NLL[0] + 3 * NLL[1] + NLL[2] + NLL[3]) / 8
         expected = 0.6 * (-math.log(3.8 / 4.8)) ** 0.5 + 0.4 * ce
         assert loss(LOGITS, LABELS).item() == pytest.approx(expected, abs=1e-12)
@@ -137,7 +137,7 @@ class TestExpLog:
         logits = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
         logits[:, 1] = -100.0
         logits.requires_grad_(True)
-        loss = ExpLogLoss(do_bg=False)
+        loss = ExpLogLoss(include_background=False)
         value = loss(logits, torch.zeros(1, 2, 2, dtype=torch.int64))
         value.backward()
         assert value.item() == pytest.approx(0.0, abs=1e-40)
@@ -190,3 +190,16 @@ class TestDistillation:
             distillation_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1), temperature=0.0)
         with pytest.raises(ValueError, match="same shape"):
             distillation_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("loss", "old", "new"),
+    [("explog", "do_bg", "include_background"), ("explog", "dice_weight", "lambda_dice"), ("explog", "ce_weight", "lambda_ce")],
+)
+def test_an_option_spelt_the_old_way_names_its_new_name(loss, old, new):
+    from siteflow.config.validation import ConfigError, check_kwargs
+    from siteflow.core.registry import LOSSES
+
+    with pytest.raises(ConfigError) as error:
+        check_kwargs(LOSSES.get(loss), {old: False if old == "do_bg" else 0.5}, "common.train.loss.kwargs")
+    assert str(error.value) == f"common.train.loss.kwargs.{old}: was renamed: use {new!r} (the name MONAI's losses and the metrics use)"

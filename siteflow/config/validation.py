@@ -303,6 +303,15 @@ def defaults(target: Callable) -> dict[str, Any]:
     return {name: o.parameter.default for name, o in schema(target).options.items() if not o.required}
 
 
+RENAMED_OPTIONS: dict[str, str] = {
+    "do_bg": "include_background",
+    "dice_weight": "lambda_dice",
+    "ce_weight": "lambda_ce",
+}
+"""Options of earlier releases -> their names now: the losses and metrics share MONAI's
+vocabulary (``include_background``, ``lambda_dice``, ``lambda_ce``)."""
+
+
 def check_kwargs(
     target: Callable,
     kwargs: dict,
@@ -336,6 +345,9 @@ def check_kwargs(
             raise ConfigError(join(key_path, key), "is set by siteflow itself; remove it")
         option = found.options.get(key)
         if option is None:
+            renamed = RENAMED_OPTIONS.get(str(key))
+            if renamed in found.options:
+                raise ConfigError(join(key_path, key), f"was renamed: use {renamed!r} (the name MONAI's losses and the metrics use)")
             if found.open:
                 continue
             allowed = [name for name in found.options if name not in supplied]

@@ -82,8 +82,8 @@ class _DiceLoss(torch.autograd.Function):
     """The fused soft Dice loss; the backward recomputes the softmax from the logits."""
 
     @staticmethod
-    def forward(ctx, logits, labels, do_bg, batch_dice, smooth, ignore_index):  # type: ignore[override]
-        loss, coef, status = _C.dice_forward(logits, labels, do_bg, batch_dice, smooth, ignore_index)
+    def forward(ctx, logits, labels, include_background, batch_dice, smooth, ignore_index):  # type: ignore[override]
+        loss, coef, status = _C.dice_forward(logits, labels, include_background, batch_dice, smooth, ignore_index)
         if status:
             # Raises the reference's error for the value out of range.
             check_labels(labels, labels.shape, max(logits.shape[1], 2), ignore_index)
@@ -105,7 +105,7 @@ def dice_loss(
     logits: Tensor,
     labels: Tensor,
     *,
-    do_bg: bool = True,
+    include_background: bool = True,
     batch_dice: bool = False,
     smooth: float = 1.0,
     ignore_index: int | None = None,
@@ -115,7 +115,7 @@ def dice_loss(
     Args:
         logits: ``(N, C, *spatial)`` float16, bfloat16, float32 or float64 (2D or 3D).
         labels: ``(N, *spatial)`` int64 or uint8, values in ``[0, max(C, 2))`` or ``ignore_index``.
-        do_bg: keep class 0 in the mean (ignored for ``C == 1``, a sigmoid output).
+        include_background: keep class 0 in the mean (ignored for ``C == 1``, a sigmoid output).
         batch_dice: pool the sums over the batch instead of averaging per-sample Dice.
         smooth: added to numerator and denominator.
         ignore_index: label value of pixels to leave out.
@@ -135,9 +135,9 @@ def dice_loss(
     )
     if not _use_compiled(logits.device):
         return reference.dice_loss(
-            logits, labels, do_bg=do_bg, batch_dice=batch_dice, smooth=smooth, ignore_index=ignore_index
+            logits, labels, include_background=include_background, batch_dice=batch_dice, smooth=smooth, ignore_index=ignore_index
         )
-    return _DiceLoss.apply(logits, labels, bool(do_bg), bool(batch_dice), float(smooth), _index(ignore_index))
+    return _DiceLoss.apply(logits, labels, bool(include_background), bool(batch_dice), float(smooth), _index(ignore_index))
 
 
 def confusion(

@@ -127,7 +127,7 @@ def dice_loss(
     logits: Tensor,
     labels: Tensor,
     *,
-    do_bg: bool = True,
+    include_background: bool = True,
     batch_dice: bool = False,
     smooth: float = 1.0,
     ignore_index: int | None = None,
@@ -139,12 +139,12 @@ def dice_loss(
     label is not ``ignore_index``, per sample (or over the whole batch when ``batch_dice``) and per
     class ``c``: ``I = sum(p_c * y_c)``, ``P = sum(p_c)``, ``Y = sum(y_c)`` with ``y`` the one-hot
     labels, and ``dice_c = (2 I + smooth) / (P + Y + smooth)``. The loss is ``1 - mean(dice)`` over
-    samples (or the batch) and classes, class 0 dropped when ``do_bg`` is False and ``C > 1``.
+    samples (or the batch) and classes, class 0 dropped when ``include_background`` is False and ``C > 1``.
 
     Args:
         logits: ``(N, C, *spatial)`` float16, bfloat16, float32 or float64.
         labels: ``(N, *spatial)`` int64 or uint8, values in ``[0, max(C, 2))`` or ``ignore_index``.
-        do_bg: keep class 0 in the mean (ignored for ``C == 1``).
+        include_background: keep class 0 in the mean (ignored for ``C == 1``).
         batch_dice: pool the sums over the batch instead of averaging per-sample Dice.
         smooth: added to numerator and denominator.
         ignore_index: label value of pixels to leave out.
@@ -179,7 +179,7 @@ def dice_loss(
     predicted = probs.sum(dims)
     actual = onehot.sum(dims)
     dice = (2 * intersection + smooth) / (predicted + actual + smooth)
-    if not do_bg and channels > 1:
+    if not include_background and channels > 1:
         dice = dice[..., 1:]
     return 1 - dice.mean()
 

@@ -13,7 +13,7 @@ class SoftDiceLoss(nn.Module):
     """Soft Dice loss, ``1 - mean soft Dice``; see :func:`siteflow.kernels.dice_loss`.
 
     Args:
-        do_bg: keep the background class 0 in the mean.
+        include_background: keep the background class 0 in the mean.
         batch_dice: pool the sums over the batch instead of averaging per-sample Dice.
         smooth: added to the numerator and the denominator of every Dice.
         ignore_index: label value of pixels to leave out.
@@ -21,7 +21,7 @@ class SoftDiceLoss(nn.Module):
 
     def __init__(
         self,
-        do_bg: bool = True,
+        include_background: bool = True,
         batch_dice: bool = False,
         smooth: float = 1.0,
         ignore_index: int | None = None,
@@ -29,7 +29,7 @@ class SoftDiceLoss(nn.Module):
         super().__init__()
         if smooth < 0:
             raise ValueError(f"smooth must be non-negative, got {smooth}")
-        self.do_bg = do_bg
+        self.include_background = include_background
         self.batch_dice = batch_dice
         self.smooth = smooth
         self.ignore_index = ignore_index
@@ -39,7 +39,7 @@ class SoftDiceLoss(nn.Module):
         return dice_loss(
             logits,
             labels,
-            do_bg=self.do_bg,
+            include_background=self.include_background,
             batch_dice=self.batch_dice,
             smooth=self.smooth,
             ignore_index=self.ignore_index,
@@ -47,6 +47,6 @@ class SoftDiceLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"do_bg={self.do_bg}, batch_dice={self.batch_dice}, smooth={self.smooth}, "
+            f"include_background={self.include_background}, batch_dice={self.batch_dice}, smooth={self.smooth}, "
             f"ignore_index={self.ignore_index}"
         )

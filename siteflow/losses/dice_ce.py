@@ -19,7 +19,7 @@ class DiceCELoss(nn.Module):
         lambda_dice: weight of the soft Dice loss.
         lambda_ce: weight of the cross-entropy.
         class_weights: per-class cross-entropy weights, or None.
-        do_bg: keep the background class 0 in the Dice mean (True, default); False averages
+        include_background: keep the background class 0 in the Dice mean (True, default); False averages
             the Dice over the foreground classes only (ignored for a one-channel sigmoid output).
         batch_dice: pool the Dice sums over the whole batch (one Dice per class) instead of
             averaging per-sample Dice (default False).
@@ -33,7 +33,7 @@ class DiceCELoss(nn.Module):
         lambda_dice: float = 1.0,
         lambda_ce: float = 1.0,
         class_weights: list[float] | None = None,
-        do_bg: bool = True,
+        include_background: bool = True,
         batch_dice: bool = False,
         smooth: float = 1.0,
         ignore_index: int | None = None,
@@ -41,7 +41,7 @@ class DiceCELoss(nn.Module):
         super().__init__()
         self.lambda_dice = lambda_dice
         self.lambda_ce = lambda_ce
-        self.dice = SoftDiceLoss(do_bg=do_bg, batch_dice=batch_dice, smooth=smooth, ignore_index=ignore_index)
+        self.dice = SoftDiceLoss(include_background=include_background, batch_dice=batch_dice, smooth=smooth, ignore_index=ignore_index)
         self.ce = CrossEntropyLoss(class_weights=class_weights, ignore_index=ignore_index)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from siteflow.core.registry import LOSSES
 
 @LOSSES.register("explog")
 class ExpLogLoss(nn.Module):
-    """``dice_weight * (-ln max(Dice, 1e-6)) ** gamma + ce_weight * CE``.
+    """``lambda_dice * (-ln max(Dice, 1e-6)) ** gamma + lambda_ce * CE``.
 
     ``Dice`` is the mean soft Dice, ``1 - dice_loss`` (see :class:`SoftDiceLoss`), and ``CE`` the
     class-weighted cross-entropy (see :class:`CrossEntropyLoss`). ``gamma < 1`` boosts the
@@ -21,10 +21,10 @@ class ExpLogLoss(nn.Module):
 
     Args:
         gamma: exponent of the log-Dice term, positive.
-        dice_weight: weight of the Dice term.
-        ce_weight: weight of the cross-entropy term.
+        lambda_dice: weight of the Dice term.
+        lambda_ce: weight of the cross-entropy term.
         class_weights: per-class cross-entropy weights, or None.
-        do_bg: keep the background class 0 in the Dice mean (True, default); False averages
+        include_background: keep the background class 0 in the Dice mean (True, default); False averages
             the Dice over the foreground classes only (ignored for a one-channel sigmoid output).
         batch_dice: pool the Dice sums over the whole batch (one Dice per class) instead of
             averaging per-sample Dice (default False).
@@ -36,10 +36,10 @@ class ExpLogLoss(nn.Module):
     def __init__(
         self,
         gamma: float = 0.3,
-        dice_weight: float = 0.8,
-        ce_weight: float = 0.2,
+        lambda_dice: float = 0.8,
+        lambda_ce: float = 0.2,
         class_weights: list[float] | None = None,
-        do_bg: bool = True,
+        include_background: bool = True,
         batch_dice: bool = False,
         smooth: float = 1.0,
         ignore_index: int | None = None,
@@ -48,9 +48,9 @@ class ExpLogLoss(nn.Module):
         if gamma <= 0:
             raise ValueError(f"gamma must be positive, got {gamma}")
         self.gamma = gamma
-        self.dice_weight = dice_weight
-        self.ce_weight = ce_weight
-        self.dice = SoftDiceLoss(do_bg=do_bg, batch_dice=batch_dice, smooth=smooth, ignore_index=ignore_index)
+        self.lambda_dice = lambda_dice
+        self.lambda_ce = lambda_ce
+        self.dice = SoftDiceLoss(include_background=include_background, batch_dice=batch_dice, smooth=smooth, ignore_index=ignore_index)
         self.ce = CrossEntropyLoss(class_weights=class_weights, ignore_index=ignore_index)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
@@ -60,7 +60,7 @@ class ExpLogLoss(nn.Module):
         # The clamp keeps the pow's gradient finite where torch.where discards that branch.
         positive = neg_log_dice > 0
         dice_term = torch.where(positive, neg_log_dice.clamp_min(1e-30).pow(self.gamma), 0.0)
-        return self.dice_weight * dice_term + self.ce_weight * self.ce(logits, labels)
+        return self.lambda_dice * dice_term + self.lambda_ce * self.ce(logits, labels)
 
     def extra_repr(self) -> str:
-        return f"gamma={self.gamma}, dice_weight={self.dice_weight}, ce_weight={self.ce_weight}"
+        return f"gamma={self.gamma}, lambda_dice={self.lambda_dice}, lambda_ce={self.lambda_ce}"
