@@ -272,6 +272,8 @@ class ExperimentRun:
             expected_dtypes={name: tensor.dtype for name, tensor in expected.items()},
             receiving_task_id=task.task_id if site_order is not None else None,
             site_order=site_order or [site.task_id for site in self.config.sites],
+            site_names={site.task_id: site.task_name for site in self.config.sites},
+            reference=expected,
         )
         log.info("received %s: trained by %s", path, " -> ".join(s.task_name for s in manifest.sites) or "nobody")
         return Carried(weights, manifest.sites)

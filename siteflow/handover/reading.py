@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load as load_safetensors
 
+from siteflow.core.plausibility import implausible
 from siteflow.handover.compatibility import check_fit, check_model, check_strategy
 from siteflow.handover.container import manifest_from_header, read_header
 from siteflow.handover.digest import weights_sha256
@@ -29,7 +30,7 @@ from siteflow.handover.errors import HandoverError
 from siteflow.handover.files import open_regular
 from siteflow.handover.finite import check_finite
 from siteflow.handover.manifest import Manifest
-from siteflow.handover.records import check_not_ahead, check_relay_order
+from siteflow.handover.records import check_chain_sites, check_not_ahead, check_relay_order
 from siteflow.handover.signing import check_signature
 
 __all__ = ["read_handover", "read_manifest"]
@@ -62,6 +63,8 @@ def read_handover(
     expected_dtypes: Mapping[str, torch.dtype] | None = None,
     receiving_task_id: int | None = None,
     site_order: Sequence[int] | None = None,
+    site_names: Mapping[int, str] | None = None,
+    reference: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], Manifest]:
     """Read and verify the hand-over file ``path``; return its weights and manifest.
 
@@ -80,7 +83,11 @@ def read_handover(
 
     ``site_order`` is the consortium's planned sequence of task ids, each cycle listed
     (``[1, 2, 3] * cycles``): the file's chain must be the start of it, and
-    ``receiving_task_id`` (which needs ``site_order``) the next entry.
+    ``receiving_task_id`` (which needs ``site_order``) the next entry. ``site_names`` (task
+    id -> site name, the config's sites): every site of the chain must be one of them, by id
+    and name. ``reference`` (the receiver's freshly initialised weights): the weights must be
+    plausible against it (:func:`~siteflow.core.plausibility.implausible`: no negative
+    variance or counter, no magnitude far beyond the initialisation's).
 
     Raises:
         HandoverError: naming the file and the first check that failed.
@@ -96,6 +103,8 @@ def read_handover(
     check_not_ahead(path, manifest.sites, datetime.now(timezone.utc))
     check_strategy(path, manifest, strategy, strategy_options)
     check_model(path, manifest, model_name, model_kwargs)
+    if site_names is not None:
+        check_chain_sites(path, manifest.sites, site_names)
     if site_order is not None:
         check_relay_order(path, manifest.sites, list(site_order), receiving_task_id)
     try:
@@ -106,4 +115,6 @@ def read_handover(
         raise HandoverError(path, "the weights do not match the manifest's SHA-256 digest (corrupted or altered)")
     check_fit(path, weights, expected_shapes, expected_dtypes)
     check_finite(path, weights)
+    if reference is not None and (reason := implausible(weights, reference)):
+        raise HandoverError(path, f"the weights cannot come from training: {reason}")
     return weights, manifest

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -123,6 +123,19 @@ def settle_clock_skew(sites: Sequence[SiteRecord], now: datetime) -> list[SiteRe
                 site = dataclasses.replace(site, finished_at=settled[-1].finished_at)
         settled.append(site)
     return settled
+
+
+def check_chain_sites(path: str | os.PathLike, sites: Sequence[SiteRecord], names: Mapping[int, str]) -> None:
+    """Refuse a chain with a site that is not one of ``names`` (task id -> site name, the
+    receiver's config), by id or by name."""
+    for index, site in enumerate(sites):
+        expected = names.get(site.task_id)
+        if expected is None:
+            raise HandoverError(path, f"site {index + 1} of the chain is task {site.task_id} ({site.task_name}), which the config does not list")
+        if site.task_name != expected:
+            raise HandoverError(
+                path, f"site {index + 1} of the chain is task {site.task_id} named {site.task_name!r}; the config names it {expected!r}"
+            )
 
 
 def check_relay_order(

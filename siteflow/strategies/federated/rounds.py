@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from siteflow.config.validation import OptionError
+from siteflow.core.plausibility import implausible
 from siteflow.core.types import State
 from siteflow.privacy.central import CentralDPOptions
 from siteflow.strategies.base import StudyContext, Strategy, Trainee
@@ -234,7 +235,9 @@ class FederatedRounds(Strategy):
     def check_update(self, update: SiteUpdate, global_weights: State, shared: set[str]) -> str | None:
         """Why ``update`` cannot be aggregated (None if it can): a sample count that is not a
         positive integer, a missing shared weight (``shared``: the names every site sends),
-        a weight of another shape or dtype than the global one, or a value that is not finite."""
+        a weight of another shape or dtype than the global one, a value that is not finite, or
+        one that training cannot produce (:func:`~siteflow.core.plausibility.implausible`:
+        a negative variance or counter, a magnitude far beyond the global weights')."""
         if isinstance(update.num_samples, bool) or not isinstance(update.num_samples, int) or update.num_samples < 1:
             return f"sample count {update.num_samples!r} is not a positive integer"
         missing = sorted(shared - set(update.weights))
@@ -248,7 +251,7 @@ class FederatedRounds(Strategy):
                 return f"{name} is {tensor.dtype} {tuple(tensor.shape)}, the global weights hold {expected.dtype} {tuple(expected.shape)}"
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 return f"{name} holds values that are not finite"
-        return None
+        return implausible(update.weights, global_weights)
 
     def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
         """The new global weights: the weighted average of what the sites sent (or the
