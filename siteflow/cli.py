@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from siteflow.config import ConfigError, ExperimentConfig, load_config
+from siteflow.config.folders import run_folder
 from siteflow.core.console import configure_logging
 
 
@@ -62,9 +63,9 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
     """Load the config (exiting with its error message) and set up logging into the run folder."""
     try:
         config = load_config(args.config, task_ids=[args.task_id] if getattr(args, "task_id", None) is not None else None)
+        run_dir = run_folder(args.exps_root, config.name, args.note)
     except (ConfigError, FileNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    run_dir = args.exps_root / config.name / args.note
     log_file = run_dir / "logs" / f"{program}_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log"
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)

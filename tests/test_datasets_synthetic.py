@@ -26,7 +26,7 @@ from siteflow.datasets import (
 from siteflow.datasets.chest_xray.synthetic.sites import SITES as CXR_SITES
 from siteflow.datasets.chest_xray.synthetic.sites import site_root as cxr_site_root
 from siteflow.datasets.synthetic import cached_generation
-from siteflow.datasets.synthetic.cache import MARKER
+from siteflow.datasets.synthetic.cache import MARKER, ROOT_MARKER
 from siteflow.core.registry import DATASETS
 
 SMALL_FUNDUS = dict(num_sites=3, train_per_site=6, test_per_site=1, native_size=(32, 48))
@@ -112,22 +112,28 @@ def test_vessel_masks_lie_inside_the_field_of_view(tmp_path):
     assert not (vessels & ~fov).any()
 
 
+def generated_sets(root: Path) -> list[Path]:
+    """What a cache root holds besides its marker (:data:`ROOT_MARKER`)."""
+    assert (root / ROOT_MARKER).is_file()
+    return sorted(entry for entry in root.iterdir() if entry.name != ROOT_MARKER)
+
+
 def test_fundus_dataset_generates_once_then_reuses(tmp_path):
     kwargs = dict(root_path=str(tmp_path), folder="Domain2", img_size=[16, 16], **SMALL_FUNDUS)
     data = SyntheticFundusDataset("train", **kwargs)
-    (cache,) = tmp_path.iterdir()
+    (cache,) = generated_sets(tmp_path)
     marker = json.loads((cache / MARKER).read_text())
     assert marker["kind"] == "fundus" and marker["params"]["native_size"] == [32, 48]
     stamp = (cache / MARKER).stat().st_mtime_ns, (cache / "Domain1").stat().st_ino
     again = SyntheticFundusDataset("val", **kwargs)
     assert ((cache / MARKER).stat().st_mtime_ns, (cache / "Domain1").stat().st_ino) == stamp
-    assert list(tmp_path.iterdir()) == [cache]
+    assert generated_sets(tmp_path) == [cache]
     assert (data.num_samples, again.num_samples) == (5, 1)
     item = data[0]
     assert item["image"].shape == (3, 16, 16) and item["id"].startswith("d2_train_")
     assert set(item["label"].unique().tolist()) == {0, 1, 2}
     SyntheticFundusDataset("test", **{**kwargs, "seed": 3})
-    assert len(list(tmp_path.iterdir())) == 2  # other parameters, other folder
+    assert len(generated_sets(tmp_path)) == 2  # other parameters, other folder
 
 
 def test_racing_generations_share_one_folder(tmp_path):
@@ -150,7 +156,7 @@ def test_racing_generations_share_one_folder(tmp_path):
     for thread in threads:
         thread.join()
     assert len(results) == 4 and len(set(results)) == 1
-    assert list((tmp_path / "cache").iterdir()) == [results[0]]  # no scratch folder left
+    assert generated_sets(tmp_path / "cache") == [results[0]]  # no scratch folder left
     expected = files(generate_vessel_sites(tmp_path / "direct", **SMALL_VESSELS))
     assert files(results[0]).keys() == expected.keys() | {MARKER}
 
@@ -164,7 +170,7 @@ def test_vessels_dataset_uses_each_layout_reader(tmp_path):
     assert stare.sample_ids == ["im0003"] and stare[0]["label"].min() == 0
     chase = SyntheticVesselsDataset("train", folder="CHASE_DB1", val_fraction=0.0, **kwargs)
     assert chase.sample_ids == ["Image_01L", "Image_01R"]
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len(generated_sets(tmp_path)) == 1
 
 
 def test_unknown_site_and_no_required_paths(tmp_path):

@@ -79,3 +79,26 @@ def check_load(path: str, key_path: str) -> None:
         raise ConfigError(key_path, f"{path!r} cannot be checked: {error}") from None
     if folder:
         raise ConfigError(key_path, f"{path!r} is a folder; name the weights file in it")
+
+
+def run_folder(exps_root: Path, experiment: str, note: str, *, note_key: str = "-n/--note") -> Path:
+    """The run folder ``<exps_root>/<experiment>/<note>``, which must lie inside ``exps_root``.
+
+    ``note`` (the run's name, given as ``note_key``) is one folder name: not empty, without
+    path separators, ``.`` or ``..`` or control characters; ``experiment`` (the config's name,
+    e.g. ``demo/fedavg``) is a relative path that stays below ``exps_root``; the folder, with
+    any symbolic link on the way followed, must lie inside ``exps_root`` (followed too).
+
+    Raises:
+        ConfigError: naming ``note_key`` (or ``config`` for the experiment's name) and why.
+    """
+    if not note.strip() or any(s in note for s in SEPARATORS) or note in (".", "..") or not note.isprintable():
+        raise ConfigError(note_key, f"{note!r} is not a run name: give one folder name, without '/', '\\\\', '..' or control characters")
+    normalised = os.path.normpath(experiment)
+    if os.path.isabs(experiment) or normalised == os.curdir or normalised.split(os.sep)[0] == os.pardir:
+        raise ConfigError("config", f"the experiment's name {experiment!r} would place the run outside {str(exps_root)!r}")
+    path = exps_root / normalised / note
+    root = exps_root.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise ConfigError(note_key, f"{str(path)!r} leads outside the exps root {str(root)!r} (through a symbolic link)")
+    return path

@@ -260,6 +260,12 @@ def _dataset(merged: dict, key_path: str, *, data_optional: bool = False) -> tup
     looks like (a ``DataSpec``)."""
     merged_path = f"{key_path} (merged over common.dataset)"
     component = _component(merged, merged_path, DATASETS, reserved=("split",))
+    for key in getattr(DATASETS.get(component.name), "site_keys", ()):
+        if key not in component.kwargs:
+            raise ConfigError(
+                join(join(key_path, "kwargs"), key),
+                "is missing: the site gives no data location, and the default would read another site's data; set it here or in common.dataset.kwargs",
+            )
     spec = data_spec(component, merged_path)
     for key, path in DATASETS.get(component.name).required_paths(**component.kwargs).items():
         if not _exists(path, join(join(key_path, "kwargs"), key)):

@@ -106,6 +106,10 @@ class SiteDataset(Dataset):
     """
 
     task: ClassVar[str]
+    site_keys: ClassVar[tuple[str, ...]] = ()
+    """Options that say which site's data an entry reads, where they have a default: the
+    config must give them for every site (a site without one would read the default
+    location, another site's data), or validation refuses it naming the key."""
 
     def __init__(
         self,

@@ -48,6 +48,7 @@ class GeneratedSites:
 
     kind: ClassVar[str]
     generator: ClassVar[Callable[..., Path]]
+    site_keys: ClassVar[tuple[str, ...]] = ("folder",)  # a subclass's default folder is one site's
     # Entries added to the cache key, e.g. a version to bump when the generated files change.
     cache_key_extra: ClassVar[dict[str, Any]] = {}
 

@@ -5,7 +5,7 @@ first use, then read as a Decathlon task."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from siteflow.core.registry import DATASETS
 from siteflow.datasets.base import Split
@@ -31,6 +31,8 @@ class SyntheticVolumesDataset(DecathlonDataset):
             voxels, another seed another study (in another cache folder).
         **kwargs: the options of :class:`VolumeDataset` (root_path: the cache folder).
     """
+
+    site_keys: ClassVar[tuple[str, ...]] = ("site",)
 
     def __init__(
         self,

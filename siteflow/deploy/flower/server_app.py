@@ -17,6 +17,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from siteflow.config import load_config
+from siteflow.config.folders import run_folder
 from siteflow.core.site_matrix import matrix_table
 from siteflow.deploy.flower.logs import log_to
 from siteflow.deploy.flower.protocol import RunSettings
@@ -33,7 +34,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run (or resume) the federation of the run config's experiment."""
     settings = RunSettings.from_run_config(context.run_config)
     config = load_config(settings.config)
-    run = ExperimentRun(config, settings.exps_root / config.name / settings.note)
+    run = ExperimentRun(config, run_folder(settings.exps_root, config.name, settings.note, note_key="run config note"))
     log_to(run.folder.logs / f"flower_server_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log")
     with run.folder.locked():
         run.prepare(check_data=False)  # the sites check their own data

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from siteflow.config import load_config
+from siteflow.config.folders import run_folder
 from siteflow.core.atomic import safe_name, save_weights
 from siteflow.core.types import State
 from siteflow.deploy.flower.logs import log_to
@@ -43,7 +44,7 @@ class DeployedSite:
         if server_fingerprint is not None:
             self.check(server_fingerprint, site=config.tasks[0].task_name)
         task = config.tasks[0]
-        run_dir = node.exps_root / config.name / run_settings.note / task.task_name
+        run_dir = run_folder(node.exps_root, config.name, run_settings.note, note_key="run config note (the server's choice)") / task.task_name
         log_to(run_dir / "logs" / "flower_site.log")  # one file: every message is a new process
         self.run = ExperimentRun(config, run_dir, gpus=None if node.gpu is None else [node.gpu])
         if not isinstance(self.run.strategy, FederatedStrategy):
