@@ -152,3 +152,46 @@ def test_a_plugin_on_flower_gives_the_simulated_weights_after_every_round(tmp_pa
     assert deployed_info["strategy"] == simulated_info["strategy"]
     rows = json.loads((deployed.folder.results_dir / "progress.json").read_text())["stages"]
     assert [row["stage"] for row in rows] == ["round1", "round2"]
+
+
+def test_a_strategy_declares_how_often_a_site_trains_and_dp_sgd_spends_its_budget_over_it(tmp_path):
+    from siteflow.config import load_config
+    from siteflow.core.registry import STRATEGIES
+    from siteflow.strategies.sequential import SequentialStrategy
+
+    class Passes(SequentialStrategy):
+        """Sequential fine-tuning whose counter has its own name.
+
+        Args:
+            passes: how many times the order is walked.
+        """
+
+        def __init__(self, passes: int = 3) -> None:
+            super().__init__(cycles=passes)
+            self.passes = passes
+
+        def site_visits(self) -> int:
+            return self.passes
+
+    STRATEGIES.register("passes_plugin")(Passes)
+    try:
+        config = tiny_config(
+            tmp_path, "passes_plugin", model={"name": "unet", "kwargs": {"base_channels": 4, "depth": 2, "norm": "group"}},
+            common={"strategy": {"kwargs": {"passes": 4}}, "train": {"loss": {"name": "dice_ce"}, "dp_sgd": {"target_epsilon": 3.0}}},
+        )
+        assert {task.train.dp_sgd.stages for task in load_config(config).tasks} == {4}
+    finally:
+        STRATEGIES._entries.pop("passes_plugin")
+
+
+def test_secure_aggregation_asks_what_the_strategy_declares():
+    from siteflow.deploy.flower.secure import check_strategy
+    from siteflow.strategies.federated import FedAvgStrategy, ScaffoldStrategy
+
+    class LoggingFedAvg(FedAvgStrategy):
+        def aggregate(self, round_number, global_weights, updates):
+            return super().aggregate(round_number, global_weights, updates)
+
+    check_strategy(LoggingFedAvg(rounds=1), "logging_fedavg")  # only logs and calls its parent: allowed
+    with pytest.raises(ValueError, match="strategy 'scaffold' .* aggregates more than the weighted average"):
+        check_strategy(ScaffoldStrategy(rounds=1), "scaffold")

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from siteflow.config.folders import checkpoint_folder
 from siteflow.config.privacy import check_dp_sgd
 from siteflow.config.schema import Component, ExperimentConfig, TrainConfig
 from siteflow.config.validation import ConfigError, OptionError, join
@@ -39,9 +38,11 @@ size; ArithmeticError: a division by zero or an overflow)."""
 @contextmanager
 def refused(key_path: str) -> Iterator[None]:
     """Turn a constructor's refusal (:data:`BUILD_ERRORS`) into a ConfigError at ``key_path``
-    (an :class:`OptionError` at its option's key path under ``key_path``)."""
+    (an :class:`OptionError` at its option's key path under ``key_path``); a ConfigError passes as it is."""
     try:
         yield
+    except ConfigError:
+        raise  # located already
     except OptionError as error:
         raise ConfigError(join(key_path, error.option), error.problem) from None
     except BUILD_ERRORS as error:
@@ -60,16 +61,10 @@ def build_strategy(strategy: Component) -> Any:
 
 
 def check_strategy_fits(strategy: Any, config: ExperimentConfig) -> None:
-    """Check the strategy's options that depend on the rest of the config: ``min_sites`` (at
-    most the sites that train: in a deployed run, the study's sites) and ``save_dir`` (a
-    folder under the run's ``checkpoints/``), where the strategy has them."""
-    min_sites = getattr(strategy, "min_sites", None)
-    sites = len(config.sites) if config.deployed else len(config.tasks)
-    if isinstance(min_sites, int) and min_sites > sites:
-        raise ConfigError("common.strategy.kwargs.min_sites", f"is {min_sites}, but the study trains only {sites} sites")
-    save_dir = getattr(strategy, "save_dir", None)
-    if isinstance(save_dir, str):
-        checkpoint_folder(save_dir, "common.strategy.kwargs.save_dir")
+    """What the strategy checks about the rest of the config (its ``check_fits``), its
+    refusals reported at its options' keys."""
+    with refused("common.strategy.kwargs"):
+        strategy.check_fits(config)
 
 
 def data_spec(dataset: Component, key_path: str) -> Any:

@@ -38,33 +38,23 @@ def dp_sgd_config(value: Any, key_path: str) -> DPSGDConfig:
     return config
 
 
-def site_stages(strategy: Any) -> int:
-    """How many times a site trains under ``strategy``: a federation's ``rounds`` (+1 for a
-    finishing step), ``sequential``'s ``cycles``, else once."""
-    rounds = getattr(strategy, "rounds", None)
-    if isinstance(rounds, int):
-        return rounds + int(bool(getattr(strategy, "finishes", False)))
-    cycles = getattr(strategy, "cycles", None)
-    return cycles if isinstance(cycles, int) else 1
-
-
 def with_stages(train: TrainConfig, strategy: Any) -> TrainConfig:
     """``train`` with its ``dp_sgd.stages`` filled in from ``strategy`` when not given."""
     if train.dp_sgd is None or train.dp_sgd.stages is not None:
         return train
-    return dataclasses.replace(train, dp_sgd=dataclasses.replace(train.dp_sgd, stages=site_stages(strategy)))
+    return dataclasses.replace(train, dp_sgd=dataclasses.replace(train.dp_sgd, stages=strategy.site_visits()))
 
 
 def check_dp_sgd(strategy: Any, network: nn.Module, trains: Sequence[tuple[str, TrainConfig]]) -> None:
     """Each ``(key path, train)`` with ``dp_sgd`` must suit it: a strategy that supports it
-    (its ``supports_dp_sgd``, True unless it says otherwise), a network (``strategy``'s, on
+    (it declares ``supports_dp_sgd``), a network (``strategy``'s, on
     any device) without batch normalisation, which mixes the samples of a batch, and no
     ``accumulate_grad_batches``, ``gradient_clip_val`` nor reduced ``precision``."""
     for key_path, train in trains:
         if train.dp_sgd is None:
             continue
         dp_path = join(key_path, "dp_sgd")
-        if not getattr(strategy, "supports_dp_sgd", True):
+        if not strategy.supports_dp_sgd:
             raise ConfigError(
                 dp_path, f"strategy {type(strategy).__name__} does not support DP-SGD (its site steps are not "
                 "standard training steps); remove dp_sgd or choose local, sequential or a federated strategy",

@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import pytorch_lightning as pl
 from torch import nn
@@ -143,7 +143,34 @@ class Strategy(ABC):
     and travels is the task's model, trained by the task's learner; a strategy with more
     networks (relay's generators) overrides :meth:`build_network`, :meth:`make_learner` and
     :meth:`solver`.
+
+    What a strategy can do is declared here, and the config, privacy and deployment layers ask
+    these declarations (never an attribute by guess):
+
+    - :attr:`supports_dp_sgd`: its site steps are plain training steps that DP-SGD can make
+      private (relay's, which train generators on replays, are not);
+    - :attr:`aggregates_by_weighted_mean`: its server needs only the weighted mean of what the
+      sites send, the one thing secure aggregation (SecAgg+) reveals;
+    - :meth:`site_visits`: how many times each site trains in a run (DP-SGD's accountant spends
+      a site's privacy budget over them);
+    - :meth:`check_fits`: what it checks about the rest of the config.
     """
+
+    supports_dp_sgd: ClassVar[bool] = True
+    """Whether DP-SGD can make its site steps private (plain training steps)."""
+
+    aggregates_by_weighted_mean: ClassVar[bool] = False
+    """Whether its server needs only the weighted mean of the sites' updates (what SecAgg+
+    reveals); False for strategies without a server and those that need more."""
+
+    def site_visits(self) -> int:
+        """How many times each site trains in a run: once, unless the strategy says otherwise."""
+        return 1
+
+    def check_fits(self, config: ExperimentConfig) -> None:
+        """Refuse, with :class:`~siteflow.config.validation.OptionError` naming its option, a
+        config this strategy cannot run (called after the config is validated); nothing by
+        default."""
 
     def build_network(self, task: Task) -> nn.Module:
         """A new network whose weights train at a site and move between sites."""

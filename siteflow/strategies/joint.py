@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from siteflow.config import ExperimentConfig
+from siteflow.config.folders import checkpoint_folder
 from siteflow.core.registry import STRATEGIES
 from siteflow.strategies.base import StudyContext, Strategy
 
@@ -18,6 +20,10 @@ class JointStrategy(Strategy):
 
     def __init__(self, save_dir: str = "joint") -> None:
         self.save_dir = save_dir
+
+    def check_fits(self, config: ExperimentConfig) -> None:
+        """``save_dir`` must be a folder under the run's ``checkpoints/``."""
+        checkpoint_folder(self.save_dir, "common.strategy.kwargs.save_dir")
 
     def planned_stages(self, context: StudyContext) -> list[str]:
         return ["joint"]

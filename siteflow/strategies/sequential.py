@@ -25,6 +25,10 @@ class SequentialStrategy(Strategy):
             raise ValueError(f"cycles must be at least 1, got {cycles}")
         self.cycles = cycles
 
+    def site_visits(self) -> int:
+        """Each site trains once per cycle."""
+        return self.cycles
+
     def relay_order(self, context: StudyContext) -> list[int]:
         """The task ids in the order the model visits them, every cycle."""
         return [site.task_id for site in context.config.sites] * self.cycles

@@ -46,6 +46,8 @@ class FedDyn(FedAvgStrategy):
         **kwargs: the options of fedavg.
     """
 
+    aggregates_by_weighted_mean = False  # the server keeps h from every site's update
+
     def __init__(self, alpha: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not alpha > 0:

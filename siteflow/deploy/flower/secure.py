@@ -55,6 +55,7 @@ from siteflow.deploy.flower.protocol import (
     SecureSettings,
 )
 from siteflow.deploy.flower.weights import pack, unpack
+from siteflow.strategies.federated.rounds import FederatedRounds
 
 NAMES = "weight-names"
 """Config key of a secure train message: the weights' names, one a line, in the order of the
@@ -64,14 +65,10 @@ WEIGHTING = "secagg-weighting"
 MAX_WEIGHT = "secagg-max-weight"
 """Config key: the largest weight a site may have (the workflow's ``max_weight``)."""
 
-SECURE_AGGREGATORS = ("FederatedRounds.aggregate", "ServerOptimizer.aggregate")
-"""The aggregations that need only the weighted average of what the sites send: FedAvg's, and
-a server optimiser's step after it."""
-
-
-def check_strategy(strategy: object, name: str) -> None:
+def check_strategy(strategy: FederatedRounds, name: str) -> None:
     """Refuse a strategy whose aggregation needs more than the weighted average of the sites'
-    updates (SCAFFOLD sums control variates over all sites; a plug-in may do anything), that
+    updates (it declares ``aggregates_by_weighted_mean``: SCAFFOLD sums control variates over
+    all sites), that
     clips each site's update on the server (central differential privacy), or that
     aggregates robustly (a median or Krum needs every site's update)."""
     if getattr(strategy, "central_dp", None) is not None:
@@ -84,7 +81,7 @@ def check_strategy(strategy: object, name: str) -> None:
             "run config secure-aggregation=true: common.strategy.kwargs.robust needs each site's update, which SecAgg+ "
             "hides from the server (it sees their sum only); drop robust or use secure-aggregation=false"
         )
-    if type(strategy).aggregate.__qualname__ not in SECURE_AGGREGATORS:
+    if not strategy.aggregates_by_weighted_mean:
         raise ValueError(
             f"run config secure-aggregation=true: strategy {name!r} (common.strategy.name) aggregates more than the "
             "weighted average of the sites' updates, which is all SecAgg+ reveals to the server; use a strategy of "

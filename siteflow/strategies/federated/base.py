@@ -6,6 +6,8 @@ depend on it and it depends on none of them."""
 
 from __future__ import annotations
 
+from siteflow.config import ExperimentConfig
+from siteflow.config.validation import OptionError
 from siteflow.strategies.base import StudyContext
 from siteflow.strategies.federated.federation import round_stage
 from siteflow.strategies.federated.rounds import FederatedRounds, SiteUpdate
@@ -17,7 +19,22 @@ __all__ = ["FederatedStrategy", "SiteUpdate"]
 class FederatedStrategy(FederatedRounds):
     """Base of the federated strategies: rounds of local training and aggregation (see
     :class:`~siteflow.strategies.federated.rounds.FederatedRounds` for the round API and its
-    options)."""
+    options). Its aggregation, the weighted mean of the sites' updates, is what SecAgg+ can
+    compute: a subclass whose server needs more (SCAFFOLD's sums of control variates, a robust
+    rule that sees every update) declares ``aggregates_by_weighted_mean = False``."""
+
+    aggregates_by_weighted_mean = True
+
+    def site_visits(self) -> int:
+        """Each site trains once a round, and once more when the strategy finishes (FFL's
+        fine-tuning)."""
+        return self.rounds + int(self.finishes)
+
+    def check_fits(self, config: ExperimentConfig) -> None:
+        """``min_sites`` is at most the sites that train (in a deployed run: the study's)."""
+        sites = len(config.sites) if config.deployed else len(config.tasks)
+        if self.min_sites is not None and self.min_sites > sites:
+            raise OptionError("min_sites", f"is {self.min_sites}, but the study trains only {sites} sites")
 
     def planned_stages(self, context: StudyContext) -> list[str]:
         """Every round's sampled sites, ``round<r>/<site>`` (a further step in a round or

@@ -75,6 +75,8 @@ class ScaffoldStrategy(FedAvgStrategy):
             keep_local_norm, fraction, ...).
     """
 
+    aggregates_by_weighted_mean = False  # the server sums control variates over all sites
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.control: State = {}
