@@ -64,47 +64,55 @@ def from_run_folder(config: ExperimentConfig, run_dir: Path, *, stage: str | Non
         seeds = ", ".join(p.name for p in seed_folders(run_dir).values())
         raise ModelSourceError(f"{run_dir} is a study over seeds: give one seed's run with -n <note>/seed<k> ({seeds})")
     folder = RunFolder(run_dir)
-    models = folder.stage_weights()
-    if not models:
-        raise ModelSourceError(f"no trained weights in {run_dir}: train first with the same -c and -n")
-    names = [name for name, _, _ in models]
-    trained_by = {row.stage: row.trained_site for row in folder.results}
-    if stage is None and config.strategy.name == "local":  # every stage is one site's own model
-        if site is None:
-            raise ModelSourceError(
-                f"{run_dir} is a local run: each site trained its own model ({', '.join(filter(None, trained_by.values()))}): choose one with --site"
-            )
-        stage = next((name for name in reversed(names) if trained_by.get(name) == site), None)
-        if stage is None:
-            raise ModelSourceError(f"--site: no finished stage of {run_dir} was trained by site {site!r}")
-    if stage is None:
-        stage = names[-1]
-    elif stage not in names:
-        raise ModelSourceError(f"--stage: no finished stage named {stage!r} in {run_dir} (finished: {', '.join(names)})")
-    _, path, own = models[names.index(stage)]
     sites = {s.task_name: s for s in config.sites}
     if site is not None and site not in sites:
         raise ModelSourceError(f"--site: no site named {site!r} in {config.name} (sites: {', '.join(sites)})")
-    if own:
-        if site is None and len(own) > 1:
-            raise ModelSourceError(
-                f"stage {stage!r} of {run_dir} keeps one model per site ({', '.join(own)}): choose one with --site"
-            )
-        site = site or next(iter(own))
-        if site not in own:
-            raise ModelSourceError(f"--site: stage {stage!r} has no model of site {site!r} (it has: {', '.join(own)})")
-        path = own[site]
+    trained_by = {row.stage: row.trained_site for row in folder.results}
+    stage, path, site, own = _chosen_weights(folder, trained_by, stage, site, local=config.strategy.name == "local")
     trained = trained_by.get(stage)
     chosen = sites[site or (trained if trained in sites else config.sites[0].task_name)]
     task = build_task(config)
     network = STRATEGIES.get(config.strategy.name)(**config.strategy.kwargs).solver_from(task)(load_weights(path))
     name = f"{run_dir}:{stage}" + (f"[{site}]" if own else "")
-    recipe = recipe_of(config, task, chosen, name, own_site=bool(own))
+    recipe = recipe_of(config, task, chosen, name, own_site=own)
     provenance = {"config": config.name, "strategy": config.strategy.name, "seed": config.seed, "run": str(run_dir),
                   "stage": stage, "site": chosen.task_name, "sites": _sample_counts(config),
                   "test_metrics": next((row.values for row in folder.results if row.stage == stage), {}),
                   "site_matrix": {f.stem.removeprefix("site_matrix_"): f.read_text() for f in sorted(folder.results_dir.glob("site_matrix_*.csv"))}}
     return LoadedModel(_with_thresholds(recipe, task, network.eval(), chosen), network.eval(), provenance)
+
+
+def _chosen_weights(
+    folder: RunFolder, trained_by: dict[str, str | None], stage: str | None, site: str | None, *, local: bool
+) -> tuple[str, Path, str | None, bool]:
+    """(stage, weights file, site, whether they are the site's own) of the model that
+    ``stage`` and ``site`` choose in ``folder`` (see :func:`from_run_folder`)."""
+    models = folder.stage_weights()
+    if not models:
+        raise ModelSourceError(f"no trained weights in {folder.path}: train first with the same -c and -n")
+    names = [name for name, _, _ in models]
+    if stage is None and local:  # every stage is one site's own model
+        if site is None:
+            raise ModelSourceError(
+                f"{folder.path} is a local run: each site trained its own model "
+                f"({', '.join(filter(None, trained_by.values()))}): choose one with --site"
+            )
+        stage = next((name for name in reversed(names) if trained_by.get(name) == site), None)
+        if stage is None:
+            raise ModelSourceError(f"--site: no finished stage of {folder.path} was trained by site {site!r}")
+    if stage is None:
+        stage = names[-1]
+    elif stage not in names:
+        raise ModelSourceError(f"--stage: no finished stage named {stage!r} in {folder.path} (finished: {', '.join(names)})")
+    _, path, own = models[names.index(stage)]
+    if not own:
+        return stage, path, site, False
+    if site is None and len(own) > 1:
+        raise ModelSourceError(f"stage {stage!r} of {folder.path} keeps one model per site ({', '.join(own)}): choose one with --site")
+    site = site or next(iter(own))
+    if site not in own:
+        raise ModelSourceError(f"--site: stage {stage!r} has no model of site {site!r} (it has: {', '.join(own)})")
+    return stage, own[site], site, True
 
 
 def from_handover(config: ExperimentConfig, path: Path, *, key: bytes | None = None, site: str | None = None) -> LoadedModel:
