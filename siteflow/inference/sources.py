@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from siteflow.tasks import build_task
 from siteflow.metrics import youden_thresholds
 from siteflow.tasks.base import Task
 from siteflow.tasks.multilabel.prediction import predict_scores
+
+log = logging.getLogger(__name__)
 
 CARD_JSON = "model_card.json"
 WEIGHTS_FILE = "models/model.safetensors"
@@ -208,13 +211,19 @@ def recipe_of(config: ExperimentConfig, task: Task, site: SiteConfig, name: str,
 
 def _with_thresholds(recipe: ModelRecipe, task: Task, network: nn.Module, site: SiteConfig) -> ModelRecipe:
     """A multi-label ``recipe`` with the decision thresholds that maximise Youden's J on
-    ``site``'s validation split (as ``predict_test.py`` chooses them), where that split is here."""
+    ``site``'s validation split (as ``predict_test.py`` chooses them), where that split is here
+    (else none: ``predictions.csv`` then has probabilities only)."""
     if recipe.task != "multilabel" or not site.available:
         return recipe
     train = task.config.tasks[0].train
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=False)
+    try:
+        data = task.dataset([site], "val")
+    except (DataError, ValueError, OSError) as error:
+        log.warning("no decision thresholds: site %s's validation data cannot be read (%s)", site.task_name, error)
+        return recipe
     learner = task.learner(network, task.build_loss(train), train)
-    val = predict_scores(trainer, learner, task.dataset([site], "val"), task.config.num_workers, train.batch_size)
+    val = predict_scores(trainer, learner, data, task.config.num_workers, train.batch_size)
     thresholds = youden_thresholds(val["scores"], val["labels"], val["mask"])
     return dataclasses.replace(recipe, thresholds=tuple(float(t) for t in thresholds))
