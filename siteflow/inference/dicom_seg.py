@@ -16,12 +16,16 @@ from siteflow.core.atomic import atomic_path
 from siteflow.inference.recipe import ModelRecipe
 
 MANUFACTURER = "siteflow"
+CODING_SCHEME = "99SITEFLOW"
+"""A private coding scheme (DICOM's ``99`` prefix) for the segments' property type: the
+model's class names, which no standard code list knows."""
 
 
 def write_dicom_seg(path: Path, label_map: sitk.Image, source_files: list[Path], recipe: ModelRecipe) -> None:
     """Write the label map (a uint8 image on the grid of the DICOM series whose files are
-    ``source_files``, in slice order) as a binary DICOM SEG, one segment per foreground class,
-    referencing every source instance (same study, frame of reference)."""
+    ``source_files``, in slice order) as a binary DICOM SEG, one segment per foreground class
+    (its label and property type the class's name; category "Tissue"), referencing every
+    source instance (same study, frame of reference)."""
     sources = [pydicom.dcmread(str(file), stop_before_pixels=True) for file in source_files]
     labels = sitk.GetArrayFromImage(label_map)  # (D, H, W), slice k from source_files[k]
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -32,7 +36,7 @@ def write_dicom_seg(path: Path, label_map: sitk.Image, source_files: list[Path],
             segment_number=number,
             segment_label=name[:64],
             segmented_property_category=codes.cid7150.Tissue,
-            segmented_property_type=codes.cid7166.ConnectiveTissue,
+            segmented_property_type=hd.sr.CodedConcept(value=f"class{number}", scheme_designator=CODING_SCHEME, meaning=name[:64]),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
         )
