@@ -67,23 +67,37 @@ class Predictor:
         inference = Inference(recipe.inference)
         self.inferer: Inferer = inferer or (lambda images, network: inference(network, images))
 
-    @torch.inference_mode()
     def __call__(self, read: ReadInput) -> Prediction:
+        """The prediction on ``read``: :meth:`compute` then :meth:`finish`."""
+        return self.finish(read, self.compute(read))
+
+    @torch.inference_mode()
+    def compute(self, read: ReadInput) -> Tensor:
+        """The network's outputs on ``read``: logits (1, C, *spatial) on the model's grid (one
+        pass or sliding windows), or (1, L) label logits."""
         images = read.image.unsqueeze(0)
         if self.recipe.task == "multilabel":
-            return Prediction(scores=torch.sigmoid(self.network(images))[0].double().numpy())
-        logits = self.inferer(images, self.network)
+            return self.network(images)
+        return self.inferer(images, self.network)
+
+    @torch.inference_mode()
+    def finish(self, read: ReadInput, outputs: Tensor) -> Prediction:
+        """:meth:`compute`'s ``outputs`` as a prediction on the input's own grid: logits resized
+        to the native size before the argmax (2D), label map and probabilities resampled onto the
+        source grid (volumes); label probabilities (classifiers)."""
+        if self.recipe.task == "multilabel":
+            return Prediction(scores=torch.sigmoid(outputs)[0].double().numpy())
         num_classes = len(self.recipe.class_names)
         if self.recipe.spatial_dims == 2:
-            logits = resize_spatial(logits, read.native)
+            logits = resize_spatial(outputs, read.native)
             labels = predict_labels(logits, num_classes)[0].numpy().astype(np.uint8)
             probabilities = torch.softmax(logits, 1)[0].numpy() if self.probabilities else None
             return Prediction(labels, probabilities)
-        labels = predict_labels(logits, num_classes)[0].numpy()
+        labels = predict_labels(outputs, num_classes)[0].numpy()
         label_map = to_source_grid(labels, read.grid, read.source)
         probabilities = None
         if self.probabilities:
-            values = torch.softmax(logits, 1)[0].movedim(0, -1).numpy()  # (D, H, W, C)
+            values = torch.softmax(outputs, 1)[0].movedim(0, -1).numpy()  # (D, H, W, C)
             moved = sitk.GetImageFromArray(np.ascontiguousarray(values, dtype=np.float32), isVector=True)
             moved.CopyInformation(read.grid)
             probabilities = onto_source_grid(moved, read.source, sitk.sitkLinear)

@@ -1,5 +1,6 @@
-"""``siteflow-infer``'s loop over the inputs: reading the next inputs in a thread and writing
-the last outputs in another while the model computes, a progress bar with the time left, the
+"""``siteflow-infer``'s loop over the inputs: reading (and preprocessing) the next inputs in a
+thread, and mapping the last predictions back to their inputs' grids and writing them in
+another, while the model computes, a progress bar with the time left, the
 inputs that fail listed with their reason while the rest go on, and ``predictions.csv``.
 
 ``predictions.csv`` (one row per input that succeeded):
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from siteflow.core.atomic import OutputError, write_text
@@ -93,7 +95,7 @@ def run_inference(
     with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
         pending: deque[tuple[InputItem, Future]] = deque()
         queue = iter(items)
-        writes: list[tuple[InputItem, Future, Prediction, ReadInput]] = []
+        writes: list[tuple[InputItem, ReadInput, Future]] = []
 
         def read_ahead() -> None:
             while len(pending) < PREFETCH and (item := next(queue, None)) is not None:
@@ -105,16 +107,16 @@ def run_inference(
             read_ahead()
             try:
                 read: ReadInput = future.result()
-                prediction = predictor(read)
+                outputs = predictor.compute(read)
             except INPUT_FAILURES as error:
                 _fail(report, item, error)
                 bar.update()
                 continue
-            writes.append((item, writer.submit(write_outputs, report.folder, recipe, read, prediction), prediction, read))
+            writes.append((item, read, writer.submit(_finish_and_write, predictor, report.folder, read, outputs)))
             bar.update()
-        for item, future, prediction, read in writes:
+        for item, read, future in writes:
             try:
-                files = future.result()
+                prediction, files = future.result()
             except INPUT_FAILURES as error:
                 _fail(report, item, error)
                 continue
@@ -125,6 +127,12 @@ def run_inference(
     if report.failures:
         write_text(report.folder / FAILURES_CSV, csv_text(["input", "reason"], [[str(p), r] for p, r in report.failures]))
     return report
+
+
+def _finish_and_write(predictor: Predictor, folder: Path, read: ReadInput, outputs: torch.Tensor) -> tuple[Prediction, list[Path]]:
+    """The prediction on the input's own grid (see :meth:`Predictor.finish`) and its files."""
+    prediction = predictor.finish(read, outputs)
+    return prediction, write_outputs(folder, predictor.recipe, read, prediction)
 
 
 def _fail(report: InferenceReport, item: InputItem, error: BaseException) -> None:
