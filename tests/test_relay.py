@@ -42,8 +42,8 @@ class CapturingRelay(RelayStrategy):
         super().__init__(**kwargs)
         self.learners = {}
 
-    def make_learner(self, context, network, tasks, carried):
-        learner = super().make_learner(context, network, tasks, carried)
+    def make_learner(self, context, network, tasks, carried, replay_weights=None):
+        learner = super().make_learner(context, network, tasks, carried, replay_weights=replay_weights)
         self.learners[tasks[0].task_name] = (learner, carried)
         return learner
 

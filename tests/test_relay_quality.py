@@ -131,9 +131,9 @@ def test_a_relay_run_measures_every_earlier_site_before_every_site(tmp_path, cap
     weights, manifest = read_handover(runner.folder.checkpoints / "task_2" / "handover.safetensors")
     received = Carried(weights, manifest.sites)
     again = runner.strategy.measure_replays(runner, "site3", config.tasks[2], received)
-    assert {q.site: q.solver_dice_replay for q in again} == {s: v["solver_dice_replay"] for s, v in measured["site3"].items()}
-    assert {q.site: q.diversity_replay for q in again} == {s: v["diversity_replay"] for s, v in measured["site3"].items()}
-    assert runner.strategy.measure_replays(runner, "site3", config.tasks[2], received) == []  # measured before: skipped
+    assert {q.site: q.solver_dice_replay for q in again.values()} == {s: v["solver_dice_replay"] for s, v in measured["site3"].items()}
+    assert {q.site: q.diversity_replay for q in again.values()} == {s: v["diversity_replay"] for s, v in measured["site3"].items()}
+    assert runner.strategy.measure_replays(runner, "site3", config.tasks[2], received) == again  # measured before: read back
 
 
 def test_replays_are_augmented_as_the_sites_training_images(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,11 @@ class RelayLearner(SegmentationLearner):
         options: the relay options.
         replay_augment: the augmentation of replayed pairs before the solver sees them
             (the reference's replay post-augmentation); None: replays as generated.
+        replay_weights: earlier site code -> how much its replays count for the solver, in
+            [0, 1] (see :mod:`~siteflow.strategies.relay.replay_weights`): the factor of their
+            segmentation loss and distillation; a site of weight 0 gives the solver no
+            replays, and with ``replay_batch: replace`` replays take the place of real pairs
+            only in proportion to the mean weight. None: every site's replays count 1.
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class RelayLearner(SegmentationLearner):
         position: RelayPosition,
         options: RelayOptions,
         replay_augment: BatchAugment | None = None,
+        replay_weights: Mapping[int, float] | None = None,
     ) -> None:
         super().__init__(network.solver, loss, train=train, class_names=class_names, ignore_index=ignore_index)
         self.automatic_optimization = False
@@ -81,6 +87,12 @@ class RelayLearner(SegmentationLearner):
         self.old = copy.deepcopy(network).eval().requires_grad_(False) if position.previous_codes else None
         self.register_buffer("merged", torch.tensor(False))
         self.register_buffer("previous_codes", torch.tensor(list(position.previous_codes), dtype=torch.long))
+        weights = torch.ones(max(position.previous_codes, default=-1) + 1)
+        for code, weight in (replay_weights or {}).items():
+            if code not in position.previous_codes or not 0.0 <= weight <= 1.0:
+                raise ValueError(f"replay weight {weight} of site code {code}: codes {list(position.previous_codes)}, weights in [0, 1]")
+            weights[code] = weight
+        self.register_buffer("replay_weights", weights)
         self.position = position
         self.options = options
         self.num_classes = num_classes
@@ -146,11 +158,15 @@ class RelayLearner(SegmentationLearner):
 
     def batch_parts(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Replay | None]:
         """The real pairs a training step learns from (images (N, C, H, W), labels (N, H, W))
-        and its replays (None in stage 1 and at the first site): with ``replay_batch: replace``
-        the replays take the place of the batch's last pairs, with ``append`` every pair stays."""
+        and its replays of every earlier site (None in stage 1 and at the first site), which
+        the generators all learn from: with ``replay_batch: replace`` the replays take the
+        place of the batch's last pairs in proportion to the earlier sites' mean replay
+        weight (all of their count at weight 1, none at 0: the solver then keeps every real
+        pair), with ``append`` every pair stays."""
         size = len(batch["image"])
         count = replay_count(size, self.options.replay_fraction, self.options.replay_batch) if self.replaying else 0
-        keep = size - count if self.options.replay_batch == "replace" else size
+        replaced = round(count * float(self.replay_weights[self.previous_codes].mean())) if count else 0
+        keep = size - replaced if self.options.replay_batch == "replace" else size
         replay = self._replay(count, batch["image"].device) if count else None
         return batch["image"][:keep], batch["label"][:keep], replay
 
@@ -208,34 +224,42 @@ class RelayLearner(SegmentationLearner):
 
     def solver_loss(self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(segmentation loss, solver loss) on the real pairs (images (N, C, H, W), labels
-        (N, H, W)) and the replays (see :meth:`_solver_outputs`): the segmentation loss of each
-        part weighted by its samples; the solver loss adds ``distill_weight`` times the
-        distillation towards the old solver, on the replays (``distill_on: replays``) or on
-        every image (``batch``, from the first epoch at every site after the first), as a
-        sample-weighted mean over the parts."""
+        (N, H, W)) and the replays (see :meth:`_solver_outputs`), in parts: the real pairs
+        (weight 1), then the replays of each earlier site (weight w_s, its replay weight).
+
+        The segmentation loss is the mean of the parts' losses weighted by samples times
+        weight: ``(N L_real + sum_s w_s n_s L_s) / (N + sum_s w_s n_s)``. The solver loss adds
+        ``distill_weight`` times the distillation towards the old solver, on the replays
+        (``distill_on: replays``) or on every image (``batch``, from the first epoch at every
+        site after the first), each part's distillation weighted by samples times weight and
+        divided by the samples distilled: replays of weight 0.5 distil half as hard."""
         parts = self._solver_outputs(images, labels, replay)
-        seg_loss = _sample_weighted([(len(x), self.loss(logits, y)) for x, y, logits in parts])
+        seg_loss = _sample_weighted([(len(x) * weight, self.loss(logits, y)) for x, y, logits, weight in parts])
         distilled = parts[1:] if self.options.distill_on == "replays" else parts
         if self.old is None or not distilled:
             return seg_loss, seg_loss
         with torch.no_grad():
-            teachers = [self.old.solver(x) for x, _, _ in distilled]
-        distillation = _sample_weighted(
-            [(len(x), distillation_loss(teacher, logits, self.options.temperature)) for (x, _, logits), teacher in zip(distilled, teachers)]
-        )
+            teachers = [self.old.solver(x) for x, _, _, _ in distilled]
+        distillation = sum(
+            len(x) * weight * distillation_loss(teacher, logits, self.options.temperature)
+            for (x, _, logits, weight), teacher in zip(distilled, teachers)
+        ) / sum(len(x) for x, _, _, _ in distilled)
         return seg_loss, seg_loss + self.options.distill_weight * distillation
 
     def _solver_outputs(
         self, images: torch.Tensor, labels: torch.Tensor, replay: Replay | None
-    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(images, labels, solver logits) of the real pairs, then of the replays if any
-        (augmented by ``replay_augment``; with ``replay_labels: teacher``, labelled by the old
-        solver's segmentation of the augmented images). Replays of the real patches' size share
-        one forward pass with them (batch norm sees the mixed batch); replays of another size
-        pass on their own, leaving the batch norm's running statistics, which a test normalises
-        real images with, as they are."""
-        if replay is None:
-            return [(images, labels, self(images))]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]]:
+        """(images, labels, solver logits, weight) of the real pairs (weight 1), then of the
+        replays of each earlier site with a positive replay weight, by site code (augmented by
+        ``replay_augment``; with ``replay_labels: teacher``, labelled by the old solver's
+        segmentation of the augmented images). Replays of the real patches' size share one
+        forward pass with them (batch norm sees the mixed batch); replays of another size pass
+        on their own, leaving the batch norm's running statistics, which a test normalises real
+        images with, as they are."""
+        if replay is not None:
+            replay = Replay(*(part[self.replay_weights[replay.sites] > 0] for part in replay))
+        if replay is None or not len(replay.sites):
+            return [(images, labels, self(images), 1.0)]
         replay_images, replay_labels = replay.images, replay.labels
         if self.replay_augment is not None:
             replay_images, replay_labels = self.replay_augment(replay_images, replay_labels)
@@ -248,7 +272,11 @@ class RelayLearner(SegmentationLearner):
             logits = self(images)
             with frozen_running_stats(self.model):
                 replay_logits = self(replay_images)
-        return [(images, labels, logits), (replay_images, replay_labels, replay_logits)]
+        parts = [(images, labels, logits, 1.0)]
+        for code in replay.sites.unique().tolist():
+            mine = replay.sites == code
+            parts.append((replay_images[mine], replay_labels[mine], replay_logits[mine], float(self.replay_weights[code])))
+        return parts
 
     def _valid(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels with ignored pixels mapped to background (for the generators' one-hot)."""
@@ -281,8 +309,8 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
             norm.num_batches_tracked.copy_(count)
 
 
-def _sample_weighted(losses: Sequence[tuple[int, torch.Tensor]]) -> torch.Tensor:
-    """The mean of (sample count, loss) pairs' losses weighted by their counts (one: its loss)."""
+def _sample_weighted(losses: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
+    """The mean of (weighted sample count, loss) pairs' losses weighted by their counts (one: its loss)."""
     if len(losses) == 1:
         return losses[0][1]
     return sum(count * loss for count, loss in losses) / sum(count for count, _ in losses)

@@ -13,6 +13,7 @@ DistillOn = Literal["replays", "batch"]
 ReplayBatch = Literal["replace", "append"]
 ReplayLabels = Literal["generated", "teacher"]
 LabelGeneratorKind = Literal["convolutional", "strokes"]
+ReplayWeighting = Literal["quality", "uniform"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,23 @@ class RelayOptions:
     quality_samples: int = 16
     """Replays (and real crops) per earlier site with which replay quality is measured before
     every site; 0: not measured, else at least 2."""
+    replay_weighting: ReplayWeighting = "quality"
+    """How much each earlier site's replays count for the solver: ``"quality"`` (by the replay
+    quality measured before the site, see :mod:`~siteflow.strategies.relay.replay_weights`: the
+    previous solver's Dice on the site's replays over its Dice on real patches of the site, or,
+    where no real data of it is here, the Dice agreement between the previous solver's
+    segmentation of a replay and the replayed label map; mapped to a weight in [0, 1] that
+    scales the replays' segmentation loss and distillation, and, with ``replay_batch:
+    replace``, how many real pairs they take the place of) or ``"uniform"`` (every replay
+    counts fully, as in the reference). ``"quality"`` needs ``quality_samples`` >= 2."""
+    quality_floor: float = 0.5
+    """Replay quality in [0, 1) at or below which a site's replays count nothing
+    (``replay_weighting: quality``); the weight rises linearly from 0 there to 1 at
+    ``quality_full``."""
+    quality_full: float = 0.9
+    """Replay quality in (``quality_floor``, 1] from which a site's replays count fully
+    (``replay_weighting: quality``): 0.9 for replays the previous solver segments within a
+    tenth of how it segments real patches."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "d_augment", tuple(self.d_augment))  # a YAML list
@@ -117,12 +135,30 @@ class RelayOptions:
         if unknown or len(set(self.d_augment)) != len(self.d_augment):
             raise ValueError(f"d_augment must list distinct transforms of {list(AUGMENT_OPS)}, got {list(self.d_augment)}")
         for name, kind in (("merge", MergeKind), ("replay_batch", ReplayBatch), ("replay_labels", ReplayLabels), ("distill_on", DistillOn),
-                           ("label_generator", LabelGeneratorKind)):
+                           ("label_generator", LabelGeneratorKind), ("replay_weighting", ReplayWeighting)):
             value, first, second = getattr(self, name), *get_args(kind)
             if value not in (first, second):
                 raise ValueError(f"{name} must be {first!r} or {second!r}, got {value!r}")
         if self.quality_samples == 1 or self.quality_samples < 0:
             raise ValueError(f"quality_samples must be 0 (off) or at least 2 (diversity compares pairs), got {self.quality_samples}")
+        self._check_weighting()
+
+    def _check_weighting(self) -> None:
+        """ValueError naming the key for a quality threshold outside [0, 1], or a schedule
+        under which no replay can ever count."""
+        for name in ("quality_floor", "quality_full"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] (a replay quality), got {getattr(self, name)}")
+        if self.replay_weighting != "quality":
+            return
+        if not self.quality_floor < self.quality_full:
+            raise ValueError(
+                f"quality_floor ({self.quality_floor}) must be below quality_full ({self.quality_full}): "
+                "otherwise the weight never rises from 0 and no replay ever counts"
+            )
+        if not self.quality_samples:
+            raise ValueError("quality_samples must be at least 2 with replay_weighting: 'quality' (the weights come from the measured "
+                             "replay quality); set replay_weighting: 'uniform' to replay without measuring")
 
     def replay_side(self, image_size: tuple[int, ...] | None) -> int:
         """The side of the replayed patches for the solver's training input of ``image_size``

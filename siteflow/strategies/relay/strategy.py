@@ -18,17 +18,19 @@ from siteflow.datasets.base import SegmentationDataset
 from siteflow.models.generators import MAX_SITES, ImageGenerator, LabelGenerator
 from siteflow.models.strokes import StrokeLabelGenerator
 from siteflow.privacy.replay_leak import check_replay_leak
-from siteflow.strategies.base import Carried, StudyContext
+from siteflow.strategies.base import Carried, StudyContext, Trainee
 from siteflow.strategies.relay.learner import BatchAugment, RelayLearner
 from siteflow.strategies.relay.network import RelayNetwork, random_crops
 from siteflow.strategies.relay.options import RelayOptions, RelayPosition
 from siteflow.strategies.relay.replay_quality import Pairs, ReplayQuality, measure_replay, save_replay_grid
+from siteflow.strategies.relay.replay_weights import ReplayWeight, replay_weights
 from siteflow.strategies.sequential import SequentialStrategy
 from siteflow.tasks import Task
 
 log = logging.getLogger(__name__)
 
 QUALITY_FILE = "replay_quality.json"
+WEIGHTS_FILE = "replay_weights.json"
 
 
 @STRATEGIES.register("relay")
@@ -38,7 +40,11 @@ class RelayStrategy(SequentialStrategy):
     Before every site that replays earlier sites, the received generators' replays of each
     earlier site are measured (see :mod:`~siteflow.strategies.relay.replay_quality`): the
     numbers go to the log and to ``results/replay_quality.json`` (by stage, then earlier
-    site), the pictures to ``results/replay_<stage>.png``.
+    site), the pictures to ``results/replay_<stage>.png``. How much each earlier site's
+    replays then count for the solver (``replay_weighting``, see
+    :mod:`~siteflow.strategies.relay.replay_weights`), and why, goes to the log and to
+    ``results/replay_weights.json`` (by stage, then earlier site: weight, quality, what the
+    quality is).
 
     Args:
         cycles: passes over the site order.
@@ -85,8 +91,15 @@ class RelayStrategy(SequentialStrategy):
         return StrokeLabelGenerator(2, size, z_dim=options.z_dim, strokes=options.strokes)
 
     def make_learner(
-        self, context: StudyContext, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
+        self,
+        context: StudyContext,
+        network: nn.Module,
+        tasks: Sequence[TaskConfig],
+        carried: Carried,
+        replay_weights: dict[int, float] | None = None,
     ) -> RelayLearner:
+        """The learner of the site of ``tasks``; ``replay_weights``: earlier site code -> how
+        much its replays count (None: 1 each)."""
         (site,) = tasks
         task = context.task
         return RelayLearner(
@@ -100,6 +113,7 @@ class RelayStrategy(SequentialStrategy):
             position=self.position(context, site, carried),
             options=self.options,
             replay_augment=self.replay_augmentation(task, site),
+            replay_weights=replay_weights,
         )
 
     def replay_augmentation(self, task: Task, site: TaskConfig) -> BatchAugment | None:
@@ -135,23 +149,59 @@ class RelayStrategy(SequentialStrategy):
         solver = self.solver_from(context.task)
         carried = context.start(context.tasks[0], lambda: self.build_network(context.task), site_order=self.relay_order(context))
         for stage, save_dir, task in self.stages(context):
-            self.measure_replays(context, stage, task, carried)
-            weights = context.fit(stage, [task], carried.weights, self.trainee(context, [task], carried), save_dir=save_dir)
+            qualities = self.measure_replays(context, stage, task, carried)
+            counted = {weight.code: weight.weight for weight in self.weigh_replays(context, stage, task, carried, qualities)}
+            trainee = Trainee(
+                lambda: self.build_network(context.task),
+                lambda network, task=task, carried=carried, counted=counted: self.make_learner(context, network, [task], carried, replay_weights=counted),
+            )
+            weights = context.fit(stage, [task], carried.weights, trainee, save_dir=save_dir)
             carried = Carried(weights, carried.sites + (context.site_record(task),))
             context.hand_over(carried, save_dir=save_dir)
             context.test(stage, weights, solver, trained_site=task.task_name)
 
-    def measure_replays(self, context: StudyContext, stage: str, site: TaskConfig, carried: Carried) -> list[ReplayQuality]:
+    def weigh_replays(
+        self, context: StudyContext, stage: str, site: TaskConfig, carried: Carried, qualities: dict[int, ReplayQuality]
+    ) -> list[ReplayWeight]:
+        """How much the replays of every site before ``site`` count at ``stage``, from their
+        measured ``qualities`` (code -> quality); logged, and written into the run's results."""
+        names = {code: self.site_name(context, task_id) for task_id, code in self.earlier_codes(site, carried).items()}
+        weights = replay_weights(self.options, qualities, names)
+        if not weights:
+            return []
+        for weight in weights:
+            log.info("stage %s: %s", stage, weight.summary())
+        path = context.result_path(WEIGHTS_FILE)
+        written = json.loads(path.read_text()) if path.is_file() else {}
+        written[stage] = {weight.site: asdict(weight) for weight in weights}
+        write_json(path, written)
+        return weights
+
+    @staticmethod
+    def earlier_codes(site: TaskConfig, carried: Carried) -> dict[int, int]:
+        """Task id -> generator code of every site of the received chain other than ``site``."""
+        return {task_id: code for task_id, code in site_codes(carried).items() if task_id != site.task_id}
+
+    @staticmethod
+    def site_name(context: StudyContext, task_id: int) -> str:
+        """The name of the site of ``task_id`` (``task <id>`` for a site the config does not list)."""
+        sites = {s.task_id: s for s in context.config.sites}
+        return sites[task_id].task_name if task_id in sites else f"task {task_id}"
+
+    def measure_replays(self, context: StudyContext, stage: str, site: TaskConfig, carried: Carried) -> dict[int, ReplayQuality]:
         """Measure how the generators of ``carried`` replay every site before ``site``, against
         real training pairs of those whose data is here (seeded by the run's seed and the
         stage, so a resumed run measures the same); log the numbers and write them with a
-        picture into the run's results. A stage measured before is not measured again."""
+        picture into the run's results. Returns generator code -> quality (empty when not
+        measured); a stage measured before is read back, not measured again."""
         samples = self.options.quality_samples
-        earlier = {task_id: code for task_id, code in site_codes(carried).items() if task_id != site.task_id}
+        earlier = self.earlier_codes(site, carried)
         numbers_path = context.result_path(QUALITY_FILE)
         measured = json.loads(numbers_path.read_text()) if numbers_path.is_file() else {}
-        if not samples or not earlier or stage in measured:
-            return []
+        if not samples or not earlier:
+            return {}
+        if stage in measured:
+            return {code: ReplayQuality(**measured[stage][self.site_name(context, task_id)]) for task_id, code in earlier.items()}
         task = context.task
         network = self.build_network(task)
         network.load_state_dict(carried.weights)
@@ -161,7 +211,7 @@ class RelayStrategy(SequentialStrategy):
         sites = {s.task_id: s for s in context.config.sites}
         qualities, pictures = [], []
         for task_id, code in earlier.items():
-            name = sites[task_id].task_name if task_id in sites else f"task {task_id}"
+            name = self.site_name(context, task_id)
             replay = network.replay(torch.full((samples,), code, dtype=torch.long), len(task.class_names), generator=generator)
             real = _real_pairs(task, sites[task_id], samples, side, generator) if task_id in sites else None
             quality = measure_replay(name, network.solver, replay, real, num_classes=len(task.class_names), ignore_index=task.ignore_index)
@@ -176,7 +226,7 @@ class RelayStrategy(SequentialStrategy):
         replays = [(sites[t], replay[0]) for t, (_, replay, _) in zip(earlier, pictures) if t in sites]  # images of the sites here
         check_replay_leak(task, stage, replays, seed=context.config.seed, result_path=context.result_path)
         write_json(numbers_path, measured)
-        return qualities
+        return dict(zip(earlier.values(), qualities))
 
 
 def site_codes(carried: Carried) -> dict[int, int]:
