@@ -80,9 +80,25 @@ class LocalFederation:
             and name it in its node config (``worker=...``), so that the ClientApps hand it
             their train and evaluate messages.
         env: extra environment variables of every process.
+        credentials: a folder of :func:`make_credentials`: the SuperLink then serves TLS
+            (``ca.crt``, ``server.pem``, ``server.key``) with SuperNode authentication, and
+            every SuperNode verifies it and signs in with its key of ``node_keys`` (file names
+            there, one per node); the keys of ``members`` (``<name>.pub``) are registered with
+            ``flwr supernode register`` before any SuperNode starts. None: no TLS, no
+            authentication (``--insecure``).
     """
 
-    def __init__(self, folder: Path, node_configs: list[str], *, workers: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        node_configs: list[str],
+        *,
+        workers: bool = False,
+        env: dict[str, str] | None = None,
+        credentials: Path | None = None,
+        node_keys: list[str] | None = None,
+        members: list[str] | None = None,
+    ) -> None:
         self.folder = folder
         self.logs = folder / "flower-logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -104,22 +120,34 @@ class LocalFederation:
                 for index, path in enumerate(sockets, 1):
                     self._start(f"worker{index}", "python", "-m", "siteflow.deploy.flower.worker", "--socket", str(path))
                 node_configs = [f'{node_config} worker="{path}"' for node_config, path in zip(node_configs, sockets)]
-            self._start("superlink", "flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+            if credentials is None:
+                link_security, node_security = ["--insecure"], [["--insecure"]] * len(node_configs)
+                connection = "insecure = true"
+            else:  # TLS, and only the SuperNodes whose public keys are registered may join
+                link_security = ["--ssl-ca-certfile", str(credentials / "ca.crt"), "--ssl-certfile", str(credentials / "server.pem"),
+                                 "--ssl-keyfile", str(credentials / "server.key"), "--enable-supernode-auth"]
+                node_security = [["--root-certificates", str(credentials / "ca.crt"), "--auth-supernode-private-key", str(credentials / key)]
+                                 for key in node_keys or []]
+                connection = f'root-certificates = "{credentials / "ca.crt"}"'
+            home.mkdir(parents=True, exist_ok=True)
+            (home / "config.toml").write_text(
+                f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{link_port}"\n{connection}\n'
+            )
+            self._start("superlink", "flower-superlink", *link_security, "--disable-runtime-dependency-installation",
                         "--port", str(link_port))
             self._wait_for_port(link_port)
+            for member in members or []:
+                result = self.flwr("supernode", "register", str(credentials / f"{member}.pub"), "test", "--name", member, timeout=120)
+                assert result.returncode == 0, f"registering {member}: {result.stdout}\n{self.log_tails()}"
             if self.sockets is not None:
                 for path in sockets:
                     self._wait_for(path.exists, f"the site worker on {path}", seconds=180)
-            for index, (port, node_config) in enumerate(zip(node_ports, node_configs), 1):
-                self._start(f"supernode{index}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}",
+            for index, (port, node_config, security) in enumerate(zip(node_ports, node_configs, node_security), 1):
+                self._start(f"supernode{index}", "flower-supernode", *security, "--superlink", f"127.0.0.1:{link_port}",
                             "--port", str(port), "--node-config", node_config)
         except BaseException:
             self.close()
             raise
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n'
-        )
 
     def flwr(self, *args: str, timeout: float) -> subprocess.CompletedProcess:
         """Run the ``flwr`` CLI against this federation."""
@@ -242,3 +270,40 @@ def simulated_and_deployed(folder: Path, config: Path, sites: int = 2):
     tested = {row.stage: row.values for row in simulated.folder.results}
     assert {row.stage: row.values for row in deployed.folder.results} == tested, "the sites tested other models than the simulation"
     return simulated, deployed
+
+
+def make_credentials(folder: Path, keys: list[str]) -> Path:
+    """Write into ``folder`` what a consortium with SuperNode authentication holds: a CA
+    (``ca.crt``), the SuperLink's TLS certificate for 127.0.0.1 signed by it (``server.pem``,
+    ``server.key``), and per name of ``keys`` a P-384 key pair in OpenSSH format (``<name>``,
+    ``<name>.pub``), as ``ssh-keygen -t ecdsa -b 384`` writes them; returns ``folder``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject: str, key, issuer: str, signer, extension, critical: bool):
+        name = lambda text: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])  # noqa: E731
+        return (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer)).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=2)).add_extension(extension, critical=critical)
+                .sign(signer, hashes.SHA256()))
+
+    authority = ec.generate_private_key(ec.SECP384R1())
+    ca = certificate("test consortium CA", authority, "test consortium CA", authority, x509.BasicConstraints(ca=True, path_length=None), True)
+    server = ec.generate_private_key(ec.SECP384R1())
+    names = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    (folder / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(certificate("127.0.0.1", server, "test consortium CA", authority, names, False).public_bytes(serialization.Encoding.PEM))
+    (folder / "server.key").write_bytes(server.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    for name in keys:
+        key = ec.generate_private_key(ec.SECP384R1())
+        (folder / name).write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+        (folder / f"{name}.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+    return folder
