@@ -42,5 +42,5 @@ test-all: $(STAMP) $(DOCS_STAMP)
 docs: $(STAMP)
 	@$(PYTHON) -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null || \
 		{ echo "make docs: the documentation tools are not installed; run 'make docs-setup' (pip install -r requirements-docs.txt into $(VENV))" >&2; exit 2; }
-	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 	@echo "documentation site in site/ (open site/index.html)"
