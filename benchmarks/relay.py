@@ -1,7 +1,7 @@
 """Relay against sequential fine-tuning on harder synthetic vessel sites, over seeds.
 
     OMP_NUM_THREADS=2 python benchmarks/relay.py [--seeds 0 1 2] [--epochs 40] [--num-replica 10] [--gpus 0]
-        [--patch-size 128] [--base-channels 32] [--site-shift 0.3] [--variants sequential relay relay_no_merge relay_distill_batch
+        [--patch-size 128] [--base-channels 32] [--site-shift 0.3] [--variants sequential relay relay_uniform relay_no_merge relay_distill_batch
         relay_quarter relay_append relay_teacher_labels relay_strokes lwf joint]
         [--write BENCHMARKS.md]
 
@@ -12,7 +12,9 @@ shipped real-data configs do: thin, faint vessels on a blotchy retina, each site
 colour cast, contrast, blur and noise (and, with ``--site-shift``, its own vessel width and
 contrast: DRIVE's thinnest and faintest, CHASE_DB1's widest and strongest). Every variant
 trains the same U-Net over the sites in order with the same seed; relay replays patches of
-``--replay-size``. For each variant and seed it prints the final mean Dice, the backward
+``--replay-size``, each earlier site's
+replays weighted by their measured quality (``relay_uniform``: all counting fully, as the
+reference). For each variant and seed it prints the final mean Dice, the backward
 transfer (negative: forgetting) and the training seconds per epoch; then the means over seeds,
 and relay's replay quality before each site (see ``siteflow.strategies.relay.replay_quality``).
 The run folders stay under ``--out`` (site matrices, replay grids) with each run's numbers
@@ -42,6 +44,7 @@ HARD_VESSELS = {"native_size": [288, 320], "vessel_width": 0.6, "vessel_contrast
 VARIANTS: dict[str, dict[str, Any]] = {
     "sequential": {"name": "sequential"},
     "relay": {"name": "relay", "kwargs": {"merge": "samples"}},
+    "relay_uniform": {"name": "relay", "kwargs": {"merge": "samples", "replay_weighting": "uniform"}},
     "relay_no_merge": {"name": "relay", "kwargs": {"merge": "none"}},
     "relay_distill_batch": {"name": "relay", "kwargs": {"merge": "samples", "distill_on": "batch"}},
     "relay_quarter": {"name": "relay", "kwargs": {"merge": "samples", "replay_fraction": 0.25}},
@@ -111,11 +114,13 @@ def run(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
     runner = TimedRun(load_config(path), folder / "run", gpus=args.gpus)
     summary = runner.execute()["dice"]
     quality = runner.result_path("replay_quality.json")
+    counted = runner.result_path("replay_weights.json")
     result = {
         "final_mean": summary["final_mean"],
         "backward_transfer": summary["backward_transfer"],
         "seconds_per_epoch": runner.fit_seconds / runner.fit_epochs if runner.fit_epochs else None,
         "replay_quality": json.loads(quality.read_text()) if quality.is_file() else {},
+        "replay_weights": json.loads(counted.read_text()) if counted.is_file() else {},
     }
     partial = numbers.with_suffix(".tmp")
     partial.write_text(json.dumps(result, indent=1))
