@@ -19,7 +19,9 @@ solver's training input, or patches of it (``replay_size``). At site ``k``:
    for earlier sites drawn uniformly; the generators learn from real and replayed data, and
    the solver from both (the replays augmented as the site's training images) plus
    distillation towards the *old* solver's soft predictions on the replayed images (the
-   reference code distilled from the current solver, a no-op).
+   reference code distilled from the current solver, a no-op), each earlier site's replays
+   and distillation weighted by the replay quality measured in step 1
+   (:mod:`.replay_weights`; ``replay_weighting: uniform``: all count fully).
 
 Site codes are positions in the chain of the hand-over (first appearance), so they need no
 coordination; the sample counts come from the chain too.
