@@ -27,6 +27,7 @@ from siteflow.datasets.chest_xray.synthetic.sites import SITES as CXR_SITES
 from siteflow.datasets.chest_xray.synthetic.sites import site_root as cxr_site_root
 from siteflow.datasets.synthetic import cached_generation
 from siteflow.datasets.synthetic.cache import MARKER, ROOT_MARKER
+from siteflow.datasets.classification.synthetic import CLASSES, generate_class_sites, write_isic2019, write_medmnist
 from siteflow.core.registry import DATASETS
 
 SMALL_FUNDUS = dict(num_sites=3, train_per_site=6, test_per_site=1, native_size=(32, 48))
@@ -195,6 +196,8 @@ def hint_is_allowed(hint) -> bool:
         return len(args) == 1 and hint_is_allowed(args[0])
     if origin is tuple:
         return len(args) == 2 and args[1] is Ellipsis and hint_is_allowed(args[0])
+    if origin is dict:
+        return len(args) == 2 and args[0] is str and hint_is_allowed(args[1])
     return hint in ALLOWED
 
 
@@ -227,6 +230,9 @@ def generated(tmp_path_factory) -> dict[str, Path]:
         "fundus": generate_fundus_sites(root / "fundus", **SMALL_FUNDUS),
         "vessels": generate_vessel_sites(root / "vessels", **SMALL_VESSELS),
         "cxr": generate_cxr_sites(root / "cxr", **SMALL_CXR),
+        "classes": generate_class_sites(root / "classes", train_per_site=6, test_per_site=3),
+        "isic2019": write_isic2019(root / "isic2019", per_center=3),
+        "medmnist": write_medmnist(root / "medmnist" / "dermamnist.npz", counts=(8, 3, 4)).parent,
         "cache": root / "cache",
     }
 
@@ -252,6 +258,10 @@ SPEC_CASES: dict[str, Callable[[dict[str, Path]], dict[str, Any]]] = {
     "vindr_cxr": lambda g: dict(root_path=cxr_root(g, "vindr_cxr"), img_size=[32, 24]),
     "mimic_cxr": lambda g: dict(root_path=cxr_root(g, "mimic_cxr"), labels=["pneumothorax", "Pleural Effusion"]),
     "synthetic_cxr": lambda g: dict(root_path=str(g["cache"]), folder="site3", channels=3, **SMALL_CXR),
+    "class_folders": lambda g: dict(root_path=str(g["classes"] / "site2"), classes=list(CLASSES), img_size=[20, 24]),
+    "isic2019": lambda g: dict(root_path=str(g["isic2019"]), center=1, img_size=[16, 16]),
+    "medmnist": lambda g: dict(root_path=str(g["medmnist"]), collection="dermamnist", channels=3),
+    "synthetic_classes": lambda g: dict(root_path=str(g["cache"]), folder="site2", train_per_site=6, test_per_site=3),
 }
 
 

@@ -96,6 +96,7 @@ class ClassificationDataset(SiteDataset):
 
     task: ClassVar[str] = "classification"
     spatial_dims: ClassVar[int] = 2
+    ignore_index: ClassVar[int | None] = None  # every image has its class
     class_names: tuple[str, ...]
 
     def __init__(
