@@ -33,9 +33,16 @@ def _gpus(value: str | None, parser: argparse.ArgumentParser) -> list[int] | Non
     if value is None or value.strip() == "":
         return None
     try:
-        return [int(part) for part in value.split(",") if part.strip()]
+        gpus = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
         parser.error(f"-g/--gpus: expected GPU indices like 0 or 0,1, got {value!r}")
+    import torch
+
+    available = torch.cuda.device_count()
+    if any(index < 0 or index >= available for index in gpus):
+        seen = f"GPUs 0 to {available - 1}" if available else "no GPU"
+        parser.error(f"-g/--gpus {value}: this machine has {seen} that PyTorch can use; leave -g out to run on the CPU")
+    return gpus
 
 
 def _seeds(value: str | None, parser: argparse.ArgumentParser) -> list[int] | None:
@@ -117,6 +124,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         parser.error("--seeds repeats a whole study; a deployed run (--handover, --task-id) trains one site of one seed")
     config, run_dir = _setup(args, parser, "train")
     if args.handover is not None:
+        if not args.handover.is_file():  # a directory, a FIFO or a device would block or fail deep inside
+            what = "does not exist" if not args.handover.exists() else "is not a regular file (a directory, a FIFO or a device)"
+            parser.error(f"--handover: {str(args.handover)!r} {what}; give the hand-over file received from the previous site")
         if len(config.tasks) != 1:
             parser.error(f"--handover is for a deployed run of one site; {args.config} trains {len(config.tasks)}")
         config = config.with_load(args.handover.resolve())

@@ -83,3 +83,23 @@ def test_a_site_without_a_data_location_is_refused_at_validation_naming_the_key(
     path = tiny_config(tmp_path, "sequential", sites=2, all_tasks_datasets=sites)
     with pytest.raises(ConfigError, match=r"all_tasks_datasets\[1\]\.kwargs\.folder: is missing: the site gives no data location"):
         load_config(path)
+
+
+@pytest.mark.slow
+def test_train_refuses_a_missing_gpu_and_a_handover_that_is_not_a_regular_file_in_one_sentence(tmp_path):
+    import torch
+
+    config = tiny_config(tmp_path, "sequential", sites=2, current_tasks={"task_ids": [2]})
+    folder, fifo = tmp_path / "a_folder", tmp_path / "a_fifo"
+    folder.mkdir()
+    os.mkfifo(fifo)
+    base = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "t", "--exps-root", str(tmp_path / "exps")]
+    cases = [(["--task-id", "2", "--handover", str(path)], f"--handover: {str(path)!r} is not a regular file (a directory, a FIFO or a device); give the hand-over file received from the previous site")
+             for path in (folder, fifo)]
+    if torch.cuda.device_count() == 0:
+        cases.append((["-g", "0"], "-g/--gpus 0: this machine has no GPU that PyTorch can use; leave -g out to run on the CPU"))
+    for extra, message in cases:
+        result = subprocess.run([*base, *extra], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1] == f"train.py: error: {message}"
