@@ -59,7 +59,7 @@ def test_ditto_sends_fedavg_s_update_and_its_lambda_pulls_the_personal_model_to_
 
 
 def test_fedper_keeps_the_declared_layers_at_each_site(tmp_path):
-    run = run_of(tmp_path, "fedper", rounds=2, personal_layers=["head"])
+    run = run_of(tmp_path, "fedper", rounds=2, local_epochs=3, personal_layers=["head"])  # one Adam step moves every weight by lr: sites differ after several
     run.execute()
     local_keys = run.strategy.local_keys(run.task)
     assert local_keys and all(k.startswith("head.") for k in local_keys)
