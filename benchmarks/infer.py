@@ -1,13 +1,18 @@
 """siteflow-infer's speed: inputs per second over a folder of new images (or volumes), beside a
 plain PyTorch loop over the same inputs decoded in advance and the same network.
 
-    OMP_NUM_THREADS=2 python benchmarks/infer.py [--images 32] [--volumes 0] [--write BENCHMARKS.md]
+    OMP_NUM_THREADS=1 python benchmarks/infer.py [--images 32] [--volumes 4] [--write BENCHMARKS.md]
 
 siteflow-infer reads each input (decode, preprocessing), runs the network, maps the prediction
 back to the input's grid and writes the label map (PNG or NIfTI) and ``predictions.csv``; the
 plain loop only runs the network and the argmax at the input's size on tensors already in
 memory. The reading of the next inputs and the writing of the last ones overlap with the
 network in siteflow-infer's threads, so the two should be within 10%.
+
+Run it with one torch thread on a CPU shared with other work: with two OpenMP threads on two
+busy cores, the same forward pass took 4 to 10 times longer called from the main thread than
+from a worker thread (threads spinning at barriers while their partner waits for a core),
+which says nothing about either loop.
 """
 
 from __future__ import annotations
