@@ -111,6 +111,7 @@ class LocalFederation:
             **(env or {}),
         }
         self.processes: dict[str, subprocess.Popen] = {}
+        self._commands: dict[str, tuple[str, ...]] = {}
         self._groups: set[int] = set()  # the process groups of everything started here
         self.sockets = Path(tempfile.mkdtemp(prefix="sf-", dir="/tmp")) if workers else None  # short: a Unix socket path
         link_port, *node_ports = free_ports(1 + len(node_configs))
@@ -193,8 +194,16 @@ class LocalFederation:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def restart(self, name: str) -> None:
+        """SIGKILL the process ``name`` (``supernode2``, ...) and its children, and start it
+        again as it was started (a hospital's machine that crashed and came back)."""
+        self._kill_tree([self.processes[name].pid])
+        self.processes[name].wait(timeout=30)
+        self._start(name, *self._commands[name])
+
     def _start(self, name: str, program: str, *args: str) -> None:
-        with open(self.logs / f"{name}.log", "wb") as log:
+        self._commands[name] = (program, *args)
+        with open(self.logs / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen([str(BIN / program), *args], env=self.env, cwd=self.folder,
                                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
