@@ -44,6 +44,7 @@ HARD_VESSELS = {"native_size": [288, 320], "vessel_width": 0.6, "vessel_contrast
 VARIANTS: dict[str, dict[str, Any]] = {
     "sequential": {"name": "sequential"},
     "relay": {"name": "relay", "kwargs": {"merge": "samples"}},
+    "relay_weighted": {"name": "relay", "kwargs": {"merge": "samples", "replay_weighting": "quality"}},
     "relay_uniform": {"name": "relay", "kwargs": {"merge": "samples", "replay_weighting": "uniform"}},
     "relay_no_merge": {"name": "relay", "kwargs": {"merge": "none"}},
     "relay_distill_batch": {"name": "relay", "kwargs": {"merge": "samples", "distill_on": "batch"}},

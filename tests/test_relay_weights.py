@@ -37,13 +37,13 @@ def test_weights_come_from_the_measured_quality_by_hand():
         4: quality("IOSTAR", 0.30, 0.0),  # the solver segments no real patch: quality 0
     }
     names = {code: q.site for code, q in qualities.items()}
-    weights = replay_weights(RelayOptions(), qualities, names)
+    weights = replay_weights(RelayOptions(replay_weighting="quality"), qualities, names)
     assert [w.code for w in weights] == [0, 1, 2, 3, 4]
     assert [w.weight for w in weights] == pytest.approx([(0.55 / 0.70 - 0.5) / 0.4, 0.0, 0.75, 1.0, 0.0])
     assert [w.quality for w in weights] == pytest.approx([0.55 / 0.70, 0.26 / 0.60, 0.8, 1.0, 0.0])
     assert [w.measured_by for w in weights] == [RATIO, RATIO, AGREEMENT, RATIO, RATIO]
     assert weights[0].summary() == f"DRIVE's replays count 0.71 (quality 0.786: {RATIO})"
-    steep = replay_weights(RelayOptions(quality_floor=0.0, quality_full=0.5), qualities, names)
+    steep = replay_weights(RelayOptions(replay_weighting="quality", quality_floor=0.0, quality_full=0.5), qualities, names)
     assert [w.weight for w in steep] == pytest.approx([1.0, 0.26 / 0.60 / 0.5, 1.0, 1.0, 0.0])
     uniform = replay_weights(RelayOptions(replay_weighting="uniform"), {}, names)
     assert [(w.weight, w.quality, w.measured_by) for w in uniform] == [(1.0, None, UNIFORM)] * 5
@@ -54,9 +54,9 @@ def test_weights_come_from_the_measured_quality_by_hand():
     [
         ({"quality_floor": -0.1}, r"quality_floor must be in \[0, 1\] \(a replay quality\), got -0.1"),
         ({"quality_full": 1.5}, r"quality_full must be in \[0, 1\] \(a replay quality\), got 1.5"),
-        ({"quality_floor": 0.9, "quality_full": 0.5}, r"quality_floor \(0.9\) must be below quality_full \(0.5\).*no replay ever counts"),
-        ({"quality_floor": 1.0, "quality_full": 1.0}, r"quality_floor \(1.0\) must be below quality_full \(1.0\)"),
-        ({"quality_samples": 0}, r"quality_samples must be at least 2 with replay_weighting: 'quality'"),
+        ({"quality_floor": 0.9, "quality_full": 0.5, "replay_weighting": "quality"}, r"quality_floor \(0.9\) must be below quality_full \(0.5\).*no replay ever counts"),
+        ({"quality_floor": 1.0, "quality_full": 1.0, "replay_weighting": "quality"}, r"quality_floor \(1.0\) must be below quality_full \(1.0\)"),
+        ({"quality_samples": 0, "replay_weighting": "quality"}, r"quality_samples must be at least 2 with replay_weighting: 'quality'"),
         ({"replay_weighting": "dice"}, r"replay_weighting must be 'quality' or 'uniform', got 'dice'"),
     ],
 )
@@ -164,7 +164,8 @@ def test_a_relay_run_on_vessel_sites_writes_and_logs_how_much_each_replay_counte
                    "img_size": [32, 32], "patch_size": [16, 16], "val_fraction": 0.25},
     }
     sites = [{"task_id": i, "task_name": name, "kwargs": {"folder": name}} for i, name in enumerate(["DRIVE", "STARE", "CHASE_DB1"], 1)]
-    strategy = {"label_generator": "strokes", "strokes": 3, "image_generator_channels": 4, "discriminator_channels": 4, "quality_samples": 3}
+    strategy = {"label_generator": "strokes", "strokes": 3, "image_generator_channels": 4, "discriminator_channels": 4, "quality_samples": 3,
+                "replay_weighting": "quality"}
     config = load_config(tiny_config(tmp_path, "relay", sites=3, dataset=vessels, all_tasks_datasets=sites,
                                      common={"strategy": {"kwargs": strategy}, "train": {"epochs": 2}}))
     runner = ExperimentRun(config, tmp_path / "run")

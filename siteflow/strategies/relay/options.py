@@ -90,7 +90,7 @@ class RelayOptions:
     quality_samples: int = 16
     """Replays (and real crops) per earlier site with which replay quality is measured before
     every site; 0: not measured, else at least 2."""
-    replay_weighting: ReplayWeighting = "quality"
+    replay_weighting: ReplayWeighting = "uniform"
     """How much each earlier site's replays count for the solver: ``"quality"`` (by the replay
     quality measured before the site, see :mod:`~siteflow.strategies.relay.replay_weights`: the
     previous solver's Dice on the site's replays over its Dice on real patches of the site, or,
@@ -98,7 +98,8 @@ class RelayOptions:
     segmentation of a replay and the replayed label map; mapped to a weight in [0, 1] that
     scales the replays' segmentation loss and distillation, and, with ``replay_batch:
     replace``, how many real pairs they take the place of) or ``"uniform"`` (every replay
-    counts fully, as in the reference). ``"quality"`` needs ``quality_samples`` >= 2."""
+    counts fully, as in the reference: the default while ``"quality"`` is measured over seeds).
+    ``"quality"`` needs ``quality_samples`` >= 2."""
     quality_floor: float = 0.5
     """Replay quality in [0, 1) at or below which a site's replays count nothing
     (``replay_weighting: quality``); the weight rises linearly from 0 there to 1 at
