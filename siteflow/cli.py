@@ -1,5 +1,6 @@
 """Command lines: ``train.py`` / ``siteflow-train``, ``predict_test.py`` / ``siteflow-predict``,
-``compare.py`` / ``siteflow-compare``, ``report.py`` / ``siteflow-report`` and ``study.py`` / ``siteflow-study``."""
+``compare.py`` / ``siteflow-compare``, ``report.py`` / ``siteflow-report``, ``study.py`` /
+``siteflow-study``, ``infer.py`` / ``siteflow-infer`` and ``export.py`` / ``siteflow-export``."""
 
 from __future__ import annotations
 
