@@ -282,7 +282,7 @@ def _load_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
         config = load_config(args.config)
         if args.handover is not None:
             return from_handover(config, args.handover, key=load_key(args.key_file), site=args.site)
-        return from_run_folder(config, args.exps_root / config.name / args.note, stage=args.stage, site=args.site)
+        return from_run_folder(config, run_folder(args.exps_root, config.name, args.note), stage=args.stage, site=args.site)
     except (ConfigError, FileNotFoundError, ModelSourceError, HandoverError, DataError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
 

@@ -103,3 +103,12 @@ def test_train_refuses_a_missing_gpu_and_a_handover_that_is_not_a_regular_file_i
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert result.stderr.strip().splitlines()[-1] == f"train.py: error: {message}"
+
+
+def test_infer_refuses_a_run_name_that_leaves_the_exps_root(tmp_path, capsys):
+    from siteflow.cli import infer_main
+
+    with pytest.raises(SystemExit) as exit_:
+        infer_main(["-c", "demo/sequential", "-n", "../../x", "--exps-root", str(tmp_path / "exps"), str(tmp_path), "-o", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert "-n/--note: '../../x' is not a run name" in capsys.readouterr().err
