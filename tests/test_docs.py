@@ -33,11 +33,11 @@ RUNNABLE = re.compile(r"^<!-- runnable -->\n```bash\n(.*?)^```$", re.M | re.S)
 def test_the_config_reference_lists_every_key_the_validator_accepts_with_a_meaning():
     text = config_reference()
     for section, keys in SECTIONS.items():
-        assert f"### {section or 'top level'}" in text
+        assert (f"### `{section}`" if section else "### top level") in text
         for key in keys:
             assert f"| `{key.name}` |" in text and key.meaning
     for path, cls in DATACLASS_SECTIONS:
-        assert f"## {path}" in text
+        assert f"## `{path}`" in text
         for field in dataclasses.fields(cls):
             assert re.search(rf"^\| `{field.name}` \| [^|]+ \| [^|]+ \| \S", text, re.M), f"{path}.{field.name} has no meaning"
     undocumented = []

@@ -83,7 +83,7 @@ def _structure() -> str:
     """The structural sections: top level, common, sites, current tasks, components."""
     out = ["## Structure"]
     for section, keys in SECTIONS.items():
-        title = section or "top level"
+        title = f"`{section}`" if section else "top level"  # code: a key path's <task id> is no HTML tag
         rows = [(_code(k.name), k.type, "required" if k.default is None else _code(k.default), k.meaning) for k in keys]
         out += [f"### {title}", _table(rows)]
     return "\n\n".join(out)
@@ -98,7 +98,7 @@ def _dataclass_section(path: str, cls: type) -> str:
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
         rows.append((_code(field.name), _type_text(hints[field.name]), _code(_default_text(default)), docs.get(field.name, "")))
     summary = _summary(cls)
-    return "\n\n".join([f"## {path}", summary, _table(rows)])
+    return "\n\n".join([f"## `{path}`", summary, _table(rows)])
 
 
 def _components(title: str, key: str, registry: Registry, supplied: tuple[str, ...]) -> str:
