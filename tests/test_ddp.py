@@ -25,7 +25,7 @@ OPTIONS = {
 
 
 def train(config: Path, exps: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "t", "--exps-root", str(exps), "--cpu-processes", "2"]
+    command = [sys.executable, str(REPO / "train.py"), "-c", str(config), "-n", "t", "--exps-root", str(exps), "--cpu-processes", "2", "-v"]  # -v: Lightning's own lines too
     return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=config.parent, timeout=600)
 
 

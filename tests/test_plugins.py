@@ -34,7 +34,7 @@ def test_an_entry_point_plugin_registers_its_model(tmp_path, monkeypatch):
             "model": {"name": "plugin_net", "kwargs": {"kernel": 3}},
             "strategy": {"name": "local"},
         },
-        "all_tasks_datasets": [{"task_id": 1, "task_name": "a"}],
+        "all_tasks_datasets": [{"task_id": 1, "task_name": "a", "kwargs": {"folder": "Domain1"}}],
         "current_tasks": {"task_ids": [1]},
     }
     try:

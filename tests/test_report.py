@@ -14,6 +14,7 @@ from PIL import Image
 
 from experiments import tiny_config
 from siteflow.cli import predict_main, report_main, train_main
+from siteflow.reporting.report import OVERLAY_WIDTH
 
 
 class ReportReader(HTMLParser):
@@ -119,7 +120,8 @@ def test_report_embeds_every_part_and_the_summary_of_each_run(runs, tmp_path, ca
                 (source,) = [src for src, a in zip(reader.images, reader.alts) if a == alt]
                 picture = results / "overlays" / model / site / f"{kind}_{image_id}.png"
                 with Image.open(picture) as saved, Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as shown:
-                    saved.thumbnail((480, 480))
+                    if saved.width > OVERLAY_WIDTH:  # shrunk by width to the report's column, aspect kept
+                        saved = saved.resize((OVERLAY_WIDTH, round(saved.height * OVERLAY_WIDTH / saved.width)), Image.Resampling.LANCZOS)
                     assert shown.size == saved.size
                     assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(saved.convert("RGB")))
             assert [a for a in reader.alts if a.startswith(f"{model} on {site}: ")][1:] == [
