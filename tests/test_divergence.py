@@ -35,7 +35,7 @@ def test_a_diverging_site_stops_naming_site_epoch_and_step_and_writes_nothing_no
     assert "last.ckpt keeps the last epoch that ended finite" in message and "common.train.optimizer.kwargs.lr" in message
     stage = tmp_path / "exps" / "sequential" / "lr" / "checkpoints" / "task_1"
     assert sorted(p.name for p in stage.iterdir()) == ["last.ckpt"]  # no final.safetensors, no handover.safetensors
-    kept = torch.load(stage / "last.ckpt", map_location="cpu", weights_only=False)  # this run's own file
+    kept = torch.load(stage / "last.ckpt", map_location="cpu", weights_only=True)
     assert kept["epoch"] == 0
     assert all(bool(torch.isfinite(t).all()) for t in kept["state_dict"].values() if t.is_floating_point())
 
