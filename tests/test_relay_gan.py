@@ -18,7 +18,7 @@ from siteflow.models.discriminators import MinibatchStd, ProjectionDiscriminator
 from siteflow.models.generators import ImageGenerator, LabelGenerator, Spade
 from siteflow.strategies.relay import RelayLearner, RelayNetwork, RelayOptions, RelayPosition, RelayStrategy
 from siteflow.strategies.relay.learner import Replay, replay_count
-from siteflow.strategies.relay.adversarial import Critic, diff_augment, mode_seeking_penalty
+from siteflow.strategies.relay.adversarial import Critic, class_balanced_l1, diff_augment, mode_seeking_penalty
 from siteflow.strategies.relay.network import random_crops
 
 
@@ -117,24 +117,52 @@ def test_the_spade_generator_is_conditioned_on_the_label_map_in_every_block():
     generator = ImageGenerator(3, 1, 32, z_dim=8, channels=4)
     spades = [m for m in generator.modules() if isinstance(m, Spade)]
     assert len(spades) >= 2 * len(generator.blocks) == 6  # 4->8->16->32, two normalisations per block at least
-    z, sites = torch.randn(2, 8), torch.tensor([0, 1])
+    z, noise = generator.sample_noise(2)
+    assert z.shape == (2, 8) and noise.shape == (2, 8, 32, 32)
+    sites = torch.tensor([0, 1])
     labels = F.one_hot(torch.randint(0, 3, (2, 32, 32)), 3).movedim(-1, 1).float()
-    image = generator(z, sites, labels)
+    image = generator(z, sites, labels, noise)
     assert image.shape == (2, 1, 32, 32) and image.abs().max() <= 1
     other = labels.roll(8, dims=-1)
-    assert not torch.allclose(generator(z, sites, other), image)
-    assert not torch.allclose(generator(z, sites.flip(0), labels), image)  # the site matters too
+    assert not torch.allclose(generator(z, sites, other, noise), image)
+    assert not torch.allclose(generator(z, sites.flip(0), labels, noise), image)  # the site matters too
+
+
+def test_the_noise_maps_change_the_texture_and_not_the_label_maps_place():
+    torch.manual_seed(7)
+    generator = ImageGenerator(2, 1, 32, z_dim=8, channels=4)
+    z, noise = generator.sample_noise(1)
+    labels = F.one_hot(torch.zeros(1, 32, 32, dtype=torch.long), 2).movedim(-1, 1).float()
+    image = generator(z, torch.tensor([0]), labels, noise)
+    other = generator(z, torch.tensor([0]), labels, torch.randn_like(noise))  # same z, same map, other noise maps
+    assert (other - image).abs().mean() > 1e-3  # a texture of its own
+    replay_a = torch.Generator().manual_seed(3)
+    replay_b = torch.Generator().manual_seed(3)
+    assert all(torch.equal(a, b) for a, b in zip(generator.sample_noise(2, generator=replay_a), generator.sample_noise(2, generator=replay_b)))
 
 
 def test_the_image_generator_uses_no_batch_statistics():
     torch.manual_seed(6)
     generator = ImageGenerator(2, 3, 16, z_dim=8, channels=4).train()
-    z, sites = torch.randn(3, 8), torch.tensor([0, 1, 2])
+    z, noise = generator.sample_noise(3)
+    sites = torch.tensor([0, 1, 2])
     maps = F.one_hot(torch.randint(0, 2, (3, 16, 16)), 2).movedim(-1, 1).float()
-    together = generator(z, sites, maps)
-    alone = torch.cat([generator(z[i : i + 1], sites[i : i + 1], maps[i : i + 1]) for i in range(3)])
+    together = generator(z, sites, maps, noise)
+    alone = torch.cat([generator(z[i : i + 1], sites[i : i + 1], maps[i : i + 1], noise[i : i + 1]) for i in range(3)])
     assert torch.allclose(together, alone, atol=1e-5)
-    assert torch.allclose(generator.eval()(z, sites, maps), together, atol=1e-6)  # replays as it trained
+    assert torch.allclose(generator.eval()(z, sites, maps, noise), together, atol=1e-6)  # replays as it trained
+
+
+def test_class_balanced_l1_by_hand():
+    labels = torch.zeros(1, 2, 2, 2)
+    labels[0, 1, 0, 0] = 1  # one vessel pixel
+    labels[0, 0] = 1 - labels[0, 1]  # three background pixels
+    real = torch.zeros(1, 1, 2, 2)
+    fake = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])  # wrong only at the vessel
+    assert class_balanced_l1(fake, real, labels).item() == pytest.approx((1.0 + 0.0) / 2)  # a plain L1: 1 / 4
+    assert F.l1_loss(fake, real).item() == pytest.approx(0.25)
+    no_vessel = torch.cat([torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)], dim=1)
+    assert class_balanced_l1(fake, real, no_vessel).item() == pytest.approx(0.25)  # an absent class is not averaged in
 
 
 def test_the_label_generator_draws_maps_of_its_side():
@@ -182,6 +210,7 @@ def test_random_crops_cut_the_same_window_from_image_and_labels():
         ({"replay_batch": "mix"}, r"replay_batch must be 'replace' or 'append', got 'mix'"),
         ({"replay_labels": "solver"}, r"replay_labels must be 'generated' or 'teacher', got 'solver'"),
         ({"mode_seeking": -0.1}, r"mode_seeking must be non-negative, got -0.1"),
+        ({"image_mode_seeking": -1.0}, r"image_mode_seeking must be non-negative, got -1.0"),
     ],
 )
 def test_options_are_checked_on_creation(options, message):

@@ -141,7 +141,7 @@ def test_replays_are_augmented_as_the_sites_training_images(tmp_path):
     runner = ExperimentRun(config, tmp_path / "run")
     augment = runner.strategy.replay_augmentation(runner.task, config.tasks[1])
     network = runner.strategy.build_network(runner.task)
-    assert network.image_generator(torch.zeros(1, 64), torch.zeros(1, dtype=torch.long), torch.zeros(1, 3, 16, 16)).shape[-1] == 16
+    assert network.image_generator(torch.zeros(1, 64), torch.zeros(1, dtype=torch.long), torch.zeros(1, 3, 16, 16), torch.zeros(1, 8, 16, 16)).shape[-1] == 16
     torch.manual_seed(0)
     images, labels = torch.rand(8, 3, 16, 16) * 2 - 1, torch.randint(0, 3, (8, 16, 16))
     augmented, augmented_labels = augment(images, labels)

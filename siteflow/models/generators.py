@@ -2,9 +2,12 @@
 
 A site is identified by an integer code (its position in the relay chain); every network
 embeds it. The label generator draws label maps of a site; the image generator renders an
-image of a site from a label map, with the map (and the site) modulating every block as in
-SPADE (Park et al., CVPR 2019). Both work on square images whose side is a power of two (at
-least 16).
+image of a site from a label map, with the map (and the site, and per-pixel noise) modulating
+every block as in SPADE (Park et al., CVPR 2019) with OASIS's noise beside the map
+(Schönfeld et al., ICLR 2021). The image generator upsamples by bilinear resizing before each
+convolution: no transposed convolutions (whose uneven overlaps draw a checkerboard), and no
+nearest-neighbour blocks of the coarse levels. Both work on square images whose side is a
+power of two (at least 16).
 """
 
 from __future__ import annotations
@@ -85,9 +88,9 @@ class Spade(nn.Module):
 
 
 class SpadeBlock(nn.Module):
-    """Upsampling by 2, then a residual block whose two convolutions (and the skip's, when the
-    width changes) follow SPADE normalisations: (x (N, C_in, H, W), condition (N, K, S, S)) ->
-    (N, C_out, 2H, 2W)."""
+    """Bilinear upsampling by 2, then a residual block whose two convolutions (and the skip's,
+    when the width changes) follow SPADE normalisations: (x (N, C_in, H, W), condition
+    (N, K, S, S)) -> (N, C_out, 2H, 2W)."""
 
     def __init__(self, in_channels: int, out_channels: int, condition_channels: int, hidden: int) -> None:
         super().__init__()
@@ -99,7 +102,7 @@ class SpadeBlock(nn.Module):
         self.skip_conv = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         h = self.conv1(F.leaky_relu(self.norm1(x, condition), NEGATIVE_SLOPE))
         h = self.conv2(F.leaky_relu(self.norm2(h, condition), NEGATIVE_SLOPE))
         skip = x if self.skip_conv is None else self.skip_conv(self.skip_norm(x, condition))
@@ -108,11 +111,14 @@ class SpadeBlock(nn.Module):
 
 class ImageGenerator(nn.Module):
     """Renders an image of a site from a label map (SPADE): the noise and the site's embedding
-    start a 4x4 feature map, which every block upsamples under the modulation of the label map
-    and of the site's embedding (broadcast over the map).
+    start a 4x4 feature map, which every block upsamples under the modulation of the label map,
+    of the site's embedding (broadcast over the map) and of per-pixel noise maps (OASIS's 3D
+    noise: the noise sits beside the label map in every normalisation, so each noise renders
+    its own texture around the same vessels).
 
-    forward: (z (N, z_dim), site (N,) int64, labels one-hot or soft (N, K, S, S)) -> image
-    (N, out_channels, S, S) in [-1, 1].
+    forward: (z (N, z_dim), site (N,) int64, labels one-hot or soft (N, K, S, S), noise
+    (N, noise_channels, S, S)) -> image (N, out_channels, S, S) in [-1, 1]; :meth:`sample_noise`
+    draws z and the noise maps.
 
     Args:
         num_classes: K, the label map's channels.
@@ -121,26 +127,46 @@ class ImageGenerator(nn.Module):
         z_dim: size of the noise vector.
         channels: feature channels at full resolution, doubled at every coarser level up to 8x.
         site_channels: size of the site embedding that joins the label map in every block.
+        noise_channels: per-pixel noise maps that join the label map in every block.
     """
 
     def __init__(
-        self, num_classes: int, out_channels: int, image_size: int, *, z_dim: int = 64, channels: int = 32, site_channels: int = 8
+        self,
+        num_classes: int,
+        out_channels: int,
+        image_size: int,
+        *,
+        z_dim: int = 64,
+        channels: int = 32,
+        site_channels: int = 8,
+        noise_channels: int = 8,
     ) -> None:
         super().__init__()
         steps = check_size(image_size)
         self.z_dim = z_dim
+        self.image_size = image_size
+        self.noise_channels = noise_channels
         widths = [min(channels * 2 ** (steps - level), 8 * channels) for level in range(steps + 1)]  # 4x4 ... S x S
         self.start_channels = widths[0]
         self.site_embedding = nn.Embedding(MAX_SITES, z_dim)
         self.site_style = nn.Embedding(MAX_SITES, site_channels)
         self.stem = nn.Linear(2 * z_dim, widths[0] * 16)
-        condition = num_classes + site_channels
+        condition = num_classes + site_channels + noise_channels
         self.blocks = nn.ModuleList(SpadeBlock(a, b, condition, channels) for a, b in zip(widths, widths[1:]))
         self.head = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
-    def forward(self, z: torch.Tensor, site: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def sample_noise(
+        self, count: int, *, device: torch.device | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standard normal (z (count, z_dim), noise maps (count, noise_channels, S, S)), drawn
+        from ``generator`` (default: the global stream)."""
+        z = torch.randn(count, self.z_dim, device=device, generator=generator)
+        noise = torch.randn(count, self.noise_channels, self.image_size, self.image_size, device=device, generator=generator)
+        return z, noise
+
+    def forward(self, z: torch.Tensor, site: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         style = self.site_style(site)[:, :, None, None].expand(-1, -1, *labels.shape[2:])
-        condition = torch.cat([labels, style], dim=1)
+        condition = torch.cat([labels, style, noise], dim=1)
         h = self.stem(torch.cat([z, self.site_embedding(site)], dim=1)).view(len(z), self.start_channels, 4, 4)
         for block in self.blocks:
             h = block(h, condition)

@@ -14,7 +14,7 @@ from siteflow.config import TrainConfig
 from siteflow.losses import distillation_loss
 from siteflow.models.discriminators import ProjectionDiscriminator
 from siteflow.strategies.base import SetupRefused
-from siteflow.strategies.relay.adversarial import Critic, mode_seeking_penalty
+from siteflow.strategies.relay.adversarial import Critic, class_balanced_l1, mode_seeking_penalty
 from siteflow.strategies.relay.network import RelayNetwork, merge_by_samples, random_crops
 from siteflow.strategies.relay.options import RelayOptions, RelayPosition, ReplayBatch
 from siteflow.tasks import SegmentationLearner
@@ -190,8 +190,8 @@ class RelayLearner(SegmentationLearner):
         z_label = torch.randn(len(sites), self.label_generator.z_dim, device=sites.device)
         label_logits = self.label_generator(z_label, sites)
         fake_labels = F.gumbel_softmax(label_logits, tau=1.0, hard=True, dim=1)  # one-hot, straight-through gradients
-        z_image = torch.randn(len(sites), self.image_generator.z_dim, device=sites.device)
-        fake_images = self.image_generator(z_image, sites, one_hot)  # rendered from the real label maps
+        z_image, noise = self.image_generator.sample_noise(len(sites), device=sites.device)
+        fake_images = self.image_generator(z_image, sites, one_hot, noise)  # rendered from the real label maps
         r1_scale = self.options.r1_interval if regularise else 0.0
         d_loss = self.label_critic.discriminator_loss(one_hot, fake_labels, sites, r1_scale=r1_scale) + self.image_critic.discriminator_loss(
             torch.cat([images, one_hot], 1), torch.cat([fake_images, one_hot], 1), sites, r1_scale=r1_scale
@@ -200,14 +200,19 @@ class RelayLearner(SegmentationLearner):
         self.manual_backward(d_loss)
         discriminator_optimizer.step()
 
-        # the image generator also reconstructs the image that belongs to the label map
+        # the image generator also reconstructs the image that belongs to the label map (each
+        # class's pixels counting alike), and different noises must render different images
         g_loss = (
             self.label_critic.generator_loss(fake_labels, sites)
             + self.image_critic.generator_loss(torch.cat([fake_images, one_hot], 1), sites)
-            + self.options.image_l1_weight * F.l1_loss(fake_images, images)
+            + self.options.image_l1_weight * class_balanced_l1(fake_images, images, one_hot)
         )
-        if self.options.mode_seeking and len(sites) > 1:
-            g_loss = g_loss + self.options.mode_seeking * mode_seeking_penalty(label_logits.softmax(1), z_label)
+        if len(sites) > 1:
+            if self.options.mode_seeking:
+                g_loss = g_loss + self.options.mode_seeking * mode_seeking_penalty(label_logits.softmax(1), z_label)
+            if self.options.image_mode_seeking:
+                image_noise = torch.cat([z_image, noise.flatten(1)], dim=1)
+                g_loss = g_loss + self.options.image_mode_seeking * mode_seeking_penalty(fake_images, image_noise)
         generator_optimizer.zero_grad()
         self.manual_backward(g_loss)
         generator_optimizer.step()

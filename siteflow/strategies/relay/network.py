@@ -26,11 +26,11 @@ class RelayNetwork(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate (images (N, C_in, S, S) in [-1, 1], labels (N, S, S) int64) of the given
         site codes (N,) int64: a label map from the label generator, then an image rendered
-        from it; the noise is drawn from ``generator`` (default: the global stream)."""
+        from it; the noises are drawn from ``generator`` (default: the global stream)."""
         z_label = torch.randn(len(sites), self.label_generator.z_dim, device=sites.device, generator=generator)
-        z_image = torch.randn(len(sites), self.image_generator.z_dim, device=sites.device, generator=generator)
+        z_image, noise = self.image_generator.sample_noise(len(sites), device=sites.device, generator=generator)
         labels = self.label_generator(z_label, sites).argmax(dim=1)
-        images = self.image_generator(z_image, sites, F.one_hot(labels, num_classes).movedim(-1, 1).float())
+        images = self.image_generator(z_image, sites, F.one_hot(labels, num_classes).movedim(-1, 1).float(), noise)
         return images, labels
 
 

@@ -68,7 +68,9 @@ class RelayOptions:
     solver by a bug)."""
     image_l1_weight: float = 10.0
     """Weight, >= 0, of the L1 loss between the image generator's rendering of a real label map
-    and the real image it belongs to, added to the generators' adversarial loss."""
+    and the real image it belongs to (averaged over each class's pixels, then over the
+    classes, so that thin vessels count as much as the background), added to the generators'
+    adversarial loss."""
     gan_lr: float = 2e-4
     """Adam learning rate (betas 0.5, 0.999) of the generators and the discriminators; the
     solver keeps the optimizer of ``common.train``."""
@@ -83,6 +85,11 @@ class RelayOptions:
     mode_seeking: float = 0.1
     """Weight, >= 0, of the label generator's mode-seeking term (MSGAN), which keeps different
     noises from drawing the same label map; 0: none."""
+    image_mode_seeking: float = 1.0
+    """Weight, >= 0, of the image generator's mode-seeking term (MSGAN, whose weight 1 is the
+    paper's for image-to-image translation), which keeps different noises from rendering one
+    label map as the same image (the L1 towards the real image alone pulls every noise to one
+    mean image: a flat background); 0: none."""
     merge: MergeKind = "samples"
     """The midpoint merge with the received networks, at the start of stage 2: ``"samples"``
     (the reference's ``theta = (n_k theta + M theta_old) / (M + n_k)``, n_k this site's
@@ -127,7 +134,7 @@ class RelayOptions:
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         for name, value in {"distill_weight": self.distill_weight, "image_l1_weight": self.image_l1_weight, "r1_gamma": self.r1_gamma,
-                            "mode_seeking": self.mode_seeking}.items():
+                            "mode_seeking": self.mode_seeking, "image_mode_seeking": self.image_mode_seeking}.items():
             if not value >= 0:
                 raise ValueError(f"{name} must be non-negative, got {value}")
         if self.replay_size is not None and not _is_generator_side(self.replay_size):
