@@ -66,11 +66,11 @@ class TimedRun(ExperimentRun):
     fit_seconds = 0.0
     fit_epochs = 0
 
-    def fit(self, stage, tasks, start, trainee, *, save_dir, epochs=None, seed_offset=0):
+    def fit(self, stage, site_runs, start, trainee, *, save_dir, epochs=None, seed_offset=0):
         began = time.perf_counter()
-        weights = super().fit(stage, tasks, start, trainee, save_dir=save_dir, epochs=epochs, seed_offset=seed_offset)
+        weights = super().fit(stage, site_runs, start, trainee, save_dir=save_dir, epochs=epochs, seed_offset=seed_offset)
         self.fit_seconds += time.perf_counter() - began
-        self.fit_epochs += epochs if epochs is not None else tasks[0].train.epochs
+        self.fit_epochs += epochs if epochs is not None else site_runs[0].train.epochs
         return weights
 
 

@@ -128,8 +128,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if not args.handover.is_file():  # a directory, a FIFO or a device would block or fail deep inside
             what = "does not exist" if not args.handover.exists() else "is not a regular file (a directory, a FIFO or a device)"
             parser.error(f"--handover: {str(args.handover)!r} {what}; give the hand-over file received from the previous site")
-        if len(config.tasks) != 1:
-            parser.error(f"--handover is for a deployed run of one site; {args.config} trains {len(config.tasks)}")
+        if len(config.site_runs) != 1:
+            parser.error(f"--handover is for a deployed run of one site; {args.config} trains {len(config.site_runs)}")
         config = config.with_load(args.handover.resolve())
     started = time.perf_counter()
     if args.cpu_processes < 1:

@@ -35,7 +35,7 @@ def test_a_monai_classifier_trains_one_step_and_its_options_are_documented(tmp_p
     model = {"name": name, "kwargs": {"dropout": 0.1} if name == "densenet121" else {}}
     config = load_config(lesion_config(tmp_path, model))
     task = build_task(config)
-    (first, _) = config.tasks
+    (first, _) = config.site_runs
     network = task.build_model()
     assert {n.split(".")[0] for n, _ in network.named_parameters()} == {"trunk", "head"}  # FedPer's personal_layers: [head]
     assert network.head.out_features == len(task.class_names) == 4

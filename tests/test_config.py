@@ -51,8 +51,8 @@ def error_of(raw: dict) -> ConfigError:
 
 def test_merge_order_site_override_over_site_entry_over_common(raw):
     config = parse(raw)
-    assert [t.task_id for t in config.tasks] == [2, 1]
-    second, first = config.tasks
+    assert [t.task_id for t in config.site_runs] == [2, 1]
+    second, first = config.site_runs
     # task_confs beats the site entry, which beats common
     assert second.train.epochs == 7 and first.train.epochs == 4
     assert second.train.batch_size == 2 and second.train.optimizer.name == "SGD"
@@ -191,7 +191,7 @@ def test_every_shipped_config_is_valid_or_only_lacks_the_users_data():
             assert error.key_path.endswith(("kwargs.root_path", "kwargs.folder")), error
             assert "does not exist" in error.problem
         else:
-            assert config.tasks
+            assert config.site_runs
 
 
 # --- values, sites, folders and parts refused before any training -------------------------------
@@ -406,7 +406,7 @@ def test_values_sites_folders_and_parts_are_checked_before_training(raw, edit, k
 
 def test_checkpoint_folders_are_normalised_and_a_deployed_run_counts_the_study_sites(raw):
     raw["current_tasks"]["task_confs"][2]["checkpoint"] = {"save": "./sites//b/", "load": "../site1/handover.safetensors"}
-    assert parse(raw).tasks[0].checkpoint.save == "sites/b"
+    assert parse(raw).site_runs[0].checkpoint.save == "sites/b"
     raw["common"]["strategy"] = {"name": "fedavg", "kwargs": {"min_sites": 3}}
     raw["current_tasks"] = {"task_ids": [1]}  # a deployed site of a federation of three
     assert parse(raw).deployed
@@ -454,7 +454,7 @@ def test_yaml_anchors_aliases_and_merge_keys_still_share_values(tmp_path, raw):
         load_config(write(tmp_path, text.encode()))
     shared = text.replace("\nx: *train\n", "\n").replace("task_confs:\n", "task_confs:\n    1: {train: {<<: *train, epochs: 9}}\n", 1)
     config = load_config(write(tmp_path, shared.encode()))
-    assert [t.train.epochs for t in config.tasks] == [7, 9]
+    assert [t.train.epochs for t in config.site_runs] == [7, 9]
 
 
 # --- options inherited through **kwargs ---------------------------------------------------------

@@ -352,12 +352,12 @@ def check_accepted(config: ExperimentConfig) -> None:
     with torch.device("meta"):
         model = task.build_model()
         strategy.build_network(task)
-    for trained in config.tasks:
+    for trained in config.site_runs:
         task.build_loss(trained.train)
         step_through_epochs(configure_optimization(trained.train, model.parameters()), trained.train.epochs)
     names = [site.task_name for site in config.sites]
     assert len(set(names)) == len(names) and not any("/" in n or ".." in n for n in names), names
-    folders = [trained.save_dir for trained in config.tasks]
+    folders = [trained.save_dir for trained in config.site_runs]
     assert len(set(folders)) == len(folders), folders
     assert all(not os.path.isabs(f) and os.path.normpath(f) == f and not f.startswith("..") for f in folders), folders
     assert all_finite(config.processed())

@@ -19,7 +19,7 @@ from siteflow.core.atomic import load_weights
 from siteflow.engine.runner import ExperimentRun
 from siteflow.handover import read_manifest
 from siteflow.losses.cross_entropy import CrossEntropyLoss
-from siteflow.strategies import Carried
+from siteflow.strategies import SiteInput
 from siteflow.strategies.continual import CarryingNetwork, OWMStrategy, TensorTree
 from siteflow.strategies.continual.base import QuadraticPenalty, zeros_like_parameters
 from siteflow.strategies.continual.ewc import consolidate, empirical_fisher
@@ -269,9 +269,9 @@ def test_a_site_after_the_first_trains_with_the_penalty_of_what_it_received(runs
     received = handover(runner, 1)
     network = runner.strategy.build_network(runner.task)
     network.load_state_dict(received)
-    site = runner.tasks[1]
-    assert runner.strategy.make_learner(runner, network, [site], Carried(received)).extra_losses == []  # nothing received
-    learner = runner.strategy.make_learner(runner, network, [site], Carried(received, (runner.site_record(runner.tasks[0]),)))
+    site = runner.site_runs[1]
+    assert runner.strategy.make_learner(runner, network, [site], SiteInput(received)).extra_losses == []  # nothing received
+    learner = runner.strategy.make_learner(runner, network, [site], SiteInput(received, (runner.site_record(runner.site_runs[0]),)))
     with torch.no_grad():
         for parameter in network.solver.parameters():
             parameter.add_(0.1)  # the anchor is the received solver: every parameter moves by 0.1

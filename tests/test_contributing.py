@@ -499,6 +499,6 @@ def test_the_documented_entry_points_register_the_examples(tmp_path, use, monkey
     write_lesions(root, "a", seed=1, train=2, test=1)
     write_lesions(root, "b", seed=2, train=2, test=1)
     config = parse_config(lesion_config(root, model="unet", loss="my_focal"), name="plugin", source=tmp_path / "plugin.yaml")
-    assert config.sites[1].dataset.name == "my_lesions" and config.tasks[0].train.loss.name == "my_focal"
+    assert config.sites[1].dataset.name == "my_lesions" and config.site_runs[0].train.loss.name == "my_focal"
     assert DATASETS.get("my_lesions").__module__ == f"{PACKAGE}.my_lesions"
     assert LOSSES.get("my_focal").__module__ == f"{PACKAGE}.my_focal"

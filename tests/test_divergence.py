@@ -58,7 +58,7 @@ def test_predict_test_refuses_non_finite_weights_naming_the_tensor(tmp_path):
     from siteflow.engine.runner import ExperimentRun
 
     run = ExperimentRun(load_config(config), tmp_path / "probe")
-    good = run.start(run.tasks[0], lambda: run.strategy.build_network(run.task)).weights
+    good = run.start(run.site_runs[0], lambda: run.strategy.build_network(run.task)).weights
     name = sorted(k for k, v in good.items() if v.is_floating_point())[0]
     save_weights(weights, {**good, name: torch.full_like(good[name], float("nan"))})
     result = subprocess.run(

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from experiments import kill_once_written, tiny_config
-from siteflow.strategies.federated.aggregation import site_weights, weighted_average
+from siteflow.strategies.federated.aggregation import aggregation_coefficients, weighted_average
 from siteflow.core.atomic import load_weights
 from siteflow.config import load_config
 from siteflow.engine.runner import ExperimentRun
@@ -38,11 +38,11 @@ def test_weighted_average_by_hand():
         weighted_average([a, {"w": b["w"], "n": b["n"]}], [0.5, 0.5])
 
 
-def test_site_weights_by_samples_or_equal():
-    assert site_weights([10, 30], "samples") == [0.25, 0.75]
-    assert site_weights([10, 30, 60], "equal") == [1 / 3] * 3
+def test_aggregation_coefficients_by_samples_or_equal():
+    assert aggregation_coefficients([10, 30], "samples") == [0.25, 0.75]
+    assert aggregation_coefficients([10, 30, 60], "equal") == [1 / 3] * 3
     with pytest.raises(ValueError, match="not all zero"):
-        site_weights([0, 0], "samples")
+        aggregation_coefficients([0, 0], "samples")
 
 
 def test_proximal_term_by_hand():
@@ -134,8 +134,8 @@ def test_fedprox_stays_closer_to_the_global_weights(tmp_path):
         folder.mkdir()
         config = load_config(tiny_config(folder, "fedavg", sites=1))
         runner = ExperimentRun(config, folder / "run", strategy=strategy)
-        start = runner.start(config.tasks[0], lambda: strategy.build_network(runner.task)).weights
-        update = strategy.local_update(FederatedSite(runner, config.tasks[0]), start, 1)
+        start = runner.start(config.site_runs[0], lambda: strategy.build_network(runner.task)).weights
+        update = strategy.local_update(FederatedSite(runner, config.site_runs[0]), start, 1)
         results[name] = sum((update.weights[k] - start[k]).pow(2).sum() for k in start if start[k].is_floating_point() and "running" not in k)
     assert results["fedprox"] < 0.5 * results["fedavg"]
 
@@ -147,7 +147,7 @@ def test_a_failing_site_is_logged_by_name_and_the_round_goes_on(tmp_path, caplog
 
         def site_step(self, site, received, round_number):
             if site.name == "site2":
-                shutil.rmtree(next(Path(site.task.site.dataset.kwargs["root_path"]).glob("*/Domain2/train/image")))
+                shutil.rmtree(next(Path(site.site_run.site.dataset.kwargs["root_path"]).glob("*/Domain2/train/image")))
             return super().site_step(site, received, round_number)
 
     runner = ExperimentRun(config, tmp_path / "run", strategy=LosingSite2(**config.strategy.kwargs))

@@ -64,8 +64,8 @@ def by_hand(config: Path, folder: Path, rounds: int, task_ids: tuple[int, ...] =
     reproduced here and the average taken by hand: sum of samples * weights over the sum of samples."""
     runs = [ExperimentRun(load_config(config, task_ids=[i]), folder / f"site{i}") for i in task_ids]
     strategy = runs[0].strategy
-    weights = runs[0].start(runs[0].tasks[0], lambda: strategy.build_network(runs[0].task)).weights
-    sites = [FederatedSite(run, run.tasks[0]) for run in runs]
+    weights = runs[0].start(runs[0].site_runs[0], lambda: strategy.build_network(runs[0].task)).weights
+    sites = [FederatedSite(run, run.site_runs[0]) for run in runs]
     history = []
     for round_number in range(1, rounds + 1):
         updates = [strategy.local_update(site, weights, round_number) for site in sites]
@@ -268,7 +268,7 @@ def test_an_exchange_returns_once_every_reply_is_in_or_at_its_timeout(identities
 def test_the_server_learns_which_node_serves_which_site(tmp_path, identities, caplog):
     answers = {11: 1, 12: 2, 13: 7, 14: None}  # node -> task id it serves (7: not in the study; None: fails)
 
-    directory = SiteDirectory(load_config(tiny_config(tmp_path, "fedavg", sites=3)).tasks)
+    directory = SiteDirectory(load_config(tiny_config(tmp_path, "fedavg", sites=3)).site_runs)
     nodes = directory.connected(QueryGrid(answers))
     assert {node: task.task_name for node, task in nodes.items()} == {11: "site1", 12: "site2"}
     assert directory.missing(nodes.values()) == ["site3"]

@@ -61,7 +61,7 @@ def test_the_worker_answers_as_the_clientapp_would_and_says_why_it_fails(tmp_pat
     loaded = load_config(config)
     build_dataset(loaded.sites[0], "test")  # writes the synthetic sites, once
     run = ExperimentRun(loaded, tmp_path / "init")
-    weights = run.start(run.tasks[0], lambda: run.strategy.build_network(run.task)).weights
+    weights = run.start(run.site_runs[0], lambda: run.strategy.build_network(run.task)).weights
     content = RecordDict({ARRAYS: to_arrays(weights),
                           CONFIG: ConfigRecord({ROUND: 1, FINGERPRINT: experiment_fingerprint(loaded)})})
 

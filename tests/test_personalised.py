@@ -47,13 +47,13 @@ def test_ditto_sends_fedavg_s_update_and_its_lambda_pulls_the_personal_model_to_
     distances = {}
     for lam in (0.0, 100.0):
         run = run_of(tmp_path / f"lam{lam}", "ditto", rounds=1, local_epochs=4, lam=lam)
-        task = run.config.tasks[0]
-        site = FederatedSite(run, task)
-        x = run.start(task, lambda: run.strategy.build_network(run.task)).weights
+        site_run = run.config.site_runs[0]
+        site = FederatedSite(run, site_run)
+        x = run.start(site_run, lambda: run.strategy.build_network(run.task)).weights
         update = run.strategy.site_step(site, x, 1)
         fedavg = FedAvgStrategy(rounds=1, local_epochs=4).local_update(site, x, 1)
         assert all(torch.equal(update.weights[k], fedavg.weights[k]) for k in x), "the global model trains as in FedAvg"
-        personal = SiteStore(run.site_folder(task.task_name)).load(LOCAL, before=2)
+        personal = SiteStore(run.site_folder(site_run.task_name)).load(LOCAL, before=2)
         distances[lam] = sum((personal[k] - x[k]).pow(2).sum() for k in floating(x))
     assert distances[100.0] < 0.5 * distances[0.0]
 

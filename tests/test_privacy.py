@@ -284,7 +284,7 @@ def test_a_tiny_dp_sgd_federation_writes_each_sites_epsilon_after_every_round(tm
         common={"strategy": {"kwargs": {"rounds": 2}}, "train": {"dp_sgd": {"target_epsilon": 3.0, "delta": 1e-3}}},
     )
     config = load_config(path)
-    assert config.tasks[0].train.dp_sgd.stages == 2  # the target is spread over the rounds
+    assert config.site_runs[0].train.dp_sgd.stages == 2  # the target is spread over the rounds
     run = ExperimentRun(config, tmp_path / "run")
     summary = run.execute()
     written = json.loads((run.folder.results_dir / "summary.json").read_text())

@@ -42,9 +42,9 @@ class CapturingRelay(RelayStrategy):
         super().__init__(**kwargs)
         self.learners = {}
 
-    def make_learner(self, context, network, tasks, carried, replay_weights=None):
-        learner = super().make_learner(context, network, tasks, carried, replay_weights=replay_weights)
-        self.learners[tasks[0].task_name] = (learner, carried)
+    def make_learner(self, context, network, site_runs, carried, replay_weights=None):
+        learner = super().make_learner(context, network, site_runs, carried, replay_weights=replay_weights)
+        self.learners[site_runs[0].task_name] = (learner, carried)
         return learner
 
 

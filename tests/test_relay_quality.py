@@ -15,7 +15,7 @@ from experiments import tiny_config
 from siteflow.config import load_config
 from siteflow.engine.runner import ExperimentRun
 from siteflow.handover import read_handover
-from siteflow.strategies.base import Carried
+from siteflow.strategies.base import SiteInput
 from siteflow.tasks import build_task
 from siteflow.strategies.relay.replay_quality import (
     foreground_fraction,
@@ -129,17 +129,17 @@ def test_a_relay_run_measures_every_earlier_site_before_every_site(tmp_path, cap
     # seeded by the run's seed and the stage: measured again from the same hand-over, the same numbers
     (results / "replay_quality.json").write_text(json.dumps({"site2": measured["site2"]}))
     weights, manifest = read_handover(runner.folder.checkpoints / "task_2" / "handover.safetensors")
-    received = Carried(weights, manifest.sites)
-    again = runner.strategy.measure_replays(runner, "site3", config.tasks[2], received)
+    received = SiteInput(weights, manifest.sites)
+    again = runner.strategy.measure_replays(runner, "site3", config.site_runs[2], received)
     assert {q.site: q.solver_dice_replay for q in again.values()} == {s: v["solver_dice_replay"] for s, v in measured["site3"].items()}
     assert {q.site: q.diversity_replay for q in again.values()} == {s: v["diversity_replay"] for s, v in measured["site3"].items()}
-    assert runner.strategy.measure_replays(runner, "site3", config.tasks[2], received) == again  # measured before: read back
+    assert runner.strategy.measure_replays(runner, "site3", config.site_runs[2], received) == again  # measured before: read back
 
 
 def test_replays_are_augmented_as_the_sites_training_images(tmp_path):
     config = load_config(tiny_config(tmp_path, "relay", sites=2, common=COMMON))
     runner = ExperimentRun(config, tmp_path / "run")
-    augment = runner.strategy.replay_augmentation(runner.task, config.tasks[1])
+    augment = runner.strategy.replay_augmentation(runner.task, config.site_runs[1])
     network = runner.strategy.build_network(runner.task)
     assert network.image_generator(torch.zeros(1, 64), torch.zeros(1, dtype=torch.long), torch.zeros(1, 3, 16, 16), torch.zeros(1, 8, 16, 16)).shape[-1] == 16
     torch.manual_seed(0)
@@ -149,4 +149,4 @@ def test_replays_are_augmented_as_the_sites_training_images(tmp_path):
     assert not torch.allclose(augmented, images)
     (tmp_path / "plain").mkdir()
     plain = load_config(tiny_config(tmp_path / "plain", "relay", sites=2))  # no augmentation
-    assert runner.strategy.replay_augmentation(build_task(plain), plain.tasks[1]) is None
+    assert runner.strategy.replay_augmentation(build_task(plain), plain.site_runs[1]) is None

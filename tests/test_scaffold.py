@@ -52,9 +52,9 @@ def test_the_server_averages_the_weights_and_adds_the_control_deltas_over_all_si
 
 def test_a_corrected_local_step_moves_by_minus_lr_times_the_correction_and_the_site_keeps_its_variate(tmp_path):
     run = scaffold_run(tmp_path, local_steps=1)
-    strategy, task = run.strategy, run.config.tasks[0]
-    site = FederatedSite(run, task)
-    x = run.start(task, lambda: strategy.build_network(run.task)).weights
+    strategy, site_run = run.strategy, run.config.site_runs[0]
+    site = FederatedSite(run, site_run)
+    x = run.start(site_run, lambda: strategy.build_network(run.task)).weights
     names = strategy.controlled(run.task)
     assert names == [name for name, _ in strategy.build_network(run.task).named_parameters()]
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def test_a_corrected_local_step_moves_by_minus_lr_times_the_correction_and_the_s
     corrected = strategy.site_step(site, {**x, **{CONTROL + name: c[name] for name in names}}, 1)  # the same batch, c_i = 0
     for name in names:  # y = x - lr (g + c - c_i): the same gradient, moved by -lr c
         assert torch.allclose(corrected.weights[name] - plain.weights[name], -0.1 * c[name], atol=1e-6), name
-    kept = SiteStore(run.site_folder(task.task_name)).load(SITE_CONTROL, before=2)
+    kept = SiteStore(run.site_folder(site_run.task_name)).load(SITE_CONTROL, before=2)
     for name in names:  # c_i+ = 0 - c + (x - y) / (1 * 0.1), sent as c_i+ - 0
         expected = -c[name] + (x[name] - corrected.weights[name]) / 0.1
         assert torch.allclose(kept[name], expected, atol=1e-5)

@@ -61,8 +61,8 @@ def test_a_shipped_real_data_config_validates_on_its_releases_layout(tmp_path, f
     config = load_config(scaled_config(tmp_path, family, name))
     shipped = yaml.safe_load((PACKAGED_CONFIGS / family / f"{name}.yaml").read_text())["common"]
     assert shipped["dataset"]["kwargs"]["augmentation"] == "default" and shipped["dataset"]["kwargs"]["patch_size"] == [256, 256]
-    for task in config.tasks:
-        inference = task.train.inference
+    for site_run in config.site_runs:
+        inference = site_run.train.inference
         assert (inference.mode, inference.roi_size, inference.blend) == ("sliding_window", tuple(PATCH), "gaussian")
 
 

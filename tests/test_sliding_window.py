@@ -138,7 +138,7 @@ def test_a_loaded_config_carries_its_inference_section_to_every_site(tmp_path):
             current_tasks={"task_ids": [1, 2], "task_confs": {2: {"train": {"inference": {"overlap": 0.75}}}}},
         )
     )
-    first, second = (task.train.inference for task in config.tasks)
+    first, second = (site_run.train.inference for site_run in config.site_runs)
     assert first == InferenceConfig("sliding_window", (16, 16), 0.25, "constant", 2)
     assert second == InferenceConfig("sliding_window", (16, 16), 0.75, "constant", 2)
     assert config.processed()["tasks"][0]["train"]["inference"]["roi_size"] == (16, 16)
@@ -195,7 +195,7 @@ def test_a_run_tests_every_site_at_native_resolution_as_recomputed_by_hand(tmp_p
             common={"train": {"loss": {"name": "dice_ce", "kwargs": {"ignore_index": 255}}}},
         )
     )
-    inference = config.tasks[0].train.inference
+    inference = config.site_runs[0].train.inference
     assert inference.roi_size == (tuple(reading["patch_size"]) if "patch_size" in reading else None)
     ExperimentRun(config, tmp_path / "run").execute()
     recorded = json.loads((tmp_path / "run" / "results" / "progress.json").read_text())["stages"][0]["values"]["DRIVE"]

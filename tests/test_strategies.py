@@ -14,7 +14,7 @@ from siteflow.config import ConfigError, load_config
 from siteflow.datasets.pooling import build_dataset, pooled_dataset
 from siteflow.engine.run_folder import RunFolderConflict
 from siteflow.engine.runner import ExperimentRun
-from siteflow.strategies import Carried
+from siteflow.strategies import SiteInput
 
 
 class RecordingRun(ExperimentRun):
@@ -24,12 +24,12 @@ class RecordingRun(ExperimentRun):
         super().__init__(*args, **kwargs)
         self.started_from: dict[str, dict[str, torch.Tensor]] = {}
         self.trained_on: dict[str, list[str]] = {}
-        self.handed: dict[str, Carried] = {}
+        self.handed: dict[str, SiteInput] = {}
 
-    def fit(self, stage, tasks, start, trainee, **kwargs):
+    def fit(self, stage, site_runs, start, trainee, **kwargs):
         self.started_from[stage] = start
-        self.trained_on[stage] = [t.task_name for t in tasks]
-        return super().fit(stage, tasks, start, trainee, **kwargs)
+        self.trained_on[stage] = [t.task_name for t in site_runs]
+        return super().fit(stage, site_runs, start, trainee, **kwargs)
 
     def hand_over(self, carried, *, save_dir):
         self.handed[save_dir] = carried
@@ -98,8 +98,8 @@ def test_joint_trains_once_on_the_sum_of_the_sites(tmp_path):
     runner = run(tmp_path, "joint", sites=3)
     assert runner.trained_on == {"joint": ["site1", "site2", "site3"]}
     config = runner.config
-    pooled = pooled_dataset([t.site for t in config.tasks], "train")
-    assert len(pooled) == sum(len(build_dataset(t.site, "train")) for t in config.tasks) == 3 * 4
+    pooled = pooled_dataset([t.site for t in config.site_runs], "train")
+    assert len(pooled) == sum(len(build_dataset(t.site, "train")) for t in config.site_runs) == 3 * 4
     assert runner.summary["stages"] == ["joint"]
     assert runner.summary["dice"]["backward_transfer"] is None
     assert set(runner.summary["dice"]["final_per_site"]) == {"site1", "site2", "site3"}
@@ -132,7 +132,7 @@ def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(
         tiny_config(deployed, "sequential", current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(handed)}}}})
     )
     runner = RecordingRun(config, deployed / "run")
-    received = runner.received(config.tasks[0])
+    received = runner.received(config.site_runs[0])
     assert same(received.weights, load_weights(tmp_path / "run" / "checkpoints" / "task_1" / "final.safetensors"))
     assert [site.task_name for site in received.sites] == ["site1"]
 
@@ -141,7 +141,7 @@ def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(
         tiny_config(deployed, "sequential", current_tasks={"task_ids": [2], "task_confs": {2: {"checkpoint": {"load": str(late)}}}})
     )
     with pytest.raises(HandoverError, match="site out of order"):
-        RecordingRun(config, deployed / "run2").received(config.tasks[0])
+        RecordingRun(config, deployed / "run2").received(config.site_runs[0])
 
     wider = tmp_path / "wider"
     wider.mkdir()
@@ -154,7 +154,7 @@ def test_a_site_starts_from_its_load_file_and_a_foreign_architecture_is_refused(
         )
     )
     with pytest.raises(HandoverError, match=r"model"):
-        RecordingRun(config, wider / "run").received(config.tasks[0])
+        RecordingRun(config, wider / "run").received(config.site_runs[0])
 
 
 def test_vessel_sites_in_three_layouts_skip_pixels_outside_the_field_of_view(tmp_path):

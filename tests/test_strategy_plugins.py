@@ -179,7 +179,7 @@ def test_a_strategy_declares_how_often_a_site_trains_and_dp_sgd_spends_its_budge
             tmp_path, "passes_plugin", model={"name": "unet", "kwargs": {"base_channels": 4, "depth": 2, "norm": "group"}},
             common={"strategy": {"kwargs": {"passes": 4}}, "train": {"loss": {"name": "dice_ce"}, "dp_sgd": {"target_epsilon": 3.0}}},
         )
-        assert {task.train.dp_sgd.stages for task in load_config(config).tasks} == {4}
+        assert {site_run.train.dp_sgd.stages for site_run in load_config(config).site_runs} == {4}
     finally:
         STRATEGIES._entries.pop("passes_plugin")
 

@@ -107,8 +107,8 @@ def test_a_shipped_prostate_config_validates_on_its_releases_layout(tmp_path, da
     assert shipped["model"]["kwargs"]["spatial_dims"] == 3 and shipped["model"]["kwargs"]["norm"] == "instance"
     config = load_config(scaled_config(tmp_path, data, name))
     assert len(config.sites) == (6 if name in STUDY else 3)
-    for task in config.tasks:
-        inference = task.train.inference
+    for site_run in config.site_runs:
+        inference = site_run.train.inference
         assert (inference.mode, inference.roi_size, inference.blend) == ("sliding_window", tuple(PATCH), "gaussian")
 
 

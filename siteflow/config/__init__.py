@@ -8,7 +8,7 @@ from siteflow.config.schema import (
     ExperimentConfig,
     InferenceConfig,
     SiteConfig,
-    TaskConfig,
+    SiteRun,
     TrainConfig,
 )
 from siteflow.config.validation import ConfigError
@@ -21,7 +21,7 @@ __all__ = [
     "ExperimentConfig",
     "InferenceConfig",
     "SiteConfig",
-    "TaskConfig",
+    "SiteRun",
     "TrainConfig",
     "deep_merge",
     "load_config",

@@ -41,7 +41,7 @@ from siteflow.config.optim import check_optimization, optimizer_component, sched
 from siteflow.config.privacy import dp_sgd_config, with_stages
 from siteflow.config.paths import resolve_config_path
 from siteflow.config.reading import read_config_file
-from siteflow.config.schema import CheckpointConfig, Component, ExperimentConfig, SiteConfig, TaskConfig, TrainConfig
+from siteflow.config.schema import CheckpointConfig, Component, ExperimentConfig, SiteConfig, SiteRun, TrainConfig
 from siteflow.config.structure import check_structure
 from siteflow.config.validation import ConfigError, check_fields, check_keys, check_kwargs, check_type, join, nearest
 from siteflow.core.registry import DATASETS, LOSSES, MODELS, STRATEGIES, Registry, UnknownNameError, load_components
@@ -96,7 +96,7 @@ def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
     trains = [("common.train", _train_config(common_train, "common.train"))]
 
     sites = _sites(raw["all_tasks_datasets"], common["dataset"], _deployed_site(raw["current_tasks"], raw["all_tasks_datasets"]))
-    tasks = tuple(dataclasses.replace(t, train=with_stages(t.train, strategy)) for t in _tasks(raw["current_tasks"], sites, common_train))
+    site_runs = tuple(dataclasses.replace(t, train=with_stages(t.train, strategy)) for t in _site_runs(raw["current_tasks"], sites, common_train))
     config = ExperimentConfig(
         name=name,
         source=source,
@@ -106,10 +106,10 @@ def parse_config(raw: Any, *, name: str, source: Path) -> ExperimentConfig:
         model=model,
         strategy=strategy_component,
         sites=tuple(s.config for s in sites.values()),
-        tasks=tasks,
+        site_runs=site_runs,
     )
     check_strategy_fits(strategy, config)
-    trains += [(join(_conf_path(t.task_id), "train"), t.train) for t in tasks]
+    trains += [(join(_conf_path(t.task_id), "train"), t.train) for t in site_runs]
     check_buildable(config, strategy, trains)
     return config
 
@@ -283,15 +283,15 @@ def _exists(path: Path, key_path: str) -> bool:
         raise ConfigError(key_path, f"{str(path)[:200]!r} cannot be checked: {error}") from None
 
 
-def _tasks(value: Any, sites: dict[int, _Site], common_train: dict) -> tuple[TaskConfig, ...]:
+def _site_runs(value: Any, sites: dict[int, _Site], common_train: dict) -> tuple[SiteRun, ...]:
     """Validate ``current_tasks`` and merge each trained site's config."""
     check_type(value, dict, "current_tasks")
     check_keys(value, names("current_tasks"), "current_tasks")
     task_ids = _task_ids(value.get("task_ids"), sites)
     by_id = _task_confs(value.get("task_confs") or {}, task_ids)
-    tasks = tuple(_task(sites[task_id], by_id.get(task_id, {}), common_train) for task_id in task_ids)
-    check_distinct_folders([(join(_conf_path(t.task_id), "checkpoint.save"), t.save_dir) for t in tasks])
-    return tasks
+    site_runs = tuple(_site_run(sites[task_id], by_id.get(task_id, {}), common_train) for task_id in task_ids)
+    check_distinct_folders([(join(_conf_path(t.task_id), "checkpoint.save"), t.save_dir) for t in site_runs])
+    return site_runs
 
 
 def _task_ids(task_ids: Any, sites: dict[int, _Site]) -> list[int]:
@@ -340,7 +340,7 @@ def _task_id_of(key: Any) -> int | None:
     return None
 
 
-def _task(site: _Site, conf: dict, common_train: dict) -> TaskConfig:
+def _site_run(site: _Site, conf: dict, common_train: dict) -> SiteRun:
     """One trained site: its ``task_confs`` entry merged over its site entry and ``common``."""
     key_path = _conf_path(site.config.task_id)
     site_config, spec = site.config, site.spec
@@ -356,7 +356,7 @@ def _task(site: _Site, conf: dict, common_train: dict) -> TaskConfig:
     inference_path = join(train_path if "inference" in train_override else "common.train", "inference")
     inference = window_of_patches(train.inference, spec.patch_size, inference_path)
     train = dataclasses.replace(train, inference=inference)
-    return TaskConfig(site_config, train, _checkpoint(conf.get("checkpoint") or {}, join(key_path, "checkpoint")))
+    return SiteRun(site_config, train, _checkpoint(conf.get("checkpoint") or {}, join(key_path, "checkpoint")))
 
 
 def _checkpoint(value: Any, key_path: str) -> CheckpointConfig:

@@ -130,7 +130,7 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
-class TaskConfig:
+class SiteRun:
     """One site trained in this run, with everything merged."""
 
     site: SiteConfig
@@ -165,19 +165,19 @@ class ExperimentConfig:
     model: Component
     strategy: Component
     sites: tuple[SiteConfig, ...]
-    tasks: tuple[TaskConfig, ...]
+    site_runs: tuple[SiteRun, ...]
     deterministic: bool = False
 
     @property
     def deployed(self) -> bool:
         """True when this run trains a single site of a study of several."""
-        return len(self.tasks) == 1 and len(self.sites) > 1
+        return len(self.site_runs) == 1 and len(self.sites) > 1
 
     def with_load(self, path: Path) -> "ExperimentConfig":
         """The same config with its (single) current task starting from the file ``path``."""
-        (task,) = self.tasks
-        checkpoint = dataclasses.replace(task.checkpoint, load=str(path))
-        return dataclasses.replace(self, tasks=(dataclasses.replace(task, checkpoint=checkpoint),))
+        (site_run,) = self.site_runs
+        checkpoint = dataclasses.replace(site_run.checkpoint, load=str(path))
+        return dataclasses.replace(self, site_runs=(dataclasses.replace(site_run, checkpoint=checkpoint),))
 
     def processed(self) -> dict:
         """The merged config as plain data, for ``processed_config.yaml``."""
@@ -190,5 +190,5 @@ class ExperimentConfig:
             "model": dataclasses.asdict(self.model),
             "strategy": dataclasses.asdict(self.strategy),
             "sites": [dataclasses.asdict(s) for s in self.sites],
-            "tasks": [dataclasses.asdict(t) for t in self.tasks],
+            "tasks": [dataclasses.asdict(t) for t in self.site_runs],
         }

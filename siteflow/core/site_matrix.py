@@ -24,7 +24,7 @@ class StageResult:
     trained_site: str | None
     values: dict[str, dict[str, float]]
     weights: str | None = None  # the stage's final weights, relative to the run folder
-    site_weights: dict[str, str] | None = None  # each site's own final weights, where sites keep some
+    own_weight_files: dict[str, str] | None = None  # each site's own final weights, where sites keep some
 
 
 def site_matrix(rows: Sequence[StageResult], site_names: Sequence[str], metric: str) -> np.ndarray:

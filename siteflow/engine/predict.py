@@ -20,7 +20,7 @@ from siteflow.config import ExperimentConfig
 from siteflow.core.atomic import load_weights, write_text
 from siteflow.core.finite import check_finite_weights
 from siteflow.core.registry import STRATEGIES
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.engine.run_folder import RunFolder
 from siteflow.tasks import ModelToTest, build_task
 
@@ -65,7 +65,7 @@ def predict_run(
     return output.folder
 
 
-def finite_weights(path: Path) -> State:
+def finite_weights(path: Path) -> Weights:
     """The weights in ``path``, refused if a tensor holds a NaN or an infinity (a diverged
     training's weights would score Dice 0 on every site, which is no result).
 
@@ -91,7 +91,7 @@ def _weights_to_test(
             raise ValueError(f"--stage: no finished stage named {unknown} in {folder.path} (finished: {[m[0] for m in models]})")
         models = [model for model in models if model[0] in stages]
     if not models:
-        models = [(task.task_name, folder.checkpoints / task.checkpoint.load, {}) for task in config.tasks if task.checkpoint.load]
+        models = [(site_run.task_name, folder.checkpoints / site_run.checkpoint.load, {}) for site_run in config.site_runs if site_run.checkpoint.load]
     if not models:
         raise FileNotFoundError(f"no trained weights in {folder.path}: train first with the same -c and -n, or give --weights")
     return models

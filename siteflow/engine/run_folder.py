@@ -32,7 +32,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from siteflow.core.atomic import OutputError, load_weights, safe_name, save_weights, write_json, write_text
 from siteflow.core.finite import check_finite_weights
 from siteflow.core.site_matrix import StageResult
-from siteflow.core.types import State
+from siteflow.core.types import Tensors, Weights
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class RunFolder:
         self.results: list[StageResult] = self._read_progress()
         self.position: dict | None = None
         self._stage_weights: dict[str, Path] = {}
-        self._stage_site_weights: dict[str, dict[str, Path]] = {}
+        self._stage_own_weights: dict[str, dict[str, Path]] = {}
 
     # -- the config and the lock -----------------------------------------------------------
 
@@ -117,42 +117,42 @@ class RunFolder:
         """The checkpoint folder of a stage saved in ``save_dir``."""
         return self.checkpoints / save_dir
 
-    def finished_weights(self, stage: str, save_dir: str) -> State | None:
+    def finished_weights(self, stage: str, save_dir: str) -> Weights | None:
         """The final weights of a stage that finished before (None if it did not); the stage's
         row in the site matrix will name them."""
         final = self.stage_dir(save_dir) / FINAL_WEIGHTS
         self._stage_weights[stage] = final
         return load_weights(final) if final.is_file() else None
 
-    def save_stage_weights(self, save_dir: str, weights: State) -> None:
+    def save_stage_weights(self, save_dir: str, weights: Weights) -> None:
         """Save a trained stage's final weights (``checkpoints/<save_dir>/final.safetensors``);
         weights that are not finite are refused (:class:`~siteflow.core.finite.NonFiniteWeights`)."""
         check_finite_weights(weights, f"{self.stage_dir(save_dir) / FINAL_WEIGHTS}: not written")
         if rank_zero_only.rank == 0:
             save_weights(self.stage_dir(save_dir) / FINAL_WEIGHTS, weights)
 
-    def save_final(self, stage: str, weights: State, *, save_dir: str, site_weights: Mapping[str, State] | None = None) -> None:
+    def save_final(self, stage: str, weights: Weights, *, save_dir: str, own_weights: Mapping[str, Weights] | None = None) -> None:
         """Save a stage's final weights as ``checkpoints/<save_dir>/final.safetensors`` and
         each site's own version (``final_<site>.safetensors``) where sites keep some; weights
         that are not finite are refused (:class:`~siteflow.core.finite.NonFiniteWeights`)."""
         directory = self.stage_dir(save_dir)
-        own = {site: directory / f"final_{safe_name(site)}.safetensors" for site in site_weights or {}}
+        own = {site: directory / f"final_{safe_name(site)}.safetensors" for site in own_weights or {}}
         check_finite_weights(weights, f"{directory / FINAL_WEIGHTS}: not written")
         for site, path in own.items():
-            check_finite_weights(site_weights[site], f"{path}: not written")
+            check_finite_weights(own_weights[site], f"{path}: not written")
         if rank_zero_only.rank == 0:
             save_weights(directory / FINAL_WEIGHTS, weights)
             for site, path in own.items():
-                save_weights(path, site_weights[site])
+                save_weights(path, own_weights[site])
         self._stage_weights[stage] = directory / FINAL_WEIGHTS
-        self._stage_site_weights[stage] = own
+        self._stage_own_weights[stage] = own
 
-    def save_state(self, name: str, tensors: State, info: dict) -> None:
+    def save_state(self, name: str, tensors: Tensors, info: dict) -> None:
         """Save state atomically as ``checkpoints/<name>.safetensors`` with the JSON ``info``."""
         if rank_zero_only.rank == 0:
             save_weights(self.checkpoints / f"{name}.safetensors", tensors, metadata={"siteflow.state": json.dumps(info)})
 
-    def load_state(self, name: str) -> tuple[State, dict] | None:
+    def load_state(self, name: str) -> tuple[Tensors, dict] | None:
         """What :meth:`save_state` saved under ``name``, or None."""
         path = self.checkpoints / f"{name}.safetensors"
         if not path.is_file():
@@ -176,7 +176,7 @@ class RunFolder:
         if self.recorded(stage):
             return None
         path = self._stage_weights.get(stage)
-        own = {site: str(p.relative_to(self.path)) for site, p in self._stage_site_weights.get(stage, {}).items()}
+        own = {site: str(p.relative_to(self.path)) for site, p in self._stage_own_weights.get(stage, {}).items()}
         result = StageResult(
             stage,
             trained_site,
@@ -203,7 +203,7 @@ class RunFolder:
         """(stage, final weights file, each site's own weights file) of every finished stage
         with saved weights, in order (for prediction)."""
         return [
-            (row.stage, self.path / row.weights, {site: self.path / p for site, p in (row.site_weights or {}).items()})
+            (row.stage, self.path / row.weights, {site: self.path / p for site, p in (row.own_weight_files or {}).items()})
             for row in self.results
             if row.weights
         ]

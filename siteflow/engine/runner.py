@@ -18,18 +18,18 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
-from siteflow.config import ExperimentConfig, TaskConfig
+from siteflow.config import ExperimentConfig, SiteRun
 from siteflow.core.atomic import load_weights, save_weights
 from siteflow.core.registry import STRATEGIES
 from siteflow.core.site_matrix import StageResult
-from siteflow.core.types import State
+from siteflow.core.types import Tensors, Weights
 from siteflow.datasets.pooling import build_dataset, check_sites
 from siteflow.engine.progress import StudyProgress
 from siteflow.engine.results import write_results
 from siteflow.engine.run_folder import INITIAL_WEIGHTS, RunFolder
 from siteflow.engine.site_step import SiteStep, cpu_copy
 from siteflow.handover import SiteRecord, load_key, read_handover, write_handover
-from siteflow.strategies.base import Carried, SolverFactory, Strategy, Trainee
+from siteflow.strategies.base import SiteInput, SolverFactory, Strategy, Trainee
 from siteflow.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ class ExperimentRun:
                 log.warning("site %s: its data is not here, so it is not tested", site.task_name)
 
     @property
-    def tasks(self) -> Sequence[TaskConfig]:
-        return self.config.tasks
+    def site_runs(self) -> Sequence[SiteRun]:
+        return self.config.site_runs
 
     @property
     def results(self) -> list[StageResult]:
@@ -88,29 +88,29 @@ class ExperimentRun:
 
     # -- StudyContext: starting, training, handing over -----------------------------------
 
-    def start(self, task: TaskConfig, build_network: Callable[[], nn.Module], *, site_order: Sequence[int] | None = None) -> Carried:
-        if task.checkpoint.load:
-            return self._receive(task, build_network, site_order)
+    def start(self, site_run: SiteRun, build_network: Callable[[], nn.Module], *, site_order: Sequence[int] | None = None) -> SiteInput:
+        if site_run.checkpoint.load:
+            return self._receive(site_run, build_network, site_order)
         path = self.folder.checkpoints / INITIAL_WEIGHTS
         if path.is_file():
-            return Carried(load_weights(path))
+            return SiteInput(load_weights(path))
         pl.seed_everything(self.config.seed, workers=True, verbose=False)
         weights = cpu_copy(build_network().state_dict())
         if rank_zero_only.rank == 0:
             save_weights(path, weights)
-        return Carried(weights)
+        return SiteInput(weights)
 
     def fit(
         self,
         stage: str,
-        tasks: Sequence[TaskConfig],
-        start: State,
+        site_runs: Sequence[SiteRun],
+        start: Weights,
         trainee: Trainee,
         *,
         save_dir: str | None,
         epochs: int | None = None,
         seed_offset: int = 0,
-    ) -> State:
+    ) -> Weights:
         if save_dir is not None:
             finished = self.folder.finished_weights(stage, save_dir)
             if finished is not None:
@@ -122,20 +122,20 @@ class ExperimentRun:
             self.folder.save_position(position.as_json())
         directory = self.folder.stage_dir(save_dir) if save_dir is not None else None
         weights = self.site_step.fit(
-            stage, tasks, start, trainee, checkpoint_dir=directory, resume=tasks[0].checkpoint.resume,
+            stage, site_runs, start, trainee, checkpoint_dir=directory, resume=site_runs[0].checkpoint.resume,
             epochs=epochs, seed_offset=seed_offset,
         )
         if save_dir is not None:
             self.folder.save_stage_weights(save_dir, weights)
         return weights
 
-    def sample_count(self, task: TaskConfig) -> int:
-        return build_dataset(task.site, "train").num_samples
+    def sample_count(self, site_run: SiteRun) -> int:
+        return build_dataset(site_run.site, "train").num_samples
 
-    def site_record(self, task: TaskConfig) -> SiteRecord:
-        return SiteRecord.finished_now(task.task_id, task.task_name, self.sample_count(task))
+    def site_record(self, site_run: SiteRun) -> SiteRecord:
+        return SiteRecord.finished_now(site_run.task_id, site_run.task_name, self.sample_count(site_run))
 
-    def hand_over(self, carried: Carried, *, save_dir: str) -> Path:
+    def hand_over(self, carried: SiteInput, *, save_dir: str) -> Path:
         path = self.folder.stage_dir(save_dir) / HANDOVER_FILE
         if rank_zero_only.rank == 0 and not path.is_file():
             write_handover(
@@ -155,30 +155,30 @@ class ExperimentRun:
 
     def evaluate(
         self,
-        weights: State,
+        weights: Weights,
         solver: SolverFactory,
         *,
-        site_weights: Mapping[str, State] | None = None,
+        own_weights: Mapping[str, Weights] | None = None,
         sites: Sequence[str] | None = None,
     ) -> dict[str, dict[str, float]]:
         here = [site for site in self.config.sites if site.available and (sites is None or site.task_name in sites)]
-        if site_weights is None:
+        if own_weights is None:
             groups = [(solver(weights), here)]
         else:  # every test site has a model of its own (e.g. its own normalisation)
-            groups = [(solver(site_weights.get(site.task_name, weights)), [site]) for site in here]
-        return self.site_step.test(self.config.tasks[0].train, groups)
+            groups = [(solver(own_weights.get(site.task_name, weights)), [site]) for site in here]
+        return self.site_step.test(self.config.site_runs[0].train, groups)
 
     def test(
         self,
         stage: str,
-        weights: State,
+        weights: Weights,
         solver: SolverFactory,
         *,
         trained_site: str | None,
-        site_weights: Mapping[str, State] | None = None,
+        own_weights: Mapping[str, Weights] | None = None,
     ) -> None:
         if not self.folder.recorded(stage):
-            self.record(stage, self.evaluate(weights, solver, site_weights=site_weights), trained_site=trained_site)
+            self.record(stage, self.evaluate(weights, solver, own_weights=own_weights), trained_site=trained_site)
 
     def record(self, stage: str, values: Mapping[str, Mapping[str, float]], *, trained_site: str | None) -> None:
         result = self.folder.record(stage, values, trained_site=trained_site)
@@ -195,14 +195,14 @@ class ExperimentRun:
 
     # -- StudyContext: state ------------------------------------------------------------------
 
-    def save_state(self, name: str, tensors: State, info: dict) -> None:
+    def save_state(self, name: str, tensors: Tensors, info: dict) -> None:
         self.folder.save_state(name, tensors, info)
 
-    def load_state(self, name: str) -> tuple[State, dict] | None:
+    def load_state(self, name: str) -> tuple[Tensors, dict] | None:
         return self.folder.load_state(name)
 
-    def save_final(self, stage: str, weights: State, *, save_dir: str, site_weights: Mapping[str, State] | None = None) -> None:
-        self.folder.save_final(stage, weights, save_dir=save_dir, site_weights=site_weights)
+    def save_final(self, stage: str, weights: Weights, *, save_dir: str, own_weights: Mapping[str, Weights] | None = None) -> None:
+        self.folder.save_final(stage, weights, save_dir=save_dir, own_weights=own_weights)
 
     def site_folder(self, site: str) -> Path:
         return self.folder.site_folder(site)
@@ -253,10 +253,10 @@ class ExperimentRun:
             summarizer=self.strategy.summarize,
         )
 
-    def _receive(self, task: TaskConfig, build_network: Callable[[], nn.Module], site_order: Sequence[int] | None) -> Carried:
-        """Read and verify the hand-over file named in ``task``'s ``checkpoint.load``."""
-        key_path = f"current_tasks.task_confs.{task.task_id}.checkpoint.load"
-        path = Path(task.checkpoint.load)
+    def _receive(self, site_run: SiteRun, build_network: Callable[[], nn.Module], site_order: Sequence[int] | None) -> SiteInput:
+        """Read and verify the hand-over file named in ``site_run``'s ``checkpoint.load``."""
+        key_path = f"current_tasks.task_confs.{site_run.task_id}.checkpoint.load"
+        path = Path(site_run.checkpoint.load)
         path = path if path.is_absolute() else self.folder.checkpoints / path
         if not path.is_file():
             raise FileNotFoundError(f"{key_path}: hand-over file {str(path)!r} does not exist")
@@ -270,10 +270,10 @@ class ExperimentRun:
             strategy_options=self.config.strategy.kwargs,
             expected_shapes={name: tensor.shape for name, tensor in expected.items()},
             expected_dtypes={name: tensor.dtype for name, tensor in expected.items()},
-            receiving_task_id=task.task_id if site_order is not None else None,
+            receiving_task_id=site_run.task_id if site_order is not None else None,
             site_order=site_order or [site.task_id for site in self.config.sites],
             site_names={site.task_id: site.task_name for site in self.config.sites},
             reference=expected,
         )
         log.info("received %s: trained by %s", path, " -> ".join(s.task_name for s in manifest.sites) or "nobody")
-        return Carried(weights, manifest.sites)
+        return SiteInput(weights, manifest.sites)

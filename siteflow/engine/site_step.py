@@ -18,8 +18,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
-from siteflow.config import SiteConfig, TaskConfig, TrainConfig
-from siteflow.core.types import State
+from siteflow.config import SiteConfig, SiteRun, TrainConfig
+from siteflow.core.types import Weights
 from siteflow.datasets.pooling import loader
 from siteflow.engine.checkpoint_io import AtomicCheckpointIO
 from siteflow.engine.divergence import DivergenceGuard
@@ -76,16 +76,16 @@ class SiteStep:
     def fit(
         self,
         stage: str,
-        tasks: Sequence[TaskConfig],
-        start: State,
+        site_runs: Sequence[SiteRun],
+        start: Weights,
         trainee: Trainee,
         *,
         checkpoint_dir: Path | None,
         resume: bool,
         epochs: int | None = None,
         seed_offset: int = 0,
-    ) -> State:
-        """Train ``trainee`` from ``start`` on the pooled training data of ``tasks``.
+    ) -> Weights:
+        """Train ``trainee`` from ``start`` on the pooled training data of ``site_runs``.
 
         With ``checkpoint_dir``, ``last.ckpt`` there is rewritten (atomically) after every
         epoch, and with ``resume`` an existing one is continued. Returns the final weights
@@ -94,12 +94,12 @@ class SiteStep:
         Raises:
             TrainingDiverged: a training loss or a weight became NaN or infinite (see
                 :mod:`~siteflow.engine.divergence`)."""
-        train_config = tasks[0].train
+        train_config = site_runs[0].train
         if epochs is not None:
             train_config = dataclasses.replace(train_config, epochs=epochs)
-        seed = self.seed + (tasks[0].task_id if len(tasks) == 1 else 0) + seed_offset
+        seed = self.seed + (site_runs[0].task_id if len(site_runs) == 1 else 0) + seed_offset
         pl.seed_everything(seed, workers=True, verbose=False)
-        sites = [t.site for t in tasks]
+        sites = [t.site for t in site_runs]
         train_set = self.task.dataset(sites, "train")
         val_set = self.task.dataset(sites, "val")
         log.info("stage %s: %d training and %d validation samples", stage, len(train_set), len(val_set))
@@ -118,7 +118,7 @@ class SiteStep:
                 raise ValueError("train.dp_sgd needs a results folder for the site's privacy ledger")
             train_loader, dp_sgd = private_training(
                 train_config.dp_sgd, train_loader, batch_size=batch_size, folder=self.results_dir / SITES_DIR,
-                site="+".join(t.task_name for t in tasks), stage=stage, seed=seed,
+                site="+".join(t.task_name for t in site_runs), stage=stage, seed=seed,
             )
             private.append(dp_sgd)
         # one checkpoint, rewritten (atomically) after every epoch with the random streams: what a
@@ -130,7 +130,7 @@ class SiteStep:
             RandomStateCheckpoint(train_loader.generator),
         ]
         callbacks += private
-        callbacks.insert(0, DivergenceGuard("+".join(t.task_name for t in tasks), stage))  # before the checkpoint is written
+        callbacks.insert(0, DivergenceGuard("+".join(t.task_name for t in site_runs), stage))  # before the checkpoint is written
         trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0)
         trainer.fit(
             learner,
@@ -207,6 +207,6 @@ class SiteStep:
         )
 
 
-def cpu_copy(state: Mapping[str, torch.Tensor]) -> State:
+def cpu_copy(state: Mapping[str, torch.Tensor]) -> Weights:
     """Detached CPU copies of ``state``'s tensors."""
     return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}

@@ -203,7 +203,7 @@ def recipe_of(config: ExperimentConfig, task: Task, site: SiteConfig, name: str,
         raise ModelSourceError(f"site {site.task_name!r}: {error}") from None
     if getattr(preprocessing, "needs_statistics", False):
         preprocessing = dataclasses.replace(preprocessing, preprocessing=build_dataset(site, "train").preprocessing)
-    train = next((t.train for t in config.tasks if t.site.task_name == site.task_name), config.tasks[-1].train)
+    train = next((t.train for t in config.site_runs if t.site.task_name == site.task_name), config.site_runs[-1].train)
     inference = train.inference if kind == "segmentation" else InferenceConfig(mode="whole")
     labels = task.specs[site.task_name].class_names if kind == "multilabel" and own_site else None
     return ModelRecipe(name, kind, tuple(task.class_names), preprocessing, inference, config.model.name, dict(config.model.kwargs), labels)
@@ -215,7 +215,7 @@ def _with_thresholds(recipe: ModelRecipe, task: Task, network: nn.Module, site: 
     (else none: ``predictions.csv`` then has probabilities only)."""
     if recipe.task != "multilabel" or not site.available:
         return recipe
-    train = task.config.tasks[0].train
+    train = task.config.site_runs[0].train
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=False)
     try:

@@ -33,7 +33,7 @@ import torch
 from flwr.supercore.differential_privacy import compute_adaptive_noise_params, compute_stdv
 
 from siteflow.config.validation import OptionError
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.privacy.accounting import epsilon
 
 
@@ -87,7 +87,7 @@ class CentralDPOptions:
         return cls(**options)
 
 
-def update_norm(update: State, reference: State) -> float:
+def update_norm(update: Weights, reference: Weights) -> float:
     """The L2 norm of ``update - reference`` over ``update``'s floating-point tensors (a
     tensor without a counterpart in ``reference``, such as SCAFFOLD's control variate, counts
     as it is)."""
@@ -95,7 +95,7 @@ def update_norm(update: State, reference: State) -> float:
     return math.sqrt(squares)
 
 
-def clip_update(update: State, reference: State, clip_norm: float) -> tuple[State, bool]:
+def clip_update(update: Weights, reference: Weights, clip_norm: float) -> tuple[Weights, bool]:
     """``reference + (update - reference) * min(1, clip_norm / norm)`` over ``update``'s
     floating-point tensors (the others as sent; see :func:`update_norm`), and whether it was
     left unclipped (``norm <= clip_norm``)."""
@@ -139,7 +139,7 @@ class CentralDP:
         self.clip_norms: list[float] = []
         self.unclipped: list[int] = []
 
-    def privatize(self, round_number: int, global_weights: State, updates: Sequence[State]) -> list[State]:
+    def privatize(self, round_number: int, global_weights: Weights, updates: Sequence[Weights]) -> list[Weights]:
         """The sites' ``updates`` of ``round_number``, each clipped around ``global_weights``
         and all moved by the same Gaussian draw (so their weighted average is the noisy one);
         with ``adaptive``, the clipping norm moves for the next round."""
@@ -187,11 +187,11 @@ class CentralDP:
         self.clip_norm = float(report["next_clip_norm"])
 
 
-def _floating(state: State) -> list[tuple[str, torch.Tensor]]:
+def _floating(state: Weights) -> list[tuple[str, torch.Tensor]]:
     return [(name, tensor) for name, tensor in state.items() if tensor.is_floating_point()]
 
 
-def _base(reference: State, name: str, tensor: torch.Tensor) -> torch.Tensor | float:
+def _base(reference: Weights, name: str, tensor: torch.Tensor) -> torch.Tensor | float:
     """What ``tensor`` (``name`` of an update) is a change from, in float64: the reference's
     tensor of that name, else 0."""
     return reference[name].double() if name in reference else 0.0

@@ -1,7 +1,7 @@
 """Multi-site strategies; importing this package registers them in
 :data:`siteflow.core.registry.STRATEGIES`."""
 
-from siteflow.strategies.base import Carried, StudyContext, Strategy, Trainee
+from siteflow.strategies.base import SiteInput, StudyContext, Strategy, Trainee
 from siteflow.strategies.continual import EWCStrategy, LwFStrategy, OWMStrategy, SIStrategy
 from siteflow.strategies.federated import FedAvgStrategy, FederatedStrategy, FedProxStrategy, FFLStrategy
 from siteflow.strategies.joint import JointStrategy
@@ -10,7 +10,7 @@ from siteflow.strategies.relay import RelayStrategy
 from siteflow.strategies.sequential import SequentialStrategy
 
 __all__ = [
-    "Carried",
+    "SiteInput",
     "EWCStrategy",
     "FFLStrategy",
     "FedAvgStrategy",

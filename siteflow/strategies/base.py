@@ -22,13 +22,13 @@ from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 import pytorch_lightning as pl
 from torch import nn
 
-from siteflow.config import ExperimentConfig, TaskConfig
+from siteflow.config import ExperimentConfig, SiteRun
 from siteflow.core.site_matrix import StageResult, summarize
-from siteflow.core.types import State
+from siteflow.core.types import Tensors, Weights
 from siteflow.handover import SiteRecord
 from siteflow.tasks import Task
 
-SolverFactory = Callable[[State], nn.Module]
+SolverFactory = Callable[[Weights], nn.Module]
 """Weights -> the network that is tested (the solver of a network with several parts)."""
 
 
@@ -37,10 +37,10 @@ class SetupRefused(ValueError):
 
 
 @dataclass(frozen=True)
-class Carried:
+class SiteInput:
     """What a site receives: weights, and the chain of sites that trained them, in order."""
 
-    weights: State
+    weights: Weights
     sites: tuple[SiteRecord, ...] = ()
 
 
@@ -60,52 +60,52 @@ class StudyContext(Protocol):
     task: Task
 
     @property
-    def tasks(self) -> Sequence[TaskConfig]:
+    def site_runs(self) -> Sequence[SiteRun]:
         """The sites trained in this run, in the config's order."""
 
-    def start(self, task: TaskConfig, build_network: Callable[[], nn.Module], *, site_order: Sequence[int] | None = None) -> Carried:
-        """What ``task`` starts from when nothing was handed to it in this run: its
+    def start(self, site_run: SiteRun, build_network: Callable[[], nn.Module], *, site_order: Sequence[int] | None = None) -> SiteInput:
+        """What ``site_run`` starts from when nothing was handed to it in this run: its
         ``checkpoint.load`` hand-over file, verified (against the network's shapes, and,
         with ``site_order``, against the relay order: the chain so far must be its prefix
-        and ``task`` the next site), else the run's seeded initial weights."""
+        and ``site_run`` the next site), else the run's seeded initial weights."""
 
     def fit(
         self,
         stage: str,
-        tasks: Sequence[TaskConfig],
-        start: State,
+        site_runs: Sequence[SiteRun],
+        start: Weights,
         trainee: Trainee,
         *,
         save_dir: str | None,
         epochs: int | None = None,
         seed_offset: int = 0,
-    ) -> State:
-        """Train ``trainee`` from ``start`` on the pooled training data of ``tasks``; return
+    ) -> Weights:
+        """Train ``trainee`` from ``start`` on the pooled training data of ``site_runs``; return
         the final weights. With ``save_dir``, the stage checkpoints every epoch and saves its
         final weights, and a finished stage is not trained again (its weights are read
         back); without, nothing is saved (a site's step in a federated round). ``epochs``
         overrides the site's ``train.epochs``; ``seed_offset`` varies the seed."""
 
-    def sample_count(self, task: TaskConfig) -> int:
-        """The number of training samples of ``task``."""
+    def sample_count(self, site_run: SiteRun) -> int:
+        """The number of training samples of ``site_run``."""
 
-    def site_record(self, task: TaskConfig) -> SiteRecord:
-        """The record of ``task`` for the chain of a hand-over (id, name, samples, time)."""
+    def site_record(self, site_run: SiteRun) -> SiteRecord:
+        """The record of ``site_run`` for the chain of a hand-over (id, name, samples, time)."""
 
-    def hand_over(self, carried: Carried, *, save_dir: str) -> Path:
+    def hand_over(self, carried: SiteInput, *, save_dir: str) -> Path:
         """Write ``carried`` as the hand-over file of the stage saved in ``save_dir``."""
 
     def evaluate(
-        self, weights: State, solver: SolverFactory, *, site_weights: Mapping[str, State] | None = None,
+        self, weights: Weights, solver: SolverFactory, *, own_weights: Mapping[str, Weights] | None = None,
         sites: Sequence[str] | None = None,
     ) -> dict[str, dict[str, float]]:
         """Test ``solver(weights)`` on the test split of every site whose data is here (only
-        ``sites``, if given); ``site_weights`` gives some sites weights of their own.
+        ``sites``, if given); ``own_weights`` gives some sites weights of their own.
         Returns ``values[site][metric]``."""
 
     def test(
-        self, stage: str, weights: State, solver: SolverFactory, *, trained_site: str | None,
-        site_weights: Mapping[str, State] | None = None,
+        self, stage: str, weights: Weights, solver: SolverFactory, *, trained_site: str | None,
+        own_weights: Mapping[str, Weights] | None = None,
     ) -> None:
         """:meth:`evaluate`, then :meth:`record` the row ``stage`` (not again if recorded)."""
 
@@ -116,13 +116,13 @@ class StudyContext(Protocol):
     def recorded(self, stage: str) -> bool:
         """Whether the row ``stage`` is in the site matrix already."""
 
-    def save_state(self, name: str, tensors: State, info: dict) -> None:
+    def save_state(self, name: str, tensors: Tensors, info: dict) -> None:
         """Save strategy state atomically (``checkpoints/<name>.safetensors`` with JSON ``info``)."""
 
-    def load_state(self, name: str) -> tuple[State, dict] | None:
+    def load_state(self, name: str) -> tuple[Tensors, dict] | None:
         """What :meth:`save_state` saved under ``name``, or None."""
 
-    def save_final(self, stage: str, weights: State, *, save_dir: str, site_weights: Mapping[str, State] | None = None) -> None:
+    def save_final(self, stage: str, weights: Weights, *, save_dir: str, own_weights: Mapping[str, Weights] | None = None) -> None:
         """Save a stage's final weights (and each site's own, where sites keep some) for
         prediction, when :meth:`fit` did not."""
 
@@ -177,12 +177,12 @@ class Strategy(ABC):
         return task.build_model()
 
     def make_learner(
-        self, context: StudyContext, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
+        self, context: StudyContext, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
     ) -> pl.LightningModule:
-        """The LightningModule that trains ``network`` at ``tasks`` after receiving ``carried``."""
-        train = tasks[0].train
+        """The LightningModule that trains ``network`` at ``site_runs`` after receiving ``carried``."""
+        train = site_runs[0].train
         task = context.task
-        return task.learner(network, task.build_loss(train, [t.site for t in tasks]), train)
+        return task.learner(network, task.build_loss(train, [t.site for t in site_runs]), train)
 
     def solver(self, network: nn.Module) -> nn.Module:
         """The part of ``network`` that is tested (segments or classifies images)."""
@@ -191,18 +191,18 @@ class Strategy(ABC):
     def solver_from(self, task: Task) -> SolverFactory:
         """Weights -> the solver loaded with them."""
 
-        def build(weights: State) -> nn.Module:
+        def build(weights: Weights) -> nn.Module:
             network = self.build_network(task)
             network.load_state_dict(weights)
             return self.solver(network)
 
         return build
 
-    def trainee(self, context: StudyContext, tasks: Sequence[TaskConfig], carried: Carried) -> Trainee:
-        """The network and learner factories of a site step at ``tasks`` from ``carried``."""
+    def trainee(self, context: StudyContext, site_runs: Sequence[SiteRun], carried: SiteInput) -> Trainee:
+        """The network and learner factories of a site step at ``site_runs`` from ``carried``."""
         return Trainee(
             lambda: self.build_network(context.task),
-            lambda network: self.make_learner(context, network, tasks, carried),
+            lambda network: self.make_learner(context, network, site_runs, carried),
         )
 
     def planned_stages(self, context: StudyContext) -> list[str] | None:

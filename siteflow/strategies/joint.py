@@ -29,7 +29,7 @@ class JointStrategy(Strategy):
         return ["joint"]
 
     def run(self, context: StudyContext) -> None:
-        start = context.start(context.tasks[0], lambda: self.build_network(context.task))
-        trainee = self.trainee(context, context.tasks, start)
-        weights = context.fit("joint", context.tasks, start.weights, trainee, save_dir=self.save_dir)
+        start = context.start(context.site_runs[0], lambda: self.build_network(context.task))
+        trainee = self.trainee(context, context.site_runs, start)
+        weights = context.fit("joint", context.site_runs, start.weights, trainee, save_dir=self.save_dir)
         context.test("joint", weights, self.solver_from(context.task), trained_site=None)

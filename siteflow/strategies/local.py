@@ -14,14 +14,14 @@ class LocalStrategy(Strategy):
     """Each site trains its own model from the run's initial weights (the lower bound)."""
 
     def planned_stages(self, context: StudyContext) -> list[str]:
-        return [task.task_name for task in context.tasks]
+        return [site_run.task_name for site_run in context.site_runs]
 
     def run(self, context: StudyContext) -> None:
         solver = self.solver_from(context.task)
-        for task in context.tasks:
-            start = context.start(task, lambda: self.build_network(context.task))
-            weights = context.fit(task.task_name, [task], start.weights, self.trainee(context, [task], start), save_dir=task.save_dir)
-            context.test(task.task_name, weights, solver, trained_site=task.task_name)
+        for site_run in context.site_runs:
+            start = context.start(site_run, lambda: self.build_network(context.task))
+            weights = context.fit(site_run.task_name, [site_run], start.weights, self.trainee(context, [site_run], start), save_dir=site_run.save_dir)
+            context.test(site_run.task_name, weights, solver, trained_site=site_run.task_name)
 
     def summarize(self, rows: Sequence[StageResult], site_names: Sequence[str], metric: str) -> dict:
         """Every site keeps its own model: a site's final value is that of the stage that

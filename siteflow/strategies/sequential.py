@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from siteflow.config import TaskConfig
+from siteflow.config import SiteRun
 from siteflow.core.registry import STRATEGIES
-from siteflow.strategies.base import Carried, StudyContext, Strategy
+from siteflow.strategies.base import SiteInput, StudyContext, Strategy
 
 
 @STRATEGIES.register("sequential")
@@ -33,14 +33,14 @@ class SequentialStrategy(Strategy):
         """The task ids in the order the model visits them, every cycle."""
         return [site.task_id for site in context.config.sites] * self.cycles
 
-    def stages(self, context: StudyContext) -> list[tuple[str, str, TaskConfig]]:
+    def stages(self, context: StudyContext) -> list[tuple[str, str, SiteRun]]:
         """(stage name, checkpoint folder, site) of every visit of this run, in order."""
         if self.cycles == 1:
-            return [(task.task_name, task.save_dir, task) for task in context.tasks]
+            return [(site_run.task_name, site_run.save_dir, site_run) for site_run in context.site_runs]
         return [
-            (f"cycle{cycle}/{task.task_name}", f"cycle{cycle}/{task.save_dir}", task)
+            (f"cycle{cycle}/{site_run.task_name}", f"cycle{cycle}/{site_run.save_dir}", site_run)
             for cycle in range(1, self.cycles + 1)
-            for task in context.tasks
+            for site_run in context.site_runs
         ]
 
     def planned_stages(self, context: StudyContext) -> list[str]:
@@ -48,9 +48,9 @@ class SequentialStrategy(Strategy):
 
     def run(self, context: StudyContext) -> None:
         solver = self.solver_from(context.task)
-        carried = context.start(context.tasks[0], lambda: self.build_network(context.task), site_order=self.relay_order(context))
-        for stage, save_dir, task in self.stages(context):
-            weights = context.fit(stage, [task], carried.weights, self.trainee(context, [task], carried), save_dir=save_dir)
-            carried = Carried(weights, carried.sites + (context.site_record(task),))
+        carried = context.start(context.site_runs[0], lambda: self.build_network(context.task), site_order=self.relay_order(context))
+        for stage, save_dir, site_run in self.stages(context):
+            weights = context.fit(stage, [site_run], carried.weights, self.trainee(context, [site_run], carried), save_dir=save_dir)
+            carried = SiteInput(weights, carried.sites + (context.site_record(site_run),))
             context.hand_over(carried, save_dir=save_dir)
-            context.test(stage, weights, solver, trained_site=task.task_name)
+            context.test(stage, weights, solver, trained_site=site_run.task_name)

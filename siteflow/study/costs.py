@@ -20,7 +20,7 @@ def _strategy(config: ExperimentConfig) -> Strategy:
 def participations(strategy: FederatedRounds, config: ExperimentConfig) -> Counter:
     """How many rounds each trained site of ``config`` takes part in (client sampling drawn as
     the run draws it, from the run's seed)."""
-    names = [task.task_name for task in config.tasks]
+    names = [site_run.task_name for site_run in config.site_runs]
     counts: Counter = Counter({name: 0 for name in names})
     for round_number in range(1, strategy.rounds + 1):
         counts.update(strategy.sample_sites(round_number, names, seed=config.seed))
@@ -34,16 +34,16 @@ def training_images(config: ExperimentConfig) -> int:
     sequential run. Joint pools the same images; relay's generators and the continual
     baselines' penalties make a stage dearer than its image count says."""
     strategy = _strategy(config)
-    sizes = {task.task_name: build_dataset(task.site, "train").num_samples for task in config.tasks}
+    sizes = {site_run.task_name: build_dataset(site_run.site, "train").num_samples for site_run in config.site_runs}
     if isinstance(strategy, FederatedRounds):
-        batch = config.tasks[0].train.batch_size
+        batch = config.site_runs[0].train.batch_size
         per_round = {
             name: (strategy.local_steps * batch if strategy.local_steps else strategy.local_epochs * size)
             for name, size in sizes.items()
         }
         return sum(per_round[name] * n for name, n in participations(strategy, config).items())
     cycles = getattr(strategy, "cycles", 1)
-    return cycles * sum(task.train.epochs * sizes[task.task_name] for task in config.tasks)
+    return cycles * sum(site_run.train.epochs * sizes[site_run.task_name] for site_run in config.site_runs)
 
 
 def communicated_bytes(config: ExperimentConfig) -> dict[str, int] | None:

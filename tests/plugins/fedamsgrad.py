@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.core.types import State
+from siteflow.core.types import Tensors
 from siteflow.strategies.federated import FedAdamStrategy
 
 
@@ -21,10 +21,10 @@ from siteflow.strategies.federated import FedAdamStrategy
 class FedAMSGrad(FedAdamStrategy):
     """FedAdam with AMSGrad's running maximum of the second moment (options: fedadam's)."""
 
-    def initial_state(self, weight: Tensor) -> State:
+    def initial_state(self, weight: Tensor) -> Tensors:
         return {**super().initial_state(weight), "v_max": torch.full_like(weight, self.initial_v)}
 
-    def step(self, delta: Tensor, state: State) -> Tensor:
+    def step(self, delta: Tensor, state: Tensors) -> Tensor:
         state["m"] = self.beta1 * state["m"] + (1 - self.beta1) * delta
         state["v"] = self.second_moment(state["v"], delta)
         state["v_max"] = torch.maximum(state["v_max"], state["v"])

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.core.types import State
+from siteflow.core.types import Tensors, Weights
 from siteflow.strategies.federated import FedAvgStrategy, FederatedSite, ProximalTerm, SiteUpdate
 from siteflow.tasks import ExtraLoss, Learner
 
@@ -29,7 +29,7 @@ H = "h/"
 class Linear:
     """The extra loss ``-sum_p <p, g[p]>``."""
 
-    def __init__(self, gradient: State) -> None:
+    def __init__(self, gradient: Tensors) -> None:
         self.gradient = gradient
 
     def __call__(self, learner: Learner) -> torch.Tensor:
@@ -53,7 +53,7 @@ class FedDyn(FedAvgStrategy):
         if not alpha > 0:
             raise ValueError(f"alpha must be positive, got {alpha}")
         self.alpha = alpha
-        self.h: State = {}
+        self.h: Tensors = {}
         self.parameters: list[str] = []
         self.num_sites = 0
 
@@ -61,11 +61,11 @@ class FedDyn(FedAvgStrategy):
         self.parameters = [name for name, _ in network.named_parameters()]
         self.num_sites = len(sites)
 
-    def extra_losses(self, start: State) -> list[ExtraLoss]:
+    def extra_losses(self, start: Weights) -> list[ExtraLoss]:
         return [ProximalTerm(start, self.alpha)]
 
-    def site_step(self, site: FederatedSite, received: State, round_number: int) -> SiteUpdate:
-        start = self.site_weights(site, received, before=round_number)
+    def site_step(self, site: FederatedSite, received: Weights, round_number: int) -> SiteUpdate:
+        start = self.site_start_weights(site, received, before=round_number)
         with torch.device("meta"):
             names = [name for name, _ in self.build_network(site.context.task).named_parameters()]
         kept = site.store.load("feddyn", before=round_number) or {}
@@ -74,7 +74,7 @@ class FedDyn(FedAvgStrategy):
         site.store.save("feddyn", round_number, {n: gradient[n] - self.alpha * (update.weights[n] - start[n]) for n in names})
         return update
 
-    def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
+    def aggregate(self, round_number: int, global_weights: Weights, updates: Sequence[SiteUpdate]) -> Weights:
         result = super().aggregate(round_number, global_weights, updates)
         for name in (name for name in self.parameters if name in updates[0].weights):  # FedBN's local layers are not
             drift = torch.stack([update.weights[name] - global_weights[name] for update in updates]).sum(0)

@@ -30,7 +30,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from siteflow.config import TaskConfig
+from siteflow.config import SiteRun
 from siteflow.deploy.flower.exchange import exchange
 from siteflow.deploy.flower.protocol import (
     ARRAYS,
@@ -78,7 +78,7 @@ class FederatedServer:
         self.strategy: FederatedStrategy = run.strategy
         self.settings = settings
         self.federation = Federation(self.strategy, run)
-        self.sites = SiteDirectory(run.tasks)
+        self.sites = SiteDirectory(run.site_runs)
         self.fingerprint = experiment_fingerprint(run.config)
         self.secure: SecureRound | None = None
         if settings.secure is not None:
@@ -221,10 +221,10 @@ class FederatedServer:
 
     # -- messages ---------------------------------------------------------------------------
 
-    def _nodes(self, grid: Grid, round_number: int, sites: Collection[str] | None = None) -> dict[int, TaskConfig]:
+    def _nodes(self, grid: Grid, round_number: int, sites: Collection[str] | None = None) -> dict[int, SiteRun]:
         """The connected nodes that serve the run's sites (those of ``sites`` only, if
         given); a site of them that is not connected is logged."""
-        nodes = {node: task for node, task in self.sites.connected(grid).items() if sites is None or task.task_name in sites}
+        nodes = {node: site_run for node, site_run in self.sites.connected(grid).items() if sites is None or site_run.task_name in sites}
         for name in self.sites.missing(nodes.values()):
             if sites is None or name in sites:
                 log.error("round %d: site %s is not connected", round_number, name)

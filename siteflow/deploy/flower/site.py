@@ -17,7 +17,7 @@ from typing import Iterator
 from siteflow.config import load_config
 from siteflow.config.folders import run_folder
 from siteflow.core.atomic import safe_name, save_weights
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.deploy.flower.logs import log_to
 from siteflow.deploy.flower.protocol import NodeSettings, RunSettings, experiment_fingerprint
 from siteflow.datasets.pooling import check_sites
@@ -42,17 +42,17 @@ class DeployedSite:
         config = load_config(node.config or run_settings.config, task_ids=[node.task_id])
         self.fingerprint = experiment_fingerprint(config)
         if server_fingerprint is not None:
-            self.check(server_fingerprint, site=config.tasks[0].task_name)
-        task = config.tasks[0]
-        run_dir = run_folder(node.exps_root, config.name, run_settings.note, note_key="run config note (the server's choice)") / task.task_name
+            self.check(server_fingerprint, site=config.site_runs[0].task_name)
+        site_run = config.site_runs[0]
+        run_dir = run_folder(node.exps_root, config.name, run_settings.note, note_key="run config note (the server's choice)") / site_run.task_name
         log_to(run_dir / "logs" / "flower_site.log")  # one file: every message is a new process
         self.run = ExperimentRun(config, run_dir, gpus=None if node.gpu is None else [node.gpu])
         if not isinstance(self.run.strategy, FederatedStrategy):
             raise ValueError(f"{config.source}: strategy {config.strategy.name!r} is not federated")
         self.strategy: FederatedStrategy = self.run.strategy
-        check_sites([task.site])  # its own data only: the other hospitals' is theirs to check
+        check_sites([site_run.site])  # its own data only: the other hospitals' is theirs to check
         self.run.prepare(check_data=False)
-        self.site = FederatedSite(self.run, task)
+        self.site = FederatedSite(self.run, site_run)
 
     @property
     def name(self) -> str:
@@ -61,7 +61,7 @@ class DeployedSite:
 
     @property
     def task_id(self) -> int:
-        return self.site.task.task_id
+        return self.site.site_run.task_id
 
     def check(self, fingerprint: str, *, site: str | None = None) -> None:
         """Refuse a server whose config differs in seed, model, strategy or the list of sites."""
@@ -71,18 +71,18 @@ class DeployedSite:
                 "or the list of sites; both must describe the same experiment"
             )
 
-    def train(self, received: State, round_number: int) -> SiteUpdate:
+    def train(self, received: Weights, round_number: int) -> SiteUpdate:
         """The strategy's site step of round ``round_number``."""
         with self._logged(round_number, "training"):
             update = self.strategy.site_step(self.site, received, round_number)
         log.info("round %d: site %s trained on %d samples", round_number, self.name, update.num_samples)
         return update
 
-    def test(self, global_weights: State, round_number: int) -> dict[str, float]:
+    def test(self, global_weights: Weights, round_number: int) -> dict[str, float]:
         """The metrics of round ``round_number``'s global model (with the site's own kept
         weights) on the site's own test split."""
         with self._logged(round_number, "testing"):
-            weights = self.strategy.site_weights(self.site, global_weights, before=round_number + 1)
+            weights = self.strategy.site_start_weights(self.site, global_weights, before=round_number + 1)
             if round_number == self.strategy.rounds:
                 self._save_own(round_stage(round_number), FINAL_DIR, weights)
             values = self.site.evaluate(weights, self.strategy.solver_from(self.run.task))[self.name]
@@ -90,14 +90,14 @@ class DeployedSite:
         log.info("round %d: site %s tested: %s %.4f", round_number, self.name, metric, values[metric])
         return values
 
-    def finish(self, global_weights: State) -> dict[str, float]:
+    def finish(self, global_weights: Weights) -> dict[str, float]:
         """The strategy's finishing step (FFL's fine-tuning), tested on the site's own split."""
         with self._logged(self.strategy.rounds, "finishing"):
             weights = self.strategy.site_finish(self.site, global_weights)
             self._save_own(self.strategy.finish_stage, self.strategy.finish_stage, weights)
             return self.site.evaluate(weights, self.strategy.solver_from(self.run.task))[self.name]
 
-    def _save_own(self, stage: str, save_dir: str, weights: State) -> None:
+    def _save_own(self, stage: str, save_dir: str, weights: Weights) -> None:
         """Keep the model this site is tested with at the end of the study (the stage
         ``stage``), in its own run folder (``checkpoints/<save_dir>/final_<site>.safetensors``):
         the server never sees a site's own weights, so ``predict_test.py`` of

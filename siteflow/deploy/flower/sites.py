@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from siteflow.config import TaskConfig
+from siteflow.config import SiteRun
 from siteflow.deploy.flower.exchange import exchange
 from siteflow.deploy.flower.protocol import METRICS, TASK_ID
 
@@ -25,29 +25,29 @@ QUERY_TIMEOUT = 120.0
 
 
 class SiteDirectory:
-    """Node ids -> the sites of ``tasks`` they serve, learnt by asking each new node.
+    """Node ids -> the sites of ``site_runs`` they serve, learnt by asking each new node.
 
     Args:
-        tasks: the sites the run trains.
+        site_runs: the sites the run trains.
     """
 
-    def __init__(self, tasks: Sequence[TaskConfig]) -> None:
-        self.tasks = {task.task_id: task for task in tasks}
-        self._site_of: dict[int, TaskConfig] = {}
+    def __init__(self, site_runs: Sequence[SiteRun]) -> None:
+        self.site_runs = {site_run.task_id: site_run for site_run in site_runs}
+        self._site_of: dict[int, SiteRun] = {}
         self._left_out: set[int] = set()
 
     def name(self, node_id: int) -> str:
         """The name of the site that node ``node_id`` serves (or the node, if unknown)."""
-        task = self._site_of.get(node_id)
-        return task.task_name if task else f"<node {node_id}>"
+        site_run = self._site_of.get(node_id)
+        return site_run.task_name if site_run else f"<node {node_id}>"
 
-    def connected(self, grid: Grid) -> dict[int, TaskConfig]:
+    def connected(self, grid: Grid) -> dict[int, SiteRun]:
         """The connected nodes that serve a site of the run, asking the new ones first."""
         node_ids = list(grid.get_node_ids())
         self._identify(grid, [n for n in node_ids if n not in self._site_of and n not in self._left_out])
         return {node_id: self._site_of[node_id] for node_id in node_ids if node_id in self._site_of}
 
-    def wait_for_all(self, grid: Grid, seconds: float) -> dict[int, TaskConfig]:
+    def wait_for_all(self, grid: Grid, seconds: float) -> dict[int, SiteRun]:
         """:meth:`connected`, once every site is connected or ``seconds`` have passed."""
         deadline = time.monotonic() + seconds
         while True:
@@ -58,10 +58,10 @@ class SiteDirectory:
             log.info("waiting for the sites to connect: %s", ", ".join(missing))
             time.sleep(3)
 
-    def missing(self, served: Iterable[TaskConfig]) -> list[str]:
+    def missing(self, served: Iterable[SiteRun]) -> list[str]:
         """The names of the run's sites that no node in ``served`` serves."""
-        present = {task.task_id for task in served}
-        return [task.task_name for task_id, task in self.tasks.items() if task_id not in present]
+        present = {site_run.task_id for site_run in served}
+        return [site_run.task_name for task_id, site_run in self.site_runs.items() if task_id not in present]
 
     def _identify(self, grid: Grid, node_ids: list[int]) -> None:
         if not node_ids:
@@ -79,15 +79,15 @@ class SiteDirectory:
                 log.error("node %d did not say which site it serves (left out): %s", node_id, error)
                 self._left_out.add(node_id)
                 continue
-            task = self.tasks.get(task_id)
-            if task is None:
+            site_run = self.site_runs.get(task_id)
+            if site_run is None:
                 log.error("node %d serves task id %d, which this run does not train (left out)", node_id, task_id)
                 self._left_out.add(node_id)
                 continue
-            for other, other_task in list(self._site_of.items()):
-                if other_task.task_id == task_id:  # a restarted SuperNode has a new id
-                    log.warning("site %s: node %d replaces node %d", task.task_name, node_id, other)
+            for other, other_run in list(self._site_of.items()):
+                if other_run.task_id == task_id:  # a restarted SuperNode has a new id
+                    log.warning("site %s: node %d replaces node %d", site_run.task_name, node_id, other)
                     del self._site_of[other]
                     self._left_out.add(other)
-            self._site_of[node_id] = task
-            log.info("node %d serves site %s (task %d)", node_id, task.task_name, task_id)
+            self._site_of[node_id] = site_run
+            log.info("node %d serves site %s (task %d)", node_id, site_run.task_name, task_id)

@@ -17,8 +17,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
-from siteflow.config import TaskConfig
-from siteflow.strategies.base import Carried, SetupRefused, StudyContext
+from siteflow.config import SiteRun
+from siteflow.strategies.base import SetupRefused, SiteInput, StudyContext
 from siteflow.strategies.federated.budget import with_callback
 from siteflow.strategies.sequential import SequentialStrategy
 from siteflow.tasks import ExtraLoss, Learner, Task
@@ -146,11 +146,11 @@ class ContinualStrategy(SequentialStrategy):
         hand-over is verified against them)."""
         return {}
 
-    def loss_terms(self, network: nn.Module, carried: Carried) -> list[ExtraLoss]:
+    def loss_terms(self, network: nn.Module, carried: SiteInput) -> list[ExtraLoss]:
         """Terms added to the loss of every training step at a site that received ``carried``."""
         return []
 
-    def callbacks(self, network: nn.Module, carried: Carried) -> list[Callback]:
+    def callbacks(self, network: nn.Module, carried: SiteInput) -> list[Callback]:
         """Lightning callbacks of a site's fit (they update the carried tensors)."""
         return []
 
@@ -163,12 +163,12 @@ class ContinualStrategy(SequentialStrategy):
         return network.solver if isinstance(network, CarryingNetwork) else network
 
     def make_learner(
-        self, context: StudyContext, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
+        self, context: StudyContext, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
     ) -> pl.LightningModule:
-        train = tasks[0].train
+        train = site_runs[0].train
         task = context.task
         learner = task.learner(
-            self.solver(network), task.build_loss(train, [t.site for t in tasks]), train,
+            self.solver(network), task.build_loss(train, [t.site for t in site_runs]), train,
             extra_losses=self.loss_terms(network, carried),
         )
         for callback in self.callbacks(network, carried):

@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.strategies.base import Carried
+from siteflow.strategies.base import SiteInput
 from siteflow.strategies.continual.base import (
     CarriedOnDevice,
     CarryingNetwork,
@@ -151,12 +151,12 @@ class EWCStrategy(ContinualStrategy):
     def carried_trees(self, solver: nn.Module) -> dict[str, TensorTree]:
         return {"fisher": zeros_like_parameters(solver), "anchor": zeros_like_parameters(solver)}
 
-    def loss_terms(self, network: nn.Module, carried: Carried) -> list[ExtraLoss]:
+    def loss_terms(self, network: nn.Module, carried: SiteInput) -> list[ExtraLoss]:
         if not carried.sites or self.ewc_lambda == 0:
             return []
         return [QuadraticPenalty(network.tree("fisher"), network.tree("anchor"), self.ewc_lambda / 2)]
 
-    def callbacks(self, network: nn.Module, carried: Carried) -> list[Callback]:
+    def callbacks(self, network: nn.Module, carried: SiteInput) -> list[Callback]:
         return [
             CarriedOnDevice(network, "ewc"),
             FisherAtSiteEnd(network, max_samples=self.fisher_samples, online=self.online, gamma=self.gamma),

@@ -11,10 +11,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from siteflow.config import TaskConfig
+from siteflow.config import SiteRun
 from siteflow.core.registry import STRATEGIES
 from siteflow.losses import distillation_loss
-from siteflow.strategies.base import Carried, SetupRefused, StudyContext
+from siteflow.strategies.base import SetupRefused, SiteInput, StudyContext
 from siteflow.strategies.continual.base import ContinualStrategy
 from siteflow.tasks import ExtraLoss, Learner
 
@@ -80,13 +80,13 @@ class LwFStrategy(ContinualStrategy):
         self.weight = weight
 
     def make_learner(
-        self, context: StudyContext, network: nn.Module, tasks: Sequence[TaskConfig], carried: Carried
+        self, context: StudyContext, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
     ) -> pl.LightningModule:
         if not context.task.class_distributions:
             raise SetupRefused(f"lwf distils class distributions (softmax logits); this study's task is {type(context.task).__name__}")
-        return super().make_learner(context, network, tasks, carried)
+        return super().make_learner(context, network, site_runs, carried)
 
-    def loss_terms(self, network: nn.Module, carried: Carried) -> list[ExtraLoss]:
+    def loss_terms(self, network: nn.Module, carried: SiteInput) -> list[ExtraLoss]:
         """The distillation towards a frozen copy of ``network`` as received (none at the
         first site, which received nothing trained)."""
         if not carried.sites or self.weight == 0:

@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.strategies.base import Carried
+from siteflow.strategies.base import SiteInput
 from siteflow.strategies.continual.base import (
     CarriedOnDevice,
     CarryingNetwork,
@@ -205,7 +205,7 @@ class OWMStrategy(ContinualStrategy):
         layers = projected_layers(solver, self.max_fan_in)
         return {"projectors": TensorTree({layer.key: torch.eye(layer.fan_in) for layer in layers})}
 
-    def callbacks(self, network: nn.Module, carried: Carried) -> list[Callback]:
+    def callbacks(self, network: nn.Module, carried: SiteInput) -> list[Callback]:
         layers = projected_layers(network.solver, self.max_fan_in)
         projected = {f"{layer.name}.{part}" if layer.name else part for layer in layers for part in ("weight", "bias")}
         free = [name for name, p in network.solver.named_parameters() if p.requires_grad and name not in projected]

@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.strategies.base import Carried
+from siteflow.strategies.base import SiteInput
 from siteflow.strategies.continual.base import (
     CarriedOnDevice,
     CarryingNetwork,
@@ -150,10 +150,10 @@ class SIStrategy(ContinualStrategy):
     def carried_trees(self, solver: nn.Module) -> dict[str, TensorTree]:
         return {"importance": zeros_like_parameters(solver), "anchor": zeros_like_parameters(solver)}
 
-    def loss_terms(self, network: nn.Module, carried: Carried) -> list[ExtraLoss]:
+    def loss_terms(self, network: nn.Module, carried: SiteInput) -> list[ExtraLoss]:
         if not carried.sites or self.c == 0:
             return []
         return [QuadraticPenalty(network.tree("importance"), network.tree("anchor"), self.c)]
 
-    def callbacks(self, network: nn.Module, carried: Carried) -> list[Callback]:
+    def callbacks(self, network: nn.Module, carried: SiteInput) -> list[Callback]:
         return [CarriedOnDevice(network, "si"), SynapticIntelligence(network, self.xi)]

@@ -14,7 +14,7 @@ from siteflow.kernels import weighted_sum
 Weighting = Literal["samples", "equal"]
 
 
-def site_weights(sample_counts: Sequence[int], weighting: Weighting) -> list[float]:
+def aggregation_coefficients(sample_counts: Sequence[int], weighting: Weighting) -> list[float]:
     """Aggregation weights that sum to 1: by training-sample count (FedAvg) or equal."""
     if not sample_counts:
         raise ValueError("no site to aggregate")

@@ -32,14 +32,14 @@ class FederatedStrategy(FederatedRounds):
 
     def check_fits(self, config: ExperimentConfig) -> None:
         """``min_sites`` is at most the sites that train (in a deployed run: the study's)."""
-        sites = len(config.sites) if config.deployed else len(config.tasks)
+        sites = len(config.sites) if config.deployed else len(config.site_runs)
         if self.min_sites is not None and self.min_sites > sites:
             raise OptionError("min_sites", f"is {self.min_sites}, but the study trains only {sites} sites")
 
     def planned_stages(self, context: StudyContext) -> list[str]:
         """Every round's sampled sites, ``round<r>/<site>`` (a further step in a round or
         after the rounds counts as part of the stage before it)."""
-        names = [task.task_name for task in context.tasks]
+        names = [site_run.task_name for site_run in context.site_runs]
         return [f"{round_stage(r)}/{site}" for r in range(1, self.rounds + 1) for site in self.sample_sites(r, names, seed=context.config.seed)]
 
     def run(self, context: StudyContext) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
 from siteflow.strategies.federated.fedprox import ProximalTerm
 from siteflow.strategies.federated.site import FederatedSite
@@ -35,11 +35,11 @@ class DittoStrategy(FederatedStrategy):
             raise ValueError(f"lam must be non-negative, got {lam}")
         self.lam = lam
 
-    def site_step(self, site: FederatedSite, received: State, round_number: int) -> SiteUpdate:
+    def site_step(self, site: FederatedSite, received: Weights, round_number: int) -> SiteUpdate:
         """The global model's local update from ``received`` (sent back), then the personal
         model's (kept)."""
         update = self.local_update(site, received, round_number)
-        personal = self.site_weights(site, received, before=round_number)  # the received weights, the first time
+        personal = self.site_start_weights(site, received, before=round_number)  # the received weights, the first time
         trained = self.train_locally(
             site, f"round{round_number}/{site.name}/personal", personal, [ProximalTerm(received, self.lam)],
             round_number=round_number, model="personal",

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.core.types import State
+from siteflow.core.types import Tensors
 from siteflow.strategies.federated.fedopt import ServerOptimizer, check_unit_interval
 
 
@@ -28,9 +28,9 @@ class FedAvgMStrategy(ServerOptimizer):
         check_unit_interval("momentum", momentum)
         self.momentum = momentum
 
-    def initial_state(self, weight: Tensor) -> State:
+    def initial_state(self, weight: Tensor) -> Tensors:
         return {"m": torch.zeros_like(weight)}
 
-    def step(self, delta: Tensor, state: State) -> Tensor:
+    def step(self, delta: Tensor, state: Tensors) -> Tensor:
         state["m"] = self.momentum * state["m"] + delta
         return self.server_lr * state["m"]

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from siteflow.core.atomic import write_json
-from siteflow.core.types import State
+from siteflow.core.types import Tensors, Weights
 from siteflow.handover.digest import weights_sha256
 from siteflow.privacy import CENTRAL_FILE
 from siteflow.privacy.central import CentralDP
@@ -53,7 +53,7 @@ class Federation:
         self.strategy = strategy
         self.context = context
         self.local_keys = strategy.local_keys(context.task)
-        self.site_names = [task.task_name for task in context.tasks]
+        self.site_names = [site_run.task_name for site_run in context.site_runs]
         with torch.device("meta"):  # names and shapes, no memory
             network = strategy.build_network(context.task)
         strategy.prepare_server(network, self.site_names)
@@ -65,9 +65,9 @@ class Federation:
         )
         saved = context.load_state(ROUND_STATE)
         if saved is None:
-            first = context.tasks[0]
+            first = context.site_runs[0]
             self.round = 0
-            self.global_weights: State = context.start(first, lambda: strategy.build_network(context.task)).weights
+            self.global_weights: Weights = context.start(first, lambda: strategy.build_network(context.task)).weights
             self.digests: list[str] = []
             return
         tensors, info = saved
@@ -91,7 +91,7 @@ class Federation:
             log.info("round %d: %d of %d sites sampled: %s", round_number, len(sampled), len(self.site_names), ", ".join(sampled))
         return sampled
 
-    def configure(self, round_number: int) -> State:
+    def configure(self, round_number: int) -> Weights:
         """What every site receives in ``round_number``."""
         return self.strategy.configure(round_number, self.global_weights)
 
@@ -114,10 +114,10 @@ class Federation:
         self.digests.append(weights_sha256(self.global_weights))
         self._save()
 
-    def save_final(self, site_weights: dict[str, State] | None = None) -> None:
+    def save_final(self, own_weights: dict[str, Weights] | None = None) -> None:
         """Save the last round's global weights (and each site's own model, where sites keep
         weights and the server can see them) for ``predict_test.py``."""
-        self.context.save_final(round_stage(self.round), self.global_weights, save_dir=FINAL_DIR, site_weights=site_weights)
+        self.context.save_final(round_stage(self.round), self.global_weights, save_dir=FINAL_DIR, own_weights=own_weights)
 
     def _valid(self, round_number: int, updates: Sequence[SiteUpdate]) -> list[SiteUpdate]:
         shared = set(self.global_weights) - self.local_keys
@@ -167,11 +167,11 @@ def _other_names(update: SiteUpdate, valid: dict[str, SiteUpdate]) -> str | None
     return f"it sends other tensors than site {first.site} (extra {extra[:3]}, lacking {lacking[:3]})"
 
 
-def _prefixed(tensors: State, prefix: str) -> State:
+def _prefixed(tensors: Tensors, prefix: str) -> Tensors:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _split(state: dict[str, Any]) -> tuple[State, dict[str, Any]]:
+def _split(state: dict[str, Any]) -> tuple[Tensors, dict[str, Any]]:
     """A strategy's state as (tensors, JSON-able values)."""
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     return tensors, {k: v for k, v in state.items() if k not in tensors}

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from siteflow.core.types import State
+from siteflow.core.types import Tensors, Weights
 from siteflow.strategies.federated.base import SiteUpdate
 from siteflow.strategies.federated.fedavg import FedAvgStrategy
 
@@ -41,13 +41,13 @@ class ServerOptimizer(FedAvgStrategy):
             raise ValueError(f"server_lr must be positive, got {server_lr}")
         self.server_lr = server_lr
         self.stepped: set[str] | None = None
-        self.buffers: dict[str, State] = {}  # buffer name -> weight name -> tensor
+        self.buffers: dict[str, Tensors] = {}  # buffer name -> weight name -> tensor
 
     def prepare_server(self, network: nn.Module, sites: Sequence[str]) -> None:
         """Remember which weights are parameters (the ones the server steps)."""
         self.stepped = {name for name, _ in network.named_parameters()}
 
-    def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
+    def aggregate(self, round_number: int, global_weights: Weights, updates: Sequence[SiteUpdate]) -> Weights:
         """FedAvg's average, then ``x + step(average - x)`` for every parameter the sites sent."""
         if self.stepped is None:
             raise RuntimeError(f"{type(self).__name__}.aggregate before prepare_server: which weights are parameters is unknown")
@@ -63,12 +63,12 @@ class ServerOptimizer(FedAvgStrategy):
         return result
 
     @abstractmethod
-    def initial_state(self, weight: Tensor) -> State:
+    def initial_state(self, weight: Tensor) -> Tensors:
         """The optimiser's buffers for one weight before its first step (float32 tensors of
         the weight's shape, by buffer name)."""
 
     @abstractmethod
-    def step(self, delta: Tensor, state: State) -> Tensor:
+    def step(self, delta: Tensor, state: Tensors) -> Tensor:
         """The server's update of one weight from its pseudo-gradient ``delta`` (the average
         minus the global weight, float32 of the weight's shape); replaces the buffers in
         ``state`` by their new values."""
@@ -107,10 +107,10 @@ class AdaptiveServerOptimizer(ServerOptimizer):
         self.tau = tau
         self.initial_v = tau**2 if initial_v is None else initial_v
 
-    def initial_state(self, weight: Tensor) -> State:
+    def initial_state(self, weight: Tensor) -> Tensors:
         return {"m": torch.zeros_like(weight), "v": torch.full_like(weight, self.initial_v)}
 
-    def step(self, delta: Tensor, state: State) -> Tensor:
+    def step(self, delta: Tensor, state: Tensors) -> Tensor:
         state["m"] = self.beta1 * state["m"] + (1 - self.beta1) * delta
         state["v"] = self.second_moment(state["v"], delta)
         return self.server_lr * state["m"] / (state["v"].sqrt() + self.tau)

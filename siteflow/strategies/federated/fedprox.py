@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import torch
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.strategies.federated.fedavg import FedAvgStrategy
 from siteflow.tasks import ExtraLoss, Learner
 
@@ -43,5 +43,5 @@ class FedProxStrategy(FedAvgStrategy):
             raise ValueError(f"mu must be non-negative, got {mu}")
         self.mu = mu
 
-    def extra_losses(self, start: State) -> list[ExtraLoss]:
+    def extra_losses(self, start: Weights) -> list[ExtraLoss]:
         return [ProximalTerm(start, self.mu)]

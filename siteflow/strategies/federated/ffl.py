@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from siteflow.core.registry import STRATEGIES
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.strategies.base import Trainee
 from siteflow.strategies.federated.base import FederatedStrategy
 from siteflow.strategies.federated.site import FederatedSite
@@ -62,14 +62,14 @@ class FFLStrategy(FederatedStrategy):
     def finishes(self) -> bool:
         return self.fine_tune_epochs > 0
 
-    def site_finish(self, site: FederatedSite, global_weights: State) -> State:
+    def site_finish(self, site: FederatedSite, global_weights: Weights) -> Weights:
         """Fine-tune the site alone from the final global trunk and its own head."""
         context = site.context
-        start = self.site_weights(site, global_weights, before=self.rounds + 1)
+        start = self.site_start_weights(site, global_weights, before=self.rounds + 1)
         trainee = Trainee(
             lambda: self.build_network(context.task),
             lambda network: self.site_learner(context, site, network, start, ()),
         )
         return site.fit(
-            f"finetune/{site.name}", start, trainee, epochs=self.fine_tune_epochs, seed_offset=0, save_dir=f"finetune/{site.task.save_dir}"
+            f"finetune/{site.name}", start, trainee, epochs=self.fine_tune_epochs, seed_offset=0, save_dir=f"finetune/{site.site_run.save_dir}"
         )

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from siteflow.core.types import State
+from siteflow.core.types import Tensors
 from siteflow.strategies.federated.store import SiteStore
 
 
@@ -44,17 +44,17 @@ class KeptOptimizerState(Callback):
             optimizer.load_state_dict(state)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        tensors: State = {}
+        tensors: Tensors = {}
         for index, optimizer in enumerate(trainer.optimizers):
             tensors.update(flatten_state(optimizer.state_dict()["state"], prefix=f"{index}."))
         self.store.save(self.name, self.round_number, tensors)
 
 
-def flatten_state(state: dict[int, dict[str, object]], *, prefix: str = "") -> State:
+def flatten_state(state: dict[int, dict[str, object]], *, prefix: str = "") -> Tensors:
     """An optimiser's ``state_dict()["state"]`` (parameter index -> {name: value}) as flat
     tensors ``{f"{prefix}{index}.{name}": tensor}`` (for safetensors). Values that are not
     tensors (None, or a plain number some optimisers keep) are converted or left out."""
-    flat: State = {}
+    flat: Tensors = {}
     for index, entries in state.items():
         for name, value in entries.items():
             if isinstance(value, torch.Tensor):
@@ -64,7 +64,7 @@ def flatten_state(state: dict[int, dict[str, object]], *, prefix: str = "") -> S
     return flat
 
 
-def unflatten_state(flat: State, *, prefix: str = "", param_count: int) -> dict[int, dict[str, torch.Tensor]]:
+def unflatten_state(flat: Tensors, *, prefix: str = "", param_count: int) -> dict[int, dict[str, torch.Tensor]]:
     """The inverse of :func:`flatten_state` for the keys under ``prefix``; raises ValueError
     when a kept index is not a parameter of an optimiser of ``param_count`` parameters (the
     model changed between rounds)."""

@@ -32,10 +32,10 @@ from torch import nn
 
 from siteflow.config.validation import OptionError
 from siteflow.core.plausibility import implausible
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.privacy.central import CentralDPOptions
 from siteflow.strategies.base import StudyContext, Strategy, Trainee
-from siteflow.strategies.federated.aggregation import Weighting, site_weights, weighted_average
+from siteflow.strategies.federated.aggregation import Weighting, aggregation_coefficients, weighted_average
 from siteflow.strategies.federated.budget import with_callback, with_step_budget
 from siteflow.strategies.federated.enrolment import Enrolment
 from siteflow.strategies.federated.optimizer_state import KeptOptimizerState
@@ -50,7 +50,7 @@ class SiteUpdate:
     """A site's answer in a round: what it sends back, and its training-sample count."""
 
     site: str
-    weights: State
+    weights: Weights
     num_samples: int
 
 
@@ -156,31 +156,31 @@ class FederatedRounds(Strategy):
         """Names of the weights that stay at each site, never sent nor averaged (none)."""
         return set()
 
-    def site_weights(self, site: FederatedSite, global_weights: State, *, before: int) -> State:
+    def site_start_weights(self, site: FederatedSite, global_weights: Weights, *, before: int) -> Weights:
         """The weights a site works with: the global ones, with the weights it kept after its
         last round before round ``before`` over them."""
         return {**global_weights, **(site.store.load(LOCAL, before=before) or {})}
 
     # -- 1. configure ----------------------------------------------------------------------------
 
-    def configure(self, round_number: int, global_weights: State) -> State:
+    def configure(self, round_number: int, global_weights: Weights) -> Weights:
         """What every site receives in round ``round_number``: the global weights."""
         return global_weights
 
-    def received_global_weights(self, received: State) -> State:
+    def received_global_weights(self, received: Weights) -> Weights:
         """The global weights in what :meth:`configure` sent (a deployed site tests them
         before its round's step): all of it."""
         return received
 
     # -- 2. the site step ------------------------------------------------------------------------
 
-    def site_step(self, site: FederatedSite, received: State, round_number: int) -> SiteUpdate:
+    def site_step(self, site: FederatedSite, received: Weights, round_number: int) -> SiteUpdate:
         """Train ``site`` for a round from what it received (its own kept weights over it);
         keep the local weights, send back the others."""
-        return self.local_update(site, self.site_weights(site, received, before=round_number), round_number)
+        return self.local_update(site, self.site_start_weights(site, received, before=round_number), round_number)
 
     def local_update(
-        self, site: FederatedSite, start: State, round_number: int, extra_losses: Sequence[ExtraLoss] = ()
+        self, site: FederatedSite, start: Weights, round_number: int, extra_losses: Sequence[ExtraLoss] = ()
     ) -> SiteUpdate:
         """Train ``site`` for a round's budget from ``start`` (with ``extra_losses`` in every
         step), keep its local weights in its store; the update holds the shared weights."""
@@ -195,12 +195,12 @@ class FederatedRounds(Strategy):
         self,
         site: FederatedSite,
         stage: str,
-        start: State,
+        start: Weights,
         extra_losses: Sequence[ExtraLoss] = (),
         *,
         round_number: int,
         model: str = "global",
-    ) -> State:
+    ) -> Weights:
         """``site``'s weights after a round's budget of training (``local_epochs``, or
         ``local_steps`` optimiser steps) from ``start``, with ``extra_losses`` in every step.
         ``model`` names what is trained when a site trains several models in a round (its
@@ -219,20 +219,20 @@ class FederatedRounds(Strategy):
         return site.fit(stage, start, trainee, epochs=epochs, seed_offset=seed_offset)
 
     def site_learner(
-        self, context: StudyContext, site: FederatedSite, network: nn.Module, start: State, extra_losses: Sequence[ExtraLoss]
+        self, context: StudyContext, site: FederatedSite, network: nn.Module, start: Weights, extra_losses: Sequence[ExtraLoss]
     ) -> Learner:
         """The learner of a site's round: the task's, with the strategy's extra loss terms."""
-        task, train = context.task, site.task.train
+        task, train = context.task, site.site_run.train
         terms = [*self.extra_losses(start), *extra_losses]
-        return task.learner(network, task.build_loss(train, [site.task.site]), train, extra_losses=terms)
+        return task.learner(network, task.build_loss(train, [site.site_run.site]), train, extra_losses=terms)
 
-    def extra_losses(self, start: State) -> list[ExtraLoss]:
+    def extra_losses(self, start: Weights) -> list[ExtraLoss]:
         """Terms added to every local step of a round that started from ``start`` (none)."""
         return []
 
     # -- 3. aggregate ----------------------------------------------------------------------------
 
-    def check_update(self, update: SiteUpdate, global_weights: State, shared: set[str]) -> str | None:
+    def check_update(self, update: SiteUpdate, global_weights: Weights, shared: set[str]) -> str | None:
         """Why ``update`` cannot be aggregated (None if it can): a sample count that is not a
         positive integer, a missing shared weight (``shared``: the names every site sends),
         a weight of another shape or dtype than the global one, a value that is not finite, or
@@ -253,14 +253,14 @@ class FederatedRounds(Strategy):
                 return f"{name} holds values that are not finite"
         return implausible(update.weights, global_weights)
 
-    def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
+    def aggregate(self, round_number: int, global_weights: Weights, updates: Sequence[SiteUpdate]) -> Weights:
         """The new global weights: the weighted average of what the sites sent (or the
         ``robust`` rule's aggregate; sample counts capped by ``enrolled_samples``), over the
         current global weights (which keep what nobody sent)."""
         counts = [u.num_samples for u in updates]
         if self.enrolment is not None:
             counts = [self.enrolment.cap(round_number, u.site, u.num_samples) for u in updates]
-        weights = site_weights(counts, self.weighting)
+        weights = aggregation_coefficients(counts, self.weighting)
         shared = list(updates[0].weights)
         states = [{name: u.weights[name] for name in shared} for u in updates]
         if self.robust is None:
@@ -274,7 +274,7 @@ class FederatedRounds(Strategy):
         """Whether the sites take a finishing step (:meth:`site_finish`) after the rounds."""
         return False
 
-    def site_finish(self, site: FederatedSite, global_weights: State) -> State:
+    def site_finish(self, site: FederatedSite, global_weights: Weights) -> Weights:
         """A site's last step after the final round, from the final global weights; its
         result is tested as the row :attr:`finish_stage`. Only called when :attr:`finishes`."""
         raise NotImplementedError(f"{type(self).__name__} has no finishing step")

@@ -10,7 +10,7 @@ from torch import nn
 
 from siteflow.config import TrainConfig
 from siteflow.core.registry import STRATEGIES
-from siteflow.core.types import State
+from siteflow.core.types import Tensors, Weights
 from siteflow.strategies.base import SetupRefused
 from siteflow.strategies.federated.base import SiteUpdate
 from siteflow.strategies.federated.fedavg import FedAvgStrategy
@@ -23,7 +23,7 @@ SITE_CONTROL = "control"
 """The name of a site's own control variate ``c_i`` in its store."""
 
 
-def split(message: Mapping[str, torch.Tensor]) -> tuple[State, State]:
+def split(message: Mapping[str, torch.Tensor]) -> tuple[Weights, Tensors]:
     """(the model's weights, the control tensors by parameter name) of a message."""
     control = {name[len(CONTROL):]: tensor for name, tensor in message.items() if name.startswith(CONTROL)}
     return {name: tensor for name, tensor in message.items() if not name.startswith(CONTROL)}, control
@@ -38,7 +38,7 @@ class ControlCorrection:
         correction: ``c - c_i`` by parameter name, each of its parameter's shape.
     """
 
-    def __init__(self, correction: State) -> None:
+    def __init__(self, correction: Tensors) -> None:
         self.correction = correction
         self.lr_sum = 0.0
 
@@ -50,7 +50,7 @@ class ControlCorrection:
         return torch.stack(terms).sum()
 
 
-def new_site_control(own: State, server: State, start: State, end: State, lr_sum: float) -> State:
+def new_site_control(own: Tensors, server: Tensors, start: Weights, end: Weights, lr_sum: float) -> Tensors:
     """SCAFFOLD's option II: ``c_i+ = c_i - c + (x - y) / (K lr)`` for every parameter of
     ``own`` (``c_i``), from the server's ``c``, the round's start ``x`` and end ``y`` and
     ``K lr`` (``lr_sum``)."""
@@ -79,17 +79,17 @@ class ScaffoldStrategy(FedAvgStrategy):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.control: State = {}
+        self.control: Tensors = {}
         self.num_sites: int | None = None
 
     def prepare_server(self, network: nn.Module, sites: Sequence[str]) -> None:
         self.num_sites = len(sites)
 
-    def configure(self, round_number: int, global_weights: State) -> State:
+    def configure(self, round_number: int, global_weights: Weights) -> Weights:
         """The global weights and the server's control variate (none before the first round)."""
         return {**global_weights, **{CONTROL + name: tensor for name, tensor in self.control.items()}}
 
-    def received_global_weights(self, received: State) -> State:
+    def received_global_weights(self, received: Weights) -> Weights:
         """The global weights without the server's control variate."""
         return split(received)[0]
 
@@ -100,11 +100,11 @@ class ScaffoldStrategy(FedAvgStrategy):
         local = self.local_keys(task)
         return [name for name in names if name not in local]
 
-    def site_step(self, site: FederatedSite, received: State, round_number: int) -> SiteUpdate:
+    def site_step(self, site: FederatedSite, received: Weights, round_number: int) -> SiteUpdate:
         """Train with the corrected steps; keep ``c_i+``, send the weights and ``c_i+ - c_i``."""
-        check_plain_steps(site.task.train)
+        check_plain_steps(site.site_run.train)
         weights, server = split(received)
-        start = self.site_weights(site, weights, before=round_number)
+        start = self.site_start_weights(site, weights, before=round_number)
         kept = site.store.load(SITE_CONTROL, before=round_number) or {}
         names = self.controlled(site.context.task)
         server = {name: server[name] if name in server else torch.zeros_like(start[name]) for name in names}
@@ -116,7 +116,7 @@ class ScaffoldStrategy(FedAvgStrategy):
         deltas = {CONTROL + name: new_own[name] - own[name] for name in names}
         return SiteUpdate(update.site, {**update.weights, **deltas}, update.num_samples)
 
-    def aggregate(self, round_number: int, global_weights: State, updates: Sequence[SiteUpdate]) -> State:
+    def aggregate(self, round_number: int, global_weights: Weights, updates: Sequence[SiteUpdate]) -> Weights:
         """FedAvg of the weights; ``c += (1/N) sum of the control deltas``."""
         if self.num_sites is None:
             raise RuntimeError("ScaffoldStrategy.aggregate before prepare_server: the number of sites is unknown")

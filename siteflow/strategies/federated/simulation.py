@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from siteflow.core.atomic import OutputError
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.strategies.base import SetupRefused, StudyContext
 from siteflow.strategies.federated.federation import Federation, round_stage
 from siteflow.strategies.federated.rounds import FederatedRounds
@@ -25,7 +25,7 @@ def simulate(strategy: FederatedRounds, context: StudyContext) -> None:
     """Run (or resume) every round of ``strategy`` over the sites of ``context`` (each round's
     sampled ones), test the global model when due, then each site's finishing step."""
     federation = Federation(strategy, context)
-    sites = [FederatedSite(context, task) for task in context.tasks]
+    sites = [FederatedSite(context, site_run) for site_run in context.site_runs]
     if federation.done:  # resumed after the last round: its final weights may not be saved yet
         federation.save_final(own_models(strategy, federation, sites) or None)
     if federation.pending_test():
@@ -48,12 +48,12 @@ def simulate(strategy: FederatedRounds, context: StudyContext) -> None:
             test_round(strategy, federation, sites)
     if strategy.finishes and not context.recorded(strategy.finish_stage):
         finished = finish_sites(strategy, federation, sites)
-        context.save_final(strategy.finish_stage, federation.global_weights, save_dir=strategy.finish_stage, site_weights=finished)
+        context.save_final(strategy.finish_stage, federation.global_weights, save_dir=strategy.finish_stage, own_weights=finished)
         solver = strategy.solver_from(context.task)
-        context.test(strategy.finish_stage, federation.global_weights, solver, trained_site=None, site_weights=finished)
+        context.test(strategy.finish_stage, federation.global_weights, solver, trained_site=None, own_weights=finished)
 
 
-def finish_sites(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
+def finish_sites(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> dict[str, Weights]:
     """Each site's model after its finishing step; a site whose step fails is logged and
     left out (it is tested with the global weights), as a failed site is left out of a round."""
     finished = {}
@@ -67,11 +67,11 @@ def finish_sites(strategy: FederatedRounds, federation: Federation, sites: list[
     return finished
 
 
-def own_models(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> dict[str, State]:
+def own_models(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> dict[str, Weights]:
     """Each site's model after the federation's last round, for the sites that keep weights."""
     after = federation.round + 1
     return {
-        site.name: strategy.site_weights(site, federation.global_weights, before=after)
+        site.name: strategy.site_start_weights(site, federation.global_weights, before=after)
         for site in sites
         if site.store.rounds(LOCAL)
     }
@@ -81,4 +81,4 @@ def test_round(strategy: FederatedRounds, federation: Federation, sites: list[Fe
     """Test the global model of the last round on every site (each with its own kept weights)."""
     own = own_models(strategy, federation, sites)
     solver = strategy.solver_from(federation.context.task)
-    federation.context.test(round_stage(federation.round), federation.global_weights, solver, trained_site=None, site_weights=own or None)
+    federation.context.test(round_stage(federation.round), federation.global_weights, solver, trained_site=None, own_weights=own or None)

@@ -14,7 +14,7 @@ from pathlib import Path
 from pytorch_lightning.utilities import rank_zero_only
 
 from siteflow.core.atomic import load_weights, save_weights
-from siteflow.core.types import State
+from siteflow.core.types import Tensors
 
 LOCAL = "local"
 """The name of the weights a site keeps under its strategy's ``local_keys``."""
@@ -30,7 +30,7 @@ class SiteStore:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def save(self, name: str, round_number: int, tensors: State) -> None:
+    def save(self, name: str, round_number: int, tensors: Tensors) -> None:
         """Keep ``tensors`` as ``name`` after round ``round_number`` (atomically), and drop
         what neither a re-run of this round nor the next round reads."""
         if rank_zero_only.rank != 0:  # the other processes of a DDP run hold the same tensors
@@ -40,7 +40,7 @@ class SiteStore:
         for old in earlier[:-1]:
             self._path(name, old).unlink(missing_ok=True)
 
-    def load(self, name: str, *, before: int) -> State | None:
+    def load(self, name: str, *, before: int) -> Tensors | None:
         """What the site kept as ``name`` after its last round before round ``before``."""
         earlier = [r for r in self.rounds(name) if r < before]
         return load_weights(self._path(name, earlier[-1])) if earlier else None

@@ -11,14 +11,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from siteflow.config import SiteConfig, TaskConfig
+from siteflow.config import SiteConfig, SiteRun
 from siteflow.core.atomic import safe_name, write_json
 from siteflow.core.registry import STRATEGIES
 from siteflow.datasets.base import SegmentationDataset
 from siteflow.models.generators import MAX_SITES, ImageGenerator, LabelGenerator
 from siteflow.models.strokes import StrokeLabelGenerator
 from siteflow.privacy.replay_leak import check_replay_leak
-from siteflow.strategies.base import Carried, StudyContext, Trainee
+from siteflow.strategies.base import SiteInput, StudyContext, Trainee
 from siteflow.strategies.relay.learner import BatchAugment, RelayLearner
 from siteflow.strategies.relay.network import RelayNetwork, random_crops
 from siteflow.strategies.relay.options import RelayOptions, RelayPosition
@@ -94,13 +94,13 @@ class RelayStrategy(SequentialStrategy):
         self,
         context: StudyContext,
         network: nn.Module,
-        tasks: Sequence[TaskConfig],
-        carried: Carried,
+        site_runs: Sequence[SiteRun],
+        carried: SiteInput,
         replay_weights: dict[int, float] | None = None,
     ) -> RelayLearner:
-        """The learner of the site of ``tasks``; ``replay_weights``: earlier site code -> how
+        """The learner of the site of ``site_runs``; ``replay_weights``: earlier site code -> how
         much its replays count (None: 1 each)."""
-        (site,) = tasks
+        (site,) = site_runs
         task = context.task
         return RelayLearner(
             network,
@@ -116,7 +116,7 @@ class RelayStrategy(SequentialStrategy):
             replay_weights=replay_weights,
         )
 
-    def replay_augmentation(self, task: Task, site: TaskConfig) -> BatchAugment | None:
+    def replay_augmentation(self, task: Task, site: SiteRun) -> BatchAugment | None:
         """The augmentation of ``site``'s training images, applied to the replays the solver
         sees (None when the site augments nothing), drawing from the global random stream
         (seeded, and saved with every checkpoint)."""
@@ -126,7 +126,7 @@ class RelayStrategy(SequentialStrategy):
         augmentation = data.augmentation
         return lambda images, labels: augmentation.batch(images, labels, torch.default_generator)
 
-    def position(self, context: StudyContext, site: TaskConfig, carried: Carried) -> RelayPosition:
+    def position(self, context: StudyContext, site: SiteRun, carried: SiteInput) -> RelayPosition:
         """``site``'s place in the relay: codes by first appearance in the received chain,
         sample counts from the chain."""
         codes = site_codes(carried)
@@ -147,21 +147,21 @@ class RelayStrategy(SequentialStrategy):
     def run(self, context: StudyContext) -> None:
         """Sequential's relay, with the replay quality measured before every site."""
         solver = self.solver_from(context.task)
-        carried = context.start(context.tasks[0], lambda: self.build_network(context.task), site_order=self.relay_order(context))
-        for stage, save_dir, task in self.stages(context):
-            qualities = self.measure_replays(context, stage, task, carried)
-            counted = {weight.code: weight.weight for weight in self.weigh_replays(context, stage, task, carried, qualities)}
+        carried = context.start(context.site_runs[0], lambda: self.build_network(context.task), site_order=self.relay_order(context))
+        for stage, save_dir, site in self.stages(context):
+            qualities = self.measure_replays(context, stage, site, carried)
+            counted = {weight.code: weight.weight for weight in self.weigh_replays(context, stage, site, carried, qualities)}
             trainee = Trainee(
                 lambda: self.build_network(context.task),
-                lambda network, task=task, carried=carried, counted=counted: self.make_learner(context, network, [task], carried, replay_weights=counted),
+                lambda network, site=site, carried=carried, counted=counted: self.make_learner(context, network, [site], carried, replay_weights=counted),
             )
-            weights = context.fit(stage, [task], carried.weights, trainee, save_dir=save_dir)
-            carried = Carried(weights, carried.sites + (context.site_record(task),))
+            weights = context.fit(stage, [site], carried.weights, trainee, save_dir=save_dir)
+            carried = SiteInput(weights, carried.sites + (context.site_record(site),))
             context.hand_over(carried, save_dir=save_dir)
-            context.test(stage, weights, solver, trained_site=task.task_name)
+            context.test(stage, weights, solver, trained_site=site.task_name)
 
     def weigh_replays(
-        self, context: StudyContext, stage: str, site: TaskConfig, carried: Carried, qualities: dict[int, ReplayQuality]
+        self, context: StudyContext, stage: str, site: SiteRun, carried: SiteInput, qualities: dict[int, ReplayQuality]
     ) -> list[ReplayWeight]:
         """How much the replays of every site before ``site`` count at ``stage``, from their
         measured ``qualities`` (code -> quality); logged, and written into the run's results."""
@@ -178,7 +178,7 @@ class RelayStrategy(SequentialStrategy):
         return weights
 
     @staticmethod
-    def earlier_codes(site: TaskConfig, carried: Carried) -> dict[int, int]:
+    def earlier_codes(site: SiteRun, carried: SiteInput) -> dict[int, int]:
         """Task id -> generator code of every site of the received chain other than ``site``."""
         return {task_id: code for task_id, code in site_codes(carried).items() if task_id != site.task_id}
 
@@ -188,7 +188,7 @@ class RelayStrategy(SequentialStrategy):
         sites = {s.task_id: s for s in context.config.sites}
         return sites[task_id].task_name if task_id in sites else f"task {task_id}"
 
-    def measure_replays(self, context: StudyContext, stage: str, site: TaskConfig, carried: Carried) -> dict[int, ReplayQuality]:
+    def measure_replays(self, context: StudyContext, stage: str, site: SiteRun, carried: SiteInput) -> dict[int, ReplayQuality]:
         """Measure how the generators of ``carried`` replay every site before ``site``, against
         real training pairs of those whose data is here (seeded by the run's seed and the
         stage, so a resumed run measures the same); log the numbers and write them with a
@@ -229,7 +229,7 @@ class RelayStrategy(SequentialStrategy):
         return dict(zip(earlier.values(), qualities))
 
 
-def site_codes(carried: Carried) -> dict[int, int]:
+def site_codes(carried: SiteInput) -> dict[int, int]:
     """Task id -> generator code of every site in the received chain (first appearance)."""
     codes: dict[int, int] = {}
     for record in carried.sites:

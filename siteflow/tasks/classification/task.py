@@ -107,7 +107,7 @@ class ClassificationTask(Task):
         score of :data:`~siteflow.metrics.multiclass.SCORES` with its percentile-bootstrap
         95% interval over the images, and the confusion matrix
         (``confusion/<model>/<site>.csv/.png``)."""
-        train = self.config.tasks[0].train
+        train = self.config.site_runs[0].train
         learner = self.learner(model.solver_for(site.task_name), self.build_loss(train), train)
         data = loader(self.dataset([site], "test"), batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False)
         batches = trainer.predict(learner, dataloaders=data)

@@ -69,7 +69,7 @@ class MultiLabelTask(Task):
     def predict(self, model: ModelToTest, site: SiteConfig, trainer: pl.Trainer, output: PredictionOutput) -> None:
         """Per-label AUROC with bootstrap intervals, and sensitivity/specificity at the
         Youden threshold chosen on the site's validation split."""
-        train = self.config.tasks[0].train
+        train = self.config.site_runs[0].train
         learner = self.learner(model.solver_for(site.task_name), self.build_loss(train), train)
         workers = self.config.num_workers
         val = predict_scores(trainer, learner, self.dataset([site], "val"), workers, train.batch_size)

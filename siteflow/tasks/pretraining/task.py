@@ -115,7 +115,7 @@ class MaskedImageModellingTask(Task):
 
     def predict(self, model: ModelToTest, site: SiteConfig, trainer: pl.Trainer, output: PredictionOutput) -> None:
         """One row per test image (its reconstruction loss), and the site's mean."""
-        train = self.config.tasks[0].train
+        train = self.config.site_runs[0].train
         learner = self.learner(model.solver_for(site.task_name), self.build_loss(train), train)
         data = loader(self.dataset([site], "test"), batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False)
         rows = [

@@ -100,7 +100,7 @@ class SegmentationTask(Task):
         (``overlays/<model>/<site>.png``) and the overlays of the best and the worst image by
         mean Dice (``overlays/<model>/<site>/{best,worst}_<image id>.png``); optionally NIfTI
         files (volumes: each prediction on its source file's grid, see :func:`save_nifti`)."""
-        train = self.config.tasks[0].train
+        train = self.config.site_runs[0].train
         learner = self.learner(model.solver_for(site.task_name), self.build_loss(train), train)
         dataset = self.dataset([site], "test")
         data = loader(dataset, batch_size=train.batch_size, num_workers=self.config.num_workers, shuffle=False)

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from siteflow.core.registry import Registry
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 
 log = logging.getLogger("siteflow.strategies.federated.robust")
 
@@ -24,19 +24,19 @@ class RobustRule(ABC):
 
     @abstractmethod
     def combine(
-        self, round_number: int, sites: Sequence[str], states: Sequence[State], weights: Sequence[float], reference: State
-    ) -> State:
+        self, round_number: int, sites: Sequence[str], states: Sequence[Weights], weights: Sequence[float], reference: Weights
+    ) -> Weights:
         """The aggregate of ``states`` (one per site of ``sites``, all with the same names and
         shapes; ``weights``: the strategy's aggregation weights, summing to 1; ``reference``:
         the global weights the sites started from, a superset of the names)."""
 
 
-def stacked(states: Sequence[State], name: str) -> torch.Tensor:
+def stacked(states: Sequence[Weights], name: str) -> torch.Tensor:
     """The sites' tensors ``name`` stacked along a new first dimension: (sites, *shape)."""
     return torch.stack([state[name] for state in states])
 
 
-def coordinatewise(states: Sequence[State], statistic) -> State:
+def coordinatewise(states: Sequence[Weights], statistic) -> Weights:
     """``statistic`` (a function of a float tensor (sites, *shape) sorted along dimension 0,
     to (*shape)) of every floating-point tensor, in float32 (float64 stays float64) and back
     in the tensor's dtype; an integer tensor (BatchNorm's ``num_batches_tracked``) takes its
@@ -52,7 +52,7 @@ def coordinatewise(states: Sequence[State], statistic) -> State:
     return result
 
 
-def update_norms(states: Sequence[State], reference: State) -> torch.Tensor:
+def update_norms(states: Sequence[Weights], reference: Weights) -> torch.Tensor:
     """The L2 norm of each site's update ``w_i - w_global`` over every floating-point tensor it
     sends: float64 (sites,)."""
     squares = torch.zeros(len(states), dtype=torch.float64)
@@ -63,7 +63,7 @@ def update_norms(states: Sequence[State], reference: State) -> torch.Tensor:
     return squares.sqrt()
 
 
-def squared_distances(states: Sequence[State]) -> torch.Tensor:
+def squared_distances(states: Sequence[Weights]) -> torch.Tensor:
     """The squared L2 distances between the sites' floating-point weights: float64 (sites, sites)."""
     distances = torch.zeros(len(states), len(states), dtype=torch.float64)
     for name, first in states[0].items():

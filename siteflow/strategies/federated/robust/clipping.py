@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.strategies.federated.aggregation import weighted_average
 from siteflow.strategies.federated.robust.base import ROBUST_RULES, RobustRule, log, update_norms
 from siteflow.strategies.federated.robust.median import middle
@@ -30,8 +30,8 @@ class ClippedMean(RobustRule):
         self.factor = float(factor)
 
     def combine(
-        self, round_number: int, sites: Sequence[str], states: Sequence[State], weights: Sequence[float], reference: State
-    ) -> State:
+        self, round_number: int, sites: Sequence[str], states: Sequence[Weights], weights: Sequence[float], reference: Weights
+    ) -> Weights:
         norms = update_norms(states, reference)
         bound = self.factor * float(middle(norms.sort().values))
         clipped = []

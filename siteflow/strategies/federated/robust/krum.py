@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.strategies.federated.aggregation import weighted_average
 from siteflow.strategies.federated.robust.base import ROBUST_RULES, RobustRule, log, squared_distances
 
@@ -31,15 +31,15 @@ class Krum(RobustRule):
         self.byzantine = byzantine
         self.select = select
 
-    def scores(self, states: Sequence[State]) -> list[float]:
+    def scores(self, states: Sequence[Weights]) -> list[float]:
         """Krum's score of every state (lower: closer to its neighbours)."""
         distances = squared_distances(states)
         neighbours = max(1, len(states) - self.byzantine - 2)
         return [float(row[[j for j in range(len(states)) if j != i]].sort().values[:neighbours].sum()) for i, row in enumerate(distances)]
 
     def combine(
-        self, round_number: int, sites: Sequence[str], states: Sequence[State], weights: Sequence[float], reference: State
-    ) -> State:
+        self, round_number: int, sites: Sequence[str], states: Sequence[Weights], weights: Sequence[float], reference: Weights
+    ) -> Weights:
         if len(states) == 1:
             return dict(states[0])
         scores = self.scores(states)

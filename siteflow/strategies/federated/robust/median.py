@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.strategies.federated.robust.base import ROBUST_RULES, RobustRule, coordinatewise
 
 
@@ -25,6 +25,6 @@ class CoordinateMedian(RobustRule):
     site's claimed count does not matter."""
 
     def combine(
-        self, round_number: int, sites: Sequence[str], states: Sequence[State], weights: Sequence[float], reference: State
-    ) -> State:
+        self, round_number: int, sites: Sequence[str], states: Sequence[Weights], weights: Sequence[float], reference: Weights
+    ) -> Weights:
         return coordinatewise(states, middle)

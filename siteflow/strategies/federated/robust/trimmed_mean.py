@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from siteflow.core.types import State
+from siteflow.core.types import Weights
 from siteflow.strategies.federated.robust.base import ROBUST_RULES, RobustRule, coordinatewise
 
 
@@ -25,7 +25,7 @@ class TrimmedMean(RobustRule):
         self.beta = float(beta)
 
     def combine(
-        self, round_number: int, sites: Sequence[str], states: Sequence[State], weights: Sequence[float], reference: State
-    ) -> State:
+        self, round_number: int, sites: Sequence[str], states: Sequence[Weights], weights: Sequence[float], reference: Weights
+    ) -> Weights:
         cut = math.floor(self.beta * len(states))
         return coordinatewise(states, lambda ordered: ordered[cut : len(states) - cut].mean(dim=0))
