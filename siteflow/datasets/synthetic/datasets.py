@@ -81,6 +81,14 @@ class SyntheticVesselsDataset(GeneratedSites, VesselDataset):
         site_shift: In [0, 1): scales vessel width and contrast by ``1 + site_shift * p``, p
             going from -1 on the first site (DRIVE) to 1 on the last (CHASE_DB1), so that the
             sites differ. None: 0, every site drawn with the same difficulty.
+        profile: How the sites look. ``"demo"`` (None: the default): small eyes whose widths
+            spread over ``native_size``. ``"real"``: each site as its release looks, at its
+            native size (DRIVE 565 x 584 and STARE 700 x 605 with a field of view; CHASE_DB1
+            999 x 960 with wider, reflecting vessels on a darker, textured retina and a large
+            black surround), vessels 1-13 pixels wide on a blotchy retina with an
+            illumination falloff: the proxy of the real sets (see
+            :mod:`siteflow.datasets.synthetic.real_sites`). With ``"real"``, ``native_size``,
+            ``vessel_width``, ``vessel_contrast``, ``texture`` and ``site_shift`` stay unset.
     """
 
     kind = "vessels"
@@ -95,9 +103,12 @@ class SyntheticVesselsDataset(GeneratedSites, VesselDataset):
         vessel_contrast: float | None = None,
         texture: float | None = None,
         site_shift: float | None = None,
+        profile: Literal["demo", "real"] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.difficulty = {"vessel_width": vessel_width, "vessel_contrast": vessel_contrast, "texture": texture, "site_shift": site_shift}
+        self.difficulty = {
+            "vessel_width": vessel_width, "vessel_contrast": vessel_contrast, "texture": texture, "site_shift": site_shift, "profile": profile,
+        }  # fmt: skip
         super().__init__(split, folder=folder, **kwargs)
 
     def _generator_options(self) -> dict[str, Any]:

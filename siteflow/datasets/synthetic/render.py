@@ -97,16 +97,77 @@ class Difficulty:
     texture: float = 0.0
 
 
-def draw_fundus(rng: np.random.Generator, height: int, width: int, difficulty: Difficulty = Difficulty()) -> Fundus:
+@dataclass(frozen=True)
+class VesselTree:
+    """How the vessel tree grows, in normalised units (1 = half the shorter side): ``trunk``,
+    the (low, high) range of the trunks' thickness where they leave the disc; a branch shrinks
+    by ``taper`` every step and stops below ``min_thickness``; a step starts a side branch
+    with ``fork_probability``, ``fork_thinning`` times as thick, if that is at least
+    ``min_fork``; at most ``max_segments`` steps in all. The default grows the demo's trees."""
+
+    trunk: tuple[float, float] = (0.035, 0.05)
+    min_thickness: float = MIN_VESSEL
+    taper: float = TAPER
+    fork_probability: float = FORK_PROBABILITY
+    fork_thinning: float = FORK_THINNING
+    min_fork: float = MIN_FORK
+    max_segments: int = MAX_VESSEL_SEGMENTS
+
+    @classmethod
+    def in_pixels(cls, half: float, trunk: tuple[float, float], thinnest: float, **options: float) -> VesselTree:
+        """A tree whose trunks are ``trunk`` pixels thick and whose branches thin down to
+        ``thinnest`` pixels, in an image whose shorter side is ``2 * half`` pixels; side
+        branches start at least ``1.5 * thinnest`` thick."""
+        return cls(
+            trunk=(trunk[0] / half, trunk[1] / half), min_thickness=thinnest / half, min_fork=1.5 * thinnest / half, **options
+        )
+
+
+@dataclass(frozen=True)
+class Look:
+    """How an eye is lit and photographed beyond its site's :class:`SiteStyle`:
+    ``fov_radius``, the field of view's radius (1 = half the shorter side; above 1 the
+    disc is cut by the image's border; the anatomy scales with it); ``brightness``, a factor on
+    the retina; ``falloff``, the share of light lost at the rim (light times
+    ``1 - falloff * r**4``); ``tree``, the vessels' growth; ``reflex``, the share of the
+    darkening given back along the centre line of vessels at least 5 pixels wide (the light
+    reflex of wide vessels); ``grain``, the amplitude of a fine texture (a few pixels across)
+    over the retina, besides the :class:`Difficulty`'s blotches. The default draws the demo's
+    eyes, pixel for pixel."""
+
+    fov_radius: float = FOV_RADIUS
+    brightness: float = 1.0
+    falloff: float = 0.3
+    tree: VesselTree = VesselTree()
+    reflex: float = 0.0
+    grain: float = 0.0
+
+
+@dataclass(frozen=True)
+class SiteDrawing:
+    """Everything that makes one site's pictures: its acquisition style, how hard its vessels
+    are, and how its eyes are lit and photographed."""
+
+    style: SiteStyle
+    difficulty: Difficulty = Difficulty()
+    look: Look = Look()
+
+
+def draw_fundus(
+    rng: np.random.Generator, height: int, width: int, difficulty: Difficulty = Difficulty(), look: Look = Look()
+) -> Fundus:
     """A fundus-like eye: dark outside a circular field of view, orange-red retina lit by a
     gradient, a darker macula, a bright elliptic optic disc (left or right, random size) with
     a brighter cup inside, and dark-red branching vessels that start at the disc; then the
-    ``difficulty``'s texture (drawn last, so that it leaves the eye's geometry unchanged)."""
+    ``difficulty``'s texture and the ``look``'s grain (drawn last, so that they leave the eye's
+    geometry unchanged)."""
     half = min(height, width) / 2
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     x = (x + 0.5 - width / 2) / half
     y = (y + 0.5 - height / 2) / half
-    fov = x**2 + y**2 <= FOV_RADIUS**2
+    fov = x**2 + y**2 <= look.fov_radius**2
+    if look.fov_radius != FOV_RADIUS:  # the anatomy scales with the field of view
+        x, y = x * (FOV_RADIUS / look.fov_radius), y * (FOV_RADIUS / look.fov_radius)
 
     side = rng.choice([-1.0, 1.0])
     disc_x, disc_y = side * rng.uniform(0.3, 0.45), rng.uniform(-0.15, 0.15)
@@ -125,18 +186,28 @@ def draw_fundus(rng: np.random.Generator, height: int, width: int, difficulty: D
 
     light_angle = rng.uniform(0, 2 * math.pi)
     light = 0.85 + 0.2 * (x * math.cos(light_angle) + y * math.sin(light_angle))
-    light *= 1.0 - 0.3 * (x**2 + y**2) ** 2
+    light *= 1.0 - look.falloff * (x**2 + y**2) ** 2
     macula_x, macula_y = disc_x - side * rng.uniform(0.45, 0.55), disc_y + rng.uniform(-0.05, 0.05)
     light *= 1.0 - 0.3 * np.exp(-((x - macula_x) ** 2 + (y - macula_y) ** 2) / (2 * 0.12**2))
     image = light[..., None] * np.asarray(RETINA_RGB, dtype=np.float32)
+    if look.brightness != 1.0:
+        image *= look.brightness
 
     image = _blend(image, DISC_RGB, np.clip((1.0 - disc_d) / 0.1 + 0.5, 0.0, 1.0) * 0.9)
     image = _blend(image, CUP_RGB, np.clip((1.0 - cup_d) / 0.12 + 0.5, 0.0, 1.0) * 0.9)
 
-    alpha = _vessel_alpha(rng, height, width, (disc_x, disc_y), disc_rx, difficulty.vessel_width) * fov
-    image *= 1.0 - alpha[..., None] * np.asarray(VESSEL_DARKENING, dtype=np.float32) * difficulty.vessel_contrast
+    geometry = (disc_x, disc_y, disc_rx)
+    if look.fov_radius != FOV_RADIUS:  # back to image units: the vessels are drawn in them
+        geometry = tuple(value * look.fov_radius / FOV_RADIUS for value in geometry)
+    alpha, reflex = _vessel_alpha(rng, height, width, geometry[:2], geometry[2], difficulty.vessel_width, look)
+    alpha *= fov
+    darkening = alpha if look.reflex == 0 else alpha * (1.0 - look.reflex * reflex)
+    image *= 1.0 - darkening[..., None] * np.asarray(VESSEL_DARKENING, dtype=np.float32) * difficulty.vessel_contrast
     if difficulty.texture > 0:
         image *= 1.0 + difficulty.texture * _texture(rng, height, width)[..., None]
+    if look.grain > 0:
+        grain = ndimage.gaussian_filter(rng.standard_normal((height, width)), 1.5)
+        image *= 1.0 + look.grain * (grain / (np.abs(grain).max() + 1e-12))[..., None].astype(np.float32)
     image[~fov] = OUTSIDE_GREY
     return Fundus(image.astype(np.float32), fov, disc_d <= 1.0, cup_d <= 1.0, alpha >= 0.5)
 
@@ -174,14 +245,21 @@ def _vessel_alpha(
     disc: tuple[float, float],
     disc_radius: float,
     width_scale: float = 1.0,
-) -> np.ndarray:
-    """Vessel coverage, float32 (H, W) in [0, 1]: random-walk branches that leave the disc in
-    four arcades and a few nasal trunks, thinning and forking as they go; drawn
-    ``width_scale`` times as thick as they are."""
+    look: Look = Look(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vessel coverage, float32 (H, W) in [0, 1]: random-walk branches (grown as
+    ``look.tree`` says, inside ``look.fov_radius``) that leave the disc in four arcades and a
+    few nasal trunks, thinning and forking as they go; drawn ``width_scale`` times as thick as
+    they are. Also the coverage, float32 (H, W), of the centre lines of the vessels at least 5
+    pixels wide (their light reflex: a third of their width), all zeros when
+    ``look.reflex`` is 0."""
+    tree = look.tree
     scale = min(height, width) / 2 * SUPERSAMPLING
     centre = np.array([width, height], dtype=np.float64) * SUPERSAMPLING / 2
     canvas = Image.new("L", (width * SUPERSAMPLING, height * SUPERSAMPLING), 0)
     draw = ImageDraw.Draw(canvas)
+    reflex = Image.new("L", canvas.size, 0)
+    draw_reflex = ImageDraw.Draw(reflex) if look.reflex > 0 else None
 
     trunk_angles = [-math.pi / 2 - 0.5, -math.pi / 2 + 0.5, math.pi / 2 - 0.5, math.pi / 2 + 0.5]
     trunk_angles += list(rng.uniform(0, 2 * math.pi, size=rng.integers(1, 3)))
@@ -189,14 +267,14 @@ def _vessel_alpha(
         (
             np.asarray(disc) + 0.6 * disc_radius * np.array([math.cos(a), math.sin(a)]),
             a + rng.normal(0, 0.2),
-            rng.uniform(0.035, 0.05),
+            rng.uniform(*tree.trunk),
         )
         for a in trunk_angles
     ]
     segments = 0
-    while branches and segments < MAX_VESSEL_SEGMENTS:
+    while branches and segments < tree.max_segments:
         origin, angle, thickness = branches.pop()
-        points, angles, thicknesses = _walk(rng, origin, angle, thickness)
+        points, angles, thicknesses = _walk(rng, origin, angle, thickness, tree, look.fov_radius)
         segments += len(thicknesses)
         pixels = points * scale + centre
         widths = np.maximum(1, np.round(thicknesses * scale * width_scale)).astype(int)
@@ -206,30 +284,33 @@ def _vessel_alpha(
             for x, y in (run[0], run[-1]):
                 r = widths[first] / 2
                 draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
-        forking = rng.random(len(thicknesses)) < FORK_PROBABILITY
-        forks = np.flatnonzero(forking & (thicknesses * FORK_THINNING >= MIN_FORK))
+            if draw_reflex is not None and widths[first] >= 5 * SUPERSAMPLING:
+                draw_reflex.line(run, fill=255, width=max(1, int(widths[first]) // 3), joint="curve")
+        forking = rng.random(len(thicknesses)) < tree.fork_probability
+        forks = np.flatnonzero(forking & (thicknesses * tree.fork_thinning >= tree.min_fork))
         sides = 2 * rng.integers(0, 2, size=len(forks)) - 1
         turns = sides * rng.uniform(0.5, 1.0, size=len(forks))
         branches += [
-            (points[i + 1], angles[i] + turn, thicknesses[i] * FORK_THINNING)
+            (points[i + 1], angles[i] + turn, thicknesses[i] * tree.fork_thinning)
             for i, turn in zip(forks, turns)
         ]
-    return np.asarray(canvas.reduce(SUPERSAMPLING), dtype=np.float32) / 255.0
+    alpha = np.asarray(canvas.reduce(SUPERSAMPLING), dtype=np.float32) / 255.0
+    return alpha, np.asarray(reflex.reduce(SUPERSAMPLING), dtype=np.float32) / 255.0
 
 
 def _walk(
-    rng: np.random.Generator, origin: np.ndarray, angle: float, thickness: float
+    rng: np.random.Generator, origin: np.ndarray, angle: float, thickness: float, tree: VesselTree, reach: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One branch: a random walk from ``origin`` (2,) that tapers until it is thinner than
-    MIN_VESSEL or leaves the field of view. Returns the points (n + 1, 2), and the direction
-    and thickness of each of its n segments."""
-    steps = max(0, math.floor(math.log(MIN_VESSEL / thickness) / math.log(TAPER)) + 1)
+    ``tree.min_thickness`` or leaves the disc of radius ``reach``. Returns the points
+    (n + 1, 2), and the direction and thickness of each of its n segments."""
+    steps = max(0, math.floor(math.log(tree.min_thickness / thickness) / math.log(tree.taper)) + 1)
     angles = angle + np.cumsum(rng.normal(0, 0.2, size=steps))
     moves = VESSEL_STEP * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     points = origin + np.concatenate([np.zeros((1, 2)), np.cumsum(moves, axis=0)])
-    outside = np.flatnonzero((points[:-1] ** 2).sum(axis=1) >= FOV_RADIUS**2)
+    outside = np.flatnonzero((points[:-1] ** 2).sum(axis=1) >= reach**2)
     count = outside[0] if len(outside) else steps
-    return points[: count + 1], angles[:count], thickness * TAPER ** np.arange(count)
+    return points[: count + 1], angles[:count], thickness * tree.taper ** np.arange(count)
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:

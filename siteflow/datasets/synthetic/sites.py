@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
+from siteflow.datasets.synthetic.real_sites import REAL_VESSEL_SITES
 from siteflow.datasets.synthetic.render import (
     Difficulty,
     Fundus,
+    SiteDrawing,
     apply_style,
     draw_fundus,
     site_style,
@@ -26,6 +29,10 @@ from siteflow.datasets.synthetic.render import (
 RELEASES = ("train", "test")
 # Native height / width of each vessel release, after which the synthetic sites are shaped.
 VESSEL_ASPECTS = {"DRIVE": 584 / 565, "STARE": 605 / 700, "CHASE_DB1": 960 / 999}
+VESSEL_PROFILES = ("demo", "real")
+"""How the synthetic vessel sites look: ``demo``, small eyes in the sizes of ``native_size``;
+``real``, each site as its release looks (:mod:`~siteflow.datasets.synthetic.real_sites`)."""
+DEMO_VESSEL_SIZE = (96, 128)
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,8 @@ def generate_fundus_sites(
     their side spread linearly over ``native_size`` = (first site, last site)."""
     root = Path(root)
     sites = {f"Domain{k + 1}": _write_dofe for k in range(num_sites)}
-    square = dict.fromkeys(sites, 1.0)
-    _write_sites(root, sites, square, train_per_site, test_per_site, native_size, seed)
+    drawings = [SiteDrawing(site_style(k, num_sites, (native_size[0], native_size[1]), 1.0)) for k in range(num_sites)]
+    _write_sites(root, sites, drawings, train_per_site, test_per_site, seed)
     return root
 
 
@@ -78,12 +85,13 @@ def generate_vessel_sites(
     *,
     train_per_site: int = 20,
     test_per_site: int = 10,
-    native_size: Sequence[int] = (96, 128),
+    native_size: Sequence[int] = DEMO_VESSEL_SIZE,
     seed: int = 0,
     vessel_width: float = 1.0,
     vessel_contrast: float = 1.0,
     texture: float = 0.0,
     site_shift: float = 0.0,
+    profile: Literal["demo", "real"] = "demo",
 ) -> Path:
     """Write three vessel sites and return ``root``: ``<root>/DRIVE`` (tif images, gif
     annotations and FOV masks; test images numbered first, as DRIVE's 01-20), ``<root>/STARE``
@@ -95,7 +103,16 @@ def generate_vessel_sites(
     (see :class:`~siteflow.datasets.synthetic.render.Difficulty`; the defaults change nothing):
     e.g. 0.6, 0.6 and 0.25 at a native size of (288, 320) give thin, faint vessels on a
     blotchy retina. ``site_shift`` in [0, 1) makes the sites' vessels differ as the real
-    releases' do (see :func:`shifted_difficulty`); 0: every site draws with the same difficulty."""
+    releases' do (see :func:`shifted_difficulty`); 0: every site draws with the same difficulty.
+
+    ``profile="real"`` draws each site as its release looks instead (see
+    :mod:`~siteflow.datasets.synthetic.real_sites`): DRIVE 565 x 584 and STARE 700 x 605 with a
+    field of view, CHASE_DB1 999 x 960 with wider, reflecting vessels on a darker, textured
+    retina and a large black surround; vessels 1-13 pixels wide. ``native_size``,
+    ``vessel_width``, ``vessel_contrast``, ``texture`` and ``site_shift`` shape the ``demo``
+    profile only and must keep their defaults with ``real``."""
+    if profile not in VESSEL_PROFILES:
+        raise ValueError(f"profile must be one of {list(VESSEL_PROFILES)}, not {profile!r}")
     if train_per_site + test_per_site > 99:
         raise ValueError("the vessel layouts number at most 99 images per site")
     if not (vessel_width > 0 and 0 < vessel_contrast <= 1 and 0 <= texture < 1):
@@ -106,9 +123,23 @@ def generate_vessel_sites(
         raise ValueError(f"need 0 <= site_shift < 1, not {site_shift}")
     root = Path(root)
     sites = {"DRIVE": _write_drive, "STARE": _write_stare, "CHASE_DB1": _write_chase}
-    difficulty = Difficulty(vessel_width, vessel_contrast, texture)
-    difficulties = [shifted_difficulty(difficulty, site, len(sites), site_shift) for site in range(len(sites))]
-    _write_sites(root, sites, VESSEL_ASPECTS, train_per_site, test_per_site, native_size, seed, difficulties)
+    if profile == "real":
+        demo_only = {"native_size": (tuple(native_size), DEMO_VESSEL_SIZE), "vessel_width": (vessel_width, 1.0),
+                     "vessel_contrast": (vessel_contrast, 1.0), "texture": (texture, 0.0), "site_shift": (site_shift, 0.0)}  # fmt: skip
+        changed = [name for name, (value, default) in demo_only.items() if value != default]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} shape the demo profile only: with profile 'real' every site is drawn as its release looks")
+        drawings = [REAL_VESSEL_SITES[folder] for folder in sites]
+    else:
+        difficulty = Difficulty(vessel_width, vessel_contrast, texture)
+        drawings = [
+            SiteDrawing(
+                site_style(site, len(sites), (native_size[0], native_size[1]), VESSEL_ASPECTS[folder]),
+                shifted_difficulty(difficulty, site, len(sites), site_shift),
+            )
+            for site, folder in enumerate(sites)
+        ]
+    _write_sites(root, sites, drawings, train_per_site, test_per_site, seed)
     return root
 
 
@@ -123,26 +154,18 @@ def shifted_difficulty(difficulty: Difficulty, site: int, num_sites: int, shift:
 
 
 def _write_sites(
-    root: Path,
-    writers: dict[str, Writer],
-    aspects: dict[str, float],
-    train: int,
-    test: int,
-    native_size: Sequence[int],
-    seed: int,
-    difficulties: Sequence[Difficulty] | None = None,
+    root: Path, writers: dict[str, Writer], drawings: Sequence[SiteDrawing], train: int, test: int, seed: int
 ) -> None:
-    """Draw and write every sample of every site (folder name -> layout writer), site k with
-    ``difficulties[k]`` (None: the default difficulty everywhere)."""
+    """Draw and write every sample of every site (folder name -> layout writer), site k as
+    ``drawings[k]`` says."""
     if train < 1 or test < 1:
         raise ValueError(f"need at least 1 train and 1 test image per site, not {train}, {test}")
-    for site, (folder, write) in enumerate(writers.items()):
-        style = site_style(site, len(writers), (native_size[0], native_size[1]), aspects[folder])
-        difficulty = difficulties[site] if difficulties else Difficulty()
+    for site, ((folder, write), drawing) in enumerate(zip(writers.items(), drawings)):
+        style = drawing.style
         for release_code, (release, count) in enumerate(zip(RELEASES, (train, test))):
             for index in range(count):
                 rng = np.random.default_rng([seed, site, release_code, index])
-                eye = draw_fundus(rng, style.height, style.width, difficulty)
+                eye = draw_fundus(rng, style.height, style.width, drawing.difficulty, drawing.look)
                 picture = apply_style(eye, style, rng)
                 write(root / folder, Slot(release, index, train, test), picture, eye)
 
