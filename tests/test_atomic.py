@@ -95,3 +95,26 @@ def test_a_full_disk_is_one_error_naming_the_file_and_loses_nothing(tmp_path):
     blocked.write_text("not a folder")
     with pytest.raises(OutputError, match=rf"cannot write {blocked / 'x.json'}"):
         write_json(blocked / "x.json", {})
+
+
+def test_weights_on_a_full_disk_are_one_error_naming_the_file(tmp_path):
+    """A real failed write (the file-size limit makes the kernel refuse it, as a full disk
+    would), through safetensors' serialisation: the error names the file, the old file stays."""
+    import resource
+    import signal
+
+    path = tmp_path / "final.safetensors"
+    save_weights(path, {"w": torch.zeros(4)})
+    before = path.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))
+    try:
+        with pytest.raises(OutputError) as raised:
+            save_weights(path, {"w": torch.zeros(4096)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert str(raised.value) == f"cannot write {path}: File too large"
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.safetensors"]

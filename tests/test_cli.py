@@ -179,3 +179,41 @@ def test_a_corrupt_image_at_the_last_site_is_found_before_the_first_site_trains(
     assert result.returncode == 2, result.stderr[-3000:]
     assert str(broken) in result.stderr and "Traceback" not in result.stderr
     assert not list((tmp_path / "exps").rglob("*.safetensors")), "a site trained before the data was checked"
+
+
+def _file_size_limit(limit: int):
+    """A ``preexec_fn`` under which no file may grow beyond ``limit`` bytes: writes past it fail
+    with EFBIG, as writes to a full disk fail with ENOSPC (signal SIGXFSZ ignored, as a shell's
+    ``ulimit -f`` leaves it)."""
+    import resource
+    import signal
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return limited
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_naming_the_file_and_the_same_command_resumes(tmp_path):
+    config = tiny_config(tmp_path)
+    exps = tmp_path / "exps"
+    checkpoints = exps / "sequential" / "t" / "checkpoints"
+    subprocess.run(command("train.py", config, exps), check=True, capture_output=True, env=ENV, cwd=tmp_path)
+    weights = (checkpoints / "initial.safetensors").stat().st_size
+    last = (checkpoints / "task_1" / "last.ckpt").stat().st_size
+    assert last > 2 * weights, "the checkpoint (weights and optimiser state) should outgrow the weights alone"
+    import shutil
+
+    shutil.rmtree(exps)
+    full = subprocess.run(command("train.py", config, exps), capture_output=True, text=True, env=ENV, cwd=tmp_path,
+                          preexec_fn=_file_size_limit(2 * weights))
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr
+    assert f"train.py: error: cannot write {checkpoints / 'task_1' / 'last.ckpt'}: File too large" in full.stderr
+    assert not list(checkpoints.rglob(".*tmp-*")), "a temporary file was left behind"
+    assert not (checkpoints / "task_1" / "last.ckpt").exists()
+    resumed = subprocess.run(command("train.py", config, exps), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (checkpoints / "task_2" / "final.safetensors").is_file()

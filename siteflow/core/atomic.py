@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 __all__ = ["OutputError", "safe_name", "atomic_path", "write_bytes", "write_text", "write_json", "save_weights", "load_weights"]
 
 
 class OutputError(OSError):
     """An output file could not be written (full disk, read-only or foreign folder); names it."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the sentence naming the file, without "[Errno N]"
 
 
 def _file_mode() -> int:
@@ -94,10 +97,14 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
 
 
 def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Save name-keyed tensors as safetensors, atomically (tensors are made contiguous)."""
+    """Save name-keyed tensors as safetensors, atomically (tensors are made contiguous).
+
+    The file is serialised in memory and written by :func:`write_bytes`, so that a full disk
+    raises :class:`OutputError` naming ``path`` (safetensors' own file writer raises an error
+    that names no file).
+    """
     tensors = {name: t.detach().cpu().contiguous() for name, t in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:

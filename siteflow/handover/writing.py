@@ -1,7 +1,7 @@
 """Writing a hand-over file: the weights and their manifest, signed if there is a key, atomically.
 
 The manifest is validated exactly as a reader will validate it before anything is written,
-and the file appears complete or not at all (:func:`siteflow.core.atomic.atomic_path`): a
+and the file appears complete or not at all (:func:`siteflow.core.atomic.write_bytes`): a
 failed write leaves the previous file, if any, untouched. A received finishing time ahead of
 this site's clock never makes the write fail: the record behind it is written with its time
 (see :func:`siteflow.handover.records.settle_clock_skew`).
@@ -16,9 +16,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from siteflow.core.atomic import atomic_path
+from siteflow.core.atomic import write_bytes
 from siteflow.core.finite import check_finite_weights
 from siteflow.handover.container import METADATA_KEY
 from siteflow.handover.digest import weights_sha256
@@ -77,6 +77,5 @@ def write_handover(
     if key is not None:
         manifest["signature"] = signature(manifest, key)
     result = parse_manifest(path, manifest)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: canonical_json(manifest)})
+    write_bytes(path, save(tensors, metadata={METADATA_KEY: canonical_json(manifest)}))
     return result
