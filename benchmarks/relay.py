@@ -1,7 +1,7 @@
 """Relay against sequential fine-tuning on harder synthetic vessel sites, over seeds.
 
     OMP_NUM_THREADS=2 python benchmarks/relay.py [--seeds 0 1 2] [--epochs 40] [--num-replica 10] [--gpus 0]
-        [--patch-size 128] [--base-channels 32] [--site-shift 0.3] [--variants sequential relay relay_uniform relay_no_merge relay_distill_batch
+        [--patch-size 128] [--base-channels 32] [--site-shift 0.3] [--variants sequential relay relay_uniform relay_weighted relay_weighted_merge relay_no_merge relay_distill_batch
         relay_quarter relay_append relay_teacher_labels relay_strokes lwf joint]
         [--write BENCHMARKS.md]
 
@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "relay": {"name": "relay", "kwargs": {"merge": "samples"}},
     "relay_weighted": {"name": "relay", "kwargs": {"merge": "samples", "replay_weighting": "quality"}},
     "relay_uniform": {"name": "relay", "kwargs": {"merge": "samples", "replay_weighting": "uniform"}},
+    "relay_weighted_merge": {"name": "relay", "kwargs": {"merge": "quality", "replay_weighting": "quality"}},
     "relay_no_merge": {"name": "relay", "kwargs": {"merge": "none"}},
     "relay_distill_batch": {"name": "relay", "kwargs": {"merge": "samples", "distill_on": "batch"}},
     "relay_quarter": {"name": "relay", "kwargs": {"merge": "samples", "replay_fraction": 0.25}},

@@ -205,7 +205,7 @@ def test_random_crops_cut_the_same_window_from_image_and_labels():
         ({"r1_gamma": -1.0}, r"r1_gamma must be non-negative, got -1.0"),
         ({"r1_interval": 0}, r"r1_interval must be positive, got 0"),
         ({"quality_samples": 1}, r"quality_samples must be 0 \(off\) or at least 2"),
-        ({"merge": "mean"}, r"merge must be 'samples' or 'none', got 'mean'"),
+        ({"merge": "mean"}, r"merge must be 'samples', 'quality' or 'none', got 'mean'"),
         ({"distill_on": "real"}, r"distill_on must be 'replays' or 'batch', got 'real'"),
         ({"replay_batch": "mix"}, r"replay_batch must be 'replace' or 'append', got 'mix'"),
         ({"replay_labels": "solver"}, r"replay_labels must be 'generated' or 'teacher', got 'solver'"),

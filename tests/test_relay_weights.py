@@ -103,6 +103,29 @@ def test_poor_replays_take_the_place_of_fewer_real_pairs(weights, replay_batch, 
     assert set(replay.sites.tolist()) <= {0, 1}
 
 
+@pytest.mark.parametrize(
+    "merge, weights, kept",
+    [
+        ("samples", {0: 0.0, 1: 0.0}, 16 / 24),  # the reference keeps M / (M + n) whatever the replays
+        ("quality", {0: 1.0, 1: 1.0}, 16 / 24),  # every replay counts: the reference's merge
+        ("quality", {0: 0.5, 1: 0.0}, 0.25 * 16 / 24),  # mean weight 0.25
+        ("quality", {0: 0.0, 1: 0.0}, 0.0),  # no replay counts: the weights stay as trained
+    ],
+)
+def test_the_quality_merge_keeps_the_old_weights_as_far_as_the_replays_count(merge, weights, kept):
+    network, learner = third_site_learner(weights, merge=merge)
+    learner.merged.fill_(False)
+    old = {name: tensor.clone() for name, tensor in learner.old.state_dict().items()}
+    with torch.no_grad():  # stage 1 moved every weight by 1
+        for tensor in network.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(1.0)
+    learner.on_train_epoch_start()  # epoch 0: the midpoint
+    for name, tensor in network.state_dict().items():
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, old[name] + 1.0 - kept, atol=1e-5), name
+
+
 def pairs(count: int, side: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(count, 1, side, side), torch.randint(0, 2, (count, side, side))
 

@@ -115,9 +115,9 @@ class RelayLearner(SegmentationLearner):
 
     def on_train_epoch_start(self) -> None:
         if self.current_epoch >= self.position.midpoint_epoch and not self.merged:
-            if self.old is not None and self.options.merge == "samples":
+            if self.old is not None and self.options.merge != "none":
                 network = RelayNetwork(self.model, self.label_generator, self.image_generator)
-                merge_by_samples(network, self.old, self.position.samples_here, self.position.samples_before)
+                merge_by_samples(network, self.old, self.position.samples_here, self.position.samples_before, share=self.merge_share)
             self.merged.fill_(True)
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
@@ -169,6 +169,14 @@ class RelayLearner(SegmentationLearner):
         keep = size - replaced if self.options.replay_batch == "replace" else size
         replay = self._replay(count, batch["image"].device) if count else None
         return batch["image"][:keep], batch["label"][:keep], replay
+
+    @property
+    def merge_share(self) -> float:
+        """How much of the reference's merge share ``M / (M + n_k)`` the midpoint merge keeps:
+        the earlier sites' mean replay weight with ``merge: quality``, else 1."""
+        if self.options.merge != "quality" or not len(self.previous_codes):
+            return 1.0
+        return float(self.replay_weights[self.previous_codes].mean())
 
     @property
     def replaying(self) -> bool:

@@ -35,12 +35,13 @@ class RelayNetwork(nn.Module):
 
 
 @torch.no_grad()
-def merge_by_samples(network: nn.Module, old: nn.Module, samples_here: int, samples_before: int) -> None:
+def merge_by_samples(network: nn.Module, old: nn.Module, samples_here: int, samples_before: int, *, share: float = 1.0) -> None:
     """``theta = (n * theta + M * theta_old) / (M + n)`` for every float parameter and buffer
-    (n = ``samples_here``, M = ``samples_before``); nothing seen before (M = 0): unchanged."""
-    if samples_before == 0:
+    (n = ``samples_here``, M = ``samples_before``); nothing seen before (M = 0): unchanged.
+    ``share`` in [0, 1] scales the old weights' part ``M / (M + n)`` (0: unchanged)."""
+    if samples_before == 0 or share == 0.0:
         return
-    weight_old = samples_before / (samples_before + samples_here)
+    weight_old = share * samples_before / (samples_before + samples_here)
     old_state = old.state_dict()
     for name, tensor in network.state_dict().items():
         if tensor.is_floating_point():

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 from siteflow.models.generators import check_size
 from siteflow.strategies.relay.adversarial import AUGMENT_OPS, AugmentOp
 
-MergeKind = Literal["samples", "none"]
+MergeKind = Literal["samples", "quality", "none"]
 DistillOn = Literal["replays", "batch"]
 ReplayBatch = Literal["replace", "append"]
 ReplayLabels = Literal["generated", "teacher"]
@@ -93,7 +93,11 @@ class RelayOptions:
     merge: MergeKind = "samples"
     """The midpoint merge with the received networks, at the start of stage 2: ``"samples"``
     (the reference's ``theta = (n_k theta + M theta_old) / (M + n_k)``, n_k this site's
-    training samples, M those seen before) or ``"none"`` (keep the weights as trained)."""
+    training samples, M those seen before), ``"quality"`` (the same, the old share
+    ``M / (M + n_k)`` times the mean replay weight of the earlier sites: the merge keeps the
+    received weights only as far as the replays that are to hold them in stage 2 count;
+    nothing when no replay counts, the reference's share when all count fully) or ``"none"``
+    (keep the weights as trained)."""
     quality_samples: int = 16
     """Replays (and real crops) per earlier site with which replay quality is measured before
     every site; 0: not measured, else at least 2."""
@@ -144,9 +148,10 @@ class RelayOptions:
             raise ValueError(f"d_augment must list distinct transforms of {list(AUGMENT_OPS)}, got {list(self.d_augment)}")
         for name, kind in (("merge", MergeKind), ("replay_batch", ReplayBatch), ("replay_labels", ReplayLabels), ("distill_on", DistillOn),
                            ("label_generator", LabelGeneratorKind), ("replay_weighting", ReplayWeighting)):
-            value, first, second = getattr(self, name), *get_args(kind)
-            if value not in (first, second):
-                raise ValueError(f"{name} must be {first!r} or {second!r}, got {value!r}")
+            value, choices = getattr(self, name), get_args(kind)
+            if value not in choices:
+                listed = ", ".join(map(repr, choices[:-1])) + f" or {choices[-1]!r}"
+                raise ValueError(f"{name} must be {listed}, got {value!r}")
         if self.quality_samples == 1 or self.quality_samples < 0:
             raise ValueError(f"quality_samples must be 0 (off) or at least 2 (diversity compares pairs), got {self.quality_samples}")
         self._check_weighting()
