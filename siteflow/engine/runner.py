@@ -22,6 +22,7 @@ from siteflow.config import ExperimentConfig, SiteRun
 from siteflow.core.atomic import load_weights, save_weights
 from siteflow.core.registry import STRATEGIES
 from siteflow.core.site_matrix import StageResult
+from siteflow.core.stalled import stalled_sites
 from siteflow.core.types import Tensors, Weights
 from siteflow.datasets.pooling import build_dataset, check_sites
 from siteflow.engine.progress import StudyProgress
@@ -73,6 +74,7 @@ class ExperimentRun:
             cpu_processes=cpu_processes, deterministic=config.deterministic, results_dir=self.folder.results_dir,
         )
         self.started = time.perf_counter()
+        self.warned_stalled: set[str] = set()  # sites already warned about (see _warn_stalled)
         self.progress = progress or StudyProgress()
         for site in config.sites:
             if not site.available:
@@ -189,6 +191,21 @@ class ExperimentRun:
                 "study %s: %d stages recorded, %.0f s elapsed in this process",
                 self.config.name, len(self.folder.results), time.perf_counter() - self.started,
             )
+            self._warn_stalled(stage, metric)
+
+    def _warn_stalled(self, stage: str, metric: str) -> None:
+        """Warn, once per site, when a site's ``metric`` stays flat while the others rise
+        (:func:`~siteflow.core.stalled.stalled_sites`)."""
+        names = [site.task_name for site in self.config.sites]
+        for site, (rise, others) in stalled_sites(self.folder.results, names, metric).items():
+            if site not in self.warned_stalled:
+                self.warned_stalled.add(site)
+                log.warning(
+                    "after %s, site %s's %s rose by %+.3f since the first test while the other sites' rose by %+.3f on "
+                    "average: it is not learning (FedBN: see norm_statistics in the troubleshooting guide)",
+                    stage, site, metric, rise, others,
+                )
+
 
     def recorded(self, stage: str) -> bool:
         return self.folder.recorded(stage)
