@@ -16,6 +16,7 @@ import json
 import re
 import sys
 import tomllib
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from siteflow.datasets.pooling import build_dataset
 from siteflow.datasets.spec import DataSpec
 from siteflow.engine.predict import predict_run
 from siteflow.engine.runner import ExperimentRun
+from siteflow.strategies.base import Recording, Relay, SiteTraining, Storage
 from siteflow.strategies.federated import ROUND_STATE
 
 GUIDE = Path(__file__).resolve().parent.parent / "CONTRIBUTING.md"
@@ -360,6 +362,36 @@ def test_the_strategy_example_averages_the_site_models_once(tmp_path, use):
             assert torch.equal(tensor, first[name]), name
     assert not torch.allclose(first["body.0.weight"], second["body.0.weight"]), "the sites did not train apart"
 
+
+
+class RoleView:
+    """The members of ``run`` that ``roles`` declare, and nothing else."""
+
+    def __init__(self, run: ExperimentRun, roles: set[type]) -> None:
+        self._run = run
+        self._members = {name for role in roles for name in [*vars(role), *getattr(role, "__annotations__", {})] if not name.startswith("_")}
+
+    def __getattr__(self, name: str):
+        if name not in self._members:
+            raise AttributeError(f"{name} is in none of the roles the strategy names")
+        return getattr(self._run, name)
+
+
+def test_the_strategy_example_asks_the_run_only_for_the_roles_it_names(tmp_path, use):
+    use("my_tiny_net", "my_focal", "my_oneshot")
+    strategy = STRATEGIES.get("my_oneshot")(weighting="equal")
+    context_type = typing.get_type_hints(type(strategy).run)["context"]
+    roles = {SiteTraining, Recording, Relay, Storage} & set(context_type.__mro__)
+    assert roles == {SiteTraining, Recording, Storage}  # it hands nothing over
+    path = tiny_config(tmp_path, "my_oneshot", model={"name": "my_tiny_net", "kwargs": {"width": 4}},
+                       common={"strategy": {"kwargs": {"weighting": "equal"}}, "train": {"loss": {"name": "my_focal"}}})
+    run = ExperimentRun(load_config(path), tmp_path / "run")
+    run.prepare()
+    view = RoleView(run, roles)
+    strategy.run(view)
+    assert [(row.stage, row.trained_site) for row in run.folder.results] == [("site1", "site1"), ("site2", "site2"), ("averaged", None)]
+    with pytest.raises(AttributeError, match="hand_over is in none of the roles"):
+        view.hand_over
 
 # -- a federated strategy ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.datasets import DataError
 from siteflow.datasets.classification import (
     ISIC_CLASSES,

@@ -183,7 +183,7 @@ def test_a_site_keeps_its_normalisation_weights_on_its_own_disk(tmp_path, monkey
     first = site()
     local_keys = first.strategy.local_keys(first.run.task)
     assert local_keys
-    global_weights = first.run.start(first.site.task, lambda: first.strategy.build_network(first.run.task)).weights
+    global_weights = first.run.start(first.site.site_run, lambda: first.strategy.build_network(first.run.task)).weights
     update = first.train(global_weights, 1)
     assert set(update.weights) == set(global_weights) - local_keys, "a normalisation weight left the site"
     local_dir = first.run.site_folder("site2") / "local"

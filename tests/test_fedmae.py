@@ -16,7 +16,7 @@ from siteflow.core.atomic import load_weights, save_weights
 from siteflow.datasets.base import labelled_part
 from siteflow.datasets.pooling import build_dataset
 from siteflow.engine.runner import ExperimentRun
-from siteflow.handover import HandoverError
+from siteflow.core.errors import FileRefused
 from siteflow.losses import MaskedPatchMSELoss
 from siteflow.models import MaskedAutoencoderViT, UNETRSegmenter, ViTClassifier
 from siteflow.strategies.federated import ROUND_STATE
@@ -148,7 +148,7 @@ def test_deployed_on_flower_a_hospital_pre_trains_on_its_images_and_sends_every_
     model = {"name": "mae_vit", "kwargs": {**ENCODER, **DECODER}}
     config = cxr_config(tmp_path, model, train={"loss": {"name": "masked_mse"}})
     site = DeployedSite(RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2"))
-    global_weights = site.run.start(site.site.task, lambda: site.strategy.build_network(site.run.task)).weights
+    global_weights = site.run.start(site.site.site_run, lambda: site.strategy.build_network(site.run.task)).weights
     update = site.train(global_weights, 1)  # a real round of Fed-MAE at site 2
     assert set(update.weights) == set(global_weights)
     qkv = "vit.blocks.0.attn.qkv.weight"
@@ -217,12 +217,12 @@ def test_an_encoder_that_does_not_match_is_refused_with_names_and_shapes(tmp_pat
     save_weights(deeper, mae(num_layers=3).state_dict())
     shallow = tmp_path / "shallow.safetensors"
     save_weights(shallow, {name: t for name, t in mae(num_layers=3).state_dict().items() if not name.startswith("vit.blocks.1.")})
-    with pytest.raises(HandoverError, match=r"vit\.blocks\.0\.attn\.qkv\.weight has shape \[96, 32\], the model's \[48, 16\]") as refused:
+    with pytest.raises(FileRefused, match=r"vit\.blocks\.0\.attn\.qkv\.weight has shape \[96, 32\], the model's \[48, 16\]") as refused:
         ViTClassifier(1, 3, **ENCODER, pretrained=str(wider))
     assert str(wider) in str(refused.value) and "does not match the configured one" in str(refused.value)
-    with pytest.raises(HandoverError, match=r"unexpected vit\.blocks\.2\.attn\.qkv\.weight \[48, 16\]"):
+    with pytest.raises(FileRefused, match=r"unexpected vit\.blocks\.2\.attn\.qkv\.weight \[48, 16\]"):
         ViTClassifier(1, 3, **ENCODER, pretrained=str(deeper))
-    with pytest.raises(HandoverError, match=r"missing vit\.blocks\.1\.attn\.qkv\.weight \[48, 16\]"):
+    with pytest.raises(FileRefused, match=r"missing vit\.blocks\.1\.attn\.qkv\.weight \[48, 16\]"):
         ViTClassifier(1, 3, **{**ENCODER, "num_layers": 3}, pretrained=str(shallow))
 
 
@@ -233,7 +233,7 @@ def test_an_unreadable_pretrained_file_is_a_config_error_naming_it(tmp_path):
     assert refused.value.key_path == "common.model.kwargs"
     pickle = tmp_path / "weights.pt"
     torch.save({"vit.norm.weight": torch.ones(16)}, pickle)
-    with pytest.raises(HandoverError, match="weights.pt"):
+    with pytest.raises(FileRefused, match="weights.pt"):
         ViTClassifier(1, 3, **ENCODER, pretrained=str(pickle))
 
 

@@ -149,7 +149,7 @@ def test_deployed_on_flower_only_the_trunk_leaves_a_site(tmp_path):
 
     config = cxr_config(tmp_path, "ffl", rounds=1)
     site = DeployedSite(RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2"))
-    global_weights = site.run.start(site.site.task, lambda: site.strategy.build_network(site.run.task)).weights
+    global_weights = site.run.start(site.site.site_run, lambda: site.strategy.build_network(site.run.task)).weights
     update = site.train(global_weights, 1)  # a real round of local training at site 2
     assert update.weights and not any(name.startswith("head.") for name in update.weights)
     assert set(update.weights) == {name for name in global_weights if not name.startswith("head.")}
@@ -166,7 +166,7 @@ def test_deployed_each_hospital_fine_tunes_and_tests_its_own_model(tmp_path):
     settings, node = RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2")
     site = DeployedSite(settings, node)
     assert site.strategy.finishes
-    global_weights = site.run.start(site.site.task, lambda: site.strategy.build_network(site.run.task)).weights
+    global_weights = site.run.start(site.site.site_run, lambda: site.strategy.build_network(site.run.task)).weights
     site.train(global_weights, 1)  # round 1: the head trains and stays here
     values = DeployedSite(settings, node).finish(global_weights)  # a new process, as every Flower message
     assert set(values) == {"auroc", "auroc_pneumonia", "auroc_edema"}  # site 2's own labels only

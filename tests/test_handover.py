@@ -18,15 +18,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from siteflow.core.io import weights_sha256
+from siteflow.core.types import SiteRecord
 from siteflow.handover import (
     KEY_ENV,
     HandoverError,
     HandoverWarning,
-    SiteRecord,
     load_key,
     read_handover,
     read_manifest,
-    weights_sha256,
     write_handover,
 )
 from siteflow.models.unet import UNet

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import torch
 
+from siteflow.core.io import weights_sha256
+from siteflow.core.types import SiteRecord
 from siteflow.handover import (
     KEY_ENV,
     HandoverError,
-    SiteRecord,
     read_handover,
     read_manifest,
-    weights_sha256,
     write_handover,
 )
 

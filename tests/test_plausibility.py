@@ -8,7 +8,7 @@ import torch
 
 from siteflow.core.plausibility import MAX_GROWTH, implausible
 from siteflow.handover import HandoverError, read_handover, write_handover
-from siteflow.handover.records import SiteRecord
+from siteflow.core.types import SiteRecord
 from siteflow.strategies.federated import FedAvgStrategy, SiteUpdate
 
 REFERENCE = {

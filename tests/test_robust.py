@@ -11,7 +11,7 @@ import torch
 from experiments import tiny_config
 from poisoning import CLAIMED, POISONED, PoisonedFedAvg
 from siteflow.config import ConfigError, load_config
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.engine.runner import ExperimentRun
 from siteflow.strategies.federated import FedAvgStrategy, FedAdamStrategy, SiteUpdate
 from siteflow.strategies.federated.robust import build_rule

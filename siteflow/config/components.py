@@ -21,8 +21,9 @@ import torch
 
 from siteflow.config.privacy import check_dp_sgd
 from siteflow.config.schema import Component, ExperimentConfig, TrainConfig
-from siteflow.config.validation import ConfigError, OptionError, join
-from siteflow.core.registry import DATASETS, MODELS, STRATEGIES, TASKS, UnknownNameError
+from siteflow.config.validation import ConfigError, join
+from siteflow.core.errors import OptionError
+from siteflow.core.registry import DATASETS, LOSSES, MODELS, STRATEGIES, TASKS, UnknownNameError
 
 CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 """The layers whose weight (out, in, *kernel) tells a model's spatial axes."""
@@ -115,9 +116,24 @@ def check_buildable(config: ExperimentConfig, strategy: Any, trains: Sequence[tu
     check_dp_sgd(strategy, _check_network(strategy, task), trains)
     _check_model_dims(task, config)
     for key_path, train in trains:
+        _check_loss_fits(task, train.loss.name, join(join(key_path, "loss"), "name"))
         with refused(join(key_path, "loss")):
             loss = task.build_loss(train)
         _check_loss_weights(loss, task.class_names, join(join(key_path, "loss"), "kwargs"))
+
+
+def _check_loss_fits(task: Any, name: str, key_path: str) -> None:
+    """The loss ``name`` must compare the logits with what ``task``'s data holds: its declared
+    ``targets`` among the task's ``loss_targets`` (a loss that declares none is not checked)."""
+    targets = getattr(LOSSES.get(name), "targets", None)  # a plug-in loss may not declare it
+    if targets is None or targets in task.loss_targets:
+        return
+    fitting = sorted(other for other in LOSSES.names() if getattr(LOSSES.get(other), "targets", None) in task.loss_targets)
+    raise ConfigError(
+        key_path,
+        f"loss {name!r} compares the logits with {targets.replace('_', ' ')}; this study's {type(task).__name__} "
+        f"needs {' or '.join(t.replace('_', ' ') for t in task.loss_targets)}: choose one of {fitting}",
+    )
 
 
 def _check_loss_weights(loss: torch.nn.Module, class_names: Sequence[str], key_path: str) -> None:

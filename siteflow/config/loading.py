@@ -43,7 +43,8 @@ from siteflow.config.paths import resolve_config_path
 from siteflow.config.reading import read_config_file
 from siteflow.config.schema import CheckpointConfig, Component, ExperimentConfig, SiteConfig, SiteRun, TrainConfig
 from siteflow.config.structure import check_structure
-from siteflow.config.validation import ConfigError, check_fields, check_keys, check_kwargs, check_type, join, nearest
+from siteflow.config.validation import ConfigError, check_fields, check_keys, check_kwargs, check_type, join
+from siteflow.core.errors import nearest
 from siteflow.core.registry import DATASETS, LOSSES, MODELS, STRATEGIES, Registry, UnknownNameError, load_components
 
 MAX_ID = 2**31 - 1

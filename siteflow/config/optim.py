@@ -22,7 +22,8 @@ from torch.optim import lr_scheduler
 
 from siteflow.config.schema import Component, TrainConfig
 from siteflow.config.keys import COMPONENT, names
-from siteflow.config.validation import ConfigError, check_keys, check_kwargs, check_type, join, nearest, short_repr
+from siteflow.config.validation import ConfigError, check_keys, check_kwargs, check_type, join, short_repr
+from siteflow.core.errors import nearest
 
 RESERVED = ("params", "optimizer")
 """Constructor parameters that siteflow passes itself: the model's parameters, the optimizer."""

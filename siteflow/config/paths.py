@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from siteflow.config.validation import nearest
+from siteflow.core.errors import nearest
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 """The configs shipped with siteflow (package data): ``demo/``, ``fundus/``, ``vessels/``."""

@@ -10,7 +10,6 @@ parents' (see :func:`schema`): each option is declared once, where it belongs.
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import inspect
 import reprlib
@@ -19,6 +18,8 @@ import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal, Union
+
+from siteflow.core.errors import nearest
 
 
 class ConfigError(ValueError):
@@ -36,18 +37,6 @@ class ConfigError(ValueError):
         return ConfigError(self.key_path, self.problem, source)
 
 
-class OptionError(ValueError):
-    """A constructor's refusal of one of its own options, by name: ``OptionError("personal_layers",
-    "['hed'] name no module of UNet")``. The config's validation reports it at that option's
-    key path (``common.strategy.kwargs.personal_layers: ...``), where a plain ``ValueError``
-    is reported at the component's ``kwargs``."""
-
-    def __init__(self, option: str, message: str) -> None:
-        self.option = option
-        self.problem = message
-        super().__init__(f"{option}: {message}")
-
-
 def _short_repr() -> reprlib.Repr:
     """A ``repr`` that keeps a value in a message short: long strings, lists and mappings
     (a value that YAML aliases repeat thousands of times) are cut with ``...``."""
@@ -60,13 +49,6 @@ def _short_repr() -> reprlib.Repr:
 
 short_repr = _short_repr().repr
 """``repr(value)``, cut to a few dozen characters for an error message."""
-
-
-def nearest(name: str, candidates: Iterable[str]) -> str:
-    """A ``"; did you mean 'x'?"`` hint for ``name``, or an empty string."""
-    by_lower = {str(c).lower(): c for c in candidates}
-    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
-    return f"; did you mean {by_lower[match[0]]!r}?" if match else ""
 
 
 def check_keys(mapping: dict, allowed: Iterable[str], key_path: str) -> None:

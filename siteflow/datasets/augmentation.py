@@ -33,7 +33,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402  (after the variable above)
 import cv2  # noqa: E402
 
-from siteflow.config.validation import nearest  # noqa: E402
+from siteflow.core.errors import nearest  # noqa: E402
 
 Kind = Literal["spatial", "intensity", "colour"]
 PresetName = Literal["none", "light", "default"]

@@ -23,13 +23,13 @@ from siteflow.core.atomic import load_weights, save_weights
 from siteflow.core.registry import STRATEGIES
 from siteflow.core.site_matrix import StageResult
 from siteflow.core.stalled import stalled_sites
-from siteflow.core.types import Tensors, Weights
+from siteflow.core.types import SiteRecord, Tensors, Weights
 from siteflow.datasets.pooling import build_dataset, check_sites
 from siteflow.engine.progress import StudyProgress
 from siteflow.engine.results import write_results
 from siteflow.engine.run_folder import INITIAL_WEIGHTS, RunFolder
 from siteflow.engine.site_step import SiteStep, cpu_copy
-from siteflow.handover import SiteRecord, load_key, read_handover, write_handover
+from siteflow.handover import load_key, read_handover, write_handover
 from siteflow.strategies.base import SiteInput, SolverFactory, Strategy, Trainee
 from siteflow.tasks import Task, build_task
 
@@ -205,7 +205,6 @@ class ExperimentRun:
                     "average: it is not learning (FedBN: see norm_statistics in the troubleshooting guide)",
                     stage, site, metric, rise, others,
                 )
-
 
     def recorded(self, stage: str) -> bool:
         return self.folder.recorded(stage)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from siteflow import __version__
 from siteflow.core.atomic import OutputError, save_weights, write_json, write_text
+from siteflow.core.io import weights_sha256
 from siteflow.export.bundle import ONNX, TORCHSCRIPT, inference_config, metadata
 from siteflow.export.card import card_json, card_markdown, file_sha256
 from siteflow.export.graphs import export_onnx, export_torchscript
-from siteflow.handover.digest import weights_sha256
 from siteflow.inference.recipe import ModelRecipe
 from siteflow.inference.sources import CARD_JSON, WEIGHTS_FILE, LoadedModel
 

@@ -21,32 +21,32 @@ them, the names, shapes and dtypes of its model's tensors.
 The modules, one job each:
 
 - :mod:`~siteflow.handover.errors`: :class:`HandoverError` and :class:`HandoverWarning`.
-- :mod:`~siteflow.handover.records`: :class:`SiteRecord` and the rules of the chain of sites
-  (sample counts; times never go backwards, nor run ahead of the clock; the relay order).
+- :mod:`~siteflow.handover.records`: the rules of the chain of sites
+  (:class:`~siteflow.core.types.SiteRecord`: sample counts; times never go backwards, nor
+  run ahead of the clock; the relay order).
 - :mod:`~siteflow.handover.manifest`: the manifest's fields, format version and validation.
-- :mod:`~siteflow.handover.files`: opening a received file, a regular file only.
-- :mod:`~siteflow.handover.container`: the manifest inside a safetensors header, its length
-  bounded; files that are something else (pickles, ``torch.save`` zips).
+- :mod:`~siteflow.handover.container`: the manifest inside a safetensors header.
 - :mod:`~siteflow.handover.jsontext`: strict JSON parsing (nesting bounded) and canonical JSON
   text.
-- :mod:`~siteflow.handover.digest`: the canonical SHA-256 of the weights.
 - :mod:`~siteflow.handover.signing`: the HMAC-SHA256 signature and the policy on it.
 - :mod:`~siteflow.handover.keys`: loading the consortium key, and making one.
 - :mod:`~siteflow.handover.compatibility`: whether a file fits the receiving site (strategy
   and options, model, shapes and dtypes).
-- :mod:`~siteflow.handover.finite`: whether the weights are finite.
 - :mod:`~siteflow.handover.writing`: :func:`write_handover`, atomically.
 - :mod:`~siteflow.handover.reading`: :func:`read_handover` and :func:`read_manifest`.
+
+What is not particular to hand-over files lives in :mod:`siteflow.core`: reading untrusted
+weights safely (a regular file, a bounded header, finite values) and their canonical SHA-256
+in :mod:`siteflow.core.io`, :class:`~siteflow.core.types.SiteRecord` in
+:mod:`siteflow.core.types`.
 """
 
 from __future__ import annotations
 
-from siteflow.handover.digest import weights_sha256
 from siteflow.handover.errors import HandoverError, HandoverWarning
 from siteflow.handover.keys import KEY_ENV, load_key
 from siteflow.handover.manifest import FORMAT_VERSION, Manifest
 from siteflow.handover.reading import read_handover, read_manifest
-from siteflow.handover.records import SiteRecord
 from siteflow.handover.writing import write_handover
 
 __all__ = [
@@ -55,10 +55,8 @@ __all__ = [
     "HandoverError",
     "HandoverWarning",
     "Manifest",
-    "SiteRecord",
     "load_key",
     "read_handover",
     "read_manifest",
-    "weights_sha256",
     "write_handover",
 ]

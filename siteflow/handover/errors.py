@@ -6,19 +6,15 @@ tell which file to send again and why.
 
 from __future__ import annotations
 
-import os
 from typing import Callable
+
+from siteflow.core.errors import FileRefused
 
 __all__ = ["Fail", "HandoverError", "HandoverWarning"]
 
 
-class HandoverError(ValueError):
+class HandoverError(FileRefused):
     """A hand-over file (or key) that is refused; the message names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 class HandoverWarning(UserWarning):

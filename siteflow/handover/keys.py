@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import secrets
 
+from siteflow.core.io import open_regular
 from siteflow.handover.errors import HandoverError
-from siteflow.handover.files import open_regular
 
 __all__ = ["KEY_ENV", "MAX_KEY_FILE_BYTES", "MIN_KEY_BYTES", "generate_key", "load_key"]
 
@@ -33,7 +33,7 @@ def load_key(key_file: str | os.PathLike | None = None) -> bytes | None:
     """
     if key_file is not None:
         source = str(key_file)
-        with open_regular(key_file, "key file") as (handle, size):
+        with open_regular(key_file, "key file", refusal=HandoverError) as (handle, size):
             if size > MAX_KEY_FILE_BYTES:
                 reason = f"the key file is {size:,} bytes long, a key file holds at most {MAX_KEY_FILE_BYTES:,}"
                 raise HandoverError(source, reason)

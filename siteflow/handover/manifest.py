@@ -17,7 +17,7 @@ Fields of format version 1 (exactly these; no others):
     zero UTC offset; never decreasing (see :mod:`siteflow.handover.records`).
 ``weights_sha256``
     SHA-256 over the weights in a canonical form that does not depend on the file layout
-    (see :func:`siteflow.handover.digest.weights_sha256`).
+    (see :func:`siteflow.core.io.weights_sha256`).
 ``extra``
     a JSON object for strategy state (relay's merge weight, site codes, ...).
 ``signature``
@@ -45,9 +45,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from siteflow.handover.digest import is_hex_digest
+from siteflow.core.types import SiteRecord
 from siteflow.handover.errors import Fail, HandoverError
-from siteflow.handover.records import SiteRecord, check_finishing_times, check_sample_count
+from siteflow.handover.records import check_finishing_times, check_sample_count
 
 __all__ = ["FORMAT_VERSION", "Manifest", "parse_manifest"]
 
@@ -166,3 +166,8 @@ def _check_fields(
     missing, unknown = sorted(fields - obj.keys()), sorted(obj.keys() - fields - (optional or set()))
     if missing or unknown:
         raise fail(f"{where or 'manifest '}fields: missing {missing}, unknown {unknown}")
+
+
+def is_hex_digest(text: str) -> bool:
+    """Whether ``text`` is a SHA-256 digest as the manifest writes it: 64 lowercase hex digits."""
+    return len(text) == 64 and all(char in "0123456789abcdef" for char in text)

@@ -1,8 +1,8 @@
 """Reading a hand-over file: verify everything before anything is returned.
 
-Both readers open only a regular file (:func:`siteflow.handover.files.open_regular`) and
+Both readers open only a regular file (:func:`siteflow.core.io.open_regular`) and
 read its header only once its length is known to be sane
-(:func:`siteflow.handover.container.read_header`). :func:`read_handover` then reads the
+(:func:`siteflow.core.io.read_header`). :func:`read_handover` then reads the
 whole file and checks, in order: the manifest's form, the signature, that no finishing time
 is ahead of this site's clock by more than the tolerated clock skew, the strategy and its
 options, the model, the relay order, the weights against the manifest's digest, their
@@ -20,15 +20,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_safetensors
 
+from siteflow.core.io import check_finite, open_regular, parse_weights, read_header, weights_sha256
 from siteflow.core.plausibility import implausible
 from siteflow.handover.compatibility import check_fit, check_model, check_strategy
-from siteflow.handover.container import manifest_from_header, read_header
-from siteflow.handover.digest import weights_sha256
+from siteflow.handover.container import KIND, manifest_from_header
 from siteflow.handover.errors import HandoverError
-from siteflow.handover.files import open_regular
-from siteflow.handover.finite import check_finite
 from siteflow.handover.manifest import Manifest
 from siteflow.handover.records import check_chain_sites, check_not_ahead, check_relay_order
 from siteflow.handover.signing import check_signature
@@ -43,8 +40,8 @@ def read_manifest(path: str | os.PathLike, *, key: bytes | None = None) -> Manif
     ``key``, its signature (see :mod:`siteflow.handover.signing` for the policy); the
     weights are not read, so their digest is not checked.
     """
-    with open_regular(path, "file") as (handle, size):
-        header = read_header(path, handle, size)
+    with open_regular(path, "file", refusal=HandoverError) as (handle, size):
+        header = read_header(path, handle, size, what=KIND, refusal=HandoverError)
     manifest = manifest_from_header(path, header)
     check_signature(path, manifest, key)
     check_not_ahead(path, manifest.sites, datetime.now(timezone.utc))
@@ -94,8 +91,8 @@ def read_handover(
     """
     if receiving_task_id is not None and site_order is None:
         raise TypeError("read_handover: receiving_task_id needs the site_order it is checked against")
-    with open_regular(path, "file") as (handle, size):
-        header = read_header(path, handle, size)
+    with open_regular(path, "file", refusal=HandoverError) as (handle, size):
+        header = read_header(path, handle, size, what=KIND, refusal=HandoverError)
         handle.seek(0)
         data = handle.read(size)
     manifest = manifest_from_header(path, header)
@@ -107,14 +104,11 @@ def read_handover(
         check_chain_sites(path, manifest.sites, site_names)
     if site_order is not None:
         check_relay_order(path, manifest.sites, list(site_order), receiving_task_id)
-    try:
-        weights = load_safetensors(data)
-    except Exception as error:  # the parser meets untrusted bytes: whatever it raises is a refusal
-        raise HandoverError(path, f"not a valid safetensors file: {type(error).__name__}: {error}") from None
+    weights = parse_weights(path, data, refusal=HandoverError)
     if not hmac.compare_digest(weights_sha256(weights), manifest.weights_sha256):
         raise HandoverError(path, "the weights do not match the manifest's SHA-256 digest (corrupted or altered)")
     check_fit(path, weights, expected_shapes, expected_dtypes)
-    check_finite(path, weights)
+    check_finite(path, weights, refusal=HandoverError)
     if reference is not None and (reason := implausible(weights, reference)):
         raise HandoverError(path, f"the weights cannot come from training: {reason}")
     return weights, manifest

@@ -1,6 +1,6 @@
 """The chain of sites a model has passed through: its records and the rules it must follow.
 
-Each site that trains the model adds a :class:`SiteRecord`. Rules of a well-formed chain
+Each site that trains the model adds a :class:`~siteflow.core.types.SiteRecord`. Rules of a well-formed chain
 (part of a well-formed manifest): each record's ``num_samples`` is an integer from 1 to
 :data:`MAX_SAMPLES` (:func:`check_sample_count`); the finishing times are ISO-8601 UTC
 times that never decrease (:func:`check_finishing_times`). Rules the receiver applies: no
@@ -25,16 +25,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
+from siteflow.core.types import SiteRecord
 from siteflow.handover.errors import Fail, HandoverError
 
 __all__ = [
     "CLOCK_SKEW",
     "MAX_SAMPLES",
-    "SiteRecord",
     "check_finishing_times",
     "check_not_ahead",
     "check_relay_order",
@@ -46,21 +45,6 @@ MAX_SAMPLES = 10**9
 """The most training samples one site may record: far more than any imaging site holds."""
 CLOCK_SKEW = timedelta(days=1)
 """How far ahead of the receiver's clock a finishing time may be (see the module documentation)."""
-
-
-@dataclass(frozen=True)
-class SiteRecord:
-    """One site of the chain: which site trained, on how many samples, finished when (UTC)."""
-
-    task_id: int
-    task_name: str
-    num_samples: int
-    finished_at: str
-
-    @classmethod
-    def finished_now(cls, task_id: int, task_name: str, num_samples: int) -> SiteRecord:
-        """The record of a site that finishes now."""
-        return cls(task_id, task_name, num_samples, datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 def check_sample_count(value: Any, field: str, site: str, fail: Fail) -> int:

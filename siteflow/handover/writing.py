@@ -20,11 +20,12 @@ from safetensors.torch import save
 
 from siteflow.core.atomic import write_bytes
 from siteflow.core.finite import check_finite_weights
+from siteflow.core.io import weights_sha256
+from siteflow.core.types import SiteRecord
 from siteflow.handover.container import METADATA_KEY
-from siteflow.handover.digest import weights_sha256
 from siteflow.handover.jsontext import as_json, canonical_json
 from siteflow.handover.manifest import FORMAT_VERSION, Manifest, parse_manifest
-from siteflow.handover.records import SiteRecord, settle_clock_skew
+from siteflow.handover.records import settle_clock_skew
 from siteflow.handover.signing import signature
 
 __all__ = ["write_handover"]

@@ -20,13 +20,13 @@ from torch import nn
 
 from siteflow.config import ExperimentConfig, InferenceConfig, SiteConfig
 from siteflow.core.atomic import load_weights
+from siteflow.core.io import weights_sha256
 from siteflow.core.registry import DATASETS, MODELS, STRATEGIES
 from siteflow.datasets import DataError
 from siteflow.datasets.pooling import build_dataset
 from siteflow.engine.run_folder import RunFolder
 from siteflow.engine.seeds import seed_folders
 from siteflow.handover import read_handover
-from siteflow.handover.digest import weights_sha256
 from siteflow.inference.recipe import INFERABLE_TASKS, ModelRecipe
 from siteflow.tasks import build_task
 from siteflow.metrics import youden_thresholds

@@ -2,8 +2,8 @@
 file and loaded by name.
 
 The file may come from another site (a federated pre-training's final weights), so it is
-read as a hand-over file is (:mod:`siteflow.handover`): a regular file only, a safetensors
-header of bounded length, tensors only (never unpickled), finite values. Its encoder must be
+read as untrusted weights are (:func:`siteflow.core.io.read_weights`): a regular file only, a
+safetensors header of bounded length, tensors only (never unpickled), finite values. Its encoder must be
 the model's encoder exactly: the same tensor names and shapes, or the file is refused with
 every difference listed. The file's other tensors (a masked autoencoder's decoder) are
 skipped; the model's other weights (a classifier's head, a UNETR's decoder) keep their fresh
@@ -18,13 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from siteflow.handover.container import read_header
-from siteflow.handover.errors import HandoverError
-from siteflow.handover.files import open_regular
-from siteflow.handover.finite import check_finite
+from siteflow.core.errors import FileRefused
+from siteflow.core.io import read_weights as read_untrusted
 
 ENCODER_PREFIX = "vit."
 """The name prefix of the encoder's weights in every ViT model."""
@@ -56,7 +53,7 @@ def load_encoder(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     """Load the encoder weights (``vit.*``) of the safetensors file ``path`` into ``model``.
 
     Raises:
-        HandoverError (a ValueError) naming the file: it cannot be read, is not a safetensors
+        FileRefused (a ValueError) naming the file: it cannot be read, is not a safetensors
             file, holds non-finite values, or its encoder differs from ``model``'s (every
             missing, unexpected and reshaped tensor, with both shapes).
     """
@@ -71,7 +68,7 @@ def load_encoder(model: nn.Module, path: str | os.PathLike) -> LoadReport:
         if theirs[name].shape != ours[name].shape
     ]
     if problems:
-        raise HandoverError(
+        raise FileRefused(
             path,
             f"its encoder does not match the configured one ({len(problems)} differences): {_listed(problems, '; ')}; "
             "pre-train with the same encoder options (img_size, patch_size, hidden_size, mlp_dim, num_layers, "
@@ -88,30 +85,20 @@ def load_encoder(model: nn.Module, path: str | os.PathLike) -> LoadReport:
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of the safetensors file ``path``, checked as a received hand-over file's
+    """The tensors of the safetensors file ``path``, read as untrusted weights
     (regular file, bounded header, finite values), on the CPU; cached while the file is
     unchanged (every network a run builds starts from it)."""
     try:
         status = path.stat()
     except OSError as error:
-        raise HandoverError(path, f"cannot read the pre-trained weights ({error.strerror}): run the pre-training that writes them first") from None
+        raise FileRefused(path, f"cannot read the pre-trained weights ({error.strerror}): run the pre-training that writes them first") from None
     return dict(_read_checked(str(path.resolve()), status.st_mtime_ns, status.st_size))
 
 
 @functools.lru_cache(maxsize=2)
 def _read_checked(path: str, mtime_ns: int, size: int) -> dict[str, torch.Tensor]:
     """:func:`read_weights` of ``path`` as it was at (``mtime_ns``, ``size``)."""
-    with open_regular(path, "pre-trained weights") as (handle, length):
-        read_header(path, handle, length)
-        handle.seek(0)
-        data = handle.read(length)
-    with torch.device("cpu"):  # a model built on the meta device (config validation) still reads real values
-        try:
-            weights = load_safetensors(data)
-        except Exception as error:  # untrusted bytes: whatever the parser raises is a refusal
-            raise HandoverError(path, f"not a valid safetensors file: {type(error).__name__}: {error}") from None
-        check_finite(path, weights)
-    return weights
+    return read_untrusted(path, "pre-trained weights")
 
 
 def _listed(names: list[str] | tuple[str, ...], separator: str = ", ") -> str:

@@ -32,7 +32,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from flwr.supercore.differential_privacy import compute_adaptive_noise_params, compute_stdv
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.core.types import Weights
 from siteflow.privacy.accounting import epsilon
 

@@ -24,8 +24,7 @@ from torch import nn
 
 from siteflow.config import ExperimentConfig, SiteRun
 from siteflow.core.site_matrix import StageResult, summarize
-from siteflow.core.types import Tensors, Weights
-from siteflow.handover import SiteRecord
+from siteflow.core.types import SiteRecord, Tensors, Weights
 from siteflow.tasks import Task
 
 SolverFactory = Callable[[Weights], nn.Module]
@@ -53,8 +52,9 @@ class Trainee:
     make_learner: Callable[[nn.Module], pl.LightningModule]
 
 
-class StudyContext(Protocol):
-    """What a strategy can ask of the run that executes it (implemented by the engine)."""
+class SiteTraining(Protocol):
+    """The run's role that trains sites: the study, and what a site starts from, trains and
+    is tested with (implemented by the engine, as are the other roles)."""
 
     config: ExperimentConfig
     task: Task
@@ -86,15 +86,6 @@ class StudyContext(Protocol):
         back); without, nothing is saved (a site's step in a federated round). ``epochs``
         overrides the site's ``train.epochs``; ``seed_offset`` varies the seed."""
 
-    def sample_count(self, site_run: SiteRun) -> int:
-        """The number of training samples of ``site_run``."""
-
-    def site_record(self, site_run: SiteRun) -> SiteRecord:
-        """The record of ``site_run`` for the chain of a hand-over (id, name, samples, time)."""
-
-    def hand_over(self, carried: SiteInput, *, save_dir: str) -> Path:
-        """Write ``carried`` as the hand-over file of the stage saved in ``save_dir``."""
-
     def evaluate(
         self, weights: Weights, solver: SolverFactory, *, own_weights: Mapping[str, Weights] | None = None,
         sites: Sequence[str] | None = None,
@@ -102,6 +93,14 @@ class StudyContext(Protocol):
         """Test ``solver(weights)`` on the test split of every site whose data is here (only
         ``sites``, if given); ``own_weights`` gives some sites weights of their own.
         Returns ``values[site][metric]``."""
+
+    def sample_count(self, site_run: SiteRun) -> int:
+        """The number of training samples of ``site_run``."""
+
+
+class Recording(Protocol):
+    """The run's role that records results: the rows of the site matrix and a strategy's own
+    result files."""
 
     def test(
         self, stage: str, weights: Weights, solver: SolverFactory, *, trained_site: str | None,
@@ -116,23 +115,49 @@ class StudyContext(Protocol):
     def recorded(self, stage: str) -> bool:
         """Whether the row ``stage`` is in the site matrix already."""
 
+    def result_path(self, name: str) -> Path:
+        """Where a strategy writes a result of its own (a file ``name`` beside the site
+        matrices: ``results/<name>`` of the run folder)."""
+
+
+class Relay(Protocol):
+    """The run's role that hands a model over to the next site: the chain of sites and the
+    verified hand-over file."""
+
+    def hand_over(self, carried: SiteInput, *, save_dir: str) -> Path:
+        """Write ``carried`` as the hand-over file of the stage saved in ``save_dir``."""
+
+    def site_record(self, site_run: SiteRun) -> SiteRecord:
+        """The record of ``site_run`` for the chain of a hand-over (id, name, samples, time)."""
+
+
+class Storage(Protocol):
+    """The run's role that keeps files: final weights for prediction, a strategy's state
+    (saved with every recorded stage, restored on resume) and each site's own folder."""
+
+    def save_final(self, stage: str, weights: Weights, *, save_dir: str, own_weights: Mapping[str, Weights] | None = None) -> None:
+        """Save a stage's final weights (and each site's own, where sites keep some) for
+        prediction, when :meth:`fit` did not."""
+
     def save_state(self, name: str, tensors: Tensors, info: dict) -> None:
         """Save strategy state atomically (``checkpoints/<name>.safetensors`` with JSON ``info``)."""
 
     def load_state(self, name: str) -> tuple[Tensors, dict] | None:
         """What :meth:`save_state` saved under ``name``, or None."""
 
-    def save_final(self, stage: str, weights: Weights, *, save_dir: str, own_weights: Mapping[str, Weights] | None = None) -> None:
-        """Save a stage's final weights (and each site's own, where sites keep some) for
-        prediction, when :meth:`fit` did not."""
-
     def site_folder(self, site: str) -> Path:
         """A folder of ``site``'s own files (a deployed site's disk; in a simulation, one
         folder per site inside the run)."""
 
-    def result_path(self, name: str) -> Path:
-        """Where a strategy writes a result of its own (a file ``name`` beside the site
-        matrices: ``results/<name>`` of the run folder)."""
+
+class StudyContext(SiteTraining, Recording, Relay, Storage, Protocol):
+    """Everything a strategy can ask of the run that executes it, by role:
+    :class:`SiteTraining` (``config``, ``task``, ``site_runs``, ``start``, ``fit``,
+    ``evaluate``, ``sample_count``), :class:`Recording` (``test``, ``record``, ``recorded``,
+    ``result_path``), :class:`Relay` (``hand_over``, ``site_record``) and :class:`Storage`
+    (``save_final``, ``save_state``, ``load_state``, ``site_folder``). The engine's
+    ``ExperimentRun`` implements all four; code that needs only some of them (a helper, a
+    strategy's method) asks for those roles alone."""
 
 
 class Strategy(ABC):
@@ -168,7 +193,7 @@ class Strategy(ABC):
         return 1
 
     def check_fits(self, config: ExperimentConfig) -> None:
-        """Refuse, with :class:`~siteflow.config.validation.OptionError` naming its option, a
+        """Refuse, with :class:`~siteflow.core.errors.OptionError` naming its option, a
         config this strategy cannot run (called after the config is validated); nothing by
         default."""
 
@@ -177,7 +202,7 @@ class Strategy(ABC):
         return task.build_model()
 
     def make_learner(
-        self, context: StudyContext, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
+        self, context: SiteTraining, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
     ) -> pl.LightningModule:
         """The LightningModule that trains ``network`` at ``site_runs`` after receiving ``carried``."""
         train = site_runs[0].train
@@ -198,14 +223,14 @@ class Strategy(ABC):
 
         return build
 
-    def trainee(self, context: StudyContext, site_runs: Sequence[SiteRun], carried: SiteInput) -> Trainee:
+    def trainee(self, context: SiteTraining, site_runs: Sequence[SiteRun], carried: SiteInput) -> Trainee:
         """The network and learner factories of a site step at ``site_runs`` from ``carried``."""
         return Trainee(
             lambda: self.build_network(context.task),
             lambda network: self.make_learner(context, network, site_runs, carried),
         )
 
-    def planned_stages(self, context: StudyContext) -> list[str] | None:
+    def planned_stages(self, context: SiteTraining) -> list[str] | None:
         """The stages a whole run trains, in order: the names it passes to
         :meth:`StudyContext.fit` (numbered "stage k of n" in the progress lines); None (the
         default): not known, counted as "k of ?"."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from siteflow.config import ExperimentConfig
 from siteflow.config.folders import checkpoint_folder
 from siteflow.core.registry import STRATEGIES
-from siteflow.strategies.base import StudyContext, Strategy
+from siteflow.strategies.base import SiteTraining, Strategy, StudyContext
 
 
 @STRATEGIES.register("joint")
@@ -25,7 +25,7 @@ class JointStrategy(Strategy):
         """``save_dir`` must be a folder under the run's ``checkpoints/``."""
         checkpoint_folder(self.save_dir, "common.strategy.kwargs.save_dir")
 
-    def planned_stages(self, context: StudyContext) -> list[str]:
+    def planned_stages(self, context: SiteTraining) -> list[str]:
         return ["joint"]
 
     def run(self, context: StudyContext) -> None:

@@ -6,14 +6,14 @@ from typing import Sequence
 
 from siteflow.core.registry import STRATEGIES
 from siteflow.core.site_matrix import StageResult, summarize
-from siteflow.strategies.base import StudyContext, Strategy
+from siteflow.strategies.base import SiteTraining, Strategy, StudyContext
 
 
 @STRATEGIES.register("local")
 class LocalStrategy(Strategy):
     """Each site trains its own model from the run's initial weights (the lower bound)."""
 
-    def planned_stages(self, context: StudyContext) -> list[str]:
+    def planned_stages(self, context: SiteTraining) -> list[str]:
         return [site_run.task_name for site_run in context.site_runs]
 
     def run(self, context: StudyContext) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from siteflow.config import SiteRun
 from siteflow.core.registry import STRATEGIES
-from siteflow.strategies.base import SiteInput, StudyContext, Strategy
+from siteflow.strategies.base import SiteInput, SiteTraining, Strategy, StudyContext
 
 
 @STRATEGIES.register("sequential")
@@ -29,11 +29,11 @@ class SequentialStrategy(Strategy):
         """Each site trains once per cycle."""
         return self.cycles
 
-    def relay_order(self, context: StudyContext) -> list[int]:
+    def relay_order(self, context: SiteTraining) -> list[int]:
         """The task ids in the order the model visits them, every cycle."""
         return [site.task_id for site in context.config.sites] * self.cycles
 
-    def stages(self, context: StudyContext) -> list[tuple[str, str, SiteRun]]:
+    def stages(self, context: SiteTraining) -> list[tuple[str, str, SiteRun]]:
         """(stage name, checkpoint folder, site) of every visit of this run, in order."""
         if self.cycles == 1:
             return [(site_run.task_name, site_run.save_dir, site_run) for site_run in context.site_runs]
@@ -43,7 +43,7 @@ class SequentialStrategy(Strategy):
             for site_run in context.site_runs
         ]
 
-    def planned_stages(self, context: StudyContext) -> list[str]:
+    def planned_stages(self, context: SiteTraining) -> list[str]:
         return [stage for stage, _, _ in self.stages(context)]
 
     def run(self, context: StudyContext) -> None:

@@ -27,7 +27,8 @@ from typing import Any
 
 from siteflow.config import ConfigError, ExperimentConfig, parse_config, resolve_config_path
 from siteflow.config.reading import read_config_file
-from siteflow.config.validation import nearest, schema, short_repr
+from siteflow.config.validation import schema, short_repr
+from siteflow.core.errors import nearest
 from siteflow.core.registry import STRATEGIES
 
 KEYS = ("name", "output", "configs", "base", "grid", "seeds", "reference", "workers", "engine", "resamples")

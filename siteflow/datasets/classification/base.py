@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.datasets.base import SiteDataset, Split
 from siteflow.datasets.classification.partition import Partition, PartitionError, assign, assign_by_column
 from siteflow.datasets.errors import DataError

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.core.registry import DATASETS
 from siteflow.datasets.base import Split
 from siteflow.datasets.classification.base import ClassificationDataset, Release, Sample

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.core.registry import DATASETS
 from siteflow.datasets.base import Split
 from siteflow.datasets.volumes.dataset import VolumeDataset

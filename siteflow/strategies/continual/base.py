@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
 from siteflow.config import SiteRun
-from siteflow.strategies.base import SetupRefused, SiteInput, StudyContext
+from siteflow.strategies.base import SetupRefused, SiteInput, SiteTraining
 from siteflow.strategies.federated.budget import with_callback
 from siteflow.strategies.sequential import SequentialStrategy
 from siteflow.tasks import ExtraLoss, Learner, Task
@@ -163,7 +163,7 @@ class ContinualStrategy(SequentialStrategy):
         return network.solver if isinstance(network, CarryingNetwork) else network
 
     def make_learner(
-        self, context: StudyContext, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
+        self, context: SiteTraining, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
     ) -> pl.LightningModule:
         train = site_runs[0].train
         task = context.task

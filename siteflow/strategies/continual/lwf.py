@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from siteflow.config import SiteRun
 from siteflow.core.registry import STRATEGIES
 from siteflow.losses import distillation_loss
-from siteflow.strategies.base import SetupRefused, SiteInput, StudyContext
+from siteflow.strategies.base import SetupRefused, SiteInput, SiteTraining
 from siteflow.strategies.continual.base import ContinualStrategy
 from siteflow.tasks import ExtraLoss, Learner
 
@@ -80,7 +80,7 @@ class LwFStrategy(ContinualStrategy):
         self.weight = weight
 
     def make_learner(
-        self, context: StudyContext, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
+        self, context: SiteTraining, network: nn.Module, site_runs: Sequence[SiteRun], carried: SiteInput
     ) -> pl.LightningModule:
         if not context.task.class_distributions:
             raise SetupRefused(f"lwf distils class distributions (softmax logits); this study's task is {type(context.task).__name__}")

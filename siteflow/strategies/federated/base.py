@@ -7,8 +7,8 @@ depend on it and it depends on none of them."""
 from __future__ import annotations
 
 from siteflow.config import ExperimentConfig
-from siteflow.config.validation import OptionError
-from siteflow.strategies.base import StudyContext
+from siteflow.core.errors import OptionError
+from siteflow.strategies.base import SiteTraining, StudyContext
 from siteflow.strategies.federated.federation import round_stage
 from siteflow.strategies.federated.rounds import FederatedRounds, SiteUpdate
 from siteflow.strategies.federated.simulation import simulate
@@ -36,7 +36,7 @@ class FederatedStrategy(FederatedRounds):
         if self.min_sites is not None and self.min_sites > sites:
             raise OptionError("min_sites", f"is {self.min_sites}, but the study trains only {sites} sites")
 
-    def planned_stages(self, context: StudyContext) -> list[str]:
+    def planned_stages(self, context: SiteTraining) -> list[str]:
         """Every round's sampled sites, ``round<r>/<site>`` (a further step in a round or
         after the rounds counts as part of the stage before it)."""
         names = [site_run.task_name for site_run in context.site_runs]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Mapping, Sequence
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import torch
 
 from siteflow.core.atomic import write_json
+from siteflow.core.io import weights_sha256
 from siteflow.core.types import Tensors, Weights
-from siteflow.handover.digest import weights_sha256
 from siteflow.privacy import CENTRAL_FILE
 from siteflow.privacy.central import CentralDP
 from siteflow.strategies.base import StudyContext

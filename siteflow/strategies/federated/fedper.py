@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.core.registry import STRATEGIES
 from siteflow.strategies.federated.fedavg import FedAvgStrategy
 from siteflow.tasks import Task

@@ -30,11 +30,11 @@ from typing import Any, ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.core.plausibility import implausible
 from siteflow.core.types import Weights
 from siteflow.privacy.central import CentralDPOptions
-from siteflow.strategies.base import StudyContext, Strategy, Trainee
+from siteflow.strategies.base import SiteTraining, Strategy, Trainee
 from siteflow.strategies.federated.aggregation import Weighting, aggregation_coefficients, weighted_average
 from siteflow.strategies.federated.budget import with_callback, with_step_budget
 from siteflow.strategies.federated.enrolment import Enrolment
@@ -219,7 +219,7 @@ class FederatedRounds(Strategy):
         return site.fit(stage, start, trainee, epochs=epochs, seed_offset=seed_offset)
 
     def site_learner(
-        self, context: StudyContext, site: FederatedSite, network: nn.Module, start: Weights, extra_losses: Sequence[ExtraLoss]
+        self, context: SiteTraining, site: FederatedSite, network: nn.Module, start: Weights, extra_losses: Sequence[ExtraLoss]
     ) -> Learner:
         """The learner of a site's round: the task's, with the strategy's extra loss terms."""
         task, train = context.task, site.site_run.train

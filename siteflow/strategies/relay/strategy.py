@@ -18,7 +18,7 @@ from siteflow.datasets.base import SegmentationDataset
 from siteflow.models.generators import MAX_SITES, ImageGenerator, LabelGenerator
 from siteflow.models.strokes import StrokeLabelGenerator
 from siteflow.privacy.replay_leak import check_replay_leak
-from siteflow.strategies.base import SiteInput, StudyContext, Trainee
+from siteflow.strategies.base import SiteInput, SiteTraining, StudyContext, Trainee
 from siteflow.strategies.relay.learner import BatchAugment, RelayLearner
 from siteflow.strategies.relay.network import RelayNetwork, random_crops
 from siteflow.strategies.relay.options import RelayOptions, RelayPosition
@@ -92,7 +92,7 @@ class RelayStrategy(SequentialStrategy):
 
     def make_learner(
         self,
-        context: StudyContext,
+        context: SiteTraining,
         network: nn.Module,
         site_runs: Sequence[SiteRun],
         carried: SiteInput,
@@ -126,7 +126,7 @@ class RelayStrategy(SequentialStrategy):
         augmentation = data.augmentation
         return lambda images, labels: augmentation.batch(images, labels, torch.default_generator)
 
-    def position(self, context: StudyContext, site: SiteRun, carried: SiteInput) -> RelayPosition:
+    def position(self, context: SiteTraining, site: SiteRun, carried: SiteInput) -> RelayPosition:
         """``site``'s place in the relay: codes by first appearance in the received chain,
         sample counts from the chain."""
         codes = site_codes(carried)
@@ -183,7 +183,7 @@ class RelayStrategy(SequentialStrategy):
         return {task_id: code for task_id, code in site_codes(carried).items() if task_id != site.task_id}
 
     @staticmethod
-    def site_name(context: StudyContext, task_id: int) -> str:
+    def site_name(context: SiteTraining, task_id: int) -> str:
         """The name of the site of ``task_id`` (``task <id>`` for a site the config does not list)."""
         sites = {s.task_id: s for s in context.config.sites}
         return sites[task_id].task_name if task_id in sites else f"task {task_id}"

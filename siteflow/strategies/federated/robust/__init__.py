@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from siteflow.config.validation import OptionError
+from siteflow.core.errors import OptionError
 from siteflow.core.registry import UnknownNameError
 from siteflow.strategies.federated.robust import clipping, krum, median, trimmed_mean  # noqa: F401  (they register)
 from siteflow.strategies.federated.robust.base import ROBUST_RULES, RobustRule
