@@ -341,6 +341,18 @@ def deep(raw: dict) -> None:
         ),
         (lambda r: r["common"]["dataset"]["kwargs"].update(img_size=[0, 64]), "all_tasks_datasets[0] (merged over common.dataset).kwargs", "img_size must be"),
         (lambda r: r["common"]["dataset"]["kwargs"].update(split="test"), "all_tasks_datasets[0] (merged over common.dataset).kwargs.split", "set by siteflow"),
+        # a loss must compare the logits with what the task's data holds
+        (
+            lambda r: r["common"]["train"].update(loss={"name": "bce"}),
+            "common.train.loss.name",
+            "loss 'bce' compares the logits with label vectors; this study's SegmentationTask needs class indices or "
+            "label maps: choose one of ['ce', 'dice', 'dice_ce', 'explog', 'focal']",
+        ),
+        (
+            lambda r: r["current_tasks"]["task_confs"][2]["train"].update(loss={"name": "masked_mse"}),
+            "current_tasks.task_confs.2.train.loss.name",
+            "loss 'masked_mse' compares the logits with patches",
+        ),
         # every site of one study: the same kind of data
         (
             lambda r: r["all_tasks_datasets"][1].update(name="synthetic_cxr", kwargs={"folder": "site1"}),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ class MaskedBCEWithLogitsLoss(nn.Module):
             known labels of the pooled training sites (1 for a label without positives);
             null weighs positives and negatives alike.
     """
+
+    targets: ClassVar[str] = "label_vectors"
+    """What the logits are compared with (see :attr:`siteflow.tasks.base.Task.loss_targets`)."""
 
     pos_weight: Tensor | None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 from siteflow.kernels import dice_loss
@@ -18,6 +20,9 @@ class SoftDiceLoss(nn.Module):
         smooth: added to the numerator and the denominator of every Dice.
         ignore_index: label value of pixels to leave out.
     """
+
+    targets: ClassVar[str] = "label_maps"
+    """What the logits are compared with (see :attr:`siteflow.tasks.base.Task.loss_targets`)."""
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 from siteflow.losses.cross_entropy import CrossEntropyLoss
@@ -27,6 +29,9 @@ class DiceCELoss(nn.Module):
             absent from both the label and the prediction scores about 1 instead of 0/0.
         ignore_index: label value of pixels to leave out of both terms.
     """
+
+    targets: ClassVar[str] = "label_maps"
+    """What the logits are compared with (see :attr:`siteflow.tasks.base.Task.loss_targets`)."""
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -32,6 +34,9 @@ class ExpLogLoss(nn.Module):
             absent from both the label and the prediction scores about 1 instead of 0/0.
         ignore_index: label value of pixels to leave out of both terms.
     """
+
+    targets: ClassVar[str] = "label_maps"
+    """What the logits are compared with (see :attr:`siteflow.tasks.base.Task.loss_targets`)."""
 
     def __init__(
         self,

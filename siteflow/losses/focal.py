@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,6 +28,9 @@ class FocalLoss(CountWeighted, nn.Module):
         ignore_index: label value to leave out.
         beta: the ``effective`` scheme's beta, in [0, 1).
     """
+
+    targets: ClassVar[str] = "class_indices"
+    """What the logits are compared with (see :attr:`siteflow.tasks.base.Task.loss_targets`)."""
 
     class_weights: Tensor | None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 from siteflow.core.registry import LOSSES
@@ -19,6 +21,9 @@ class MaskedPatchMSELoss(nn.Module):
 
     ``(pred (N, L, P), target (N, L, P), mask (N, L) float, 1 = masked) -> scalar``.
     """
+
+    targets: ClassVar[str] = "patches"
+    """What the logits are compared with (see :attr:`siteflow.tasks.base.Task.loss_targets`)."""
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         return (patch_errors(pred, target) * mask).sum() / mask.sum().clamp_min(1)

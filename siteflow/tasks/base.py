@@ -176,6 +176,12 @@ class Task(ABC):
     label_maps: ClassVar[bool] = False
     """The targets are per-pixel label maps (segmentation), which relay's generators replay
     with their images."""
+    loss_targets: ClassVar[tuple[str, ...]] = ()
+    """What this task's losses may compare the logits with, matched against each loss's declared
+    ``targets``: ``"class_indices"`` (one class per image or per pixel: ``ce``, ``focal``),
+    ``"label_maps"`` (per-pixel label maps: ``dice``, ``dice_ce``, ``explog``),
+    ``"label_vectors"`` (multi-hot labels with a mask: ``bce``), ``"patches"`` (masked image
+    patches: ``masked_mse``). A loss that declares no ``targets`` is not checked."""
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config

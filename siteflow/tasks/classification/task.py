@@ -38,6 +38,7 @@ class ClassificationTask(Task):
     sites that train."""
 
     matrix_metrics = SCORES[1:2] + SCORES[:1] + SCORES[2:]
+    loss_targets = ("class_indices",)
     class_distributions = True
 
     def class_counts(self, train_sites: Sequence[SiteConfig]) -> list[int] | None:

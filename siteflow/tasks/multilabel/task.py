@@ -25,6 +25,7 @@ class MultiLabelTask(Task):
     with a mask. The site matrix holds the mean AUROC over a site's labels."""
 
     matrix_metrics = ("auroc",)
+    loss_targets = ("label_vectors",)
 
     def study_classes(self) -> tuple[str, ...]:
         names: list[str] = []

@@ -59,6 +59,7 @@ class MaskedImageModellingTask(Task):
     """
 
     matrix_metrics = ("reconstruction_loss",)
+    loss_targets = ("patches",)
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)

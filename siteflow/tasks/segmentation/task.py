@@ -50,6 +50,7 @@ class SegmentationTask(Task):
     :meth:`SegmentationLearner.test_result`)."""
 
     matrix_metrics = ("dice", "dice_sample")
+    loss_targets = ("class_indices", "label_maps")
     class_distributions = True
     label_maps = True
 
