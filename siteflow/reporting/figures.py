@@ -59,6 +59,30 @@ def learning_curves(logs: Path, stages: Sequence[str]) -> Figure | None:
     return figure
 
 
+def round_curves(matrix_csv: Path, metric: str) -> Figure | None:
+    """Each site's ``metric`` test by test over the rows of a site matrix (``matrix_csv``,
+    ``site_matrix_<metric>.csv``) that test one model of all sites (a federated round's: no
+    trained site), one line per site: a site that does not learn shows as a flat line in the
+    first rounds. None with fewer than two such rows (sites trained in turn, a joint run)."""
+    with open(matrix_csv, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if not row["trained_site"]]
+    if len(rows) < 2:
+        return None
+    sites = [name for name in rows[0] if name not in ("after_stage", "trained_site", "mean")]
+    figure = Figure(figsize=(6.0, 3.2), dpi=90)
+    ax = figure.subplots()
+    steps = list(range(1, len(rows) + 1))
+    for site in sites:
+        ax.plot(steps, [float(row[site]) for row in rows], marker="o", markersize=3, label=site)
+    ax.set_xticks(steps, labels=[row["after_stage"] for row in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel(metric, fontsize=8)
+    ax.set_title(f"{metric} of each site, test by test", fontsize=9)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
 def _epoch_series(path: Path) -> dict[str, tuple[list[int], list[float]]]:
     """Epoch-level columns of a Lightning CSV log (``train/loss_epoch``, ``val/*``) as
     (epochs, values), the empty cells skipped."""

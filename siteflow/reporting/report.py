@@ -9,7 +9,7 @@ from typing import Sequence
 
 from siteflow.core.atomic import safe_name, write_text
 from siteflow.reporting.compare import COLUMNS, compare_runs, comparison_rows
-from siteflow.reporting.figures import figure_base64, file_base64, learning_curves
+from siteflow.reporting.figures import figure_base64, file_base64, learning_curves, round_curves
 from siteflow.reporting.html import PValue, heading, image, page, paragraph, table
 from siteflow.reporting.runs import FinishedRun
 
@@ -85,11 +85,17 @@ def _flatten(value: object, prefix: str = "") -> dict[str, object]:
 
 
 def site_matrices_html(run: FinishedRun) -> str:
+    """Each metric's site-matrix heatmap; for a federated run, the first metric of each site
+    round by round too (:func:`~siteflow.reporting.figures.round_curves`)."""
+    metrics = run.summary.get("metrics", [])
     pictures = [
         image(file_base64(path), f"{run.name}: site matrix of {metric}")
-        for metric in run.summary.get("metrics", [])
+        for metric in metrics
         if (path := run.path / "results" / f"site_matrix_{metric}.png").is_file()
     ]
+    matrix = run.path / "results" / f"site_matrix_{metrics[0]}.csv" if metrics else None
+    if matrix is not None and matrix.is_file() and (figure := round_curves(matrix, metrics[0])) is not None:
+        pictures.append(image(figure_base64(figure), f"{run.name}: {metrics[0]} of each site round by round"))
     return heading(run.name) + "".join(pictures)
 
 
