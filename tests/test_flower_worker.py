@@ -1,6 +1,6 @@
 """The site worker (siteflow.deploy.flower.worker): a real worker process answers a site's
 train and evaluate messages as the ClientApp's own process would, says why when it fails, and
-a missing worker is named with the command that starts it."""
+a missing worker is named with the command that starts it; it builds its site once per run."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from flwr.app import ConfigRecord, Context, MessageType, RecordDict
 
 from siteflow.config import load_config
 from siteflow.datasets.pooling import build_dataset
-from siteflow.deploy.flower.handlers import answer
+from siteflow.deploy.flower.handlers import answer, deployed_site
 from siteflow.deploy.flower.protocol import (
     ARRAYS,
     CONFIG,
@@ -104,3 +104,26 @@ def test_a_missing_worker_is_named_with_the_command_that_starts_it(tmp_path):
     context = Context(run_id=1, node_id=1, node_config={TASK_ID: 1}, state=RecordDict(), run_config={})
     with pytest.raises(SiteWorkerError, match=r"no site worker listens on .*nobody.sock .*python -m siteflow.deploy.flower.worker --socket"):
         ask(tmp_path / "nobody.sock", MessageType.TRAIN, RecordDict(), context)
+
+
+@pytest.mark.slow
+def test_a_site_is_built_once_per_run_and_node_and_checks_the_server_at_every_message(tmp_path):
+    config = tiny_config(tmp_path, "fedavg", sites=2)
+    fingerprint = experiment_fingerprint(load_config(config))
+
+    def context(run_id: int, task_id: int = 2) -> Context:
+        node = {TASK_ID: task_id, "exps-root": str(tmp_path / "exps")}
+        return Context(run_id=run_id, node_id=task_id, node_config=node, state=RecordDict(), run_config={"config": str(config), "note": "t"})
+
+    site = deployed_site(context(1), server_fingerprint=fingerprint)
+    assert deployed_site(context(1), server_fingerprint=fingerprint) is site  # the next message of the run
+    with pytest.raises(ValueError, match="site site2: the server's config differs from this site's"):
+        deployed_site(context(1), server_fingerprint="another experiment")
+    assert deployed_site(context(2), server_fingerprint=fingerprint) is not site  # another run
+    assert deployed_site(context(2, task_id=1), server_fingerprint=fingerprint).name == "site1"  # another node
+
+    broken = RecordDict({ARRAYS: to_arrays({}), CONFIG: ConfigRecord({ROUND: 1, FINGERPRINT: fingerprint})})
+    built = deployed_site(context(3), server_fingerprint=fingerprint)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        answer(MessageType.TRAIN, broken, context(3))  # no weights to start from
+    assert deployed_site(context(3), server_fingerprint=fingerprint) is not built  # a failed answer lets the site go

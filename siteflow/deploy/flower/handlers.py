@@ -44,11 +44,38 @@ def answer(kind: str, content: RecordDict, context: Context) -> RecordDict:
       {task-id, test metrics}}``.
     """
     config: ConfigRecord = content[CONFIG]
-    site = DeployedSite(
-        RunSettings.from_run_config(context.run_config),
-        NodeSettings.from_node_config(context.node_config),
-        server_fingerprint=str(config[FINGERPRINT]),
-    )
+    site = deployed_site(context, server_fingerprint=str(config[FINGERPRINT]))
+    try:
+        return _reply(site, kind, config, content)
+    except Exception:
+        _sites.clear()  # the next message starts from the site's disk, as a fresh process would
+        raise
+
+
+def deployed_site(context: Context, *, server_fingerprint: str) -> DeployedSite:
+    """The site of ``context``'s node in its run: built at the run's first message (the config
+    validated, the strategy and network built, the site's data checked) and reused for the next
+    ones in this process (a site worker answers every message of a run; a ClientApp's own
+    process, one). The server's fingerprint is checked at every message; another run (its Flower
+    run id or run config), or a message whose answer failed, builds the site afresh."""
+    run_settings, node = RunSettings.from_run_config(context.run_config), NodeSettings.from_node_config(context.node_config)
+    key = (context.run_id, run_settings, node)
+    site = _sites.get(key)
+    if site is None:
+        site = DeployedSite(run_settings, node, server_fingerprint=server_fingerprint)
+        _sites.clear()  # one run at a time: the previous run's site is let go
+        _sites[key] = site
+    else:
+        site.check(server_fingerprint)
+    return site
+
+
+_sites: dict[tuple[int, RunSettings, NodeSettings], DeployedSite] = {}
+"""The site built for the latest (run, run config, node) of this process (see :func:`deployed_site`)."""
+
+
+def _reply(site: DeployedSite, kind: str, config: ConfigRecord, content: RecordDict) -> RecordDict:
+    """The reply's content (see :func:`answer`)."""
     round_number = int(config[ROUND])
     received = from_arrays(content[ARRAYS])
     if kind == MessageType.EVALUATE:
