@@ -2,7 +2,9 @@
 
 Every strategy trains through :meth:`SiteStep.fit` and tests through :meth:`SiteStep.test`,
 whatever moves the weights between sites; what differs between strategies (the network,
-the learner) is passed in as factories, called after the step has seeded everything.
+the learner) is passed in as factories, called after the step has seeded everything, with
+the Lightning callbacks and the step budget the strategy adds (a
+:class:`~siteflow.strategies.base.Trainee`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
@@ -106,6 +108,7 @@ class SiteStep:
         network = trainee.build_network()
         network.load_state_dict(start)
         learner = trainee.make_learner(network)
+        own_callbacks = list(trainee.callbacks(network))
         last = checkpoint_dir / "last.ckpt" if checkpoint_dir is not None else None
         resume_from = last if resume and last is not None and last.is_file() else None
         if resume_from is not None:
@@ -129,9 +132,11 @@ class SiteStep:
             ),
             RandomStateCheckpoint(train_loader.generator),
         ]
-        callbacks += private
+        callbacks += [*private, *own_callbacks]
+        if trainee.max_steps is not None:
+            callbacks.append(ValidateAtStop())
         callbacks.insert(0, DivergenceGuard("+".join(t.task_name for t in site_runs), stage))  # before the checkpoint is written
-        trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0)
+        trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0, max_steps=trainee.max_steps)
         trainer.fit(
             learner,
             train_dataloaders=train_loader,
@@ -173,8 +178,10 @@ class SiteStep:
         validate: bool,
         devices: int | None = None,
         loggers: bool = True,
+        max_steps: int | None = None,
     ) -> pl.Trainer:
-        """A Lightning trainer for ``stage`` with the configured devices and precision."""
+        """A Lightning trainer for ``stage`` with the configured devices and precision (and
+        ``max_steps`` optimiser steps at most, if given)."""
         if self.gpus:
             chosen: list[int] | int = self.gpus[:devices] if devices else self.gpus
             count = len(chosen)
@@ -186,6 +193,7 @@ class SiteStep:
             strategy="ddp" if count > 1 else "auto",
             precision=train.precision,
             max_epochs=train.epochs,
+            max_steps=-1 if max_steps is None else max_steps,
             check_val_every_n_epoch=train.val_every_n_epochs,
             limit_val_batches=None if validate else 0,
             num_sanity_val_steps=0,
@@ -205,6 +213,16 @@ class SiteStep:
             enable_model_summary=False,
             deterministic=self.deterministic,
         )
+
+
+class ValidateAtStop(Callback):
+    """Stops a fit whose trainer reached its ``max_steps`` through ``Trainer.should_stop`` (as
+    early stopping does), so that it validates once at the stop: Lightning's ``max_steps``
+    alone ends an epoch midway without validating."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
 
 
 def cpu_copy(state: Mapping[str, torch.Tensor]) -> Weights:

@@ -171,8 +171,9 @@ class DPSGD(Callback):
         if kept is not None:
             return kept
         steps = self.sampler.draws * trainer.max_epochs
-        budgets = [callback.steps for callback in trainer.callbacks if type(callback).__name__ == "StepBudget"]
-        steps = min([steps, *budgets]) * (self.config.stages or 1)  # a federation's local_steps stop a fit earlier
+        if trainer.max_steps != -1:  # a federation's local_steps stop a fit earlier
+            steps = min(steps, trainer.max_steps)
+        steps *= self.config.stages or 1
         return noise_for(
             self.config.target_epsilon, delta=self.config.delta, sample_rate=self.sampler.sample_rate, steps=steps,
             accountant=self.config.accountant,

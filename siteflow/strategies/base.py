@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from siteflow.config import ExperimentConfig, SiteRun
@@ -46,10 +47,18 @@ class SiteInput:
 @dataclass(frozen=True)
 class Trainee:
     """What trains at a site, as factories the engine calls after seeding: the network
-    (which then receives the start weights) and the LightningModule that trains it."""
+    (which then receives the start weights) and the LightningModule that trains it; and what
+    the site step's Lightning trainer gets besides (the learner itself is never patched)."""
 
     build_network: Callable[[], nn.Module]
     make_learner: Callable[[nn.Module], pl.LightningModule]
+    callbacks: Callable[[nn.Module], Sequence[Callback]] = lambda network: ()
+    """The network -> Lightning callbacks of the fit, run after the engine's own (a continual
+    strategy's updates of the tensors the network carries, a site's kept optimiser state);
+    called after :attr:`make_learner`."""
+    max_steps: int | None = None
+    """Stop the fit after this many optimiser steps (Lightning's ``max_steps``), even in the
+    middle of an epoch, validating once at the stop; None: the fit's epochs decide."""
 
 
 class SiteTraining(Protocol):

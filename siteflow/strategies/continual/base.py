@@ -9,6 +9,7 @@ unchanged and a deployed site resumes exactly where the simulated relay would be
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
@@ -18,8 +19,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor, nn
 
 from siteflow.config import SiteRun
-from siteflow.strategies.base import SetupRefused, SiteInput, SiteTraining
-from siteflow.strategies.federated.budget import with_callback
+from siteflow.strategies.base import SetupRefused, SiteInput, SiteTraining, Trainee
 from siteflow.strategies.sequential import SequentialStrategy
 from siteflow.tasks import ExtraLoss, Learner, Task
 
@@ -167,10 +167,12 @@ class ContinualStrategy(SequentialStrategy):
     ) -> pl.LightningModule:
         train = site_runs[0].train
         task = context.task
-        learner = task.learner(
+        return task.learner(
             self.solver(network), task.build_loss(train, [t.site for t in site_runs]), train,
             extra_losses=self.loss_terms(network, carried),
         )
-        for callback in self.callbacks(network, carried):
-            learner = with_callback(learner, callback)
-        return learner
+
+    def trainee(self, context: SiteTraining, site_runs: Sequence[SiteRun], carried: SiteInput) -> Trainee:
+        """The network and learner of a site step, with the strategy's :meth:`callbacks`."""
+        trainee = super().trainee(context, site_runs, carried)
+        return dataclasses.replace(trainee, callbacks=lambda network: self.callbacks(network, carried))

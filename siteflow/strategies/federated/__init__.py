@@ -2,7 +2,6 @@
 or on Flower (``siteflow.deploy.flower``); one file per algorithm."""
 
 from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
-from siteflow.strategies.federated.budget import StepBudget
 from siteflow.strategies.federated.ditto import DittoStrategy
 from siteflow.strategies.federated.fedadagrad import FedAdagradStrategy
 from siteflow.strategies.federated.fedadam import FedAdamStrategy
@@ -38,7 +37,6 @@ __all__ = [
     "ServerOptimizer",
     "SiteStore",
     "SiteUpdate",
-    "StepBudget",
     "TooFewSites",
     "round_stage",
 ]

@@ -36,7 +36,6 @@ from siteflow.core.types import Weights
 from siteflow.privacy.central import CentralDPOptions
 from siteflow.strategies.base import SiteTraining, Strategy, Trainee
 from siteflow.strategies.federated.aggregation import Weighting, aggregation_coefficients, weighted_average
-from siteflow.strategies.federated.budget import with_callback, with_step_budget
 from siteflow.strategies.federated.enrolment import Enrolment
 from siteflow.strategies.federated.optimizer_state import KeptOptimizerState
 from siteflow.strategies.federated.robust import RobustRule, build_rule
@@ -208,13 +207,13 @@ class FederatedRounds(Strategy):
         context = site.context
         seed_offset = 1000 * round_number + (0 if model == "global" else 500)
 
-        def learner(network: nn.Module) -> Learner:
-            made = self.site_learner(context, site, network, start, extra_losses)
-            if self.keep_optimizer_state:
-                made = with_callback(made, KeptOptimizerState(site.store, f"optimizer_{model}", round_number))
-            return made if self.local_steps is None else with_step_budget(made, self.local_steps)
-
-        trainee = Trainee(lambda: self.build_network(context.task), learner)
+        kept = [KeptOptimizerState(site.store, f"optimizer_{model}", round_number)] if self.keep_optimizer_state else []
+        trainee = Trainee(
+            lambda: self.build_network(context.task),
+            lambda network: self.site_learner(context, site, network, start, extra_losses),
+            callbacks=lambda network: kept,
+            max_steps=self.local_steps,
+        )
         epochs = self.local_epochs if self.local_steps is None else self.local_steps  # a step budget stops earlier
         return site.fit(stage, start, trainee, epochs=epochs, seed_offset=seed_offset)
 
