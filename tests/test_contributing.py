@@ -86,9 +86,7 @@ def use(package, monkeypatch):
     """``use(*examples)`` imports the examples (registering their classes); afterwards every
     name registered during the test is removed again and the modules are forgotten."""
     monkeypatch.syspath_prepend(str(package))
-    for registry in REGISTRIES:
-        registry._load_builtin()  # so that only what the test registers is removed after it
-    before = {registry.kind: set(registry._entries) for registry in REGISTRIES}
+    before = {registry.kind: set(registry.names()) for registry in REGISTRIES}  # the built-ins loaded: only the test's are removed
 
     def load(*names: str) -> list:
         modules = []
@@ -104,8 +102,8 @@ def use(package, monkeypatch):
         yield load
     finally:
         for registry in REGISTRIES:
-            for name in set(registry._entries) - before[registry.kind]:
-                registry._entries.pop(name, None)
+            for name in set(registry.names()) - before[registry.kind]:
+                registry.unregister(name)
         for module in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
             del sys.modules[module]
 

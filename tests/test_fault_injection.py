@@ -45,7 +45,7 @@ def poisoned_plugin(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
     load_components()
     yield
-    STRATEGIES._entries.pop("poisoned_fedavg", None)
+    STRATEGIES.unregister("poisoned_fedavg")
     sys.modules.pop("poisoned", None)
 
 

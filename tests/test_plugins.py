@@ -42,4 +42,4 @@ def test_an_entry_point_plugin_registers_its_model(tmp_path, monkeypatch):
         assert config.model.name == "plugin_net" and config.model.kwargs == {"kernel": 3}
         assert MODELS.get("plugin_net")(3, 2, kernel=3).kernel_size == (3, 3)
     finally:
-        MODELS._entries.pop("plugin_net", None)
+        MODELS.unregister("plugin_net")

@@ -16,7 +16,6 @@ from siteflow.config import load_config
 from siteflow.engine.runner import ExperimentRun
 from siteflow.handover import read_handover
 from siteflow.strategies.base import SiteInput
-from siteflow.tasks import build_task
 from siteflow.strategies.relay.replay_quality import (
     foreground_fraction,
     mean_components,
@@ -139,7 +138,7 @@ def test_a_relay_run_measures_every_earlier_site_before_every_site(tmp_path, cap
 def test_replays_are_augmented_as_the_sites_training_images(tmp_path):
     config = load_config(tiny_config(tmp_path, "relay", sites=2, common=COMMON))
     runner = ExperimentRun(config, tmp_path / "run")
-    augment = runner.strategy.replay_augmentation(runner.task, config.site_runs[1])
+    augment = runner.strategy.replay_augmentation(config.site_runs[1])
     network = runner.strategy.build_network(runner.task)
     assert network.image_generator(torch.zeros(1, 64), torch.zeros(1, dtype=torch.long), torch.zeros(1, 3, 16, 16), torch.zeros(1, 8, 16, 16)).shape[-1] == 16
     torch.manual_seed(0)
@@ -149,4 +148,4 @@ def test_replays_are_augmented_as_the_sites_training_images(tmp_path):
     assert not torch.allclose(augmented, images)
     (tmp_path / "plain").mkdir()
     plain = load_config(tiny_config(tmp_path / "plain", "relay", sites=2))  # no augmentation
-    assert runner.strategy.replay_augmentation(build_task(plain), plain.site_runs[1]) is None
+    assert runner.strategy.replay_augmentation(plain.site_runs[1]) is None

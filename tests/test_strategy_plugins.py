@@ -48,7 +48,7 @@ def plugins(plugin_path, monkeypatch):
     load_components()
     yield
     for name in ("fedamsgrad_plugin", "feddyn_plugin"):
-        STRATEGIES._entries.pop(name, None)
+        STRATEGIES.unregister(name)
     for module in ("fedamsgrad", "feddyn"):
         sys.modules.pop(module, None)
 
@@ -173,15 +173,12 @@ def test_a_strategy_declares_how_often_a_site_trains_and_dp_sgd_spends_its_budge
         def site_visits(self) -> int:
             return self.passes
 
-    STRATEGIES.register("passes_plugin")(Passes)
-    try:
+    with STRATEGIES.registered("passes_plugin", Passes):
         config = tiny_config(
             tmp_path, "passes_plugin", model={"name": "unet", "kwargs": {"base_channels": 4, "depth": 2, "norm": "group"}},
             common={"strategy": {"kwargs": {"passes": 4}}, "train": {"loss": {"name": "dice_ce"}, "dp_sgd": {"target_epsilon": 3.0}}},
         )
         assert {site_run.train.dp_sgd.stages for site_run in load_config(config).site_runs} == {4}
-    finally:
-        STRATEGIES._entries.pop("passes_plugin")
 
 
 def test_secure_aggregation_asks_what_the_strategy_declares():

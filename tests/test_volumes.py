@@ -371,7 +371,7 @@ class FlatNet(torch.nn.Module):
         return self.head(x)
 
 
-def test_a_3d_model_on_images_is_refused_and_a_2d_only_model_on_volumes_names_the_model(tmp_path, monkeypatch):
+def test_a_3d_model_on_images_is_refused_and_a_2d_only_model_on_volumes_names_the_model(tmp_path):
     raw = yaml.safe_load((PACKAGED_CONFIGS / "demo" / "local.yaml").read_text())
     raw["common"]["dataset"]["kwargs"]["root_path"] = str(tmp_path / "data")
     raw["common"]["model"].setdefault("kwargs", {})["spatial_dims"] = 3
@@ -380,11 +380,11 @@ def test_a_3d_model_on_images_is_refused_and_a_2d_only_model_on_volumes_names_th
     with pytest.raises(ConfigError, match=r"common.model.kwargs.spatial_dims: model 'unet' is 3D .* holds 2D images .*set spatial_dims: 2"):
         load_config(path)
     raw = yaml.safe_load(tiny_demo3d(tmp_path).read_text())
-    MODELS.names()  # the built-in models first, so that only flat_net is added (and removed after the test)
-    monkeypatch.setitem(MODELS._entries, "flat_net", FlatNet)
     raw["common"]["model"] = {"name": "flat_net"}
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"common.model.name: model 'flat_net' is 2D .* holds 3D volumes .*choose a 3D model"):
+    with MODELS.registered("flat_net", FlatNet), pytest.raises(
+        ConfigError, match=r"common.model.name: model 'flat_net' is 2D .* holds 3D volumes .*choose a 3D model"
+    ):
         load_config(path)
 
 

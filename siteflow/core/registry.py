@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+from contextlib import contextmanager
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -52,6 +53,21 @@ class Registry(Generic[T]):
             return target
 
         return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove the entry registered under ``name`` (a test's own class, when the test ends);
+        nothing if there is none."""
+        self._entries.pop(name, None)
+
+    @contextmanager
+    def registered(self, name: str, target: T) -> Iterator[T]:
+        """Register ``target`` under ``name`` for the duration of a ``with`` block (a test's
+        own class); yields ``target``."""
+        self.register(name)(target)
+        try:
+            yield target
+        finally:
+            self.unregister(name)
 
     def get(self, name: str) -> T:
         """The entry registered under ``name``; raises :class:`UnknownNameError` otherwise."""

@@ -175,6 +175,13 @@ class SiteDataset(Dataset):
     def __len__(self) -> int:
         return self.num_samples * self.num_replica
 
+    @property
+    def label_map_augmentation(self) -> Augmentation | None:
+        """The augmentation this split applies to (image, label map) pairs, which can augment
+        a batch of them too (relay's replays, :meth:`Augmentation.batch`); None when it
+        augments none, as a dataset of image-level labels."""
+        return None
+
     def check(self) -> None:
         """Preflight of this split, cheap enough to run on every site before training: every
         unique sample's files are opened and checked as reading an item checks them (see
@@ -351,6 +358,10 @@ class SegmentationDataset(SiteDataset):
     def ignore_index(self) -> int | None:
         """The label value of pixels that losses and metrics must skip (none by default)."""
         return None
+
+    @property
+    def label_map_augmentation(self) -> Augmentation | None:
+        return self.augmentation if self.augmentation else None
 
     @property
     def num_samples(self) -> int:

@@ -34,6 +34,10 @@ class MaskedBCEWithLogitsLoss(nn.Module):
 
     pos_weight: Tensor | None
 
+    auto_pos_weight: bool
+    """Whether ``pos_weight`` is ``"auto"``: the task builds the loss again with the weights
+    counted over the training sites (see :meth:`siteflow.tasks.base.Task.build_loss`)."""
+
     def __init__(self, pos_weight: list[float] | Literal["auto"] | None = "auto") -> None:
         super().__init__()
         if isinstance(pos_weight, str) and pos_weight != "auto":

@@ -14,7 +14,7 @@ from torch import nn
 from siteflow.config import SiteConfig, SiteRun
 from siteflow.core.atomic import safe_name, write_json
 from siteflow.core.registry import STRATEGIES
-from siteflow.datasets.base import SegmentationDataset
+from siteflow.datasets.pooling import build_dataset
 from siteflow.models.generators import MAX_SITES, ImageGenerator, LabelGenerator
 from siteflow.models.strokes import StrokeLabelGenerator
 from siteflow.privacy.replay_leak import check_replay_leak
@@ -112,18 +112,17 @@ class RelayStrategy(SequentialStrategy):
             replay_size=self.options.replay_side(solver_input_size(task)),
             position=self.position(context, site, carried),
             options=self.options,
-            replay_augment=self.replay_augmentation(task, site),
+            replay_augment=self.replay_augmentation(site),
             replay_weights=replay_weights,
         )
 
-    def replay_augmentation(self, task: Task, site: SiteRun) -> BatchAugment | None:
+    def replay_augmentation(self, site: SiteRun) -> BatchAugment | None:
         """The augmentation of ``site``'s training images, applied to the replays the solver
         sees (None when the site augments nothing), drawing from the global random stream
         (seeded, and saved with every checkpoint)."""
-        data = task.dataset([site.site], "train")
-        if not isinstance(data, SegmentationDataset) or not data.augmentation:
+        augmentation = build_dataset(site.site, "train").label_map_augmentation
+        if augmentation is None:
             return None
-        augmentation = data.augmentation
         return lambda images, labels: augmentation.batch(images, labels, torch.default_generator)
 
     def position(self, context: SiteTraining, site: SiteRun, carried: SiteInput) -> RelayPosition:

@@ -37,7 +37,7 @@ class MultiLabelTask(Task):
         if train.loss.name != "bce":
             raise ValueError(f"common.train.loss.name: multi-label data needs the 'bce' loss, not {train.loss.name!r}")
         loss = super().build_loss(train, train_sites)
-        if getattr(loss, "auto_pos_weight", False) and train_sites:
+        if loss.auto_pos_weight and train_sites:  # the bce loss declares it
             parts = [UnionLabels(build_dataset(site, "train"), self.class_names) for site in train_sites]
             loss = LOSSES.get(train.loss.name)(**{**train.loss.kwargs, "pos_weight": positive_weights(parts)})
         return loss
