@@ -12,6 +12,7 @@ from typing import Sequence
 from siteflow.config import ConfigError, ExperimentConfig, load_config
 from siteflow.config.folders import run_folder
 from siteflow.core.console import configure_logging
+from siteflow.core.extras import MissingExtra
 
 
 def _common_parser(description: str) -> argparse.ArgumentParser:
@@ -72,7 +73,7 @@ def _setup(args: argparse.Namespace, parser: argparse.ArgumentParser, program: s
     try:
         config = load_config(args.config, task_ids=[args.task_id] if getattr(args, "task_id", None) is not None else None)
         run_dir = run_folder(args.exps_root, config.name, args.note)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, MissingExtra) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     log_file = run_dir / "logs" / f"{program}_{time.strftime('%Y-%m-%d_%H-%M-%S')}.log"
     try:
@@ -141,7 +142,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         else:
             run = ExperimentRun(config, run_dir, **options)
             summary = run.execute()
-    except (RunFolderConflict, RunFolderLocked, HandoverError, OutputError, SetupRefused, DataError) as error:
+    except (ConfigError, RunFolderConflict, RunFolderLocked, HandoverError, OutputError, SetupRefused, DataError, MissingExtra) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     except (TooFewSites, TrainingDiverged, NonFiniteWeights) as error:
         parser.exit(1, f"{parser.prog}: stopped: {error}\n")

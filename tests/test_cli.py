@@ -217,3 +217,32 @@ def test_a_full_disk_stops_the_run_naming_the_file_and_the_same_command_resumes(
     resumed = subprocess.run(command("train.py", config, exps), capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (checkpoints / "task_2" / "final.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"current_tasks": {"task_ids": [1, 2], "task_confs": {1: {"checkpoint": {"load": "/nonexistent/handover.safetensors"}}}}},
+            "current_tasks.task_confs.1.checkpoint.load: hand-over file '/nonexistent/handover.safetensors' does not exist",
+        ),
+        (
+            {"common": {"dataset": {"kwargs": {"train_per_site": 1}}}},
+            "site 'site1', val split: SyntheticFundusDataset: the val split is empty: 1 training sample(s) with val_fraction=0.34 "
+            "leave none for it; give the site more images or change the dataset option val_fraction",
+        ),
+        (
+            {"common": {"dataset": {"kwargs": {"test_per_site": 0}}}},
+            "kwargs.test_per_site: must be at least 1 (every site needs training and test images), got 0",
+        ),
+    ],
+    ids=["missing-load", "val-split-empty", "no-test-images"],
+)
+def test_what_would_fail_late_is_refused_before_training_naming_the_key(tmp_path, overrides, message):
+    config = tiny_config(tmp_path, **overrides)
+    result = subprocess.run(command("train.py", config, tmp_path / "exps"), capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "exps").rglob("*.ckpt")), "training started"

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from siteflow.datasets import FundusDataset
+from siteflow.datasets import DataError, FundusDataset
 from siteflow.core.registry import DATASETS
 
 # A 4x5 mask with resampling noise, in the DoFE convention, and its class ids.
@@ -167,7 +167,8 @@ def test_bad_masks_are_named(domain):
 
 def test_empty_val_split_and_bad_options(domain):
     kwargs = dict(root_path=str(domain), folder="Domain1")
-    with pytest.raises(ValueError, match="the val split is empty"):
+    with pytest.raises(DataError, match=r"FundusDataset: the val split is empty: \d+ training sample\(s\) with val_fraction=0.0 "
+                       r"leave none for it; give the site more images or change the dataset option val_fraction"):
         FundusDataset("val", val_fraction=0.0, **kwargs)
     with pytest.raises(ValueError, match="split must be one of"):
         FundusDataset("validation", **kwargs)

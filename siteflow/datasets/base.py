@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from siteflow.config.validation import defaults
 from siteflow.datasets.augmentation import Augmentation, PresetName
 from siteflow.datasets.decode_cache import DEFAULT_CACHE_DIR, CacheKind, DecodeCache, Decoded, cache_folder
-from siteflow.datasets.errors import DataError, combined
+from siteflow.datasets.errors import DataError, combined, empty_split
 from siteflow.datasets.files import (
     SampleFiles,
     grey_to_class_ids,
@@ -316,10 +316,7 @@ class SegmentationDataset(SiteDataset):
         if split != "test":
             release = self._labelled(carve_val(release, split, self.val_fraction, self.split_seed))
         if not release:
-            raise ValueError(
-                f"{type(self).__name__}: the {split} split is empty "
-                f"({len(ids)} training samples, val_fraction={self.val_fraction})"
-            )
+            raise empty_split(type(self).__name__, split, len(ids), self.val_fraction)
         self.samples: list[SampleFiles] = release
 
     @classmethod

@@ -36,3 +36,15 @@ def combined(header: str, problems: Sequence[DataError]) -> DataError:
         listed.append(f"  ... and {len(problems) - MAX_LISTED} more")
     paths = [path for problem in problems for path in problem.paths]
     return DataError("\n".join([f"{header}:", *listed]), paths=paths)
+
+
+def empty_split(dataset: str, split: str, available: int, val_fraction: float) -> DataError:
+    """The error of a split left empty: ``available`` samples of its release part (training
+    samples for train and val, after the unlabelled are left out) and the ``val_fraction``
+    that carves val from train; it names the option to change."""
+    if split == "test":
+        return DataError(f"{dataset}: the test split is empty: the release holds no test samples; a site needs at least one to be tested")
+    return DataError(
+        f"{dataset}: the {split} split is empty: {available} training sample(s) with val_fraction={val_fraction} "
+        f"leave none for it; give the site more images or change the dataset option val_fraction"
+    )

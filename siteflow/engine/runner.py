@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
-from siteflow.config import ExperimentConfig, SiteRun
+from siteflow.config import ConfigError, ExperimentConfig, SiteRun
 from siteflow.core.atomic import load_weights, save_weights
 from siteflow.core.registry import STRATEGIES
 from siteflow.core.site_matrix import StageResult
@@ -247,6 +247,7 @@ class ExperimentRun:
         the task's summary of the data (``Task.write_data_summary``): all before anything
         trains."""
         if check_data:
+            self._check_loads()
             check_sites(self.config.sites)
         self.folder.claim(self.config.processed())
         if check_data and rank_zero_only.rank == 0:
@@ -269,13 +270,29 @@ class ExperimentRun:
             summarizer=self.strategy.summarize,
         )
 
-    def _receive(self, site_run: SiteRun, build_network: Callable[[], nn.Module], site_order: Sequence[int] | None) -> SiteInput:
-        """Read and verify the hand-over file named in ``site_run``'s ``checkpoint.load``."""
-        key_path = f"current_tasks.task_confs.{site_run.task_id}.checkpoint.load"
+    def _load_path(self, site_run: SiteRun) -> Path:
+        """The hand-over file of ``site_run``'s ``checkpoint.load`` (a relative path starts at
+        the run's checkpoints folder)."""
         path = Path(site_run.checkpoint.load)
-        path = path if path.is_absolute() else self.folder.checkpoints / path
-        if not path.is_file():
-            raise FileNotFoundError(f"{key_path}: hand-over file {str(path)!r} does not exist")
+        return path if path.is_absolute() else self.folder.checkpoints / path
+
+    def _check_loads(self) -> None:
+        """Before anything trains: every ``checkpoint.load`` names a regular file (ConfigError
+        at its key, naming the config file)."""
+        for site_run in self.config.site_runs:
+            if site_run.checkpoint.load is None:
+                continue
+            path = self._load_path(site_run)
+            if not path.is_file():
+                what = "does not exist" if not path.exists() else "is not a regular file"
+                raise ConfigError(
+                    f"current_tasks.task_confs.{site_run.task_id}.checkpoint.load", f"hand-over file {str(path)!r} {what}"
+                ).in_file(str(self.config.source))
+
+    def _receive(self, site_run: SiteRun, build_network: Callable[[], nn.Module], site_order: Sequence[int] | None) -> SiteInput:
+        """Read and verify the hand-over file named in ``site_run``'s ``checkpoint.load``
+        (checked to exist by :meth:`prepare`)."""
+        path = self._load_path(site_run)
         expected = build_network().state_dict()
         weights, manifest = read_handover(
             path,

@@ -21,7 +21,7 @@ from siteflow.datasets.chest_xray.labels import (
     encode_labels,
     resolve_labels,
 )
-from siteflow.datasets.errors import DataError, MissingFileError
+from siteflow.datasets.errors import DataError, MissingFileError, empty_split
 from siteflow.datasets.spec import DataSpec, image_size
 from siteflow.datasets.splits import carve_val
 
@@ -115,14 +115,13 @@ class MultiLabelDataset(SiteDataset):
         duplicates = sorted(i for i, n in Counter(r.id for r in records).items() if n > 1)
         if duplicates:
             raise DataError(f"{type(self).__name__}: several images share the ids {duplicates[:10]}")
+        available = len(records)
         if split != "test":
             patients = sorted({record.patient for record in records})
             chosen = set(carve_val(patients, split, val_fraction, self.split_seed))
             records = self._labelled([record for record in records if record.patient in chosen])
         if not records:
-            raise ValueError(
-                f"{type(self).__name__}: the {split} split is empty (val_fraction={val_fraction})"
-            )
+            raise empty_split(type(self).__name__, split, available, val_fraction)
         self.records: list[Record] = records
         values = np.array([record.values for record in records], dtype=np.float32)  # (N, L)
         targets, mask = encode_labels(values, uncertain, blank)

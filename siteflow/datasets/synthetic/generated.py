@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from siteflow.config.validation import defaults
+from siteflow.core.errors import OptionError
 from siteflow.datasets.base import Split
 from siteflow.datasets.synthetic.cache import cached_generation
 
@@ -85,6 +86,16 @@ class GeneratedSites:
     def required_paths(cls, **kwargs: Any) -> dict[str, Path]:
         """None: the data is generated when missing."""
         return {}
+
+    @classmethod
+    def _spec(cls, options: dict[str, Any]) -> Any:
+        """The loader's :meth:`describe`, after checking the generator's counts (before any
+        file is written: a site needs a training and a test image)."""
+        for name in ("train_per_site", "test_per_site"):
+            value = options.get(name)
+            if value is not None and value < 1:
+                raise OptionError(name, f"must be at least 1 (every site needs training and test images), got {value}")
+        return super()._spec(options)  # type: ignore[misc]  # the loader after this mixin
 
     def _generator_options(self) -> dict[str, Any]:
         """Generator arguments from the subclass's own options (None: the generator's default)."""

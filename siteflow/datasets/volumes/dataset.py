@@ -25,7 +25,7 @@ from siteflow.datasets.decode_cache import (
     Decoded,
     cache_folder,
 )
-from siteflow.datasets.errors import DataError
+from siteflow.datasets.errors import DataError, empty_split
 from siteflow.datasets.patches import (
     PatchSampler,
     checked_foreground_share,
@@ -202,10 +202,11 @@ class VolumeDataset(SiteDataset):
         duplicates = sorted(i for i, n in Counter(case.id for case in release).items() if n > 1)
         if duplicates:
             raise DataError(f"{type(self).__name__}: several volumes share the ids {duplicates}")
+        available = len(release)
         if split != "test":
             release = self._labelled(carve_val(release, split, self.val_fraction, self.split_seed))
         if not release:
-            raise ValueError(f"{type(self).__name__}: the {split} split of {self.root_path} is empty")
+            raise empty_split(type(self).__name__, split, available, self.val_fraction)
         self.cases: list[VolumeCase] = release
 
     @classmethod
