@@ -107,3 +107,18 @@ def test_scaffold_on_flower_gives_the_simulated_weights_and_keeps_each_variate_o
         expected = SiteStore(simulated.site_folder(site)).load(SITE_CONTROL, before=3)
         assert kept.keys() == expected.keys() and all(torch.equal(kept[k], expected[k]) for k in expected)
         assert not SiteStore(deployed.site_folder(site)).rounds(SITE_CONTROL), "a site's variate reached the server's disk"
+
+
+def test_under_a_robust_rule_one_site_cannot_steer_the_control_variate_by_hand():
+    """Median of three sites' control deltas, one of them poisoned (1e6): the variate moves by
+    the median times the replying share (3 of 4 sites), where the plain mean follows the poison."""
+    deltas = [torch.tensor([[0.3, -0.6]]), torch.tensor([[0.1, 0.0]]), torch.tensor([[1e6, -1e6]])]
+    x = {"weight": torch.tensor([[0.0, 0.0]])}
+    updates = [SiteUpdate(name, {"weight": torch.tensor([[1.0, 1.0]]), CONTROL + "weight": delta}, 5) for name, delta in zip("abc", deltas)]
+    plain, robust = STRATEGIES.get("scaffold")(), STRATEGIES.get("scaffold")(robust={"name": "median"})
+    for strategy in (plain, robust):
+        strategy.prepare_server(nn.Linear(2, 1, bias=False), ["a", "b", "c", "d"])
+        strategy.aggregate(1, x, updates)
+    assert plain.state_dict()[CONTROL + "weight"][0, 0] > 1e5
+    # median [0.3, -0.6] (per coordinate: [0.1, 0.3, 1e6] -> 0.3; [-1e6, -0.6, 0] -> -0.6), times 3/4
+    assert torch.allclose(robust.state_dict()[CONTROL + "weight"], torch.tensor([[0.225, -0.45]]))

@@ -117,15 +117,26 @@ class ScaffoldStrategy(FedAvgStrategy):
         return SiteUpdate(update.site, {**update.weights, **deltas}, update.num_samples)
 
     def aggregate(self, round_number: int, global_weights: Weights, updates: Sequence[SiteUpdate]) -> Weights:
-        """FedAvg of the weights; ``c += (1/N) sum of the control deltas``."""
+        """FedAvg (or the ``robust`` rule) of the weights; ``c`` moves by :meth:`control_step`."""
         if self.num_sites is None:
             raise RuntimeError("ScaffoldStrategy.aggregate before prepare_server: the number of sites is unknown")
         parts = [split(update.weights) for update in updates]
-        for name in parts[0][1]:
-            total = torch.stack([deltas[name] for _, deltas in parts]).sum(0)
-            self.control[name] = self.control.get(name, torch.zeros_like(total)) + total / self.num_sites
+        step = self.control_step(round_number, [update.site for update in updates], [deltas for _, deltas in parts])
+        for name, change in step.items():
+            self.control[name] = self.control.get(name, torch.zeros_like(change)) + change
         model_updates = [SiteUpdate(update.site, weights, update.num_samples) for update, (weights, _) in zip(updates, parts)]
         return super().aggregate(round_number, global_weights, model_updates)
+
+    def control_step(self, round_number: int, sites: Sequence[str], deltas: Sequence[Weights]) -> Weights:
+        """The server variate's change from the replying ``sites``' deltas ``c_i+ - c_i``:
+        ``(1/N) sum of the deltas`` over all ``N`` sites; under ``robust``, the rule's aggregate
+        of the deltas (every site counted alike, from zero) times the replying share of the
+        sites, so that one site cannot steer the correction every site's steps follow."""
+        if self.robust is None:
+            return {name: torch.stack([delta[name] for delta in deltas]).sum(0) / self.num_sites for name in deltas[0]}
+        zeros = {name: torch.zeros_like(tensor) for name, tensor in deltas[0].items()}
+        combined = self.robust.combine(round_number, sites, deltas, [1 / len(deltas)] * len(deltas), zeros)
+        return {name: value * (len(deltas) / self.num_sites) for name, value in combined.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {CONTROL + name: tensor for name, tensor in self.control.items()}

@@ -8,13 +8,13 @@ rules registered here, by name, with its options beside the name::
     common:
       strategy:
         name: fedavg            # or fedprox, fedbn, fedadam, ... : any strategy whose
-        kwargs:                 # aggregate is FederatedRounds.aggregate's average
+        kwargs:                 # aggregate is FederatedStrategy.aggregate's average
           robust: {name: trimmed_mean, beta: 0.2}
 
-The rule runs inside :meth:`~siteflow.strategies.federated.rounds.FederatedRounds.aggregate`,
+The rule runs inside :meth:`~siteflow.strategies.federated.base.FederatedStrategy.aggregate`,
 where the plain weighted average ran, so it composes with every strategy that builds on that
 average (a server optimiser steps along the robust aggregate; FedBN's local layers stay
-local; SCAFFOLD's control variates are still averaged plainly), simulated and on Flower
+local; SCAFFOLD's control variates move by the rule's aggregate of the sites' deltas), simulated and on Flower
 alike. A new rule is one file: a :class:`~siteflow.strategies.federated.robust.base.RobustRule`
 registered in :data:`ROBUST_RULES`.
 """
