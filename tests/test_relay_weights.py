@@ -18,7 +18,7 @@ from siteflow.models.generators import ImageGenerator, LabelGenerator
 from siteflow.strategies.relay import RelayLearner, RelayNetwork, RelayOptions, RelayPosition, RelayStrategy
 from siteflow.strategies.relay.learner import Replay
 from siteflow.strategies.relay.replay_quality import ReplayQuality
-from siteflow.strategies.relay.replay_weights import AGREEMENT, RATIO, UNIFORM, replay_weights
+from siteflow.strategies.relay.replay_weights import AGREEMENT, RATIO, UNIFORM, UNJUDGED, replay_weights
 from tests.experiments import tiny_config
 
 
@@ -35,18 +35,20 @@ def test_weights_come_from_the_measured_quality_by_hand():
         2: quality("CHASE_DB1", 0.80, None),  # a deployed site: the agreement 0.8 itself, (0.8 - 0.5) / 0.4 = 0.75
         3: quality("HRF", 0.75, 0.70),  # better than on real patches: quality capped at 1, weight 1
         4: quality("IOSTAR", 0.30, 0.0),  # the solver segments no real patch: quality 0
+        5: quality("ARIA", 0.069, 0.049),  # ratio 1.4, but a solver at 0.049 on real patches: nothing to keep, no judge
     }
     names = {code: q.site for code, q in qualities.items()}
     weights = replay_weights(RelayOptions(replay_weighting="quality"), qualities, names)
-    assert [w.code for w in weights] == [0, 1, 2, 3, 4]
-    assert [w.weight for w in weights] == pytest.approx([(0.55 / 0.70 - 0.5) / 0.4, 0.0, 0.75, 1.0, 0.0])
-    assert [w.quality for w in weights] == pytest.approx([0.55 / 0.70, 0.26 / 0.60, 0.8, 1.0, 0.0])
-    assert [w.measured_by for w in weights] == [RATIO, RATIO, AGREEMENT, RATIO, RATIO]
+    assert [w.code for w in weights] == [0, 1, 2, 3, 4, 5]
+    assert [w.weight for w in weights] == pytest.approx([(0.55 / 0.70 - 0.5) / 0.4, 0.0, 0.75, 1.0, 0.0, 0.0])
+    assert [w.quality for w in weights] == pytest.approx([0.55 / 0.70, 0.26 / 0.60, 0.8, 1.0, 0.0, 1.0])
+    assert [w.measured_by for w in weights] == [RATIO, RATIO, AGREEMENT, RATIO, UNJUDGED, UNJUDGED]
     assert weights[0].summary() == f"DRIVE's replays count 0.71 (quality 0.786: {RATIO})"
+    assert weights[5].summary() == f"ARIA's replays count 0.00 (quality 1.000: {UNJUDGED})"
     steep = replay_weights(RelayOptions(replay_weighting="quality", quality_floor=0.0, quality_full=0.5), qualities, names)
-    assert [w.weight for w in steep] == pytest.approx([1.0, 0.26 / 0.60 / 0.5, 1.0, 1.0, 0.0])
+    assert [w.weight for w in steep] == pytest.approx([1.0, 0.26 / 0.60 / 0.5, 1.0, 1.0, 0.0, 1.0])  # floor 0: every solver judges
     uniform = replay_weights(RelayOptions(replay_weighting="uniform"), {}, names)
-    assert [(w.weight, w.quality, w.measured_by) for w in uniform] == [(1.0, None, UNIFORM)] * 5
+    assert [(w.weight, w.quality, w.measured_by) for w in uniform] == [(1.0, None, UNIFORM)] * 6
 
 
 @pytest.mark.parametrize(

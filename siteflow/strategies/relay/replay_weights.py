@@ -7,7 +7,10 @@ what the old solver says about images unlike any site's. So each earlier site ge
 [0, 1] from its replay quality (:mod:`.replay_quality`):
 
 - with real patches of the site at hand: ``min(1, Dice on replays / Dice on real patches)``
-  of the previous solver (1: it segments the replays as well as real patches);
+  of the previous solver (1: it segments the replays as well as real patches); but a site
+  whose real patches the previous solver segments below ``quality_floor`` counts 0 whatever
+  the ratio: the solver holds too little of it to keep, and is no judge of its replays (a
+  solver at 0.05 on real patches and 0.07 on replays is no evidence that they are good);
 - without (a deployed site holds only its own data): the previous solver's Dice agreement
   with the replayed label maps (the same Dice on replays, taken as it is), which needs no data
   of the earlier site.
@@ -28,6 +31,7 @@ from siteflow.strategies.relay.replay_quality import ReplayQuality
 RATIO = "Dice on replays / Dice on real patches"
 AGREEMENT = "Dice agreement with the replayed label maps (no real patches here)"
 UNIFORM = "replay_weighting: uniform"
+UNJUDGED = "Dice on replays / Dice on real patches, but the previous solver's Dice on real patches is below quality_floor: nothing to keep, no judge"
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class ReplayWeight:
         code: its generator code.
         weight: in [0, 1], the factor of its replays' loss and distillation.
         quality: in [0, 1], the quality the weight comes from (None: not measured).
-        measured_by: what ``quality`` is (:data:`RATIO`, :data:`AGREEMENT` or :data:`UNIFORM`).
+        measured_by: what ``quality`` is and why the weight follows from it (:data:`RATIO`,
+            :data:`UNJUDGED`, :data:`AGREEMENT` or :data:`UNIFORM`).
     """
 
     site: str
@@ -81,5 +86,9 @@ def replay_weights(options: RelayOptions, qualities: dict[int, ReplayQuality], n
             weights.append(ReplayWeight(name, code, 1.0, None, UNIFORM))
             continue
         score, measured_by = replay_quality_score(qualities[code])
-        weights.append(ReplayWeight(name, code, weight_from_quality(score, options.quality_floor, options.quality_full), score, measured_by))
+        weight = weight_from_quality(score, options.quality_floor, options.quality_full)
+        real = qualities[code].solver_dice_real
+        if real is not None and real < options.quality_floor:
+            weight, measured_by = 0.0, UNJUDGED
+        weights.append(ReplayWeight(name, code, weight, score, measured_by))
     return weights
