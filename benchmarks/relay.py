@@ -3,14 +3,16 @@
     OMP_NUM_THREADS=2 python benchmarks/relay.py [--seeds 0 1 2] [--epochs 40] [--num-replica 10] [--gpus 0]
         [--patch-size 128] [--base-channels 32] [--site-shift 0.3] [--variants sequential relay relay_uniform relay_weighted relay_weighted_merge relay_no_merge relay_distill_batch
         relay_quarter relay_append relay_teacher_labels relay_strokes lwf joint]
-        [--write BENCHMARKS.md]
+        [--profile real --train-per-site 8 --test-per-site 4] [--write BENCHMARKS.md]
 
 Three synthetic vessel sites (DRIVE, STARE and CHASE_DB1 layouts) drawn at 288-320 pixels and
 read at ``--img-size`` (256), trained on whole images or, with ``--patch-size``, on augmented
 patches (a third centred on vessels) and tested by Gaussian-weighted sliding windows, as the
 shipped real-data configs do: thin, faint vessels on a blotchy retina, each site with its own
 colour cast, contrast, blur and noise (and, with ``--site-shift``, its own vessel width and
-contrast: DRIVE's thinnest and faintest, CHASE_DB1's widest and strongest). Every variant
+contrast: DRIVE's thinnest and faintest, CHASE_DB1's widest and strongest). ``--profile real``
+draws each site as its release looks instead, read at native size (565 to 999 pixels, vessels
+1-13 pixels wide on a textured retina), where fine-tuning forgets little. Every variant
 trains the same U-Net over the sites in order with the same seed; relay replays patches of
 ``--replay-size``, each earlier site's
 replays weighted by their measured quality (``relay_uniform``: all counting fully, as the
@@ -78,8 +80,14 @@ class TimedRun(ExperimentRun):
 def study(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
     """The config of ``variant`` at ``seed`` (plain data, as YAML would give it)."""
     strategy = deep_merge(VARIANTS[variant], {"kwargs": {"replay_size": args.replay_size}} if VARIANTS[variant]["name"] == "relay" else {})
-    dataset = {**HARD_VESSELS, "root_path": str(args.out / "data"), "img_size": [args.img_size] * 2, "val_fraction": 0.15,
-               "num_replica": args.num_replica}
+    dataset: dict[str, Any] = {"root_path": str(args.out / "data"), "val_fraction": 0.15, "num_replica": args.num_replica}
+    if args.profile == "real":  # each site as its release looks, read at native size (vessels of real widths)
+        dataset["profile"] = "real"
+    else:
+        dataset.update(HARD_VESSELS, img_size=[args.img_size] * 2)
+    for key in ("train_per_site", "test_per_site"):
+        if getattr(args, key) is not None:
+            dataset[key] = getattr(args, key)
     model = {"base_channels": args.base_channels, "depth": 4}
     train: dict[str, Any] = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": "32-true", "loss": {"name": "dice_ce"},
                              "optimizer": {"name": "Adam", "kwargs": {"lr": 1e-3}}, "val_every_n_epochs": args.epochs}
@@ -89,7 +97,7 @@ def study(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
         dataset.update(patch_size=[args.patch_size] * 2, foreground_share=0.33, augmentation="default")
         train["inference"] = {"mode": "sliding_window", "overlap": 0.5, "blend": "gaussian"}
     if args.tiny:
-        dataset.update(native_size=[40, 48], train_per_site=4, test_per_site=2)
+        dataset.update(train_per_site=4, test_per_site=2, **({} if args.profile == "real" else {"native_size": [40, 48]}))
         model = {"base_channels": 4, "depth": 2}
         if strategy["name"] == "relay":
             strategy = deep_merge(strategy, {"kwargs": {"label_generator_channels": 16, "image_generator_channels": 4,
@@ -134,7 +142,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]
     """The markdown of the results: a table over variants, then relay's replay quality."""
     lines = [
         f"Machine: {machine()}; devices: {'GPU ' + ','.join(map(str, args.gpus)) if args.gpus else 'CPU'}. Three synthetic vessel sites "
-        f"({', '.join(SITES)}), {args.img_size}x{args.img_size}, {args.epochs} epochs of {args.num_replica} passes per site, batch "
+        f"({', '.join(SITES)}), {'as the releases look at native size' if args.profile == 'real' else f'{args.img_size}x{args.img_size}'}, {args.epochs} epochs of {args.num_replica} passes per site, batch "
         f"{args.batch_size}{f', site shift {args.site_shift}' if args.site_shift else ''}"
         f"{f', {args.patch_size}x{args.patch_size} augmented patches, sliding-window tests' if args.patch_size else ''}, U-Net width {args.base_channels}, seeds "
         f"{', '.join(map(str, args.seeds))}; relay replays {args.replay_size}x{args.replay_size} patches. Mean ± sd over seeds.",
@@ -175,12 +183,19 @@ def main() -> None:
     parser.add_argument("--patch-size", type=int, default=None, help="train on patches of this side (default: whole images)")
     parser.add_argument("--site-shift", type=float, default=0.0,
                         help="how much the sites' vessels differ (0 to 1: the first site's thinner and fainter, the last's wider and stronger)")
+    parser.add_argument("--profile", choices=["hard", "real"], default="hard",
+                        help="'hard': small eyes read at --img-size with thin faint vessels; 'real': every site as its release "
+                             "looks, at native size (565 to 999 pixels) with vessels 1-13 px wide (needs --patch-size, no --site-shift)")
+    parser.add_argument("--train-per-site", type=int, default=None, help="training images per site (default: the generator's)")
+    parser.add_argument("--test-per-site", type=int, default=None, help="test images per site (default: the generator's)")
     parser.add_argument("--base-channels", type=int, default=32, help="the U-Net's width")
     parser.add_argument("--gpus", type=int, nargs="*", default=None, help="GPU indices (default: the CPU)")
     parser.add_argument("--out", type=Path, default=Path("exps/benchmark_relay"))
     parser.add_argument("--tiny", action="store_true", help="a few seconds per run, to check that the script works")
     parser.add_argument("--write", type=Path, default=None, help="update this report's relay section")
     args = parser.parse_args()
+    if args.profile == "real" and (args.patch_size is None or args.site_shift):
+        parser.error("--profile real reads native-size images: give --patch-size, and no --site-shift (the sites differ as the releases do)")
     if args.tiny:
         args.img_size, args.replay_size, args.num_replica = 32, 16, 1
     results: dict[str, dict[int, dict[str, Any]]] = {}
