@@ -271,7 +271,7 @@ def tiny_raw(tmp_path: Path, strategy: str, **overrides) -> dict:
         ("my_trimmed_mean", {"strategy": {"kwargs": {"trim": -1}}},
          "common.strategy.kwargs: trim must be non-negative, got -1"),
         ("my_trimmed_mean", {"strategy": {"kwargs": {"round": 2}}},  # fedavg's options, through **kwargs
-         "common.strategy.kwargs.round: unknown option; did you mean 'rounds'? (allowed: trim, keep_local_norm, "
+         "common.strategy.kwargs.round: unknown option; did you mean 'rounds'? (allowed: trim, keep_local_norm, norm_statistics, "
          "rounds, local_epochs, weighting, min_sites, test_every, fraction, local_steps, keep_optimizer_state, central_dp, robust, "
          "enrolled_samples)"),
         ("my_trimmed_mean", {"strategy": {"kwargs": {"rounds": 0}}},

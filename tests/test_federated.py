@@ -106,7 +106,7 @@ def test_a_round_averages_the_sites_by_sample_count(tmp_path):
 
 
 def test_fedbn_keeps_normalisation_at_each_site(tmp_path):
-    runner, strategy = federated_run(tmp_path, rounds=1, local_epochs=1, keep_local_norm=True)
+    runner, strategy = federated_run(tmp_path, rounds=1, local_epochs=1, keep_local_norm=True, norm_statistics="running")
     local_keys = strategy.local_keys(runner.task)
     saved, _ = runner.load_state(ROUND_STATE)
     state = {k[len("global/"):]: v for k, v in saved.items() if k.startswith("global/")}

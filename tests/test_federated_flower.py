@@ -166,7 +166,8 @@ def app_logging(monkeypatch):
 
 
 def test_a_site_keeps_its_normalisation_weights_on_its_own_disk(tmp_path, monkeypatch, app_logging):
-    config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": {"rounds": 3, "keep_local_norm": True}}})
+    kwargs = {"rounds": 3, "keep_local_norm": True, "norm_statistics": "running"}  # the kept layers as they were kept
+    config = tiny_config(tmp_path, "fedavg", sites=2, common={"strategy": {"kwargs": kwargs}})
     settings, node = RunSettings(config=str(config), note="t"), NodeSettings(task_id=2, exps_root=tmp_path / "hospital2")
     started: dict[int, dict[str, torch.Tensor]] = {}
 
