@@ -13,6 +13,10 @@ A study names its runs in two ways, which may be combined:
     Options of the base's strategy that the grid's strategy also takes are kept (a fedavg
     base's ``rounds`` and ``local_epochs`` carry over to fedprox).
 
+``overrides`` (optional) is merged over every run's config before its options, as a mapping
+of config keys (``{common: {train: {epochs: 3}}}``): the same smaller budget, model or data
+for every run of a study without copying its configs.
+
 Every run is validated as a config is (:func:`~siteflow.config.parse_config`) before anything
 trains; problems are one :class:`StudyError` naming the study key.
 """
@@ -26,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from siteflow.config import ConfigError, ExperimentConfig, parse_config, resolve_config_path
+from siteflow.config.loading import deep_merge
 from siteflow.config.reading import read_config_file
 from siteflow.config.validation import schema, short_repr
 from siteflow.core.errors import nearest
 from siteflow.core.registry import STRATEGIES
 
-KEYS = ("name", "output", "configs", "base", "grid", "seeds", "reference", "workers", "engine", "resamples")
+KEYS = ("name", "output", "configs", "base", "grid", "overrides", "seeds", "reference", "workers", "engine", "resamples")
 """The keys of a study file."""
 
 ENGINES = ("local", "ray")
@@ -125,9 +130,12 @@ def _study(raw: Any, path: Path) -> Study:
         if key not in KEYS:
             raise StudyError(str(key), f"unknown key{nearest(str(key), KEYS)} (allowed: {', '.join(KEYS)})")
     name = _text(raw.get("name", path.stem), "name")
-    runs = _configs(raw.get("configs") or [])
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise StudyError("overrides", f"expected a mapping of config keys, like {{common: {{train: {{epochs: 3}}}}}}, got {short_repr(overrides)}")
+    runs = _configs(raw.get("configs") or [], overrides)
     if "grid" in raw or "base" in raw:
-        runs += _grid(raw.get("base"), raw.get("grid"))
+        runs += _grid(raw.get("base"), raw.get("grid"), overrides)
     if not runs:
         raise StudyError("configs", "the study has no run: list configs, or give a base config and a grid")
     _check_unique(runs)
@@ -151,7 +159,7 @@ def _study(raw: Any, path: Path) -> Study:
     )
 
 
-def _configs(entries: Any) -> list[RunSpec]:
+def _configs(entries: Any, overrides: dict) -> list[RunSpec]:
     if not isinstance(entries, list):
         raise StudyError("configs", f"expected a list of configs, got {short_repr(entries)}")
     runs = []
@@ -164,7 +172,7 @@ def _configs(entries: Any) -> list[RunSpec]:
         for item in entry:
             if item not in ("config", "name", "options"):
                 raise StudyError(f"{key}.{item}", "unknown key (allowed: config, name, options)")
-        raw, config_name, source = _read(entry["config"], f"{key}.config")
+        raw, config_name, source = _read(entry["config"], f"{key}.config", overrides)
         name = _text(entry.get("name", Path(config_name).name), f"{key}.name")
         options = entry.get("options") or {}
         if not isinstance(options, dict):
@@ -172,16 +180,16 @@ def _configs(entries: Any) -> list[RunSpec]:
         strategy = raw["common"]["strategy"]
         _check_options(strategy["name"], options, f"{key}.options")
         raw["common"]["strategy"] = {"name": strategy["name"], "kwargs": {**(strategy.get("kwargs") or {}), **options}}
-        runs.append(_validated(name, key, raw, source, f"{key}.options"))
+        runs.append(_validated(name, key, raw, source, f"{key}.options", overrides))
     return runs
 
 
-def _grid(base: Any, grid: Any) -> list[RunSpec]:
+def _grid(base: Any, grid: Any, overrides: dict) -> list[RunSpec]:
     if base is None:
         raise StudyError("base", "a grid needs a base config: base: demo/fedavg")
     if not isinstance(grid, dict) or not grid:
         raise StudyError("grid", f"expected a mapping strategy -> {{option: [values]}}, got {short_repr(grid)}")
-    raw, _, source = _read(base, "base")
+    raw, _, source = _read(base, "base", overrides)
     base_strategy = raw["common"]["strategy"]
     base_options = base_strategy.get("kwargs") or {}
     runs = []
@@ -201,7 +209,7 @@ def _grid(base: Any, grid: Any) -> list[RunSpec]:
             name = "_".join([str(strategy)] + [f"{option}-{chosen[option]}" for option in swept])
             run_raw = copy.deepcopy(raw)
             run_raw["common"]["strategy"] = {"name": strategy, "kwargs": {**kept, **chosen}}
-            runs.append(_validated(name, key, run_raw, source, key))
+            runs.append(_validated(name, key, run_raw, source, key, overrides))
     return runs
 
 
@@ -223,8 +231,9 @@ def _check_options(strategy: Any, options: dict, key: str) -> set[str] | None:
     return set(allowed)
 
 
-def _read(config: Any, key: str) -> tuple[dict, str, Path]:
-    """The raw mapping of the config named ``config``, its name and its file."""
+def _read(config: Any, key: str, overrides: dict) -> tuple[dict, str, Path]:
+    """The raw mapping of the config named ``config`` with the study's ``overrides`` merged
+    in, its name and its file."""
     if not isinstance(config, str):
         raise StudyError(key, f"expected a config name or path, got {short_repr(config)}")
     try:
@@ -234,20 +243,32 @@ def _read(config: Any, key: str) -> tuple[dict, str, Path]:
     raw = read_config_file(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("common"), dict) or not isinstance(raw["common"].get("strategy"), dict):
         raise StudyError(key, f"{path} is not an experiment config (no common.strategy)")
-    return raw, name, path
+    return deep_merge(raw, overrides), name, path
 
 
-def _validated(name: str, key: str, raw: dict, source: Path, options_key: str) -> RunSpec:
+def _validated(name: str, key: str, raw: dict, source: Path, options_key: str, overrides: dict) -> RunSpec:
     """The run ``name``, its config validated; a config error is reported at the study key
-    (an option's error at the option's own key)."""
+    (an option's error at the option's own key, an override's at ``overrides.<key>``)."""
     try:
         config = parse_config(copy.deepcopy(raw), name=name, source=source)
     except ConfigError as error:
         prefix = "common.strategy.kwargs."
-        if error.key_path.startswith(prefix):
+        if error.key_path.startswith(prefix) and not _overridden(overrides, error.key_path):
             raise StudyError(f"{options_key}.{error.key_path[len(prefix):]}", error.problem) from None
+        if _overridden(overrides, error.key_path):
+            raise StudyError(f"overrides.{error.key_path}", f"run {name!r}: {error.problem}") from None
         raise StudyError(key, f"run {name!r}: {error.key_path}: {error.problem}") from None
     return RunSpec(name, key, raw, config)
+
+
+def _overridden(overrides: dict, key_path: str) -> bool:
+    """Whether the config key ``key_path`` (``common.train.epochs``) is set by ``overrides``."""
+    value: Any = overrides
+    for part in key_path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
 
 
 def _check_unique(runs: list[RunSpec]) -> None:
