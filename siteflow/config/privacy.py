@@ -14,6 +14,7 @@ from torch import nn
 
 from siteflow.config.schema import DPSGDConfig, TrainConfig
 from siteflow.config.validation import ConfigError, check_fields, join
+from siteflow.core.extras import MissingExtra, require
 
 FULL_PRECISION = ("32-true", "32")
 """The precisions DP-SGD trains in (Opacus' per-sample gradients are computed in float32)."""
@@ -59,6 +60,10 @@ def check_dp_sgd(strategy: Any, network: nn.Module, trains: Sequence[tuple[str, 
                 dp_path, f"strategy {type(strategy).__name__} does not support DP-SGD (its site steps are not "
                 "standard training steps); remove dp_sgd or choose local, sequential or a federated strategy",
             )
+        try:
+            require("opacus", "privacy", "DP-SGD")
+        except MissingExtra as error:
+            raise ConfigError(dp_path, str(error)) from None
         batch_norms = sorted({type(m).__name__ for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)})
         if batch_norms:
             raise ConfigError(

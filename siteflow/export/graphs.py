@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 
-import onnxruntime
 import torch
 from torch import nn
 
 from siteflow.core.atomic import atomic_path
+from siteflow.core.extras import optional_module
+
+onnxruntime = optional_module("onnxruntime", "export", "exporting a model to ONNX")
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,6 @@ def export_onnx(network: nn.Module, shape: tuple[int, ...], path: Path) -> Graph
     except Exception:  # onnxruntime raises its own error types for a shape the graph cannot take
         dynamic = False
     return GraphExport(path.name, dynamic, tuple(shape))
-
 
 
 def onnx_network(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:

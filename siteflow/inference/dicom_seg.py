@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
-import pydicom
-import SimpleITK as sitk
-from pydicom.sr.codedict import codes
 
 from siteflow import __version__
 from siteflow.core.atomic import atomic_path
+from siteflow.core.extras import optional_module
 from siteflow.inference.recipe import ModelRecipe
+
+hd = optional_module("highdicom", "export", "writing DICOM Segmentation outputs")
+pydicom = optional_module("pydicom", "export", "writing DICOM Segmentation outputs")
+pydicom_codes = optional_module("pydicom.sr.codedict", "export", "writing DICOM Segmentation outputs")
+sitk = optional_module("SimpleITK", "volumes", "reading DICOM series")
 
 MANUFACTURER = "siteflow"
 CODING_SCHEME = "99SITEFLOW"
@@ -29,13 +31,13 @@ def write_dicom_seg(path: Path, label_map: sitk.Image, source_files: list[Path],
     sources = [pydicom.dcmread(str(file), stop_before_pixels=True) for file in source_files]
     labels = sitk.GetArrayFromImage(label_map)  # (D, H, W), slice k from source_files[k]
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=recipe.name[:64], family=codes.cid7162.ArtificialIntelligence, version=__version__
+        name=recipe.name[:64], family=pydicom_codes.codes.cid7162.ArtificialIntelligence, version=__version__
     )
     segments = [
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=name[:64],
-            segmented_property_category=codes.cid7150.Tissue,
+            segmented_property_category=pydicom_codes.codes.cid7150.Tissue,
             segmented_property_type=hd.sr.CodedConcept(value=f"class{number}", scheme_designator=CODING_SCHEME, meaning=name[:64]),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import SimpleITK as sitk
 import torch
 
+from siteflow.core.extras import optional_module
 from siteflow.datasets import DataError
 from siteflow.datasets.chest_xray.inputs import XrayInput
 from siteflow.datasets.volumes.readers import VOLUME_SUFFIXES, channels_of, read_image, volume_stem, volume_suffix
 from siteflow.inference.recipe import ModelRecipe
+
+sitk = optional_module("SimpleITK", "volumes", "reading NIfTI and DICOM inputs")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".bmp", ".gif")
 """The file suffixes read as 2D images."""

@@ -10,15 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from torch import Tensor
 
+from siteflow.core.extras import optional_module
 from siteflow.datasets.volumes.preprocessing import onto_source_grid, to_source_grid
 from siteflow.inference.inputs import ReadInput
 from siteflow.inference.recipe import ModelRecipe
 from siteflow.kernels import predict_labels
 from siteflow.tasks.segmentation.inference import Inference, resize_spatial
+
+sitk = optional_module("SimpleITK", "volumes", "predicting on volumes")
 
 Network = Callable[[Tensor], Tensor]
 """images (N, C_in, *spatial) float32 -> logits (N, C, *spatial), or (N, L) for classifiers."""

@@ -7,14 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from PIL import Image
 
 from siteflow.core.atomic import atomic_path
+from siteflow.core.extras import optional_module
 from siteflow.inference.dicom_seg import write_dicom_seg
 from siteflow.inference.inputs import ReadInput
 from siteflow.inference.predictor import Prediction
 from siteflow.inference.recipe import ModelRecipe
+
+sitk = optional_module("SimpleITK", "volumes", "writing NIfTI outputs")
 
 LABEL_SUFFIX = {2: ".png", 3: ".nii.gz"}
 PROBABILITIES = "_probabilities.nii.gz"

@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 
 from siteflow.core.atomic import safe_name, write_json
+from siteflow.core.extras import optional_module
 from siteflow.privacy import CENTRAL_FILE, SITES_DIR
+
+opacus_accountants = optional_module("opacus.accountants", "privacy", "DP-SGD's privacy accounting")
+opacus_utils = optional_module("opacus.accountants.utils", "privacy", "DP-SGD's privacy accounting")
 
 Accountant = Literal["rdp", "prv"]
 
@@ -44,7 +46,7 @@ def epsilon(history: Sequence[tuple[float, float, int]], *, delta: float, accoun
     steps = [entry for entry in history if entry[2] > 0]
     if not steps:
         return 0.0
-    counter = create_accountant(accountant)
+    counter = opacus_accountants.create_accountant(accountant)
     counter.history = [(float(z), float(q), int(n)) for z, q, n in steps]
     return float(counter.get_epsilon(delta=delta))
 
@@ -53,7 +55,7 @@ def noise_for(target_epsilon: float, *, delta: float, sample_rate: float, steps:
     """The noise multiplier whose ``steps`` steps at ``sample_rate`` spend ``target_epsilon``
     at ``delta`` (Opacus' ``get_noise_multiplier``, to within its 0.01 tolerance)."""
     return float(
-        get_noise_multiplier(
+        opacus_utils.get_noise_multiplier(
             target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant
         )
     )

@@ -30,11 +30,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, Mapping, Sequence
 
 import torch
-from flwr.supercore.differential_privacy import compute_adaptive_noise_params, compute_stdv
 
 from siteflow.core.errors import OptionError
+from siteflow.core.extras import MissingExtra, optional_module, require
 from siteflow.core.types import Weights
 from siteflow.privacy.accounting import epsilon
+
+flower_dp = optional_module("flwr.supercore.differential_privacy", "flower", "central differential privacy (central_dp)")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,13 @@ class CentralDPOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> "CentralDPOptions":
-        """The options of a ``central_dp`` mapping; an unknown or missing key is an OptionError."""
+        """The options of a ``central_dp`` mapping; an unknown or missing key, or a missing
+        extra (Flower's noise, Opacus' accounting), is an OptionError."""
+        try:
+            require("flwr.supercore.differential_privacy", "flower", "central differential privacy")
+            require("opacus.accountants", "privacy", "central differential privacy's accounting")
+        except MissingExtra as error:
+            raise OptionError("central_dp", str(error)) from None
         known = [field.name for field in fields(cls)]
         for key in options:
             if key not in known:
@@ -126,7 +134,7 @@ class CentralDP:
         self.count_stddev, self.update_noise_multiplier = 0.0, options.noise_multiplier
         if options.adaptive:
             try:
-                self.count_stddev, self.update_noise_multiplier = compute_adaptive_noise_params(
+                self.count_stddev, self.update_noise_multiplier = flower_dp.compute_adaptive_noise_params(
                     options.noise_multiplier, sites, options.clipped_count_stddev
                 )
             except ValueError:
@@ -145,7 +153,7 @@ class CentralDP:
         with ``adaptive``, the clipping norm moves for the next round."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + round_number + zlib.crc32(b"central_dp"))
         clipped, unclipped = zip(*(clip_update(update, global_weights, self.clip_norm) for update in updates))
-        std = compute_stdv(self.update_noise_multiplier, self.clip_norm, len(updates))
+        std = flower_dp.compute_stdv(self.update_noise_multiplier, self.clip_norm, len(updates))
         noise = {
             name: torch.normal(0.0, std, tensor.shape, generator=generator, dtype=torch.float64)
             for name, tensor in clipped[0].items() if tensor.is_floating_point()

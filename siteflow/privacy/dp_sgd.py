@@ -21,15 +21,15 @@ from typing import Any, Iterator, Mapping
 
 import pytorch_lightning as pl
 import torch
-from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
-from opacus.validators import ModuleValidator
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader, Sampler
 
 from siteflow.config.schema import DPSGDConfig
+from siteflow.core.extras import optional_module
 from siteflow.datasets.sampling import SEED_BOUND, ItemIndex, takes_item_seeds
 from siteflow.privacy.accounting import PrivacyLedger, noise_for
+
+opacus = optional_module("opacus", "privacy", "DP-SGD (common.train.dp_sgd)")
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class DPSGD(Callback):
         self.seed = seed
         self.noise: torch.Generator | None = None
         self.noise_multiplier: float | None = None
-        self.grad_sample: GradSampleModule | None = None
+        self.grad_sample: opacus.GradSampleModule | None = None
         self.loss_checked = False
         self._restored: Mapping[str, Any] | None = None
 
@@ -122,7 +122,7 @@ class DPSGD(Callback):
                 "would bypass the per-sample clipping; use FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedBN, FedPer or FFL"
             )
         model = pl_module.model
-        problems = ModuleValidator.validate(model, strict=False)
+        problems = opacus.validators.ModuleValidator.validate(model, strict=False)
         if problems:
             raise ValueError(f"train.dp_sgd: Opacus cannot train this model privately: {'; '.join(map(str, problems[:3]))}")
         for module in model.modules():  # Opacus' backward hooks forbid in-place activations (same values)
@@ -130,11 +130,11 @@ class DPSGD(Callback):
                 module.inplace = False
         self.noise_multiplier = self._noise_multiplier(trainer)
         self.noise = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        self.grad_sample = GradSampleModule(model, loss_reduction="mean")
+        self.grad_sample = opacus.GradSampleModule(model, loss_reduction="mean")
         (optimizer,) = trainer.optimizers
         expected = max(1, round(self.sampler.sample_rate * self.sampler.size))
         trainer.optimizers = [
-            DPOptimizer(
+            opacus.optimizers.DPOptimizer(
                 optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=self.config.max_grad_norm,
                 expected_batch_size=expected, generator=self.noise,
             )

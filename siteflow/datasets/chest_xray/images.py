@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from PIL import Image
 
+from siteflow.core.extras import optional_module
 from siteflow.datasets.errors import DataError
 from siteflow.datasets.image_files import (
     blamed_on,
@@ -20,6 +20,8 @@ from siteflow.datasets.image_files import (
     require_file,
     require_within_bound,
 )
+
+sitk = optional_module("SimpleITK", "volumes", "reading DICOM chest X-rays")
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 

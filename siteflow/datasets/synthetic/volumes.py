@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from siteflow.core.atomic import atomic_path, write_json
+from siteflow.core.extras import optional_module
+
+sitk = optional_module("SimpleITK", "volumes", "writing the synthetic volumes (NIfTI)")
 
 CLASS_NAMES = ("background", "organ", "core")
 

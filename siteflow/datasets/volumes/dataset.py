@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from siteflow.config.validation import defaults
+from siteflow.core.extras import optional_module
 from siteflow.datasets.base import SiteDataset, Split
 from siteflow.datasets.decode_cache import (
     DEFAULT_CACHE_DIR,
@@ -52,6 +52,8 @@ from siteflow.datasets.volumes.preprocessing import (
     to_source_grid,
 )
 from siteflow.datasets.volumes.readers import read_channels, read_image, read_label
+
+sitk = optional_module("SimpleITK", "volumes", "reading volumes")
 
 SPATIAL_MARGIN = 1.5
 """Spatial augmentation of a patch runs on a window of this many times the patch's size (per

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import SimpleITK as sitk
 import torch
 
 from siteflow.datasets.volumes.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 
 @dataclass(frozen=True)

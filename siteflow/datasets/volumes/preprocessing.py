@@ -15,11 +15,15 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-import SimpleITK as sitk
+
+from siteflow.core.extras import optional_module
+
+sitk = optional_module("SimpleITK", "volumes", "resampling volumes")
 
 Interpolation = Literal["linear", "bspline"]
 Normalisation = Literal["auto", "ct", "mri", "none"]
-INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
+INTERPOLATORS = {"linear": "sitkLinear", "bspline": "sitkBSpline"}
+"""The image interpolations by option value: SimpleITK's constants, by name."""
 ORIENTATION_LETTERS = ("RL", "AP", "SI")
 CT_PERCENTILES = (0.5, 99.5)
 """The percentiles of the training data's foreground intensities that CT is clipped to when no
@@ -102,7 +106,7 @@ class Preprocessing:
         target = self.spacing[::-1]  # SimpleITK's (x, y, z)
         size = [max(1, round(n * s / t)) for n, s, t in zip(image.GetSize(), image.GetSpacing(), target)]
         integer = image.GetPixelID() in (sitk.sitkInt64, sitk.sitkInt32, sitk.sitkInt16, sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkUInt32)
-        interpolator = sitk.sitkNearestNeighbor if integer else INTERPOLATORS[self.interpolation]
+        interpolator = sitk.sitkNearestNeighbor if integer else getattr(sitk, INTERPOLATORS[self.interpolation])
         # the new voxels cover the old field of view: the first centre moves by half the change of spacing
         shift = np.asarray(image.GetDirection()).reshape(3, 3) @ ((np.asarray(target) - image.GetSpacing()) / 2)
         origin = tuple(np.asarray(image.GetOrigin()) + shift)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
+from siteflow.core.extras import optional_module
 from siteflow.datasets.errors import DataError
+
+sitk = optional_module("SimpleITK", "volumes", "reading volumes")
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 """The file suffixes read as volumes (a folder is read as a DICOM series)."""

@@ -15,3 +15,7 @@
 This package is the top floor: it uses the strategies, the runner and the config; nothing
 below imports it.
 """
+
+from siteflow.core.extras import require
+
+require("flwr", "flower", "deploying federated training on Flower")

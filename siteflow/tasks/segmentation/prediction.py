@@ -8,15 +8,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from siteflow.core.atomic import atomic_path, safe_name
+from siteflow.core.extras import optional_module
 from siteflow.metrics import confusion_counts, hd95, overlap_scores
 from siteflow.metrics.hausdorff import average_surface_distance
+
+sitk = optional_module("SimpleITK", "volumes", "saving predictions as NIfTI (--save-nifti)")
 
 SAMPLE_METRICS = ("dice", "hd95", "asd", "iou", "sensitivity", "specificity")
 """The per-sample metrics of ``predict_test.py``, in the order of its columns."""

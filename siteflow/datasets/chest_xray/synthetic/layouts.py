@@ -18,15 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from PIL import Image
 
+from siteflow.core.extras import optional_module
 from siteflow.datasets.chest_xray.chestxray14 import CHESTXRAY14_FINDINGS, ENTRY_FILE, LIST_FILES
 from siteflow.datasets.chest_xray.chexpert import CHEXPERT_FINDINGS
 from siteflow.datasets.chest_xray.labels import canonical_label
 from siteflow.datasets.chest_xray.mimic import LABELS_FILE, METADATA_FILE, SPLIT_FILE, mimic_image_path
 from siteflow.datasets.chest_xray.synthetic.render import FINDINGS
 from siteflow.datasets.chest_xray.vindr import LABEL_FILES, VINDR_FINDINGS
+
+sitk = optional_module("SimpleITK", "volumes", "writing the synthetic chest X-rays (DICOM)")
 
 LAYOUT_FOLDERS = {
     "chexpert": "CheXpert-v1.0-small",
