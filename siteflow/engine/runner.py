@@ -4,6 +4,14 @@
 in. Running the same command again resumes: finished stages are skipped (their final
 weights are read back), an interrupted stage continues from its ``last.ckpt``, and a
 federation continues after its last saved round.
+
+Whatever the strategy, its own state (:meth:`~siteflow.strategies.base.Strategy.state_dict`)
+is saved with every stage it finishes (``checkpoints/<save dir>/strategy_state.safetensors``,
+written before the stage's final weights) and with a driver's saved state (a federation's
+round file), and given back where a resumed run reads them: a finished stage read back
+restores the strategy as it was when that stage finished. A strategy's ``run`` replays its
+loop on resume, skipping what is done, so it reaches the first unfinished stage with the
+strategy as the interrupted run had it, whatever the loop advanced on the way.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
@@ -36,6 +45,10 @@ from siteflow.tasks import Task, build_task
 log = logging.getLogger(__name__)
 
 HANDOVER_FILE = "handover.safetensors"
+STRATEGY_STATE = "strategy_state"
+"""The strategy's state saved with a finished stage: ``checkpoints/<save dir>/strategy_state.safetensors``."""
+STRATEGY_PREFIX = "strategy/"
+"""The strategy's tensors in a state file (its JSON values are under the key ``"strategy"``)."""
 
 
 class ExperimentRun:
@@ -117,6 +130,7 @@ class ExperimentRun:
             finished = self.folder.finished_weights(stage, save_dir)
             if finished is not None:
                 log.info("stage %s: finished before, reading its final weights", stage)
+                self.load_state(f"{save_dir}/{STRATEGY_STATE}")  # the strategy as this stage left it
                 return finished
         position = self.progress.stage_started(stage)
         if rank_zero_only.rank == 0:
@@ -128,6 +142,8 @@ class ExperimentRun:
             epochs=epochs, seed_offset=seed_offset,
         )
         if save_dir is not None:
+            if self.strategy.state_dict():  # first: a stage whose final weights exist has its strategy state
+                self.save_state(f"{save_dir}/{STRATEGY_STATE}", {}, {})
             self.folder.save_stage_weights(save_dir, weights)
         return weights
 
@@ -212,10 +228,18 @@ class ExperimentRun:
     # -- StudyContext: state ------------------------------------------------------------------
 
     def save_state(self, name: str, tensors: Tensors, info: dict) -> None:
-        self.folder.save_state(name, tensors, info)
+        state = self.strategy.state_dict()
+        own = {f"{STRATEGY_PREFIX}{k}": v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        values = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+        self.folder.save_state(name, {**tensors, **own}, {**info, "strategy": values})
 
     def load_state(self, name: str) -> tuple[Tensors, dict] | None:
-        return self.folder.load_state(name)
+        saved = self.folder.load_state(name)
+        if saved is not None and "strategy" in saved[1]:
+            tensors, info = saved
+            own = {k[len(STRATEGY_PREFIX):]: v for k, v in tensors.items() if k.startswith(STRATEGY_PREFIX)}
+            self.strategy.load_state_dict({**own, **info["strategy"]})
+        return saved
 
     def save_final(self, stage: str, weights: Weights, *, save_dir: str, own_weights: Mapping[str, Weights] | None = None) -> None:
         self.folder.save_final(stage, weights, save_dir=save_dir, own_weights=own_weights)

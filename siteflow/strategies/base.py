@@ -9,7 +9,8 @@ what kind of strategy called it: everything that differs is passed in.
 
 A strategy with state (server momentum, control variates, counters) returns it from
 :meth:`Strategy.state_dict` and takes it back in :meth:`Strategy.load_state_dict`; the
-federated rounds save it atomically with every round and restore it on resume.
+engine saves it with every stage the strategy finishes and with every federated round, and
+gives it back when a resumed run reads that stage or round back.
 """
 
 from __future__ import annotations
@@ -141,18 +142,21 @@ class Relay(Protocol):
 
 
 class Storage(Protocol):
-    """The run's role that keeps files: final weights for prediction, a strategy's state
-    (saved with every recorded stage, restored on resume) and each site's own folder."""
+    """The run's role that keeps files: final weights for prediction, a driver's state (a
+    federation's rounds; the strategy's own state is kept with it) and each site's own folder."""
 
     def save_final(self, stage: str, weights: Weights, *, save_dir: str, own_weights: Mapping[str, Weights] | None = None) -> None:
         """Save a stage's final weights (and each site's own, where sites keep some) for
         prediction, when :meth:`fit` did not."""
 
     def save_state(self, name: str, tensors: Tensors, info: dict) -> None:
-        """Save strategy state atomically (``checkpoints/<name>.safetensors`` with JSON ``info``)."""
+        """Save a driver's state (a federation's round) atomically as
+        ``checkpoints/<name>.safetensors`` with JSON ``info``, the strategy's own state in the
+        same file (its tensors under ``strategy/``, its values under ``info["strategy"]``)."""
 
     def load_state(self, name: str) -> tuple[Tensors, dict] | None:
-        """What :meth:`save_state` saved under ``name``, or None."""
+        """What :meth:`save_state` saved under ``name`` (the strategy's part included), or
+        None; the strategy gets the state saved with it back."""
 
     def site_folder(self, site: str) -> Path:
         """A folder of ``site``'s own files (a deployed site's disk; in a simulation, one
@@ -246,12 +250,15 @@ class Strategy(ABC):
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        """The strategy's own state (tensors and JSON-able values), saved with every round or
-        stage; nothing by default."""
+        """The strategy's own state (tensors and JSON-able values; a counter, server momentum),
+        saved by the engine with every stage it finishes (before the stage's final weights) and
+        every federated round; nothing by default."""
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned: called by the engine when a resumed run
+        reads a finished stage (or a federation its last round) back, so :meth:`run`'s replay of
+        its loop reaches the first unfinished stage with the state the interrupted run had."""
 
     def summarize(self, rows: Sequence[StageResult], site_names: Sequence[str], metric: str) -> dict:
         """The summary of ``metric`` over the site matrix: by default the last row's values

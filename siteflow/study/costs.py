@@ -9,7 +9,7 @@ from siteflow.config import ExperimentConfig
 from siteflow.core.registry import STRATEGIES
 from siteflow.datasets.pooling import build_dataset
 from siteflow.strategies.base import Strategy
-from siteflow.strategies.federated.rounds import FederatedRounds
+from siteflow.strategies.federated import FederatedStrategy
 from siteflow.tasks import build_task
 
 
@@ -17,7 +17,7 @@ def _strategy(config: ExperimentConfig) -> Strategy:
     return STRATEGIES.get(config.strategy.name)(**config.strategy.kwargs)
 
 
-def participations(strategy: FederatedRounds, config: ExperimentConfig) -> Counter:
+def participations(strategy: FederatedStrategy, config: ExperimentConfig) -> Counter:
     """How many rounds each trained site of ``config`` takes part in (client sampling drawn as
     the run draws it, from the run's seed)."""
     names = [site_run.task_name for site_run in config.site_runs]
@@ -35,7 +35,7 @@ def training_images(config: ExperimentConfig) -> int:
     baselines' penalties make a stage dearer than its image count says."""
     strategy = _strategy(config)
     sizes = {site_run.task_name: build_dataset(site_run.site, "train").num_samples for site_run in config.site_runs}
-    if isinstance(strategy, FederatedRounds):
+    if isinstance(strategy, FederatedStrategy):
         batch = config.site_runs[0].train.batch_size
         per_round = {
             name: (strategy.local_steps * batch if strategy.local_steps else strategy.local_epochs * size)
@@ -52,7 +52,7 @@ def communicated_bytes(config: ExperimentConfig) -> dict[str, int] | None:
     strategy keeps at the site, FedBN's normalisation, FedPer's head...); extra state that
     some strategies send (SCAFFOLD's control variates) is not counted. None otherwise."""
     strategy = _strategy(config)
-    if not isinstance(strategy, FederatedRounds):
+    if not isinstance(strategy, FederatedStrategy):
         return None
     task = build_task(config)
     kept = strategy.local_keys(task)

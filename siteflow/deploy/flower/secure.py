@@ -55,7 +55,7 @@ from siteflow.deploy.flower.protocol import (
     SecureSettings,
 )
 from siteflow.deploy.flower.weights import pack, unpack
-from siteflow.strategies.federated.rounds import FederatedRounds
+from siteflow.strategies.federated import FederatedStrategy
 
 NAMES = "weight-names"
 """Config key of a secure train message: the weights' names, one a line, in the order of the
@@ -65,18 +65,18 @@ WEIGHTING = "secagg-weighting"
 MAX_WEIGHT = "secagg-max-weight"
 """Config key: the largest weight a site may have (the workflow's ``max_weight``)."""
 
-def check_strategy(strategy: FederatedRounds, name: str) -> None:
+def check_strategy(strategy: FederatedStrategy, name: str) -> None:
     """Refuse a strategy whose aggregation needs more than the weighted average of the sites'
     updates (it declares ``aggregates_by_weighted_mean``: SCAFFOLD sums control variates over
     all sites), that
     clips each site's update on the server (central differential privacy), or that
     aggregates robustly (a median or Krum needs every site's update)."""
-    if getattr(strategy, "central_dp", None) is not None:
+    if strategy.central_dp is not None:
         raise ValueError(
             "run config secure-aggregation=true: common.strategy.kwargs.central_dp clips each site's update on the "
             "server, which SecAgg+ hides from it; drop central_dp or use secure-aggregation=false"
         )
-    if getattr(strategy, "robust", None) is not None:
+    if strategy.robust is not None:
         raise ValueError(
             "run config secure-aggregation=true: common.strategy.kwargs.robust needs each site's update, which SecAgg+ "
             "hides from the server (it sees their sum only); drop robust or use secure-aggregation=false"

@@ -15,8 +15,10 @@ With ``secure-aggregation=true`` in the run config, every round's training runs 
 SecAgg+ workflow (:mod:`siteflow.deploy.flower.secure`): the server sees only the sum of the
 sites' masked updates, whose weighted average it hands to the strategy's ``aggregate``.
 
-A restarted ServerApp reads the last saved round and runs the remaining ones (a saved round's
-test that was not recorded goes with the next round's messages).
+What comes next is the federation's schedule
+(:meth:`~siteflow.strategies.federated.federation.Federation.schedule`), the same steps the
+simulation walks: a restarted ServerApp reads the last saved round and runs the remaining ones
+(a saved round's test that was not recorded goes with the next round's messages).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from siteflow.deploy.flower.weights import from_arrays, to_arrays
 from siteflow.engine.runner import ExperimentRun
 from siteflow.metrics.ranges import out_of_range
 from siteflow.strategies.federated import FederatedStrategy, Federation, SiteUpdate, round_stage
+from siteflow.strategies.federated.federation import Evaluate, Finish, SaveFinal, Train
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +98,32 @@ class FederatedServer:
             "%s %s; %s", self.run.config.strategy.name, self.run.config.strategy.kwargs,
             f"resuming after round {self.federation.round}" if self.federation.round else "starting at round 1",
         )
-        if self.federation.done:  # resumed after the last round: its final weights may not be saved yet
-            self.federation.save_final()
-        due = self.federation.round if self.federation.pending_test() else None  # a saved round not tested yet
-        for round_number in range(self.federation.round + 1, self.strategy.rounds + 1):
-            if self.secure is None:
-                due = self._round(grid, round_number, due)
-            else:
-                if due is not None:
-                    self._test(grid, due)
-                due = self._secure_round(grid, round_number)
+        due: int | None = None  # a round whose test goes with the next round's train messages
+        for step in self.federation.schedule():
+            match step:
+                case Train(round_number) if self.secure is None:
+                    self._round(grid, round_number, due)
+                    due = None
+                case Train(round_number):
+                    self._secure_round(grid, round_number)
+                case Evaluate(round_number) if self.secure is None:
+                    due = round_number
+                case Evaluate(round_number):
+                    self._test(grid, round_number)
+                case SaveFinal():
+                    self.federation.save_final()
+                case Finish():
+                    if due is not None:
+                        self._test(grid, due)
+                        due = None
+                    self._finish(grid)
         if due is not None:
             self._test(grid, due)
-        if self.strategy.finishes and not self.run.recorded(self.strategy.finish_stage):
-            self._finish(grid)
 
-    def _round(self, grid: Grid, round_number: int, due: int | None) -> int | None:
+    def _round(self, grid: Grid, round_number: int, due: int | None) -> None:
         """Round ``round_number``, with the test of round ``due``'s global model if not None
         (the sampled sites test what they receive before they train; the others get it in an
-        evaluate message of the same exchange); the round whose test is due next."""
+        evaluate message of the same exchange)."""
         sampled = self.federation.sample(round_number)
         payload = to_arrays(self.federation.configure(round_number))
         train = self._nodes(grid, round_number, sampled)
@@ -134,26 +144,21 @@ class FederatedServer:
             except (KeyError, TypeError, ValueError) as error:
                 log.error("round %d: site %s sent an update that cannot be read (weights or sample count): %s", round_number, name, error)
         self._close(round_number, updates, len(sampled))
-        return round_number if self.strategy.tests_after(round_number) else None
 
     def _close(self, round_number: int, updates: list[SiteUpdate], asked: int) -> None:
-        """Aggregate ``updates`` and save the round (the final weights after the last)."""
+        """Aggregate ``updates`` and save the round."""
         self.federation.close_round(round_number, updates, asked)
-        if self.federation.done:
-            self.federation.save_final()
         log.info("round %d: aggregated %s", round_number, ", ".join(f"{u.site} ({u.num_samples} samples)" for u in updates))
 
     # -- secure aggregation ---------------------------------------------------------------------
 
-    def _secure_round(self, grid: Grid, round_number: int) -> int | None:
-        """Round ``round_number`` with its training under SecAgg+ (no test rides along); the
-        round whose test is due next."""
+    def _secure_round(self, grid: Grid, round_number: int) -> None:
+        """Round ``round_number`` with its training under SecAgg+ (no test rides along)."""
         sampled = self.federation.sample(round_number)
         payload = self.federation.configure(round_number)
         messages = list(self._messages(round_number, to_arrays(payload), MessageType.TRAIN, self._nodes(grid, round_number, sampled)).values())
         outcome = self.secure.train(grid, messages, round_number, self.strategy.weighting)
         self._close(round_number, self._secure_updates(round_number, messages, list(payload), outcome), len(sampled))
-        return round_number if self.strategy.tests_after(round_number) else None
 
     def _secure_updates(
         self, round_number: int, messages: list[Message], sent: list[str], outcome: SecureOutcome

@@ -11,8 +11,9 @@ message to the worker, which imported the training stack once when it started::
 
 The ClientApp stays the process Flower knows (its mods, SecAgg+ included, run there); only
 :func:`siteflow.deploy.flower.handlers.answer` runs in the worker, one message at a time. The
-worker keeps nothing between messages that a fresh process would not read from the site's
-disk. On the socket (a Unix socket, readable by its owner only): the request is three frames,
+worker keeps the site it built at a run's first message (config, strategy, network, checked
+data: :func:`~siteflow.deploy.flower.handlers.deployed_site`) for the run's next ones; what a
+round leaves for the next is on the site's disk, as a fresh process would read it. On the socket (a Unix socket, readable by its owner only): the request is three frames,
 the message type, the message content and the node's context, as Flower's own protobuf
 (nothing is pickled); the answer is one frame, ``b"R"`` + the reply content's protobuf, or
 ``b"E"`` + the error in words.

@@ -1,5 +1,7 @@
-"""Federated strategies: one round API (:mod:`.base`), driven in-process (:mod:`.simulation`)
-or on Flower (``siteflow.deploy.flower``); one file per algorithm."""
+"""Federated strategies: one base class, :class:`FederatedStrategy`, whose hooks make the round
+API (:mod:`.base`); the server's side between rounds and the schedule of what comes next
+(:mod:`.federation`), walked in-process (:mod:`.simulation`) or on Flower
+(``siteflow.deploy.flower``); one file per algorithm."""
 
 from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
 from siteflow.strategies.federated.ditto import DittoStrategy

@@ -1,18 +1,26 @@
 """The server's side of the rounds, between rounds: the same for both drivers.
 
-After every round, the round number, the global weights, the strategy's own state (server
-momentum, control variates, ...) and the SHA-256 of every round's global weights so far are
-saved atomically in one file (``checkpoints/global/round_state.safetensors``); a restarted
-run continues after the last saved round with everything as it was. The sites that train in
+After every round, the round number, the global weights and the SHA-256 of every round's
+global weights so far are saved atomically in one file
+(``checkpoints/global/round_state.safetensors``), through the run's ``save_state``, which
+keeps the strategy's own state (server momentum, control variates, ...) in the same file and
+gives it back when the file is read; a restarted run continues after the last saved round
+with everything as it was. The sites that train in
 a round are drawn here (the strategy's ``sample_sites``, seeded by the study's seed and the
 round): the same in both drivers and after a restart.
+
+What comes next is the federation's :meth:`Federation.schedule`: the steps :class:`Train`,
+:class:`Evaluate`, :class:`SaveFinal` and :class:`Finish`, from where a restarted run stands.
+Both drivers walk it, each doing a step its own way (the Flower server sends a round's test
+along with the next round's training).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
@@ -22,7 +30,9 @@ from siteflow.core.types import Tensors, Weights
 from siteflow.privacy import CENTRAL_FILE
 from siteflow.privacy.central import CentralDP
 from siteflow.strategies.base import StudyContext
-from siteflow.strategies.federated.rounds import FederatedRounds, SiteUpdate
+
+if TYPE_CHECKING:  # the strategy's module imports this one (through its in-process driver)
+    from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
 
 
 log = logging.getLogger(__name__)
@@ -41,15 +51,44 @@ def round_stage(round_number: int) -> str:
     return f"round{round_number}"
 
 
+@dataclass(frozen=True)
+class Train:
+    """Round ``round_number``: its sampled sites train, the server aggregates and saves the round."""
+
+    round_number: int
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Every site tests the global model of round ``round_number`` (the row ``round<r>``)."""
+
+    round_number: int
+
+
+@dataclass(frozen=True)
+class SaveFinal:
+    """Save the last round's global weights (and the sites' own, where the driver sees them)."""
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Every site takes the strategy's finishing step, tested as its ``finish_stage`` row."""
+
+
+Step = Train | Evaluate | SaveFinal | Finish
+"""A step of a federation's :meth:`~Federation.schedule`."""
+
+
 class Federation:
-    """Round number, global weights and strategy state of a federation, saved every round.
+    """Round number and global weights of a federation, saved every round.
 
     Args:
-        strategy: the federated strategy (its state is saved and restored here).
-        context: the server's run (its folder holds the round state).
+        strategy: the federated strategy.
+        context: the server's run (its folder holds the round state, and the strategy's own
+            state with it).
     """
 
-    def __init__(self, strategy: FederatedRounds, context: StudyContext) -> None:
+    def __init__(self, strategy: FederatedStrategy, context: StudyContext) -> None:
         self.strategy = strategy
         self.context = context
         self.local_keys = strategy.local_keys(context.task)
@@ -74,7 +113,6 @@ class Federation:
         self.round = info["round"]
         self.global_weights = _prefixed(tensors, "global/")
         self.digests = list(info["digests"])
-        strategy.load_state_dict({**_prefixed(tensors, "strategy/"), **info["strategy"]})
         if self.central_dp is not None:
             self.central_dp.restore(info["central_dp"])
         log.info("resuming the federation after round %d", self.round)
@@ -82,6 +120,25 @@ class Federation:
     @property
     def done(self) -> bool:
         return self.round >= self.strategy.rounds
+
+    def schedule(self) -> Iterator[Step]:
+        """The steps left, from the last saved round: its final weights again if the rounds
+        are over (a run stopped before saving them), its test if it is due and was not
+        recorded, then every remaining round's :class:`Train`, the final weights after the
+        last one, each due :class:`Evaluate`, and the strategy's :class:`Finish` unless
+        recorded. A driver does each step before it asks for the next."""
+        if self.done:
+            yield SaveFinal()
+        if self.pending_test():
+            yield Evaluate(self.round)
+        for round_number in range(self.round + 1, self.strategy.rounds + 1):
+            yield Train(round_number)
+            if self.done:
+                yield SaveFinal()
+            if self.strategy.tests_after(round_number):
+                yield Evaluate(round_number)
+        if self.strategy.finishes and not self.context.recorded(self.strategy.finish_stage):
+            yield Finish()
 
     def sample(self, round_number: int) -> list[str]:
         """The names of the sites that train in ``round_number`` (the strategy's client
@@ -143,9 +200,7 @@ class Federation:
 
     def _save(self) -> None:
         tensors = {f"global/{k}": v for k, v in self.global_weights.items()}
-        state, info = _split(self.strategy.state_dict())
-        tensors.update({f"strategy/{k}": v for k, v in state.items()})
-        saved = {"round": self.round, "digests": self.digests, "strategy": info}
+        saved = {"round": self.round, "digests": self.digests}
         if self.central_dp is not None:
             saved["central_dp"] = self.central_dp.report()
             write_json(self.context.result_path(CENTRAL_FILE), saved["central_dp"])
@@ -169,9 +224,3 @@ def _other_names(update: SiteUpdate, valid: dict[str, SiteUpdate]) -> str | None
 
 def _prefixed(tensors: Tensors, prefix: str) -> Tensors:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _split(state: dict[str, Any]) -> tuple[Tensors, dict[str, Any]]:
-    """A strategy's state as (tensors, JSON-able values)."""
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    return tensors, {k: v for k, v in state.items() if k not in tensors}

@@ -2,58 +2,67 @@
 
 The sites run the same :class:`~siteflow.strategies.federated.site.FederatedSite` step as a
 deployed site, each with its own store under ``<run>/sites/<site>/``; the server's side is
-the same :class:`~siteflow.strategies.federated.federation.Federation` as on Flower.
+the same :class:`~siteflow.strategies.federated.federation.Federation` as on Flower, whose
+schedule says what comes next.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from siteflow.core.atomic import OutputError
 from siteflow.core.types import Weights
 from siteflow.strategies.base import SetupRefused, StudyContext
-from siteflow.strategies.federated.federation import Federation, round_stage
-from siteflow.strategies.federated.rounds import FederatedRounds
+from siteflow.strategies.federated.federation import Evaluate, Federation, Finish, SaveFinal, Train, round_stage
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
+
+if TYPE_CHECKING:  # the strategy's module imports this one (its run() is this driver)
+    from siteflow.strategies.federated.base import FederatedStrategy
 
 
 log = logging.getLogger(__name__)
 
 
-def simulate(strategy: FederatedRounds, context: StudyContext) -> None:
-    """Run (or resume) every round of ``strategy`` over the sites of ``context`` (each round's
-    sampled ones), test the global model when due, then each site's finishing step."""
+def simulate(strategy: FederatedStrategy, context: StudyContext) -> None:
+    """Run (or resume) the rounds of ``strategy`` over the sites of ``context``: every step of
+    the federation's schedule (each round's sampled sites train, the global model is tested
+    when due, then each site's finishing step)."""
     federation = Federation(strategy, context)
     sites = [FederatedSite(context, site_run) for site_run in context.site_runs]
-    if federation.done:  # resumed after the last round: its final weights may not be saved yet
-        federation.save_final(own_models(strategy, federation, sites) or None)
-    if federation.pending_test():
-        test_round(strategy, federation, sites)
-    for round_number in range(federation.round + 1, strategy.rounds + 1):
-        received = federation.configure(round_number)
-        sampled = federation.sample(round_number)
-        updates = []
-        for site in (site for site in sites if site.name in sampled):
-            try:
-                updates.append(strategy.site_step(site, received, round_number))
-            except (OutputError, SetupRefused):  # the run's own folder or settings: every site would fail
-                raise
-            except Exception:
-                log.exception("round %d: site %s failed, left out of the round", round_number, site.name)
-        federation.close_round(round_number, updates, len(sampled))
-        if round_number == strategy.rounds:
-            federation.save_final(own_models(strategy, federation, sites) or None)
-        if strategy.tests_after(round_number):
-            test_round(strategy, federation, sites)
-    if strategy.finishes and not context.recorded(strategy.finish_stage):
-        finished = finish_sites(strategy, federation, sites)
-        context.save_final(strategy.finish_stage, federation.global_weights, save_dir=strategy.finish_stage, own_weights=finished)
-        solver = strategy.solver_from(context.task)
-        context.test(strategy.finish_stage, federation.global_weights, solver, trained_site=None, own_weights=finished)
+    for step in federation.schedule():
+        match step:
+            case Train(round_number):
+                train_round(strategy, federation, sites, round_number)
+            case Evaluate():
+                test_round(strategy, federation, sites)
+            case SaveFinal():
+                federation.save_final(own_models(strategy, federation, sites) or None)
+            case Finish():
+                finished = finish_sites(strategy, federation, sites)
+                context.save_final(strategy.finish_stage, federation.global_weights, save_dir=strategy.finish_stage, own_weights=finished)
+                solver = strategy.solver_from(context.task)
+                context.test(strategy.finish_stage, federation.global_weights, solver, trained_site=None, own_weights=finished)
 
 
-def finish_sites(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> dict[str, Weights]:
+def train_round(strategy: FederatedStrategy, federation: Federation, sites: list[FederatedSite], round_number: int) -> None:
+    """Round ``round_number``: each sampled site's step in turn (a site that fails is logged
+    and left out), then the federation closes the round."""
+    received = federation.configure(round_number)
+    sampled = federation.sample(round_number)
+    updates = []
+    for site in (site for site in sites if site.name in sampled):
+        try:
+            updates.append(strategy.site_step(site, received, round_number))
+        except (OutputError, SetupRefused):  # the run's own folder or settings: every site would fail
+            raise
+        except Exception:
+            log.exception("round %d: site %s failed, left out of the round", round_number, site.name)
+    federation.close_round(round_number, updates, len(sampled))
+
+
+def finish_sites(strategy: FederatedStrategy, federation: Federation, sites: list[FederatedSite]) -> dict[str, Weights]:
     """Each site's model after its finishing step; a site whose step fails is logged and
     left out (it is tested with the global weights), as a failed site is left out of a round."""
     finished = {}
@@ -67,7 +76,7 @@ def finish_sites(strategy: FederatedRounds, federation: Federation, sites: list[
     return finished
 
 
-def own_models(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> dict[str, Weights]:
+def own_models(strategy: FederatedStrategy, federation: Federation, sites: list[FederatedSite]) -> dict[str, Weights]:
     """Each site's model after the federation's last round, for the sites that keep weights."""
     after = federation.round + 1
     return {
@@ -77,7 +86,7 @@ def own_models(strategy: FederatedRounds, federation: Federation, sites: list[Fe
     }
 
 
-def test_round(strategy: FederatedRounds, federation: Federation, sites: list[FederatedSite]) -> None:
+def test_round(strategy: FederatedStrategy, federation: Federation, sites: list[FederatedSite]) -> None:
     """Test the global model of the last round on every site (each with its own kept weights)."""
     own = own_models(strategy, federation, sites)
     solver = strategy.solver_from(federation.context.task)
