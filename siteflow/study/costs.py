@@ -30,9 +30,10 @@ def participations(strategy: FederatedStrategy, config: ExperimentConfig) -> Cou
 def training_images(config: ExperimentConfig) -> int:
     """The images a run of ``config`` trains on, over all its stages (an estimate of its work):
     federated, each round's sites times their local epochs (or steps times the batch size);
-    otherwise every trained site's images times its epochs, times the cycles of a cyclic
-    sequential run. Joint pools the same images; relay's generators and the continual
-    baselines' penalties make a stage dearer than its image count says."""
+    otherwise every trained site's images times its epochs, times the times each site trains
+    (the strategy's ``site_visits``: the cycles of a cyclic sequential run). Joint pools the
+    same images; relay's generators and the continual baselines' penalties make a stage
+    dearer than its image count says."""
     strategy = _strategy(config)
     sizes = {site_run.task_name: build_dataset(site_run.site, "train").num_samples for site_run in config.site_runs}
     if isinstance(strategy, FederatedStrategy):
@@ -42,8 +43,7 @@ def training_images(config: ExperimentConfig) -> int:
             for name, size in sizes.items()
         }
         return sum(per_round[name] * n for name, n in participations(strategy, config).items())
-    cycles = getattr(strategy, "cycles", 1)
-    return cycles * sum(site_run.train.epochs * sizes[site_run.task_name] for site_run in config.site_runs)
+    return strategy.site_visits() * sum(site_run.train.epochs * sizes[site_run.task_name] for site_run in config.site_runs)
 
 
 def communicated_bytes(config: ExperimentConfig) -> dict[str, int] | None:
