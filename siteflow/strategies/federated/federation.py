@@ -126,7 +126,9 @@ class Federation:
         are over (a run stopped before saving them), its test if it is due and was not
         recorded, then every remaining round's :class:`Train`, the final weights after the
         last one, each due :class:`Evaluate`, and the strategy's :class:`Finish` unless
-        recorded. A driver does each step before it asks for the next."""
+        recorded. A driver closes each :class:`Train`'s round before it asks for the next
+        step (the schedule reads the saved round); it may hold an :class:`Evaluate` back to
+        send it with the next round's training, as the Flower server does."""
         if self.done:
             yield SaveFinal()
         if self.pending_test():
