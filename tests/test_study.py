@@ -61,6 +61,17 @@ def test_a_study_of_configs_and_a_grid(tmp_path, configs):
     assert (study.seeds, study.reference, study.resamples, study.engine) == ((0, 2), "local", 2000, "local")
 
 
+def test_overrides_apply_to_every_run(tmp_path, configs):
+    study = load_study(write_study(
+        tmp_path, configs=[configs["local"], {"config": configs["fedavg"], "options": {"local_epochs": 2}}],
+        overrides={"common": {"train": {"epochs": 3}, "model": {"kwargs": {"base_channels": 8}}}},
+    ))
+    for run in study.runs:
+        assert run.config.site_runs[0].train.epochs == 3 and run.config.model.kwargs["base_channels"] == 8
+        assert run.raw["common"]["train"]["epochs"] == 3  # as written to configs/<run>.yaml
+    assert study.run("fedavg").config.strategy.kwargs == {"rounds": 1, "local_epochs": 2}
+
+
 def test_bad_studies_fail_naming_the_key(tmp_path, configs):
     twice = write_study(tmp_path, configs=[configs["local"], configs["fedavg"], configs["local"]])
     assert "study.yaml: configs[2]: the run name 'local' is given twice (first at configs[0])" in error_of(twice)
@@ -82,6 +93,9 @@ def test_bad_studies_fail_naming_the_key(tmp_path, configs):
     assert "site site1 has other test data (dataset.kwargs.img_size differ)" in error_of(data)
     assert "seeds: a seed is listed twice" in error_of(write_study(tmp_path, configs=[configs["local"]], seeds=[1, 1]))
     assert "workerz: unknown key; did you mean 'workers'?" in error_of(write_study(tmp_path, configs=[configs["local"]], workerz=2))
+    overridden = write_study(tmp_path, configs=[configs["local"]], overrides={"common": {"train": {"epochs": 0}}})
+    assert "overrides.common.train.epochs: run 'local': must be at least 1, got 0" in error_of(overridden)
+    assert "overrides: expected a mapping of config keys" in error_of(write_study(tmp_path, configs=[configs["local"]], overrides=[1]))
 
 
 def test_workers_are_checked_against_the_devices():
@@ -156,7 +170,7 @@ def test_a_tiny_study_resumes_after_a_kill_and_reports_its_runs_numbers(tmp_path
     command = [sys.executable, str(REPO / "study.py"), str(study), "--workers", "1"]
     # killed (SIGKILL, no clean-up) once the local run's first site has finished
     first_site = out / "runs" / "local" / "seed0" / "checkpoints" / "task_1" / "final.safetensors"
-    kill_once_written(command, first_site, cwd=tmp_path, env=env)
+    kill_once_written(command, first_site, cwd=tmp_path, env=env, timeout=900)  # a loaded 2-core machine takes minutes
     assert first_site.is_file() and not (out / "report.html").exists()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -296,9 +296,9 @@ class FederatedStrategy(Strategy):
             counts = [self.enrolment.cap(round_number, u.site, u.num_samples) for u in updates]
         weights = aggregation_coefficients(counts, self.weighting)
         shared = list(updates[0].weights)
+        if self.robust is None:  # one weight of every update at a time (a simulation's wait on disk)
+            return {**global_weights, **weighted_average([u.weights for u in updates], weights, keys=shared)}
         states = [{name: u.weights[name] for name in shared} for u in updates]
-        if self.robust is None:
-            return {**global_weights, **weighted_average(states, weights)}
         return {**global_weights, **self.robust.combine(round_number, [u.site for u in updates], states, weights, global_weights)}
 
     # -- 4. finish ---------------------------------------------------------------------------------

@@ -4,12 +4,22 @@ The sites run the same :class:`~siteflow.strategies.federated.site.FederatedSite
 deployed site, each with its own store under ``<run>/sites/<site>/``; the server's side is
 the same :class:`~siteflow.strategies.federated.federation.Federation` as on Flower, whose
 schedule says what comes next.
+
+Memory does not grow with the number of sites: one site trains at a time (its data read
+when it trains, with the dataset's ``cache: disk`` or ``none``), and each update waits for
+the average in the site's folder (``sites/<site>/sent/``), read back one tensor at a time
+by the weighted average (:class:`~siteflow.strategies.federated.store.StoredWeights`).
+Robust rules, central DP and SCAFFOLD's control variates read every update whole.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
 from typing import TYPE_CHECKING
+
+from pytorch_lightning.utilities import rank_zero_only
 
 from siteflow.core.atomic import OutputError
 from siteflow.core.types import Weights
@@ -19,7 +29,10 @@ from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
 
 if TYPE_CHECKING:  # the strategy's module imports this one (its run() is this driver)
-    from siteflow.strategies.federated.base import FederatedStrategy
+    from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
+
+SENT = "sent"
+"""The name under which a site's update waits in its store for the round's average."""
 
 
 log = logging.getLogger(__name__)
@@ -54,12 +67,23 @@ def train_round(strategy: FederatedStrategy, federation: Federation, sites: list
     updates = []
     for site in (site for site in sites if site.name in sampled):
         try:
-            updates.append(strategy.site_step(site, received, round_number))
+            updates.append(on_disk(site, strategy.site_step(site, received, round_number), round_number))
         except (OutputError, SetupRefused):  # the run's own folder or settings: every site would fail
             raise
         except Exception:
             log.exception("round %d: site %s failed, left out of the round", round_number, site.name)
+        gc.collect()  # the site's trainer, model and optimiser: freed now, not sites later
     federation.close_round(round_number, updates, len(sampled))
+
+
+def on_disk(site: FederatedSite, update: SiteUpdate, round_number: int) -> SiteUpdate:
+    """``update`` with its weights saved in the site's store and read back from there one
+    tensor at a time (by the first process of a DDP run, which alone writes the store; the
+    others keep theirs in memory)."""
+    if rank_zero_only.rank != 0:
+        return update
+    site.store.save(SENT, round_number, dict(update.weights))
+    return dataclasses.replace(update, weights=site.store.stored(SENT, round_number))
 
 
 def finish_sites(strategy: FederatedStrategy, federation: Federation, sites: list[FederatedSite]) -> dict[str, Weights]:

@@ -9,9 +9,12 @@ of round ``r`` (after a crash) reads what it kept before ``r``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import torch
 from pytorch_lightning.utilities import rank_zero_only
+from safetensors import safe_open
 
 from siteflow.core.atomic import load_weights, save_weights
 from siteflow.core.types import Tensors
@@ -45,6 +48,11 @@ class SiteStore:
         earlier = [r for r in self.rounds(name) if r < before]
         return load_weights(self._path(name, earlier[-1])) if earlier else None
 
+    def stored(self, name: str, round_number: int) -> StoredWeights:
+        """What was kept as ``name`` after round ``round_number``, each tensor read from disk
+        when it is looked up (see :class:`StoredWeights`)."""
+        return StoredWeights(self._path(name, round_number))
+
     def rounds(self, name: str) -> list[int]:
         """The rounds after which ``name`` was kept, in order."""
         files = (self.folder / name).glob("round*.safetensors")
@@ -52,3 +60,31 @@ class SiteStore:
 
     def _path(self, name: str, round_number: int) -> Path:
         return self.folder / name / f"round{round_number}.safetensors"
+
+
+class StoredWeights(Mapping[str, torch.Tensor]):
+    """The name-keyed tensors of a safetensors file of this run, each read from the file when
+    it is looked up and not kept: a mapping of weights that holds none of them in memory (a
+    simulated federation's updates wait for the average this way, so that its memory does not
+    grow with its sites).
+
+    Args:
+        path: the file (written by :meth:`SiteStore.save`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with safe_open(str(self.path), framework="pt") as handle:
+            self._names = list(handle.keys())
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        with safe_open(str(self.path), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
