@@ -247,7 +247,8 @@ def test_an_image_size_not_divisible_by_the_patch_size_is_refused(tmp_path):
 def test_pre_training_needs_the_masked_loss_and_the_datas_image_size(tmp_path):
     model = {"name": "mae_vit", "kwargs": {**ENCODER, **DECODER}}
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    with pytest.raises(ConfigError, match="needs the 'masked_mse' loss, not 'bce'"):
+    with pytest.raises(ConfigError, match=r"common\.train\.loss\.name: loss 'bce' compares the logits with label vectors; "
+                       r"this study's MaskedImageModellingTask needs patches: choose one of \['masked_mse'\]"):
         load_config(cxr_config(tmp_path / "a", model, train={"loss": {"name": "bce"}}))
     with pytest.raises(ConfigError, match=r"img_size is \[32, 32\], the data's img_size \[64, 64\]"):
         load_config(cxr_config(tmp_path / "b", model, train={"loss": {"name": "masked_mse"}}, dataset={"img_size": [64, 64]}))
