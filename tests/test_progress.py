@@ -125,3 +125,17 @@ def test_federated_rounds_count_the_sampled_sites_of_every_round_over_seeds(tmp_
         for r in (1, 2)
     ]
     assert _lines(caplog.text) == expected
+
+
+def test_a_run_folder_written_before_the_rename_reads_its_sites_own_weights(tmp_path):
+    """progress.json of a run trained before ``site_weights`` became ``own_weight_files``: the
+    folder reads back (so the run resumes) with each site's own weights where they were."""
+    from siteflow.engine.run_folder import RunFolder
+
+    (tmp_path / "results").mkdir()
+    stage = {"stage": "round2", "trained_site": None, "values": {"a": {"dice": 0.5}}, "weights": "checkpoints/round2.safetensors",
+             "site_weights": {"a": "checkpoints/sites/a/final.safetensors"}}
+    (tmp_path / "results" / "progress.json").write_text(json.dumps({"stages": [stage]}))
+    (row,) = RunFolder(tmp_path).results
+    assert row.own_weight_files == {"a": "checkpoints/sites/a/final.safetensors"}
+    assert (row.stage, row.weights, row.values) == ("round2", "checkpoints/round2.safetensors", {"a": {"dice": 0.5}})

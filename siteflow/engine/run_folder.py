@@ -212,7 +212,16 @@ class RunFolder:
         path = self.results_dir / "progress.json"
         if not path.is_file():
             return []
-        return [StageResult(**entry) for entry in json.loads(path.read_text())["stages"]]
+        return [StageResult(**_renamed(entry)) for entry in json.loads(path.read_text())["stages"]]
+
+
+def _renamed(entry: dict) -> dict:
+    """A stage of ``progress.json`` with its keys as :class:`StageResult` names them now (run
+    folders written before the rename of December 2026 name each site's own final weights
+    ``site_weights``), so that such a run resumes."""
+    if "site_weights" in entry:
+        entry = {**{k: v for k, v in entry.items() if k != "site_weights"}, "own_weight_files": entry["site_weights"]}
+    return entry
 
 
 def _differences(old: object, new: object, path: str = "") -> list[str]:
