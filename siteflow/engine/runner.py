@@ -183,7 +183,7 @@ class ExperimentRun:
         if own_weights is None:
             groups = [(solver(weights), here)]
         else:  # every test site has a model of its own (e.g. its own normalisation)
-            groups = [(solver(own_weights.get(site.task_name, weights)), [site]) for site in here]
+            groups = ((solver(own_weights.get(site.task_name, weights)), [site]) for site in here)  # one model at a time
         return self.site_step.test(self.config.site_runs[0].train, groups)
 
     def test(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -150,7 +150,7 @@ class SiteStep:
     def test(
         self,
         train: TrainConfig,
-        solvers: Sequence[tuple[nn.Module, Sequence[SiteConfig]]],
+        solvers: Iterable[tuple[nn.Module, Sequence[SiteConfig]]],
     ) -> dict[str, dict[str, float]]:
         """Test each solver on its sites' test splits; returns ``values[site][metric]``."""
         trainer = self.trainer("test", train, callbacks=[], validate=False, devices=1, loggers=False)
