@@ -121,7 +121,7 @@ def test_results_html(run: FinishedRun) -> str:
         keep = [i for i, name in enumerate(header) if name in ("model", "site", "n", "label", "metric", "value", "ci_low", "ci_high")
                 or name.startswith(("dice_mean_", "auroc"))]
         parts.append(paragraph(f"{label}means over test images with 95% intervals"))
-        parts.append(table([header[i] for i in keep], [[_value(row[i]) for i in keep] for row in rows], table_id=f"test-{run.name}-{seed}"))
+        parts.append(table([column_label(header[i]) for i in keep], [[_value(row[i]) for i in keep] for row in rows], table_id=f"test-{run.name}-{seed}"))
         parts.append(_extremes(samples_file, label, overlays=index == 0, own_models=run.own_models))
     return "".join(parts)
 
@@ -173,6 +173,28 @@ def _comparisons(runs: Sequence[FinishedRun], n_resamples: int) -> str:
         rows = [[PValue(v) if column.startswith("p_") else v for column, v in zip(COLUMNS, row)] for row in rows]
         parts.append(paragraph(title) + table(COLUMNS, rows, table_id=f"compare-{other.name}"))
     return "".join(parts)
+
+
+INTERVAL_LABELS = {
+    "mean": "", "ci_low": " (t interval, low)", "ci_high": " (t interval, high)",
+    "boot_low": " (bootstrap, low)", "boot_high": " (bootstrap, high)",
+}
+"""How the columns of ``summary.csv`` of ``predict_test.py`` read in a report, by suffix."""
+
+
+def column_label(name: str) -> str:
+    """A ``summary.csv`` column as a reader reads it: ``dice_mean_boot_low`` -> ``Dice
+    (bootstrap, low)``, ``n`` -> ``test images``; other names as they are."""
+    if name == "n":
+        return "test images"
+    if name in ("ci_low", "ci_high"):
+        return f"95% interval, {name[3:]}"
+    for suffix, label in INTERVAL_LABELS.items():
+        if name.startswith("dice_mean_") and name == f"dice_mean_{suffix}":
+            return f"Dice{label}"
+        if name.startswith("auroc") and name.endswith(f"_{suffix}"):
+            return f"{name[: -len(suffix) - 1].replace('_', ' ').replace('auroc', 'AUROC')}{label}"
+    return name.replace("_", " ")
 
 
 def _read(path: Path) -> tuple[list[str], list[list[str]]]:
