@@ -37,6 +37,7 @@ from siteflow.core.registry import DATASETS  # noqa: E402
 from siteflow.datasets.pooling import build_dataset  # noqa: E402
 from siteflow.engine.runner import ExperimentRun  # noqa: E402
 from siteflow.models.norm_statistics import batch_norm_layers, reestimate_batch_norm  # noqa: E402
+from siteflow.strategies.federated.store import SiteStore  # noqa: E402
 from siteflow.tasks.segmentation.inference import Inference  # noqa: E402
 
 
@@ -75,6 +76,19 @@ def distance(kept: dict, measured: dict, names: list[str]) -> list[tuple[float, 
     return rows
 
 
+def site_model(run: Path, site: str) -> tuple[dict, str]:
+    """The site's model, the global weights with the layers it kept: the run's final one, or
+    (while it runs) that of its last finished round. Returns it and the round it is of."""
+    finals = list(run.rglob(f"final_{site}.safetensors"))
+    if finals:
+        return load_weights(finals[0]), "the last round"
+    saved = load_weights(run / "checkpoints" / "global" / "round_state.safetensors")
+    store = SiteStore(run / "sites" / site)
+    last = store.rounds("local")[-1]
+    global_weights = {k[len("global/"):]: v for k, v in saved.items() if k.startswith("global/")}
+    return {**global_weights, **store.load("local", before=last + 1)}, f"round{last}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a benchmark run's folder (config.yaml and run/)")
@@ -88,8 +102,7 @@ def main() -> None:
     sites = {site.task_name: site for site in config.sites}
     report = {"machine": machine(), "run": str(args.run), "sites": {}}
     for name in args.sites:
-        (path,) = (args.run / "run").rglob(f"final_{name}.safetensors")
-        kept = load_weights(path)
+        kept, after = site_model(args.run / "run", name)
         network = strategy.build_network(task)
         layers = [n for n, m in network.named_modules() if m in batch_norm_layers(network)]
         found = {"running": runner.evaluate(kept, solver, sites=[name])[name]["dice"]}
@@ -100,8 +113,8 @@ def main() -> None:
             measured[mode] = {k: v.detach().clone() for k, v in network.state_dict().items()}
             found[mode] = runner.evaluate(measured[mode], solver, sites=[name])[name]["dice"]
         gaps = {mode: distance(kept, measured[mode], layers) for mode in measured}
-        report["sites"][name] = {"dice": found, "layers": layers, "kept_vs": gaps}
-        print(f"{name}: test Dice with running {found['running']:.3f}, re-estimated on patches {found['patches']:.3f}, "
+        report["sites"][name] = {"after": after, "dice": found, "layers": layers, "kept_vs": gaps}
+        print(f"{name} after {after}: test Dice with running {found['running']:.3f}, re-estimated on patches {found['patches']:.3f}, "
               f"on whole-image windows {found['windows']:.3f}", flush=True)
         for mode, rows in gaps.items():
             shifts, ratios = np.array(rows).T
