@@ -38,7 +38,7 @@ def test_reestimated_statistics_are_the_plain_average_over_the_batches_fed():
          "common.strategy.kwargs.norm_statistics: chooses the statistics of FedBN's site-local normalisation layers: set keep_local_norm: true"),
         ({"keep_local_norm": True, "norm_statistics": "refit"}, {},
          "common.strategy.kwargs.norm_statistics: expected 'running' or 'reestimated' or null, got 'refit'"),
-        ({"keep_local_norm": True}, {"norm": "instance"},
+        ({"keep_local_norm": True, "norm_statistics": "reestimated"}, {"norm": "instance"},
          "common.strategy.kwargs.norm_statistics: reestimated re-measures batch normalisation statistics, and UNet has no layer that "
          "keeps them (instance, group or layer norm normalise each sample by itself): set norm_statistics: running"),
     ],
@@ -51,10 +51,12 @@ def test_statistics_the_model_cannot_give_are_refused_at_their_key(tmp_path, str
     assert message in str(refused.value)
 
 
-def test_running_statistics_under_instance_norm_are_accepted(tmp_path):
-    config = tiny_config(tmp_path, "fedavg", common={"strategy": {"kwargs": {"keep_local_norm": True, "norm_statistics": "running"}},
+@pytest.mark.parametrize("chosen", [{"norm_statistics": "running"}, {}])
+def test_fedbn_under_instance_norm_runs_with_running_or_default_statistics(tmp_path, chosen):
+    # Instance norm keeps no statistics: the default has nothing to re-estimate (prostate/fedbn).
+    config = tiny_config(tmp_path, "fedavg", common={"strategy": {"kwargs": {"keep_local_norm": True, **chosen}},
                                                      "model": {"kwargs": {"norm": "instance"}}})  # fmt: skip
-    assert load_config(config).strategy.kwargs["norm_statistics"] == "running"
+    assert load_config(config).strategy.kwargs.get("norm_statistics") == chosen.get("norm_statistics")
 
 
 @pytest.mark.slow

@@ -31,14 +31,15 @@ class FedAvgStrategy(FederatedStrategy):
             site, neither averaged nor sent; each site is tested with its own.
         norm_statistics: With ``keep_local_norm``, the running statistics of a site's batch
             normalisation layers once the server has averaged the other weights:
-            ``"reestimated"`` (the default under FedBN): the site measures them anew with the
+            ``"reestimated"`` (the default under FedBN for a model with batch normalisation;
+            instance, group and layer norm keep no statistics): the site measures them anew with the
             averaged weights on one pass over its own training batches, before it tests a
             round's model and before it trains the next round
             (:mod:`~siteflow.strategies.federated.norm_statistics`); ``"running"``: the
             running averages gathered while it trained, under its own weights before they
             were averaged (FedBN as published; they can leave a site whose images differ
             most almost unsegmented, issue 30). Refused without ``keep_local_norm``, and
-            ``"reestimated"`` for a model without batch normalisation.
+            ``"reestimated"`` given for a model without batch normalisation.
         **kwargs: the options of :class:`FederatedStrategy` (rounds, local_epochs,
             weighting, min_sites, test_every, fraction, local_steps).
     """
@@ -49,12 +50,13 @@ class FedAvgStrategy(FederatedStrategy):
             raise OptionError("norm_statistics", "chooses the statistics of FedBN's site-local normalisation layers: set keep_local_norm: true")
         self.keep_local_norm = keep_local_norm
         self.norm_statistics: NormStatistics | None = (norm_statistics or "reestimated") if keep_local_norm else None
+        self.statistics_chosen = norm_statistics is not None  # a default finds nothing to do without batch norm
 
     def build_network(self, task: Task) -> nn.Module:
-        """The model, once checked to have batch normalisation where ``norm_statistics`` is
-        ``reestimated`` (the config's validation builds it: refused before any training)."""
+        """The model, once checked to have batch normalisation where ``norm_statistics:
+        reestimated`` is given (the config's validation builds it: refused before any training)."""
         network = super().build_network(task)
-        if self.norm_statistics == "reestimated" and not batch_norm_layers(network):
+        if self.statistics_chosen and self.norm_statistics == "reestimated" and not batch_norm_layers(network):
             raise OptionError(
                 "norm_statistics",
                 f"reestimated re-measures batch normalisation statistics, and {type(network).__name__} has no layer that keeps "

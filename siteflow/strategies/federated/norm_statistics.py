@@ -22,7 +22,7 @@ from torch import nn
 from siteflow.config import SiteRun
 from siteflow.core.types import Weights
 from siteflow.datasets.pooling import build_dataset, loader
-from siteflow.models.norm_statistics import reestimate_batch_norm
+from siteflow.models.norm_statistics import batch_norm_layers, reestimate_batch_norm
 
 NormStatistics = Literal["running", "reestimated"]
 
@@ -30,7 +30,10 @@ NormStatistics = Literal["running", "reestimated"]
 def reestimated_statistics(network: nn.Module, weights: Weights, site_run: SiteRun, *, seed: int) -> Weights:
     """``weights`` with the running statistics of ``network``'s batch-normalisation layers
     re-estimated on one pass over ``site_run``'s training split (batches of its training batch
-    size, drawn with ``seed``); every other tensor unchanged."""
+    size, drawn with ``seed``); every other tensor unchanged. ``weights`` themselves when the
+    network has no batch normalisation (nothing to re-estimate)."""
+    if not batch_norm_layers(network):
+        return weights
     network.load_state_dict(weights)
     data = loader(build_dataset(site_run.site, "train"), batch_size=site_run.train.batch_size, num_workers=0, shuffle=True, seed=seed)
     reestimate_batch_norm(network, lambda model: [model(batch["image"]) for batch in data])
