@@ -1,6 +1,6 @@
 """Imports run one way: entry points -> export -> inference -> engine -> strategies -> tasks -> data, nn -> config,
-handover -> core. The test reads every module's imports (function-level ones too, not those
-under ``if TYPE_CHECKING:``) and fails on a cycle or on a module importing a higher layer."""
+handover -> core. The test reads every module's imports (function-level ones and those under
+``if TYPE_CHECKING:`` too) and fails on a cycle or on a module importing a higher layer."""
 
 from __future__ import annotations
 
@@ -48,22 +48,14 @@ def modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node of ``tree`` except what sits under ``if TYPE_CHECKING:``."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
-            continue
-        yield node
-        yield from _runtime_nodes(node)
-
-
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The modules that module ``name`` imports when it runs (siteflow's by module name)."""
+    """The modules that module ``name`` imports (siteflow's by module name), wherever the
+    import stands: at the top, in a function, or under ``if TYPE_CHECKING:`` (an import for
+    type hints only still ties the two modules together)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in _runtime_nodes(tree):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

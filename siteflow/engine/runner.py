@@ -40,6 +40,7 @@ from siteflow.engine.run_folder import INITIAL_WEIGHTS, RunFolder
 from siteflow.engine.site_step import SiteStep, cpu_copy
 from siteflow.handover import load_key, read_handover, write_handover
 from siteflow.strategies.base import SiteInput, SolverFactory, Strategy, Trainee
+from siteflow.strategies.federated.simulation import simulate
 from siteflow.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,11 @@ class ExperimentRun:
 
     def result_path(self, name: str) -> Path:
         return self.folder.results_dir / name
+
+    # -- StudyContext: rounds -----------------------------------------------------------------
+
+    def simulate_rounds(self, strategy: Strategy) -> None:
+        simulate(strategy, self)
 
     # -- the whole run ---------------------------------------------------------------------
 

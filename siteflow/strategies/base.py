@@ -163,14 +163,23 @@ class Storage(Protocol):
         folder per site inside the run)."""
 
 
-class StudyContext(SiteTraining, Recording, Relay, Storage, Protocol):
+class Rounds(Protocol):
+    """The run's role that drives a federated strategy's rounds in this process (the engine
+    owns the driver, so that the strategies' round API never imports it)."""
+
+    def simulate_rounds(self, strategy: Strategy) -> None:
+        """Run (or resume) every round of ``strategy``, a federated strategy, over the run's
+        sites (:func:`siteflow.strategies.federated.simulation.simulate`)."""
+
+
+class StudyContext(SiteTraining, Recording, Relay, Storage, Rounds, Protocol):
     """Everything a strategy can ask of the run that executes it, by role:
     :class:`SiteTraining` (``config``, ``task``, ``site_runs``, ``start``, ``fit``,
     ``evaluate``, ``sample_count``), :class:`Recording` (``test``, ``record``, ``recorded``,
-    ``result_path``), :class:`Relay` (``hand_over``, ``site_record``) and :class:`Storage`
-    (``save_final``, ``save_state``, ``load_state``, ``site_folder``). The engine's
-    ``ExperimentRun`` implements all four; code that needs only some of them (a helper, a
-    strategy's method) asks for those roles alone."""
+    ``result_path``), :class:`Relay` (``hand_over``, ``site_record``), :class:`Storage`
+    (``save_final``, ``save_state``, ``load_state``, ``site_folder``) and :class:`Rounds`
+    (``simulate_rounds``). The engine's ``ExperimentRun`` implements all five; code that needs
+    only some of them (a helper, a strategy's method) asks for those roles alone."""
 
 
 class Strategy(ABC):

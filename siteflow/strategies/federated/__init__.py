@@ -3,13 +3,13 @@ API (:mod:`.base`); the server's side between rounds and the schedule of what co
 (:mod:`.federation`), walked in-process (:mod:`.simulation`) or on Flower
 (``siteflow.deploy.flower``); one file per algorithm."""
 
-from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
+from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate, round_stage
 from siteflow.strategies.federated.ditto import DittoStrategy
 from siteflow.strategies.federated.fedadagrad import FedAdagradStrategy
 from siteflow.strategies.federated.fedadam import FedAdamStrategy
 from siteflow.strategies.federated.fedavg import FedAvgStrategy
 from siteflow.strategies.federated.fedavgm import FedAvgMStrategy
-from siteflow.strategies.federated.federation import ROUND_STATE, Federation, TooFewSites, round_stage
+from siteflow.strategies.federated.federation import ROUND_STATE, Federation, TooFewSites
 from siteflow.strategies.federated.fedopt import AdaptiveServerOptimizer, ServerOptimizer
 from siteflow.strategies.federated.fedper import FedPerStrategy
 from siteflow.strategies.federated.fedprox import FedProxStrategy, ProximalTerm

@@ -17,8 +17,9 @@ A round has four steps, each a hook a strategy may override (the table of
 :class:`~siteflow.strategies.federated.federation.Federation` keeps the server's side between
 rounds and says what comes next (its :meth:`~siteflow.strategies.federated.federation.Federation.schedule`);
 :mod:`~siteflow.strategies.federated.simulation` (this class's :meth:`~FederatedStrategy.run`)
-and ``siteflow.deploy.flower`` drive the rounds. The drivers and the federation import this
-module's classes for their type hints only, so that it may import the in-process driver.
+and ``siteflow.deploy.flower`` drive the rounds. Imports run one way: the federation and the
+drivers import this module, never the reverse (the engine starts the in-process driver for
+:meth:`~FederatedStrategy.run`, through its ``simulate_rounds``).
 """
 
 from __future__ import annotations
@@ -34,19 +35,22 @@ from siteflow.core.errors import OptionError
 from siteflow.core.plausibility import implausible
 from siteflow.core.types import Weights
 from siteflow.privacy.central import CentralDPOptions
-from siteflow.strategies.base import SiteTraining, Strategy, StudyContext, Trainee
+from siteflow.strategies.base import Rounds, SiteTraining, Strategy, Trainee
 from siteflow.strategies.federated.aggregation import Weighting, aggregation_coefficients, weighted_average
 from siteflow.strategies.federated.enrolment import Enrolment
-from siteflow.strategies.federated.federation import round_stage
 from siteflow.strategies.federated.optimizer_state import KeptOptimizerState
 from siteflow.strategies.federated.robust import RobustRule, build_rule
 from siteflow.strategies.federated.sampling import draw_sites
-from siteflow.strategies.federated.simulation import simulate
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
 from siteflow.tasks import ExtraLoss, Learner, Task
 
 __all__ = ["FederatedStrategy", "SiteUpdate"]
+
+
+def round_stage(round_number: int) -> str:
+    """The stage name of a round: its row in the site matrix."""
+    return f"round{round_number}"
 
 
 @dataclass
@@ -342,6 +346,7 @@ class FederatedStrategy(Strategy):
         return [f"{round_stage(r)}/{site}" for r in range(1, self.rounds + 1) for site in self.sample_sites(r, names, seed=context.config.seed)]
 
     @final
-    def run(self, context: StudyContext) -> None:
-        """The rounds simulated in this process (``siteflow.deploy.flower`` deploys them)."""
-        simulate(self, context)
+    def run(self, context: Rounds) -> None:
+        """The rounds simulated in this process by the run's driver (``siteflow.deploy.flower``
+        deploys them)."""
+        context.simulate_rounds(self)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -30,10 +30,7 @@ from siteflow.core.types import Tensors, Weights
 from siteflow.privacy import CENTRAL_FILE
 from siteflow.privacy.central import CentralDP
 from siteflow.strategies.base import StudyContext
-
-if TYPE_CHECKING:  # the strategy's module imports this one (through its in-process driver)
-    from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
-
+from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate, round_stage
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +41,6 @@ FINAL_DIR = "global"
 class TooFewSites(RuntimeError):
     """A round closed with fewer valid updates than the strategy's ``min_sites``: the
     federation stops (its last saved round stays, to resume from)."""
-
-
-def round_stage(round_number: int) -> str:
-    """The stage name of a round: its row in the site matrix."""
-    return f"round{round_number}"
 
 
 @dataclass(frozen=True)

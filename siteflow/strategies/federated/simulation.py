@@ -17,19 +17,15 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-from typing import TYPE_CHECKING
-
 from pytorch_lightning.utilities import rank_zero_only
 
 from siteflow.core.atomic import OutputError
 from siteflow.core.types import Weights
 from siteflow.strategies.base import SetupRefused, StudyContext
-from siteflow.strategies.federated.federation import Evaluate, Federation, Finish, SaveFinal, Train, round_stage
+from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate, round_stage
+from siteflow.strategies.federated.federation import Evaluate, Federation, Finish, SaveFinal, Train
 from siteflow.strategies.federated.site import FederatedSite
 from siteflow.strategies.federated.store import LOCAL
-
-if TYPE_CHECKING:  # the strategy's module imports this one (its run() is this driver)
-    from siteflow.strategies.federated.base import FederatedStrategy, SiteUpdate
 
 SENT = "sent"
 """The name under which a site's update waits in its store for the round's average."""
