@@ -571,3 +571,23 @@ def test_an_options_class_takes_the_forwarded_options(kwargs, message):
     check_kwargs(RelayStrategy, {"cycles": 2, "replay_fraction": 0.25, "gan_lr": 1e-4}, "k")  # own and options-class options
     with pytest.raises(ConfigError, match=message):
         check_kwargs(RelayStrategy, kwargs, "k")
+
+
+def test_a_task_that_declares_no_loss_targets_takes_any_loss_and_one_that_does_is_checked():
+    from siteflow.config.components import _check_loss_fits
+
+    class PluginTask:  # a plug-in task that predates `loss_targets`
+        loss_targets: tuple[str, ...] = ()
+
+    class ImageClasses:
+        loss_targets = ("class_indices",)
+
+    for name in ("bce", "masked_mse", "dice", "ce"):
+        _check_loss_fits(PluginTask(), name, "common.train.loss.name")
+    _check_loss_fits(ImageClasses(), "ce", "common.train.loss.name")
+    with pytest.raises(ConfigError) as refused:
+        _check_loss_fits(ImageClasses(), "dice", "common.train.loss.name")
+    assert str(refused.value) == (
+        "common.train.loss.name: loss 'dice' compares the logits with label maps; this study's ImageClasses "
+        "needs class indices: choose one of ['ce', 'focal']"
+    )

@@ -203,6 +203,10 @@ def test_a_relay_run_on_vessel_sites_writes_and_logs_how_much_each_replay_counte
         for site, entry in by_site.items():
             q = measured[stage][site]
             expected = min(1.0, q["solver_dice_replay"] / q["solver_dice_real"]) if q["solver_dice_real"] > 0 else 0.0
-            assert entry["quality"] == pytest.approx(expected) and entry["measured_by"] == RATIO
-            assert entry["weight"] == pytest.approx(min(1.0, max(0.0, (expected - 0.5) / 0.4)))
+            assert entry["quality"] == pytest.approx(expected)
+            if q["solver_dice_real"] < 0.5:  # quality_floor: a solver that segments too little judges nothing
+                assert entry["measured_by"] == UNJUDGED and entry["weight"] == 0.0
+            else:
+                assert entry["measured_by"] == RATIO
+                assert entry["weight"] == pytest.approx(min(1.0, max(0.0, (expected - 0.5) / 0.4)))
             assert sum(f"stage {stage}: {site}'s replays count {entry['weight']:.2f}" in r.getMessage() for r in caplog.records) == 1

@@ -124,9 +124,10 @@ def check_buildable(config: ExperimentConfig, strategy: Any, trains: Sequence[tu
 
 def _check_loss_fits(task: Any, name: str, key_path: str) -> None:
     """The loss ``name`` must compare the logits with what ``task``'s data holds: its declared
-    ``targets`` among the task's ``loss_targets`` (a loss that declares none is not checked)."""
-    targets = getattr(LOSSES.get(name), "targets", None)  # a plug-in loss may not declare it
-    if targets is None or targets in task.loss_targets:
+    ``targets`` among the task's ``loss_targets``. A loss that declares no ``targets``, or a
+    task that declares no ``loss_targets`` (a plug-in may do neither), is not checked."""
+    targets = getattr(LOSSES.get(name), "targets", None)
+    if targets is None or not task.loss_targets or targets in task.loss_targets:
         return
     fitting = sorted(other for other in LOSSES.names() if getattr(LOSSES.get(other), "targets", None) in task.loss_targets)
     raise ConfigError(

@@ -181,7 +181,8 @@ class Task(ABC):
     ``targets``: ``"class_indices"`` (one class per image or per pixel: ``ce``, ``focal``),
     ``"label_maps"`` (per-pixel label maps: ``dice``, ``dice_ce``, ``explog``),
     ``"label_vectors"`` (multi-hot labels with a mask: ``bce``), ``"patches"`` (masked image
-    patches: ``masked_mse``). A loss that declares no ``targets`` is not checked."""
+    patches: ``masked_mse``). A loss that declares no ``targets``, and every loss of a task that
+    declares none, is not checked."""
 
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
