@@ -13,6 +13,7 @@ from siteflow.config import ConfigError, ExperimentConfig, load_config
 from siteflow.config.folders import run_folder
 from siteflow.core.console import configure_logging
 from siteflow.core.extras import MissingExtra
+from siteflow.core.pictures import require_drawing
 
 
 def _common_parser(description: str) -> argparse.ArgumentParser:
@@ -240,8 +241,9 @@ def report_main(argv: Sequence[str] | None = None) -> int:
     if args.resamples < 1:
         parser.error(f"--resamples: expected at least 1, got {args.resamples}")
     try:
+        require_drawing("siteflow-report")
         path = write_report([read_run(run) for run in args.runs], args.output, n_resamples=args.resamples)
-    except (NoFinishedRun, ValueError, OutputError) as error:
+    except (NoFinishedRun, ValueError, OutputError, MissingExtra) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"report in {path}")
     return 0
@@ -362,8 +364,9 @@ def study_main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             dry_run(study, engine)
             return 0
+        require_drawing("siteflow-study's report")  # before anything trains
         outcome = run_study(study, engine)
-    except (StudyError, FileNotFoundError, ConfigError, OutputError) as error:
+    except (StudyError, FileNotFoundError, ConfigError, OutputError, MissingExtra) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     if outcome.report is None:
         print(f"no report: the reference {study.reference} did not finish (run the same command again to resume)")

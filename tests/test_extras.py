@@ -31,6 +31,7 @@ OPTIONAL = {
     "onnx_ir": "export",
     "highdicom": "export",
     "pydicom": "export",
+    "matplotlib": "report",
 }
 """The optional packages and the extra of each (ray, for siteflow-study's cluster engine, is no
 dependency at all)."""
@@ -65,7 +66,7 @@ def test_the_pyproject_extras_hold_the_optional_packages_and_the_core_none():
     for name, extra in OPTIONAL.items():
         listed = {r.split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in extras[extra]}
         assert name.lower().replace("_", "-") in listed, f"{name} is not in the {extra} extra"
-    assert set(extras["all"]) == {f"siteflow[{extra}]" for extra in ("flower", "privacy", "volumes", "export")}
+    assert set(extras["all"]) == {f"siteflow[{extra}]" for extra in ("flower", "privacy", "volumes", "export", "report")}
 
 
 def test_a_plain_install_trains_and_tests_a_sequential_study(tmp_path, plain_site_packages):
@@ -79,6 +80,17 @@ def test_a_plain_install_trains_and_tests_a_sequential_study(tmp_path, plain_sit
     assert result.returncode == 0, result.stderr[-3000:]
     matrix = next((tmp_path / "exps").rglob("site_matrix_dice.csv")).read_text().splitlines()
     assert [line.split(",")[0] for line in matrix] == ["after_stage", "site1", "site2"]
+    # the numbers without the pictures (the report extra), said once
+    assert not list((tmp_path / "exps").rglob("*.png"))
+    said = (result.stdout + result.stderr).count("pictures skipped (the numbers are written): matplotlib is not installed: pip install 'siteflow[report]'")
+    assert said == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    run = next((tmp_path / "exps").rglob("site_matrix_dice.csv")).parent.parent
+    report = run_plain(plain_site_packages, f"from siteflow.cli import report_main; report_main([{str(run)!r}])", tmp_path)
+    assert report.returncode == 2 and "Traceback" not in report.stderr, report.stderr[-3000:]
+    assert report.stderr.strip().splitlines()[-1] == (
+        "-c: error: siteflow-report needs matplotlib, which is not installed: pip install 'siteflow[report]'"
+    )
+    assert not (tmp_path / "report.html").exists() and run.is_dir()
 
 
 def test_a_feature_without_its_extra_names_the_extra_to_install(tmp_path, plain_site_packages):
@@ -152,5 +164,5 @@ def test_an_optional_module_is_imported_on_first_use_and_an_unknown_extra_is_ref
     absent = optional_module("siteflow_no_such_package", "export", "testing the refusal")
     with pytest.raises(MissingExtra, match=r"^testing the refusal needs siteflow_no_such_package, which is not installed: pip install 'siteflow\[export\]'$"):
         absent.anything
-    with pytest.raises(ValueError, match="unknown extra 'report'"):
-        require("math", "report", "testing")
+    with pytest.raises(ValueError, match="unknown extra 'reports'"):
+        require("math", "reports", "testing")

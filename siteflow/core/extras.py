@@ -1,8 +1,8 @@
 """Optional packages: imported when a feature first uses them, refused with the extra to install.
 
 ``pip install siteflow`` installs what training a local model needs; the other parts are
-extras (``pip install 'siteflow[flower]'``, ``[privacy]``, ``[volumes]``, ``[export]``, or
-``[all]``). A module that uses an optional package names it with :func:`optional_module`
+extras (``pip install 'siteflow[flower]'``, ``[privacy]``, ``[volumes]``, ``[export]``,
+``[report]``, or ``[all]``). A module that uses an optional package names it with :func:`optional_module`
 instead of importing it: the module imports, and the package is imported the first time an
 attribute of it is used. Without the package that first use raises :class:`MissingExtra`,
 one sentence naming the feature, the package and the extra.
@@ -21,6 +21,7 @@ EXTRAS = {
     "privacy": "DP-SGD at the sites (Opacus)",
     "volumes": "reading and writing medical image files: NIfTI and other volumes, DICOM",
     "export": "exporting a model (ONNX) and DICOM Segmentation outputs",
+    "report": "pictures: the HTML reports of a run and a study, and a run's PNGs (matplotlib)",
 }
 """The extras and what each one adds."""
 

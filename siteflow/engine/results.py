@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from siteflow.core.atomic import atomic_path, write_json, write_text
+from siteflow.core.atomic import write_json, write_text
+from siteflow.core.pictures import drawing, new_figure, save_png
 from siteflow.core.site_matrix import StageResult, matrix_csv, site_matrix, summarize
 from siteflow.privacy.accounting import privacy_summary
 
@@ -19,10 +19,13 @@ Summarizer = Callable[[Sequence[StageResult], Sequence[str], str], dict]
 def plot_site_matrix(
     rows: Sequence[StageResult], site_names: Sequence[str], metric: str, path: Path, title: str
 ) -> None:
-    """Save the site matrix of ``metric`` as an annotated heatmap PNG (atomically)."""
+    """Save the site matrix of ``metric`` as an annotated heatmap PNG (atomically); nothing
+    without matplotlib (:func:`~siteflow.core.pictures.drawing`)."""
+    if not drawing():
+        return
     matrix = site_matrix(rows, site_names, metric)
     height = 1.2 + 0.45 * len(rows)
-    figure = Figure(figsize=(1.6 + 1.1 * len(site_names), height), dpi=120)
+    figure = new_figure(figsize=(1.6 + 1.1 * len(site_names), height), dpi=120)
     axes = figure.subplots()
     image = axes.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     axes.set_xticks(range(len(site_names)), labels=site_names, rotation=30, ha="right")
@@ -35,8 +38,7 @@ def plot_site_matrix(
             axes.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    save_png(figure, path)
 
 
 def write_results(

@@ -30,10 +30,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 
 from siteflow.config import SiteConfig
-from siteflow.core.atomic import atomic_path, safe_name, write_json, write_text
+from siteflow.core.atomic import safe_name, write_json, write_text
+from siteflow.core.pictures import drawing, new_figure, save_png
 from siteflow.tasks import Task
 
 LEAK_FILE = "replay_leak.json"
@@ -134,8 +134,11 @@ def check_replay_leak(
 
 
 def plot_replay_leak(path: Path, leaks: Sequence[ReplayLeak], *, title: str) -> None:
-    """One histogram per site of the replays' and the held-out images' distances (PNG, atomically)."""
-    figure = Figure(figsize=(3.6 * len(leaks), 3.0), dpi=110)
+    """One histogram per site of the replays' and the held-out images' distances (PNG, atomically).
+    Nothing without matplotlib."""
+    if not drawing():
+        return
+    figure = new_figure(figsize=(3.6 * len(leaks), 3.0), dpi=110)
     for axes, leak in zip(np.atleast_1d(figure.subplots(1, len(leaks))), leaks):
         values = leak.replay + leak.held_out
         bins = np.linspace(0.0, max(values) * 1.05 + 1e-6, 21)
@@ -147,8 +150,7 @@ def plot_replay_leak(path: Path, leaks: Sequence[ReplayLeak], *, title: str) -> 
         axes.legend(fontsize=7)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    save_png(figure, path)
 
 
 def _table(stage: str, leaks: Sequence[ReplayLeak]) -> str:

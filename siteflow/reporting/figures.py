@@ -1,4 +1,4 @@
-"""Pictures of a run for the HTML report, as base64 PNG text (matplotlib, no display)."""
+"""Pictures of a run for the HTML report, as base64 PNG text (matplotlib, the ``report`` extra)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from matplotlib.figure import Figure
 from PIL import Image
+
+from siteflow.core.pictures import new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_CURVE_STAGES = 12
 """Learning curves are drawn for at most this many stages (the first ones) per run."""
@@ -45,7 +49,7 @@ def learning_curves(logs: Path, stages: Sequence[str]) -> Figure | None:
         return None
     columns = min(3, len(curves))
     rows = math.ceil(len(curves) / columns)
-    figure = Figure(figsize=(4.2 * columns, 2.8 * rows), dpi=90)
+    figure = new_figure(figsize=(4.2 * columns, 2.8 * rows), dpi=90)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, (stage, series) in zip(axes, curves):
         for name, (epochs, values) in series.items():
@@ -69,7 +73,7 @@ def round_curves(matrix_csv: Path, metric: str) -> Figure | None:
     if len(rows) < 2:
         return None
     sites = [name for name in rows[0] if name not in ("after_stage", "trained_site", "mean")]
-    figure = Figure(figsize=(6.0, 3.2), dpi=90)
+    figure = new_figure(figsize=(6.0, 3.2), dpi=90)
     ax = figure.subplots()
     steps = list(range(1, len(rows) + 1))
     for site in sites:

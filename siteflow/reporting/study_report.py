@@ -8,18 +8,19 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
-
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from siteflow.core.atomic import write_text
+from siteflow.core.pictures import new_figure, patches
 from siteflow.engine.progress import format_duration
 from siteflow.reporting.figures import figure_base64
 from siteflow.reporting.html import PValue, image, page, paragraph, table
 from siteflow.reporting.report import curves_html, site_matrices_html, test_results_html, config_table
 from siteflow.reporting.runs import FinishedRun
 from siteflow.reporting.study import ALPHA, RankedRun, StudyResults
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRIC_NAMES = {
     "dice": "Dice", "auroc": "mean AUROC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
@@ -93,7 +94,7 @@ def ranking_figure(results: StudyResults) -> Figure:
     a site sends and receives and the privacy budget where they apply. 760 px wide."""
     runs = list(results.ranked)
     height = 1.5 + 0.42 * len(runs)
-    figure = Figure(figsize=(7.6, height), dpi=100)
+    figure = new_figure(figsize=(7.6, height), dpi=100)
     left, right = figure.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     positions = list(range(len(runs)))[::-1]
     for y, run in zip(positions, runs):
@@ -112,8 +113,8 @@ def ranking_figure(results: StudyResults) -> Figure:
     right.set_xlabel("training time per seed (min)", fontsize=9)
     longest = max(r.cost.train_s for r in runs) / 60
     right.set_xlim(0, longest * 1.9 if longest > 0 else 1)
-    handles = [Patch(color=REFERENCE_COLOUR, label="reference"), Patch(color=COLOURS[1], label="better on a site"),
-               Patch(color=COLOURS[0], label="no difference shown"), Patch(color=COLOURS[-1], label="worse on a site")]
+    handles = [patches.Patch(color=REFERENCE_COLOUR, label="reference"), patches.Patch(color=COLOURS[1], label="better on a site"),
+               patches.Patch(color=COLOURS[0], label="no difference shown"), patches.Patch(color=COLOURS[-1], label="worse on a site")]
     figure.legend(handles=handles, loc="upper center", ncol=4, fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))
     return figure

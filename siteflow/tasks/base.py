@@ -26,6 +26,7 @@ from siteflow.core.registry import DATASETS, LOSSES, MODELS, TASKS
 from siteflow.core.site_matrix import StageResult
 from siteflow.datasets.spec import DataSpec
 from siteflow.datasets.pooling import Split, pooled_dataset
+from siteflow.losses.class_balance import CountWeighted
 
 ExtraLoss = Callable[["Learner"], torch.Tensor]
 """A strategy's term added to the loss of every training step (FedProx's proximal term)."""
@@ -220,11 +221,12 @@ class Task(ABC):
     def build_loss(self, train: TrainConfig, train_sites: Sequence[SiteConfig] = ()) -> nn.Module:
         """The configured loss; ``train_sites`` are the sites whose training data it may
         need (a task fills data-derived options such as BCE's ``pos_weight: auto``). A loss
-        whose class weights come from the training counts (its ``weighting``, e.g.
+        whose class weights come from the training counts (a
+        :class:`~siteflow.losses.class_balance.CountWeighted` loss with a ``weighting``, e.g.
         ``class_weights: balanced``) is built again with the weights of
         :meth:`class_counts` over ``train_sites``, when they are given."""
         loss = LOSSES.get(train.loss.name)(**train.loss.kwargs)
-        if getattr(loss, "weighting", None) is None:
+        if not isinstance(loss, CountWeighted) or loss.weighting is None:
             return loss
         counts = self.class_counts(train_sites)
         if counts is None:

@@ -19,11 +19,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from scipy import ndimage
 from torch import nn
 
-from siteflow.core.atomic import atomic_path
+from siteflow.core.pictures import drawing, new_figure, save_png
 from siteflow.metrics import PooledDice
 
 Pairs = tuple[torch.Tensor, torch.Tensor]
@@ -140,7 +139,10 @@ def measure_replay(
 def save_replay_grid(path: Path, sites: Sequence[tuple[str, Pairs, Pairs | None]], num_classes: int, *, title: str, columns: int = 6) -> None:
     """Save a PNG (atomically) showing, for every (site, replayed pairs, real pairs or None),
     a row of real images, of their label maps, of replayed images and of their label maps
-    (``columns`` samples each). Images are shown from [-1, 1]; label maps by class id."""
+    (``columns`` samples each). Images are shown from [-1, 1]; label maps by class id.
+    Nothing without matplotlib."""
+    if not drawing():
+        return
     rows = [
         (f"{site}\n{kind} {part}", pairs[0] if part == "image" else pairs[1])
         for site, replay, real in sites
@@ -149,7 +151,7 @@ def save_replay_grid(path: Path, sites: Sequence[tuple[str, Pairs, Pairs | None]
         for part in ("image", "label")
     ]
     shown = min(columns, min(len(data) for _, data in rows))
-    figure = Figure(figsize=(1.4 * shown + 1.2, 1.4 * len(rows) + 0.4), dpi=100)
+    figure = new_figure(figsize=(1.4 * shown + 1.2, 1.4 * len(rows) + 0.4), dpi=100)
     axes = figure.subplots(len(rows), shown, squeeze=False)
     for (name, data), row in zip(rows, axes):
         row[0].set_ylabel(name, fontsize=7)
@@ -163,5 +165,4 @@ def save_replay_grid(path: Path, sites: Sequence[tuple[str, Pairs, Pairs | None]
                 ax.imshow(data[index].cpu().numpy(), cmap="viridis", vmin=0, vmax=max(num_classes - 1, 1), interpolation="nearest")
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    save_png(figure, path)

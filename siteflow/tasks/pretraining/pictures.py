@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 
-from siteflow.core.atomic import atomic_path
+from siteflow.core.pictures import drawing, new_figure, save_png
 
 COLUMNS = ("original", "masked", "reconstructed")
 
@@ -26,12 +25,14 @@ def displayable(images: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> 
 
 def save_reconstructions(path: Path, original: torch.Tensor, masked: torch.Tensor, reconstructed: torch.Tensor) -> None:
     """Write a PNG (atomically) with one row per image: original, masked (hidden patches
-    blank) and reconstructed, each (K, C, *spatial) float."""
+    blank) and reconstructed, each (K, C, *spatial) float. Nothing without matplotlib."""
+    if not drawing():
+        return
     low = original.flatten(1).min(dim=1).values
     high = original.flatten(1).max(dim=1).values
     columns = [displayable(images.detach().float().cpu(), low.cpu(), high.cpu()) for images in (original, masked, reconstructed)]
     rows = len(original)
-    figure = Figure(figsize=(6, 2 * rows))
+    figure = new_figure(figsize=(6, 2 * rows))
     for row in range(rows):
         for column, (title, images) in enumerate(zip(COLUMNS, columns)):
             axes = figure.add_subplot(rows, len(COLUMNS), row * len(COLUMNS) + column + 1)
@@ -40,5 +41,4 @@ def save_reconstructions(path: Path, original: torch.Tensor, masked: torch.Tenso
             if row == 0:
                 axes.set_title(title)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png")
+    save_png(figure, path)

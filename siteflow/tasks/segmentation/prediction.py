@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.colors import to_rgb
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from siteflow.core.atomic import atomic_path, safe_name
 from siteflow.core.extras import optional_module
+from siteflow.core.pictures import colors, drawing, new_figure, patches, save_png
 from siteflow.metrics import confusion_counts, hd95, overlap_scores
 from siteflow.metrics.hausdorff import average_surface_distance
 
@@ -63,11 +61,14 @@ def plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path, i
 
     Batches: ``{"image": (B, C, *spatial) float, "label", "pred": (B, *spatial) int64, "id":
     list[str]}``, the image of the label's size; images of different batches may differ in size.
+    Nothing without matplotlib (:func:`~siteflow.core.pictures.drawing`).
     """
+    if not drawing():
+        return
     items = [item for b in batches for item in zip(b["image"], b["label"], b["pred"], b["id"]) if ids is None or item[3] in ids]
     items = items[:OVERLAY_SAMPLES]
     legend_in = 0.45
-    figure = Figure(figsize=(6.6, 2.2 * len(items) + legend_in), dpi=100)
+    figure = new_figure(figsize=(6.6, 2.2 * len(items) + legend_in), dpi=100)
     axes = figure.subplots(len(items), 3, squeeze=False)
     for row, (image, label, pred, image_id) in enumerate(items):
         if image.ndim != 3:  # a volume: show the middle slice
@@ -82,16 +83,15 @@ def plot_overlays(batches: list[dict], class_names: Sequence[str], path: Path, i
             if mask is not None:
                 overlay = np.zeros((*mask.shape, 4))
                 for class_id in range(1, len(class_names)):
-                    colour = to_rgb(OVERLAY_COLOURS[(class_id - 1) % len(OVERLAY_COLOURS)])
+                    colour = colors.to_rgb(OVERLAY_COLOURS[(class_id - 1) % len(OVERLAY_COLOURS)])
                     overlay[mask.numpy() == class_id] = (*colour, 0.5)
                 axis.imshow(overlay)
             axis.set_title(title, fontsize=11)
             axis.axis("off")
-    legend = [Patch(facecolor=OVERLAY_COLOURS[(c - 1) % len(OVERLAY_COLOURS)], label=class_names[c]) for c in range(1, len(class_names))]
+    legend = [patches.Patch(facecolor=OVERLAY_COLOURS[(c - 1) % len(OVERLAY_COLOURS)], label=class_names[c]) for c in range(1, len(class_names))]
     figure.legend(handles=legend, loc="upper center", ncol=len(legend), fontsize=11, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 1 - legend_in / figure.get_figheight()))
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    save_png(figure, path)
 
 
 def save_nifti(batches: list[dict], folder: Path, on_source_grid: Callable[[str, np.ndarray], sitk.Image] | None = None) -> None:
