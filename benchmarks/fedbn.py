@@ -12,7 +12,10 @@ width 16, 128 x 128 augmented patches (a third centred on vessels), 8 per image 
 epochs per site), AdamW with a cosine schedule over all epochs, tests by Gaussian-weighted
 sliding windows over whole images. Variant ``fedbn_running`` is FedBN as it was before
 issue 30's fix (``norm_statistics: running``: each site tested with the running statistics its
-layers gathered before the server averaged the other weights): it reproduces the failure. For each variant and seed it prints each site's final Dice, the wall time and the
+layers gathered before the server averaged the other weights): it reproduces the failure.
+Variants ``fedavg_across`` and ``fedbn_across`` run the cosine schedule once across the rounds
+(``schedule: across_rounds``) instead of afresh in every round, as sequential, local and joint
+run it over their epochs. For each variant and seed it prints each site's final Dice, the wall time and the
 bytes a site sends per round; the run folders stay under ``--out`` with each run's numbers
 (``result.json``): a second call reads finished runs back instead of training them again.
 ``--tiny`` shrinks everything to check that the script runs (meaningless numbers).
@@ -41,6 +44,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fedavg": {"name": "fedavg", "kwargs": FEDERATED},
     "fedbn": {"name": "fedavg", "kwargs": {**FEDERATED, "keep_local_norm": True}},
     "fedbn_running": {"name": "fedavg", "kwargs": {**FEDERATED, "keep_local_norm": True, "norm_statistics": "running"}},
+    "fedavg_across": {"name": "fedavg", "kwargs": {**FEDERATED, "schedule": "across_rounds"}},
+    "fedbn_across": {"name": "fedavg", "kwargs": {**FEDERATED, "keep_local_norm": True, "schedule": "across_rounds"}},
     "sequential": {"name": "sequential"},
     "local": {"name": "local"},
     "joint": {"name": "joint"},

@@ -272,7 +272,7 @@ def tiny_raw(tmp_path: Path, strategy: str, **overrides) -> dict:
          "common.strategy.kwargs: trim must be non-negative, got -1"),
         ("my_trimmed_mean", {"strategy": {"kwargs": {"round": 2}}},  # fedavg's options, through **kwargs
          "common.strategy.kwargs.round: unknown option; did you mean 'rounds'? (allowed: trim, keep_local_norm, norm_statistics, "
-         "rounds, local_epochs, weighting, min_sites, test_every, fraction, local_steps, keep_optimizer_state, central_dp, robust, "
+         "rounds, local_epochs, weighting, min_sites, test_every, fraction, local_steps, schedule, keep_optimizer_state, central_dp, robust, "
          "enrolled_samples)"),
         ("my_trimmed_mean", {"strategy": {"kwargs": {"rounds": 0}}},
          "common.strategy.kwargs: rounds must be at least 1, got 0"),

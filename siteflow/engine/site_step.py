@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
@@ -135,6 +136,9 @@ class SiteStep:
         callbacks += [*private, *own_callbacks]
         if trainee.max_steps is not None:
             callbacks.append(ValidateAtStop())
+        if trainee.schedule_epoch:
+            callbacks.append(ScheduleFrom(trainee.schedule_epoch))
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr-<optimizer> in the logs, epoch by epoch
         callbacks.insert(0, DivergenceGuard("+".join(t.task_name for t in site_runs), stage))  # before the checkpoint is written
         trainer = self.trainer(stage, train_config, callbacks=callbacks, validate=len(val_set) > 0, max_steps=trainee.max_steps)
         trainer.fit(
@@ -223,6 +227,27 @@ class ValidateAtStop(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
+
+
+class ScheduleFrom(Callback):
+    """Starts the fit's learning-rate schedulers at epoch ``epoch`` instead of at their start:
+    each is stepped ``epoch`` times before the first batch (Lightning then steps it once per
+    epoch). A fit that resumes from a checkpoint gets the schedulers' saved state over this
+    (Lightning restores it after ``on_fit_start``)."""
+
+    def __init__(self, epoch: int) -> None:
+        if epoch < 0:
+            raise ValueError(f"epoch must be at least 0, got {epoch}")
+        self.epoch = epoch
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for config in trainer.lr_scheduler_configs:
+            if config.interval != "epoch":
+                raise ValueError(f"a schedule started at epoch {self.epoch} must step per epoch, not per {config.interval}")
+            with warnings.catch_warnings():  # stepped on purpose before the first optimiser step
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+                for _ in range(self.epoch):
+                    config.scheduler.step()
 
 
 def cpu_copy(state: Mapping[str, torch.Tensor]) -> Weights:

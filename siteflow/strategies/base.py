@@ -60,6 +60,9 @@ class Trainee:
     max_steps: int | None = None
     """Stop the fit after this many optimiser steps (Lightning's ``max_steps``), even in the
     middle of an epoch, validating once at the stop; None: the fit's epochs decide."""
+    schedule_epoch: int = 0
+    """The epoch of ``train.scheduler`` the fit starts at (0: the schedule's start): a
+    federation whose schedule runs across its rounds starts round r where round r - 1 ended."""
 
 
 class SiteTraining(Protocol):

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, Sequence, final
 import torch
 from torch import nn
 
-from siteflow.config import ExperimentConfig
+from siteflow.config import ExperimentConfig, TrainConfig
 from siteflow.core.errors import OptionError
 from siteflow.core.plausibility import implausible
 from siteflow.core.types import Weights
@@ -107,6 +107,15 @@ class FederatedStrategy(Strategy):
         local_steps: the local work of a round in optimiser steps instead of epochs (the
             same for sites of any size, as in FLamby's benchmark); replaces
             ``local_epochs``, which must then be left out.
+        schedule: how ``train.scheduler`` (the learning-rate schedule) runs over the rounds:
+            ``"per_round"`` (default; Flower and FLamby do so) starts it afresh in every
+            round's local training; ``"across_rounds"`` runs it once over all rounds, round r
+            starting at epoch ``(r - 1) * local_epochs``, so that a cosine schedule with
+            ``T_max: rounds * local_epochs`` anneals to its end in the last round as one
+            site's training of that many epochs would. ``across_rounds`` needs a scheduler
+            and ``local_epochs`` (a round of ``local_steps`` ends mid-epoch); a
+            ``CosineAnnealingLR`` must span the rounds (``T_max`` at least
+            ``rounds * local_epochs``).
         keep_optimizer_state: a site's optimiser resumes its state (Adam's moments, step
             counts) from its previous round instead of starting afresh every round (as the
             SSL-FL reference does); kept on the site's disk, never sent (see
@@ -140,6 +149,7 @@ class FederatedStrategy(Strategy):
         test_every: int = 1,
         fraction: float = 1.0,
         local_steps: int | None = None,
+        schedule: Literal["per_round", "across_rounds"] = "per_round",
         keep_optimizer_state: bool = False,
         central_dp: dict[str, float | bool | str | None] | None = None,
         robust: dict[str, Any] | None = None,
@@ -155,6 +165,10 @@ class FederatedStrategy(Strategy):
             raise ValueError(f"local_steps={local_steps} replaces local_epochs: set one of them, not both")
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if schedule not in ("per_round", "across_rounds"):
+            raise OptionError("schedule", f"must be 'per_round' or 'across_rounds', got {schedule!r}")
+        if schedule == "across_rounds" and local_steps is not None:
+            raise OptionError("schedule", "across_rounds continues the schedule epoch by epoch, and a round of local_steps ends mid-epoch: set local_epochs")
         self.rounds = rounds
         self.local_epochs = local_epochs
         self.weighting: Weighting = weighting
@@ -162,6 +176,7 @@ class FederatedStrategy(Strategy):
         self.test_every = test_every
         self.fraction = fraction
         self.local_steps = local_steps
+        self.schedule = schedule
         self.keep_optimizer_state = keep_optimizer_state
         self.central_dp = None if central_dp is None else CentralDPOptions.from_mapping(central_dp)
         if self.central_dp is not None and weighting != "equal":
@@ -250,6 +265,7 @@ class FederatedStrategy(Strategy):
             lambda network: self.site_learner(context, site, network, start, extra_losses),
             callbacks=lambda network: kept,
             max_steps=self.local_steps,
+            schedule_epoch=(round_number - 1) * self.local_epochs if self.schedule == "across_rounds" else 0,
         )
         epochs = self.local_epochs if self.local_steps is None else self.local_steps  # a step budget stops earlier
         return site.fit(stage, start, trainee, epochs=epochs, seed_offset=seed_offset)
@@ -333,10 +349,14 @@ class FederatedStrategy(Strategy):
         return self.rounds + int(self.finishes)
 
     def check_fits(self, config: ExperimentConfig) -> None:
-        """``min_sites`` is at most the sites that train (in a deployed run: the study's)."""
+        """``min_sites`` is at most the sites that train (in a deployed run: the study's); a
+        schedule ``across_rounds`` has a scheduler that spans the rounds at every site."""
         sites = len(config.sites) if config.deployed else len(config.site_runs)
         if self.min_sites is not None and self.min_sites > sites:
             raise OptionError("min_sites", f"is {self.min_sites}, but the study trains only {sites} sites")
+        if self.schedule == "across_rounds":
+            for site_run in config.site_runs:
+                check_schedule_spans(site_run.train, self.rounds * self.local_epochs, site_run.task_name)
 
     @final
     def planned_stages(self, context: SiteTraining) -> list[str]:
@@ -350,3 +370,18 @@ class FederatedStrategy(Strategy):
         """The rounds simulated in this process by the run's driver (``siteflow.deploy.flower``
         deploys them)."""
         context.simulate_rounds(self)
+
+
+def check_schedule_spans(train: TrainConfig, epochs: int, site: str) -> None:
+    """Refuse (as the option ``schedule``) a ``train`` whose learning-rate schedule cannot run
+    across ``epochs`` local epochs of the rounds: none at all, or a ``CosineAnnealingLR``
+    whose ``T_max`` ends before them (its rate would climb back up)."""
+    if train.scheduler is None:
+        raise OptionError("schedule", f"across_rounds runs train.scheduler over the rounds, but site {site!r} has none: set one, or schedule: per_round")
+    t_max = train.scheduler.kwargs.get("T_max")
+    if train.scheduler.name == "CosineAnnealingLR" and isinstance(t_max, int) and t_max < epochs:
+        raise OptionError(
+            "schedule",
+            f"across_rounds runs the schedule of site {site!r} over rounds x local_epochs = {epochs} epochs, but its "
+            f"train.scheduler.kwargs.T_max is {t_max}: the cosine would climb back up; set T_max: {epochs}",
+        )
