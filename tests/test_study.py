@@ -195,6 +195,9 @@ def test_a_tiny_study_resumes_after_a_kill_and_reports_its_runs_numbers(tmp_path
         value = float(np.mean(list(sites.values())))
         row = ranking[ranking.index(f"<td>{name}</td>"):]
         assert float(re.search(r'data-value="([^"]+)"', row[row.index("<td>", 10):]).group(1)) == pytest.approx(value, abs=1e-12)
+        final = json.loads((out / "runs" / name / "results" / "summary.json").read_text())["dice"]["final_mean"]
+        final = final["values"][0] if isinstance(final, dict) else final  # one seed
+        assert f"<td>{final:.3f} (1 seed)</td>" in row[:row.index("</tr>")]  # the spread over seeds, here of one
     best = max(("local", local), ("fedavg", fedavg), key=lambda item: np.mean(list(item[1].values())))
     assert f"{best[0]} ranks first of 2 runs with a mean Dice of {np.mean(list(best[1].values())):.3f}" in report
     assert "0.0000" not in report[report.index('id="comparisons"'):report.index("Test images")]

@@ -53,7 +53,9 @@ class StudyComparison:
 class RankedRun:
     """A run's place in the ranking: its strategy, the mean over test sites of the metric
     (each site's value the mean over seeds) with a 95% bootstrap interval (images resampled
-    within each site), its seeds, its cost and its comparisons with the reference."""
+    within each site), its seeds, its cost, its comparisons with the reference, and the final
+    mean of its site matrix seed by seed (the interval is over test images; how much the run
+    varies from seed to seed is this)."""
 
     name: str
     strategy: str
@@ -63,6 +65,7 @@ class RankedRun:
     seeds: int
     cost: RunCost
     comparisons: tuple[StudyComparison, ...]
+    seed_values: tuple[float, ...] = ()
 
     @property
     def better(self) -> list[str]:
@@ -124,7 +127,7 @@ def analyse_study(
         value, low, high = overall_interval(samples[name], metric, n_resamples=n_resamples, seed=seed)
         ranked.append(RankedRun(
             name, run.config.get("strategy", {}).get("name", "?"), value, low, high, len(run.folders), costs[name],
-            tuple(c for c in comparisons if c.run == name),
+            tuple(c for c in comparisons if c.run == name), seed_values(run, metric),
         ))
     ranked.sort(key=lambda r: (-r.value if math.isfinite(r.value) else math.inf, r.name))
     sites = tuple(samples[reference])
@@ -170,3 +173,13 @@ def comparisons_csv(results: StudyResults) -> str:
                s.bootstrap.estimate, s.bootstrap.low, s.bootstrap.high, s.bootstrap.p_value, c.p_holm, s.wilcoxon_p]
         writer.writerow([f"{v:.6f}" if isinstance(v, float) else v for v in row])
     return buffer.getvalue()
+
+
+def seed_values(run: FinishedRun, metric: str) -> tuple[float, ...]:
+    """The final mean of ``metric`` in ``run``'s site matrix, one value per seed (from its
+    ``summary.json``); empty when the summary has none."""
+    entry = run.summary.get(metric)
+    final = entry.get("final_mean") if isinstance(entry, dict) else None
+    if isinstance(final, dict):
+        return tuple(float(v) for v in final.get("values", ()))
+    return () if final is None else (float(final),)

@@ -81,7 +81,9 @@ def method(results: StudyResults) -> str:
     return (
         f"{metric_name(results.metric)}: each run's mean over the {len(results.sites)} test sites "
         f"({results.images} test images; each site's value averaged over {'/'.join(map(str, seeds))} seed(s)); "
-        f"intervals: 95% bootstrap over the test images, resampled within each site ({results.n_resamples} resamples). "
+        f"intervals: 95% bootstrap over the test images, resampled within each site ({results.n_resamples} resamples); "
+        f"they do not show how a run varies from seed to seed: the ranking's column 'over seeds' does (the final mean "
+        f"of each seed's site matrix, mean \u00b1 sd). "
         f"Each run is compared with the reference {results.reference} site by site on the same images "
         f"(paired bootstrap, {results.n_resamples} resamples, as siteflow-compare), and the "
         f"{len(results.comparisons)} p-values are corrected together (Holm)."
@@ -121,15 +123,26 @@ def ranking_figure(results: StudyResults) -> Figure:
 
 
 def ranking_table(results: StudyResults) -> str:
-    header = ["rank", "run", "strategy", metric_name(results.metric), "95% interval", "sites better / worse than the reference",
-              "training time per seed", "sent and received per site", "privacy (\u03b5)"]
+    header = ["rank", "run", "strategy", metric_name(results.metric), "95% interval", "over seeds (final mean \u00b1 sd)",
+              "sites better / worse than the reference", "training time per seed", "sent and received per site", "privacy (\u03b5)"]
     rows = []
     for rank, run in enumerate(results.ranked, start=1):
         versus = "reference" if run.name == results.reference else f"{len(run.better)} / {len(run.worse)}"
-        rows.append([rank, run.name, run.strategy, run.value, f"{run.low:.3f} to {run.high:.3f}", versus,
+        rows.append([rank, run.name, run.strategy, run.value, f"{run.low:.3f} to {run.high:.3f}", seed_spread(run.seed_values), versus,
                      format_duration(run.cost.train_s), mebibytes(run.cost.bytes_per_site),
                      "" if run.cost.epsilon is None else f"{run.cost.epsilon:.2f}"])
     return table(header, rows, table_id="ranking")
+
+
+def seed_spread(values: Sequence[float]) -> str:
+    """``"0.514 \u00b1 0.200 (3 seeds)"``; one seed: ``"0.514 (1 seed)"``; none: empty."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.3f} (1 seed)"
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.3f} \u00b1 {sd:.3f} ({len(values)} seeds)"
 
 
 def comparison_table(results: StudyResults) -> str:
