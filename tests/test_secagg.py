@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,26 +34,39 @@ def test_secagg_gives_the_plaintext_average_within_its_quantisation_and_survives
     server = ExperimentRun(load_config(config), tmp_path / "server" / "fedavg" / "t")
     build_dataset(server.config.sites[2], "train")  # writes the synthetic sites, once
     shutil.rmtree(next((tmp_path / "data").glob("*/Domain3/train/image")))  # site 3 fails when it trains
-    local = LocalFederation(tmp_path, hospitals(tmp_path, 3), workers=True)
+    stdout = secure_run(tmp_path, config, sites=3, max_weight=8.0)
+    assert "round 1: site site3 dropped out of the secure round" in stdout
+    assert re.search(r"round 1: aggregated (site1 \(4 samples\), site2|site2 \(4 samples\), site1) \(4 samples\)\n", stdout)
+
+    expected = by_hand(config, tmp_path / "by_hand", rounds=1, task_ids=(1, 2))[0]  # the survivors' plaintext average
+    final = load_weights(server.folder.checkpoints / "global" / "final.safetensors")
+    assert_secure_average(final, expected, max_weight=8.0, samples=[4, 4])  # two sites of 4 training samples
+
+
+def secure_run(tmp_path: Path, config: Path, *, sites: int, max_weight: float) -> str:
+    """Run ``config`` deployed on a local federation of ``sites`` SuperNodes with their site
+    workers, under SecAgg+ with ``secagg-max-weight``; returns the run's output (it must succeed)."""
+    local = LocalFederation(tmp_path, hospitals(tmp_path, sites), workers=True)
     try:
         run_config = (f"config='{config}' note='t' exps-root='{tmp_path / 'server'}' wait-for-sites=120 "
-                      "secure-aggregation=true secagg-max-weight=8.0")
+                      f"secure-aggregation=true secagg-max-weight={max_weight}")
         result = local.flwr("run", str(APP), "test", "--run-config", run_config, "--stream", timeout=400)
         assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
     finally:
         local.close()  # fails if any process it started is still alive
-    assert "round 1: site site3 dropped out of the secure round" in result.stdout
-    assert re.search(r"round 1: aggregated (site1 \(4 samples\), site2|site2 \(4 samples\), site1) \(4 samples\)\n", result.stdout)
+    return result.stdout
 
-    expected = by_hand(config, tmp_path / "by_hand", rounds=1, task_ids=(1, 2))[0]  # the survivors' plaintext average
-    final = load_weights(server.folder.checkpoints / "global" / "final.safetensors")
-    settings = SecureSettings(max_weight=8.0)
-    ratio_sum = 2 * 4 / settings.max_weight  # two sites of 4 training samples
+
+def assert_secure_average(final: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], *, max_weight: float, samples: list[int]) -> None:
+    """``final`` is the plaintext weighted average ``expected`` of sites with ``samples``
+    training samples up to SecAgg+'s quantisation (each site's rounding under one level), and
+    not equal to it (the server summed quantised, masked vectors, not the plaintext updates)."""
+    settings = SecureSettings(max_weight=max_weight)
+    ratio_sum = sum(samples) / settings.max_weight
     step = 2 * settings.clipping_range / settings.quantization_range  # one quantisation level
-    tolerance = 2 * step / ratio_sum  # each site's rounding is under one level
+    tolerance = len(samples) * step / ratio_sum
     differences = [float((final[name] - expected[name]).abs().max()) for name in expected if expected[name].is_floating_point()]
-    assert max(differences) <= tolerance, (max(differences), tolerance)
-    assert max(differences) > 0  # the server summed quantised, masked vectors, not the plaintext updates
+    assert 0 < max(differences) <= tolerance, (max(differences), tolerance)
     assert all(torch.equal(final[name], expected[name]) for name in expected if not expected[name].is_floating_point())
 
 

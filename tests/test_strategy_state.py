@@ -105,29 +105,16 @@ def test_secure_aggregation_runs_a_fedavg_subclass_that_only_logs_and_refuses_sc
 
 @pytest.mark.slow
 def test_a_fedavg_subclass_that_only_logs_trains_a_deployed_round_under_secure_aggregation(tmp_path, plugins):
-    from flower_local import APP, LocalFederation
-    from test_federated_flower import by_hand, hospitals
-
-    from siteflow.deploy.flower.protocol import SecureSettings
+    from test_federated_flower import by_hand
+    from test_secagg import assert_secure_average, secure_run
 
     config = tiny_config(tmp_path, "logging_fedavg_plugin", sites=3, common={"strategy": {"kwargs": {"rounds": 1}}})
     server = ExperimentRun(load_config(config), tmp_path / "server" / "logging_fedavg_plugin" / "t")
-    local = LocalFederation(tmp_path, hospitals(tmp_path, 3), workers=True)  # its processes see the plug-in (PYTHONPATH)
-    try:
-        run_config = (f"config='{config}' note='t' exps-root='{tmp_path / 'server'}' wait-for-sites=120 "
-                      "secure-aggregation=true secagg-max-weight=16.0")
-        result = local.flwr("run", str(APP), "test", "--run-config", run_config, "--stream", timeout=400)
-        assert result.returncode == 0, f"{result.stdout[-4000:]}\n{local.log_tails()}"
-    finally:
-        local.close()
-    assert "round 1: aggregated" in result.stdout
+    stdout = secure_run(tmp_path, config, sites=3, max_weight=16.0)  # its processes see the plug-in (PYTHONPATH)
+    assert "round 1: aggregated" in stdout
     processed = next((tmp_path / "server").rglob("processed_config.yaml")).read_text()
     assert "name: logging_fedavg_plugin" in processed  # the server ran the plug-in, loaded through its entry point
 
     expected = by_hand(config, tmp_path / "by_hand", rounds=1, task_ids=(1, 2, 3))[0]  # the plaintext average
     final = load_weights(server.folder.checkpoints / "global" / "final.safetensors")
-    settings = SecureSettings(max_weight=16.0)
-    ratio_sum = 3 * 4 / settings.max_weight  # three sites of 4 training samples
-    tolerance = 3 * (2 * settings.clipping_range / settings.quantization_range) / ratio_sum  # under one level per site
-    differences = [float((final[name] - expected[name]).abs().max()) for name in expected if expected[name].is_floating_point()]
-    assert 0 < max(differences) <= tolerance, (max(differences), tolerance)  # masked, quantised sums: not the plaintext
+    assert_secure_average(final, expected, max_weight=16.0, samples=[4, 4, 4])
