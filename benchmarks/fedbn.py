@@ -31,14 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.report import machine, mean_sd, write_section  # noqa: E402
+from benchmarks.vessel_runs import SITES, cached_run, vessel_study  # noqa: E402
 from siteflow.config import load_config  # noqa: E402
 from siteflow.engine.runner import ExperimentRun  # noqa: E402
 
-SITES = ("DRIVE", "STARE", "CHASE_DB1")
 FEDERATED = {"weighting": "samples"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "fedavg": {"name": "fedavg", "kwargs": FEDERATED},
@@ -84,43 +83,31 @@ def study(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
     }
     if args.tiny:
         model = {"base_channels": 4, "depth": 2}
-    return {
-        "common": {"seed": seed, "num_workers": 0, "dataset": {"name": "synthetic_vessels", "kwargs": dataset},
-                   "model": {"name": "unet", "kwargs": model}, "strategy": strategy, "train": train},
-        "all_tasks_datasets": [{"task_id": i + 1, "task_name": site, "kwargs": {"folder": site}} for i, site in enumerate(SITES)],
-        "current_tasks": {"task_ids": [1, 2, 3]},
-    }
+    return vessel_study(seed, dataset, model, strategy, train)
 
 
 def run(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
     """Train ``variant`` at ``seed``, or read back the numbers of its finished run
     (``result.json`` beside its config, written atomically once the run ends)."""
     folder = args.out / f"{variant}_seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
-    config = yaml.safe_dump(study(args, variant, seed), sort_keys=False)
-    numbers = folder / "result.json"
-    if numbers.is_file() and path.is_file() and path.read_text() == config:
-        return json.loads(numbers.read_text())
-    path.write_text(config)
-    began = time.perf_counter()
-    runner = TimedRun(load_config(path), folder / "run")
-    summary = runner.execute()["dice"]
-    matrix = (runner.result_path("site_matrix_dice.csv")).read_text().splitlines()
-    rounds = args.rounds if VARIANTS[variant]["name"] == "fedavg" else 1
-    result = {
-        "final_per_site": summary["final_per_site"],
-        "final_mean": summary["final_mean"],
-        "site_matrix": matrix,
-        "train_seconds": runner.fit_seconds,
-        "wall_seconds": time.perf_counter() - began,
-        "seconds_per_round": (time.perf_counter() - began) / rounds,
-        "bytes_per_round": sent_bytes(runner) if VARIANTS[variant]["name"] == "fedavg" else None,
-    }
-    partial = numbers.with_suffix(".tmp")
-    partial.write_text(json.dumps(result, indent=1))
-    partial.replace(numbers)
-    return result
+
+    def train(path: Path) -> dict[str, Any]:
+        began = time.perf_counter()
+        runner = TimedRun(load_config(path), folder / "run")
+        summary = runner.execute()["dice"]
+        matrix = (runner.result_path("site_matrix_dice.csv")).read_text().splitlines()
+        rounds = args.rounds if VARIANTS[variant]["name"] == "fedavg" else 1
+        return {
+            "final_per_site": summary["final_per_site"],
+            "final_mean": summary["final_mean"],
+            "site_matrix": matrix,
+            "train_seconds": runner.fit_seconds,
+            "wall_seconds": time.perf_counter() - began,
+            "seconds_per_round": (time.perf_counter() - began) / rounds,
+            "bytes_per_round": sent_bytes(runner) if VARIANTS[variant]["name"] == "fedavg" else None,
+        }
+
+    return cached_run(folder, study(args, variant, seed), train)
 
 
 def sent_bytes(runner: ExperimentRun) -> int:

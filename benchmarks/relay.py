@@ -34,14 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 from benchmarks.report import machine, mean_sd, write_section  # noqa: E402
+from benchmarks.vessel_runs import SITES, cached_run, vessel_study  # noqa: E402
 from siteflow.config import deep_merge, load_config  # noqa: E402
 from siteflow.engine.runner import ExperimentRun  # noqa: E402
 
-SITES = ("DRIVE", "STARE", "CHASE_DB1")
 HARD_VESSELS = {"native_size": [288, 320], "vessel_width": 0.6, "vessel_contrast": 0.6, "texture": 0.25}
 VARIANTS: dict[str, dict[str, Any]] = {
     "sequential": {"name": "sequential"},
@@ -102,40 +101,28 @@ def study(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
         if strategy["name"] == "relay":
             strategy = deep_merge(strategy, {"kwargs": {"label_generator_channels": 16, "image_generator_channels": 4,
                                                         "discriminator_channels": 4, "quality_samples": 2}})
-    return {
-        "common": {"seed": seed, "num_workers": 0, "dataset": {"name": "synthetic_vessels", "kwargs": dataset},
-                   "model": {"name": "unet", "kwargs": model}, "strategy": strategy, "train": train},
-        "all_tasks_datasets": [{"task_id": i + 1, "task_name": site, "kwargs": {"folder": site}} for i, site in enumerate(SITES)],
-        "current_tasks": {"task_ids": [1, 2, 3]},
-    }
+    return vessel_study(seed, dataset, model, strategy, train)
 
 
 def run(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
     """Train ``variant`` at ``seed``, or read back the numbers of its finished run
     (``result.json`` beside its config, written atomically once the run ends)."""
     folder = args.out / f"{variant}_seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
-    config = yaml.safe_dump(study(args, variant, seed), sort_keys=False)
-    numbers = folder / "result.json"
-    if numbers.is_file() and path.is_file() and path.read_text() == config:
-        return json.loads(numbers.read_text())
-    path.write_text(config)
-    runner = TimedRun(load_config(path), folder / "run", gpus=args.gpus)
-    summary = runner.execute()["dice"]
-    quality = runner.result_path("replay_quality.json")
-    counted = runner.result_path("replay_weights.json")
-    result = {
-        "final_mean": summary["final_mean"],
-        "backward_transfer": summary["backward_transfer"],
-        "seconds_per_epoch": runner.fit_seconds / runner.fit_epochs if runner.fit_epochs else None,
-        "replay_quality": json.loads(quality.read_text()) if quality.is_file() else {},
-        "replay_weights": json.loads(counted.read_text()) if counted.is_file() else {},
-    }
-    partial = numbers.with_suffix(".tmp")
-    partial.write_text(json.dumps(result, indent=1))
-    partial.replace(numbers)
-    return result
+
+    def train(path: Path) -> dict[str, Any]:
+        runner = TimedRun(load_config(path), folder / "run", gpus=args.gpus)
+        summary = runner.execute()["dice"]
+        quality = runner.result_path("replay_quality.json")
+        counted = runner.result_path("replay_weights.json")
+        return {
+            "final_mean": summary["final_mean"],
+            "backward_transfer": summary["backward_transfer"],
+            "seconds_per_epoch": runner.fit_seconds / runner.fit_epochs if runner.fit_epochs else None,
+            "replay_quality": json.loads(quality.read_text()) if quality.is_file() else {},
+            "replay_weights": json.loads(counted.read_text()) if counted.is_file() else {},
+        }
+
+    return cached_run(folder, study(args, variant, seed), train)
 
 
 def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]]]) -> str:
