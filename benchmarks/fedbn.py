@@ -125,7 +125,9 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]
         f"{args.train_per_site} training and {args.test_per_site} test images per site, U-Net width {args.base_channels}, "
         f"{args.patch_size}x{args.patch_size} patches ({args.augmentation} augmentation), {args.num_replica} per image and epoch, {args.rounds} rounds of "
         f"{args.local_epochs} local epochs ({args.rounds * args.local_epochs} epochs per site for the others), AdamW 1e-3 with a cosine "
-        f"schedule, sliding-window tests; seeds {', '.join(map(str, args.seeds))}, mean ± sd.",
+        f"schedule, sliding-window tests; seeds {', '.join(map(str, args.seeds))}, mean ± sd. Wall seconds per round "
+        f"(per run: a round of the federated runs, the whole run of the others) are given seed by seed: runs made at "
+        f"different loads of the machine are not averaged.",
         "",
         "| variant | " + " | ".join(SITES) + " | mean | s / round | bytes sent / site / round |",
         "|---|" + "---|" * (len(SITES) + 3),
@@ -134,9 +136,10 @@ def report(args: argparse.Namespace, results: dict[str, dict[int, dict[str, Any]
         rows = list(by_seed.values())
         cells = [spread([r["final_per_site"].get(site) for r in rows]) for site in SITES]
         sent = rows[0]["bytes_per_round"]
+        seconds = ", ".join(f"{r['seconds_per_round']:.0f}" for r in rows)
         lines.append(
             f"| {variant} | " + " | ".join(cells) + f" | {spread([r['final_mean'] for r in rows])} "
-            f"| {spread([r['seconds_per_round'] for r in rows])} | {'-' if sent is None else f'{sent / 1e6:.2f} MB'} |"
+            f"| {seconds} | {'-' if sent is None else f'{sent / 1e6:.2f} MB'} |"
         )
     return "\n".join(lines)
 
