@@ -12,6 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
+from siteflow.engine.results import spread
 from siteflow.metrics import holm_adjust
 from siteflow.reporting.compare import SiteComparison, compare_runs, primary_metric, site_value
 from siteflow.reporting.runs import FinishedRun
@@ -54,8 +55,9 @@ class RankedRun:
     """A run's place in the ranking: its strategy, the mean over test sites of the metric
     (each site's value the mean over seeds) with a 95% bootstrap interval (images resampled
     within each site), its seeds, its cost, its comparisons with the reference, and the final
-    mean of its site matrix seed by seed (the interval is over test images; how much the run
-    varies from seed to seed is this)."""
+    mean of its site matrix over its seeds as its summary holds it (``{"mean", "std",
+    "values"}``, None when the summary has none: the interval is over test images; how much the
+    run varies from seed to seed is this)."""
 
     name: str
     strategy: str
@@ -65,7 +67,7 @@ class RankedRun:
     seeds: int
     cost: RunCost
     comparisons: tuple[StudyComparison, ...]
-    seed_values: tuple[float, ...] = ()
+    over_seeds: dict | None = None
 
     @property
     def better(self) -> list[str]:
@@ -127,7 +129,7 @@ def analyse_study(
         value, low, high = overall_interval(samples[name], metric, n_resamples=n_resamples, seed=seed)
         ranked.append(RankedRun(
             name, run.config.get("strategy", {}).get("name", "?"), value, low, high, len(run.folders), costs[name],
-            tuple(c for c in comparisons if c.run == name), seed_values(run, metric),
+            tuple(c for c in comparisons if c.run == name), final_mean_over_seeds(run, metric),
         ))
     ranked.sort(key=lambda r: (-r.value if math.isfinite(r.value) else math.inf, r.name))
     sites = tuple(samples[reference])
@@ -175,11 +177,10 @@ def comparisons_csv(results: StudyResults) -> str:
     return buffer.getvalue()
 
 
-def seed_values(run: FinishedRun, metric: str) -> tuple[float, ...]:
-    """The final mean of ``metric`` in ``run``'s site matrix, one value per seed (from its
-    ``summary.json``); empty when the summary has none."""
+def final_mean_over_seeds(run: FinishedRun, metric: str) -> dict | None:
+    """The final mean of ``metric`` in ``run``'s ``summary.json`` as a spread over seeds
+    (:func:`~siteflow.engine.results.spread`; a run of one seed as a spread of one value);
+    None when the summary has none."""
     entry = run.summary.get(metric)
     final = entry.get("final_mean") if isinstance(entry, dict) else None
-    if isinstance(final, dict):
-        return tuple(float(v) for v in final.get("values", ()))
-    return () if final is None else (float(final),)
+    return final if isinstance(final, dict) or final is None else spread([float(final)])

@@ -6,7 +6,6 @@ pictures and details of each run (test images, site matrices, learning curves, c
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -128,21 +127,21 @@ def ranking_table(results: StudyResults) -> str:
     rows = []
     for rank, run in enumerate(results.ranked, start=1):
         versus = "reference" if run.name == results.reference else f"{len(run.better)} / {len(run.worse)}"
-        rows.append([rank, run.name, run.strategy, run.value, f"{run.low:.3f} to {run.high:.3f}", seed_spread(run.seed_values), versus,
+        rows.append([rank, run.name, run.strategy, run.value, f"{run.low:.3f} to {run.high:.3f}", seed_spread(run.over_seeds), versus,
                      format_duration(run.cost.train_s), mebibytes(run.cost.bytes_per_site),
                      "" if run.cost.epsilon is None else f"{run.cost.epsilon:.2f}"])
     return table(header, rows, table_id="ranking")
 
 
-def seed_spread(values: Sequence[float]) -> str:
-    """``"0.514 \u00b1 0.200 (3 seeds)"``; one seed: ``"0.514 (1 seed)"``; none: empty."""
-    if not values:
+def seed_spread(over_seeds: Mapping | None) -> str:
+    """A spread over seeds (``{"mean", "std", "values"}``) as ``"0.514 \u00b1 0.200 (3 seeds)"``;
+    one seed: ``"0.514 (1 seed)"``; None: empty."""
+    if over_seeds is None:
         return ""
-    if len(values) == 1:
-        return f"{values[0]:.3f} (1 seed)"
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:.3f} \u00b1 {sd:.3f} ({len(values)} seeds)"
+    count = len(over_seeds["values"])
+    if over_seeds["std"] is None:
+        return f"{over_seeds['mean']:.3f} ({count} seed{'s' if count > 1 else ''})"
+    return f"{over_seeds['mean']:.3f} \u00b1 {over_seeds['std']:.3f} ({count} seeds)"
 
 
 def comparison_table(results: StudyResults) -> str:
